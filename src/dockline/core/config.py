@@ -1,0 +1,159 @@
+"""Typed configuration and the data directory layout.
+
+Configuration is frozen pydantic with ``extra="forbid"``, so a typo is an error at load, not a
+silently ignored setting. Backends are chosen by a ``kind`` literal through a dict of factories
+in the wiring layer, never from class names in strings.
+
+One data directory holds all state; its layout is stable (DESIGN.md, "Names and places").
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
+
+from dockline.core.errors import ConfigError
+
+__all__ = [
+    "DATA_DIR_ENV",
+    "DataDir",
+    "DocklineConfig",
+    "IngestConfig",
+    "LogConfig",
+    "OfflineConfig",
+    "resolve_data_dir",
+]
+
+DATA_DIR_ENV = "DOCKLINE_DATA_DIR"
+DEFAULT_DATA_DIR = Path(".dockline")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class LogConfig(_Frozen):
+    """Which event log, and how it is laid out."""
+
+    kind: Literal["sqlite"] = "sqlite"
+    partitions: int = Field(default=4, ge=1, le=256)
+    # FULL survives power loss; NORMAL (WAL) survives process crashes, which is what kill -9 needs.
+    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+
+
+class IngestConfig(_Frozen):
+    """Validation policy at the edge."""
+
+    allowed_lateness: timedelta = timedelta(minutes=10)
+    """Events older than the station's newest event minus this go to dead letters as ``late``."""
+    stale_after: timedelta = timedelta(days=1)
+    """Events whose time is further than this behind ``ingested_at`` are ``stale``."""
+    future_tolerance: timedelta = timedelta(minutes=5)
+    """Events whose time is ahead of ``ingested_at`` by more than this are ``future``."""
+    publication_delay: timedelta = timedelta(seconds=0)
+    """For archives without ``ingested_at``: ``ingested_at = event_ts + publication_delay``."""
+    batch_rows: int = Field(default=200_000, ge=1)
+    """Rows per batch when reading tabular archives."""
+
+
+class OfflineConfig(_Frozen):
+    """The offline store sink."""
+
+    read_batch: int = Field(default=500_000, ge=1)
+    """Records the sink reads from one partition of the log per step."""
+
+
+class DocklineConfig(_Frozen):
+    """All of dockline's settings, loaded from ``<data-dir>/dockline.toml`` when present."""
+
+    log: LogConfig = LogConfig()
+    ingest: IngestConfig = IngestConfig()
+    offline: OfflineConfig = OfflineConfig()
+
+    @classmethod
+    def load(cls, path: Path | None) -> Self:
+        """Read ``path`` (TOML); a missing ``path`` gives the defaults."""
+        if path is None or not path.exists():
+            return cls()
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+            return cls.model_validate(raw)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"not valid TOML: {exc}", where=str(path)) from exc
+        except PydanticValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"])
+            raise ConfigError(f"{loc}: {err['msg']}", where=str(path)) from exc
+
+
+def resolve_data_dir(value: str | Path | None = None) -> Path:
+    """The data directory: the argument, else ``$DOCKLINE_DATA_DIR``, else ``./.dockline``."""
+    if value is not None:
+        return Path(value)
+    env = os.environ.get(DATA_DIR_ENV)
+    return Path(env) if env else DEFAULT_DATA_DIR
+
+
+class DataDir:
+    """Paths inside the data directory. Creating the object touches nothing on disk."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "dockline.toml"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "log"
+
+    @property
+    def deadletters(self) -> Path:
+        return self.root / "deadletters"
+
+    def offline(self, source: str) -> Path:
+        """``offline/<source>/``: Hive-partitioned Parquet (``date=YYYY-MM-DD``)."""
+        return self.root / "offline" / source
+
+    @property
+    def online_sqlite(self) -> Path:
+        return self.root / "online.sqlite"
+
+    @property
+    def datasets(self) -> Path:
+        return self.root / "datasets"
+
+    @property
+    def mlruns(self) -> Path:
+        return self.root / "mlruns"
+
+    @property
+    def bundles(self) -> Path:
+        return self.root / "bundles"
+
+    @property
+    def serving_metrics(self) -> Path:
+        return self.root / "serving" / "metrics"
+
+    @property
+    def serving_predictions(self) -> Path:
+        return self.root / "serving" / "predictions"
+
+    @property
+    def monitoring(self) -> Path:
+        return self.root / "monitoring"
+
+    @property
+    def lineage(self) -> Path:
+        return self.root / "lineage"
+
+    def config(self) -> DocklineConfig:
+        """The configuration stored in this data directory (defaults when absent)."""
+        return DocklineConfig.load(self.config_file)

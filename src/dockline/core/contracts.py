@@ -1,0 +1,222 @@
+"""Typed, versioned contracts between layers.
+
+Two kinds live here:
+
+* **Columnar record schemas** (Arrow) for the events that flow through the log and the stores —
+  the hot path stays vectorized, so events travel as Arrow tables, never as per-row objects.
+* **Metadata contracts** (pydantic, ``schema_version``) written beside the artifacts they
+  describe and validated on read (``DatasetMetadata`` …), extended from the monitoring layer's
+  contracts.
+
+Dead letters are small msgspec structs: they are many on a noisy feed and must be cheap.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+import msgspec
+import pyarrow as pa
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from dockline.core.errors import ContractError
+from dockline.core.time import ensure_utc
+
+__all__ = [
+    "STATION_INFORMATION_SCHEMA",
+    "STATION_STATUS_SCHEMA",
+    "TOPIC_STATION_INFORMATION",
+    "TOPIC_STATION_STATUS",
+    "TS_TYPE",
+    "Contract",
+    "DatasetMetadata",
+    "DeadLetter",
+    "FileDigest",
+    "IngestSummary",
+    "RejectReason",
+    "UtcDatetime",
+    "dead_letter_id",
+]
+
+TS_TYPE = pa.timestamp("us", tz="UTC")
+"""Every timestamp column: microseconds, UTC."""
+
+TOPIC_STATION_STATUS = "station_status"
+TOPIC_STATION_INFORMATION = "station_information"
+
+STATION_STATUS_SCHEMA = pa.schema(
+    [
+        pa.field("station_id", pa.string(), nullable=False),
+        pa.field("event_ts", TS_TYPE, nullable=False),  # GBFS last_reported
+        pa.field("ingested_at", TS_TYPE, nullable=False),  # when dockline learned it
+        pa.field("num_bikes_available", pa.int32(), nullable=False),
+        pa.field("num_docks_available", pa.int32(), nullable=False),
+        pa.field("capacity", pa.int32()),  # null when neither status nor information gives it
+        pa.field("is_installed", pa.bool_(), nullable=False),
+        pa.field("is_renting", pa.bool_(), nullable=False),
+        pa.field("is_returning", pa.bool_(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+    ]
+)
+"""Normalized ``station_status`` events (DESIGN.md, "Names and places")."""
+
+STATION_INFORMATION_SCHEMA = pa.schema(
+    [
+        pa.field("station_id", pa.string(), nullable=False),
+        pa.field("event_ts", TS_TYPE, nullable=False),  # the document's last_updated
+        pa.field("ingested_at", TS_TYPE, nullable=False),
+        pa.field("name", pa.string()),
+        pa.field("lat", pa.float64(), nullable=False),
+        pa.field("lon", pa.float64(), nullable=False),
+        pa.field("capacity", pa.int32()),
+        pa.field("region_id", pa.string()),
+        pa.field("source", pa.string(), nullable=False),
+    ]
+)
+"""Normalized ``station_information`` events."""
+
+
+class RejectReason(enum.StrEnum):
+    """Why a record went to the dead letters. Stable: counted in metrics and shown to users."""
+
+    MALFORMED = "malformed"  # the document itself is not valid JSON / not a GBFS document
+    MISSING_FIELD = "missing_field"
+    BAD_TYPE = "bad_type"
+    BAD_VALUE = "bad_value"  # right type, impossible value (e.g. latitude 200)
+    NEGATIVE_COUNT = "negative_count"
+    DUPLICATE = "duplicate"  # same entity and event time seen already
+    STALE = "stale"  # event time far in the past (placeholders such as 86400)
+    FUTURE = "future"  # event time ahead of the clock beyond tolerance
+    LATE = "late"  # older than the entity's watermark minus the allowed lateness
+
+
+class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
+    """A rejected record with everything needed to understand and replay it.
+
+    ``id`` is deterministic (source, batch and position), so writing the same rejection twice
+    — e.g. after a crash and restart — stores it once.
+    """
+
+    id: str
+    source: str
+    topic: str
+    reason: RejectReason
+    detail: str
+    raw: bytes  # the record exactly as received (JSON bytes for feeds, JSON of the row for tables)
+    ingested_at: datetime
+    key: str | None = None
+    event_ts: datetime | None = None
+
+
+def dead_letter_id(source: str, batch: str, position: int) -> str:
+    """Deterministic dead-letter id for the record at ``position`` of ``batch`` from ``source``."""
+    digest = hashlib.blake2b(f"{source}\x1f{batch}\x1f{position}".encode(), digest_size=12)
+    return digest.hexdigest()
+
+
+def _utc(value: datetime) -> datetime:
+    return ensure_utc(value)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+"""A pydantic datetime field that must be tz-aware; stored as UTC."""
+
+
+class Contract(BaseModel):
+    """Base of metadata contracts: frozen, strict about unknown fields, versioned."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal["v1"] = "v1"
+
+    def write(self, path: Path) -> None:
+        """Write the contract as pretty JSON, atomically (write then rename)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        tmp.replace(path)
+
+    @classmethod
+    def read(cls, path: Path) -> Self:
+        """Read and validate a contract file; a bad file raises :class:`ContractError`."""
+        try:
+            return cls.model_validate_json(path.read_bytes())
+        except FileNotFoundError:
+            raise ContractError(f"{cls.__name__} file is missing", where=str(path)) from None
+        except ValueError as exc:
+            first = str(exc).splitlines()
+            detail = "; ".join(first[:3])
+            raise ContractError(f"{cls.__name__} is invalid: {detail}", where=str(path)) from exc
+
+
+class FileDigest(BaseModel):
+    """One data file of a dataset or partition."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    path: str  # relative to the manifest's directory
+    rows: int = Field(ge=0)
+    bytes: int = Field(ge=0)
+    sha256: str
+
+
+class DatasetMetadata(Contract):
+    """Describes a dataset or one partition of a store (P2 → P6 contract, extended).
+
+    Written as ``_manifest.json`` beside the files it describes. ``content_hash`` is the SHA-256
+    over the sorted file digests, so two manifests with the same hash hold the same bytes.
+    """
+
+    dataset_name: str
+    dataset_version: str
+    path: str
+    built_at: UtcDatetime
+    row_count: int = Field(ge=0)
+    entity: str = "station_id"
+    event_ts: str = "event_ts"
+    partition: str | None = None
+    time_range_start: UtcDatetime | None = None
+    time_range_end: UtcDatetime | None = None
+    columns: list[str] = Field(default_factory=list)
+    files: list[FileDigest] = Field(default_factory=list)
+    content_hash: str = ""
+    feature_count: int | None = None
+    target: str | None = None
+    extra: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+
+
+class IngestSummary(msgspec.Struct, kw_only=True):
+    """What an ingest run did. ``received == accepted + sum(dead_letters.values())`` always."""
+
+    source: str
+    received: int = 0
+    accepted: int = 0
+    dead_letters: dict[str, int] = msgspec.field(default_factory=dict)
+    documents: int = 0
+    stations: int = 0
+    seconds: float = 0.0
+
+    def add_rejections(self, letters: list[DeadLetter]) -> None:
+        """Count ``letters`` by reason."""
+        for letter in letters:
+            key = str(letter.reason)
+            self.dead_letters[key] = self.dead_letters.get(key, 0) + 1
+
+    @property
+    def rejected(self) -> int:
+        """Total dead letters."""
+        return sum(self.dead_letters.values())
+
+    def check_accounting(self) -> None:
+        """Raise if any record is unaccounted for (accepted + dead letters must equal received)."""
+        if self.accepted + self.rejected != self.received:
+            raise ContractError(
+                f"row accounting broken: accepted {self.accepted} + dead letters {self.rejected}"
+                f" != received {self.received}",
+                reason="accounting",
+                where=self.source,
+            )

@@ -1,0 +1,156 @@
+"""Ports: the narrow Protocols that storage backends implement.
+
+Each port has an embedded default and a distributed implementation; both pass one shared
+contract-test class (``tests/store/contract_*.py``). Signatures use domain types — Arrow tables
+and typed records — and serialization stays inside the backend.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dockline.core.contracts import DeadLetter
+
+__all__ = [
+    "OFFSET_COLUMN",
+    "AppendResult",
+    "DeadLetterStore",
+    "EventLog",
+    "ProducerState",
+    "stable_partition",
+]
+
+OFFSET_COLUMN = "_offset"
+"""Column that :meth:`EventLog.read` adds: each row's offset in its partition."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerState:
+    """A producer's resume point, committed atomically with the records it describes.
+
+    A producer (an ingester following a feed, an archive import) stores here what it needs to
+    resume without duplicating: per-entity watermarks, files done. Because it commits in the same
+    transaction as the append, a ``kill -9`` between two appends loses nothing and repeats nothing.
+    Kafka-protocol logs implement this with a transactional write to a compacted state topic.
+    """
+
+    producer: str
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """Offsets assigned by one append: ``{partition: (first_offset, last_offset)}``."""
+
+    ranges: Mapping[int, tuple[int, int]]
+
+    @property
+    def count(self) -> int:
+        """Number of records appended."""
+        return sum(last - first + 1 for first, last in self.ranges.values())
+
+
+@runtime_checkable
+class EventLog(Protocol):
+    """An ordered, durable, partitioned log of Arrow records (Kafka's model, narrowed).
+
+    * Records are partitioned by a key column (:func:`stable_partition`); order is kept per
+      partition; offsets start at 0 and increase by one per record.
+    * Consumer groups commit the next offset to read per partition; replay from any offset.
+    * Everything committed survives ``kill -9`` of writer or reader.
+    """
+
+    def create_topic(self, topic: str, partitions: int) -> None:
+        """Create ``topic`` with ``partitions`` partitions; a no-op if it exists with that many."""
+        ...
+
+    def partitions(self, topic: str) -> int:
+        """Number of partitions of ``topic`` (raises ``NotFoundError`` if it does not exist)."""
+        ...
+
+    def append(
+        self, topic: str, records: pa.Table, *, key: str, state: ProducerState | None = None
+    ) -> AppendResult:
+        """Append ``records`` partitioned by column ``key``, atomically with ``state``."""
+        ...
+
+    def read(self, topic: str, partition: int, offset: int, max_records: int) -> pa.Table:
+        """Up to ``max_records`` records from ``offset`` on, with an ``_offset`` column."""
+        ...
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        """Per partition, the offset the next appended record will get."""
+        ...
+
+    def committed(self, group: str, topic: str) -> dict[int, int]:
+        """Per partition, the next offset ``group`` will read (0 when nothing is committed)."""
+        ...
+
+    def commit(self, group: str, topic: str, offsets: Mapping[int, int]) -> None:
+        """Record that ``group`` has processed ``topic`` up to (excluding) these offsets."""
+        ...
+
+    def producer_state(self, producer: str) -> bytes | None:
+        """The last :class:`ProducerState` value committed by ``producer``, if any."""
+        ...
+
+    def close(self) -> None:
+        """Release the backend's resources."""
+        ...
+
+
+@runtime_checkable
+class DeadLetterStore(Protocol):
+    """Where rejected records go, with their reason; nothing is silently dropped."""
+
+    def add(self, letters: Sequence[DeadLetter]) -> int:
+        """Store ``letters`` (idempotent on ``id``); return how many were new."""
+        ...
+
+    def counts(self, *, source: str | None = None, pending_only: bool = False) -> dict[str, int]:
+        """Number of dead letters by reason."""
+        ...
+
+    def examples(self, reason: str, limit: int = 3) -> list[DeadLetter]:
+        """A few dead letters with ``reason``, oldest first."""
+        ...
+
+    def pending(self, *, reason: str | None = None, source: str | None = None) -> Iterator[DeadLetter]:
+        """Dead letters not yet replayed successfully, oldest first."""
+        ...
+
+    def mark_replayed(self, ids: Sequence[str], at: datetime) -> None:
+        """Mark dead letters as re-ingested successfully at ``at``."""
+        ...
+
+    def close(self) -> None:
+        """Release the backend's resources."""
+        ...
+
+
+def stable_partition(keys: pa.Array | pa.ChunkedArray, partitions: int) -> np.ndarray:
+    """Partition number for each key: ``crc32(utf-8 key) % partitions``.
+
+    Stable across processes, Python versions and log implementations (unlike ``hash()``), and
+    vectorized: the CRC is computed once per distinct key.
+    """
+    if isinstance(keys, pa.ChunkedArray):
+        keys = keys.combine_chunks()
+    encoded = pc.dictionary_encode(keys.cast(pa.string()))
+    dictionary = encoded.dictionary.to_pylist()
+    per_key = np.fromiter(
+        (zlib.crc32(k.encode("utf-8")) % partitions for k in dictionary),
+        dtype=np.int32,
+        count=len(dictionary),
+    )
+    indices = encoded.indices.to_numpy(zero_copy_only=False)
+    result: np.ndarray = per_key[indices]
+    return result
