@@ -1,0 +1,620 @@
+"""A seeded, vectorized bike-share city: stations, demand, trips, weather, trucks.
+
+Every step (one simulated minute) updates all stations at once with NumPy: bikes arriving from
+trips in flight dock (or divert to the nearest free dock when full), new trips start by an
+inhomogeneous Poisson process (zone × hour-of-week × weather) and fail when the station is
+empty, and trucks deliver. Only rare events (diversions, truck moves) loop in Python.
+
+>>> city = City(CityConfig(stations=50, seed=1, start=datetime(2024, 5, 6, 12, tzinfo=UTC)))
+>>> city.run(60).failed_rentals >= 0
+True
+>>> city.time.isoformat()
+'2024-05-06T13:00:00+00:00'
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from dockline.core.errors import ConfigError, NotFoundError, ValidationError
+from dockline.core.time import ensure_utc, from_micros, to_micros
+from dockline.sim.faults import FaultConfig
+
+__all__ = [
+    "ZONES",
+    "City",
+    "CityConfig",
+    "CityMetrics",
+    "Move",
+    "StationStatus",
+    "Weather",
+    "weather_factor",
+]
+
+ZONES: tuple[str, ...] = ("residential", "business", "leisure")
+RESIDENTIAL, BUSINESS, LEISURE = 0, 1, 2
+
+CENTER = (41.88, -87.63)  # Chicago Loop
+_KM_PER_DEG_LAT = 110.57
+_KM_PER_DEG_LON = 111.32 * math.cos(math.radians(CENTER[0]))
+
+_RING = 256  # steps a trip or diversion can stay in flight; a power of two for cheap modulo
+_HISTORY = 64  # steps of past counts kept (out-of-order faults republish old counts)
+_BIKE_KMH = 14.0
+_TRUCK_KMH = 20.0
+_TRUCK_HANDLING_MIN = 5.0
+_DETOUR = 1.25  # street distance / straight-line distance
+
+_STREETS_NS = (
+    "State St", "Clark St", "Wells St", "Halsted St", "Ashland Ave", "Damen Ave", "Western Ave",
+    "Racine Ave", "Morgan St", "Wabash Ave", "Michigan Ave", "Lincoln Ave", "Milwaukee Ave",
+    "Sheffield Ave", "Kedzie Ave", "Pulaski Rd", "California Ave", "Wood St", "Canal St",
+)  # fmt: skip
+_STREETS_EW = (
+    "Madison St", "Monroe St", "Adams St", "Jackson Blvd", "Van Buren St", "Harrison St",
+    "Roosevelt Rd", "Cermak Rd", "Division St", "North Ave", "Armitage Ave", "Fullerton Ave",
+    "Diversey Pkwy", "Belmont Ave", "Addison St", "Irving Park Rd", "Lake St", "Randolph St",
+    "Chicago Ave", "Grand Ave", "18th St", "31st St", "47th St",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class CityConfig:
+    """Everything that defines a simulated city; same config ⇒ same trajectory.
+
+    ``trips_per_station_hour`` is the mean departure rate of an average station at an
+    hour-of-week multiplier of 1 in fair weather; ``maintenance_per_station_day`` the chance a
+    station goes out of service for a few hours on a given day.
+    """
+
+    stations: int = 300
+    seed: int = 0
+    start: datetime = datetime(2024, 5, 6, 5, tzinfo=UTC)  # Monday 00:00 in Chicago
+    tz: str = "America/Chicago"
+    step: timedelta = timedelta(minutes=1)
+    faults: FaultConfig = field(default_factory=FaultConfig)
+    trips_per_station_hour: float = 1.2
+    initial_fill: tuple[float, float] = (0.3, 0.7)
+    maintenance_per_station_day: float = 0.02
+    system_id: str = "dockline_sim"
+    system_name: str = "dockline simulated city"
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.stations <= 100_000:
+            raise ConfigError(f"stations must be in [1, 100000]; got {self.stations}")
+        object.__setattr__(self, "start", ensure_utc(self.start).replace(microsecond=0))
+        if self.step <= timedelta(0) or self.step.total_seconds() % 1 != 0:
+            raise ConfigError(f"step must be a positive whole number of seconds; got {self.step}")
+        try:
+            ZoneInfo(self.tz)
+        except Exception as exc:  # ZoneInfoNotFoundError, ValueError for malformed keys
+            raise ConfigError(f"tz must be an IANA time zone; got {self.tz!r}") from exc
+        if self.trips_per_station_hour < 0:
+            raise ConfigError(
+                f"trips_per_station_hour must be >= 0; got {self.trips_per_station_hour}"
+            )
+        low, high = self.initial_fill
+        if not 0.0 <= low <= high <= 1.0:
+            raise ConfigError(f"initial_fill must be 0 <= low <= high <= 1; got {low, high}")
+
+
+class Move(NamedTuple):
+    """A truck move: take up to ``bikes`` bikes from one station to another."""
+
+    from_station: str
+    to_station: str
+    bikes: int
+
+
+@dataclass(slots=True)
+class CityMetrics:
+    """Cumulative scores of a run: what a rebalancing policy is judged on."""
+
+    steps: int = 0
+    empty_station_minutes: int = 0
+    full_station_minutes: int = 0
+    failed_rentals: int = 0
+    diverted_returns: int = 0
+    trips_started: int = 0
+    trips_ended: int = 0
+    moves: int = 0
+    bikes_moved: int = 0
+    truck_km: float = 0.0
+    truck_diverted: int = 0
+
+    def as_dict(self) -> dict[str, int | float]:
+        """Plain dict (JSON-ready)."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Weather:
+    """The weather during the current hour."""
+
+    temp_c: float
+    precip_mm: float
+
+
+@dataclass(frozen=True, slots=True)
+class StationStatus:
+    """Status of every station at ``time`` (arrays indexed like :attr:`City.station_ids`)."""
+
+    time: datetime
+    last_reported: np.ndarray  # int64 POSIX seconds, <= time (per-station jitter)
+    num_bikes_available: np.ndarray
+    num_docks_available: np.ndarray
+    num_docks_disabled: np.ndarray
+    is_installed: np.ndarray
+    is_renting: np.ndarray
+    is_returning: np.ndarray
+
+
+def weather_factor(temp_c: float, precip_mm: float) -> float:
+    """Demand multiplier for the weather: cold and rain suppress riding."""
+    temp = min(1.0, max(0.2, 0.2 + 0.8 * (temp_c + 5.0) / 25.0))
+    rain = 1.0 / (1.0 + 1.5 * max(0.0, precip_mm))
+    return temp * rain
+
+
+def _hour_profiles() -> tuple[np.ndarray, np.ndarray]:
+    """Departure multipliers ``[168, zone]`` and destination-zone cumulative ``[168, zone, 3]``.
+
+    Weekday mornings flow residential → business, evenings the reverse; weekends go to
+    leisure. Hour-of-week 0 is Monday 00:00 local time.
+    """
+    origin = np.empty((168, 3))
+    dest = np.empty((168, 3, 3))
+    even = np.array([0.4, 0.3, 0.3])
+    for how in range(168):
+        day, hour = divmod(how, 24)
+        weekend = day >= 5
+        if not weekend:
+            base = (0.05, 0.04, 0.03, 0.03, 0.05, 0.15, 0.5, 1.6, 2.0, 1.2, 0.6, 0.6,
+                    0.8, 0.7, 0.6, 0.8, 1.4, 2.0, 1.6, 0.9, 0.6, 0.4, 0.25, 0.12)[hour]  # fmt: skip
+            if 6 <= hour <= 9:
+                mult = (2.2, 0.4, 0.5)
+                d = np.array([[0.15, 0.75, 0.10], [0.3, 0.5, 0.2], [0.3, 0.5, 0.2]])
+            elif 15 <= hour <= 19:
+                mult = (0.6, 2.6, 0.8)
+                d = np.array([[0.5, 0.2, 0.3], [0.75, 0.1, 0.15], [0.6, 0.2, 0.2]])
+            else:
+                mult = (1.0, 1.0, 1.0)
+                d = np.tile(even, (3, 1))
+        else:
+            base = (0.15, 0.1, 0.06, 0.04, 0.03, 0.05, 0.1, 0.2, 0.4, 0.7, 1.0, 1.2,
+                    1.3, 1.3, 1.3, 1.2, 1.1, 1.0, 0.8, 0.6, 0.45, 0.35, 0.25,
+                    0.2)[hour]  # fmt: skip
+            if 9 <= hour <= 15:
+                mult = (1.3, 0.4, 1.0)
+                d = np.array([[0.3, 0.1, 0.6], [0.3, 0.2, 0.5], [0.3, 0.1, 0.6]])
+            elif 16 <= hour <= 22:
+                mult = (0.8, 0.5, 1.8)
+                d = np.array([[0.5, 0.1, 0.4], [0.5, 0.2, 0.3], [0.7, 0.1, 0.2]])
+            else:
+                mult = (1.0, 1.0, 1.0)
+                d = np.tile(even, (3, 1))
+        origin[how] = base * np.asarray(mult)
+        dest[how] = np.cumsum(d / d.sum(axis=1, keepdims=True), axis=1)
+    return origin, dest
+
+
+_ORIGIN, _DEST_CUM = _hour_profiles()
+
+
+class City:
+    """The simulated city. ``step()`` advances one step for all stations; ``run(n)`` n steps.
+
+    State (bikes per station, trips in flight, truck loads) only changes through ``step`` and
+    ``apply_moves``; the number of bikes in the system never changes.
+    """
+
+    def __init__(self, config: CityConfig) -> None:
+        self.config = config
+        n = config.stations
+        self.n = n
+        seeds = np.random.SeedSequence(config.seed).spawn(3)
+        layout = np.random.Generator(np.random.PCG64(seeds[0]))
+        self._rng = np.random.Generator(np.random.PCG64(seeds[1]))
+        self._wrng = np.random.Generator(np.random.PCG64(seeds[2]))
+        self._tz = ZoneInfo(config.tz)
+        self._step_us = int(config.step.total_seconds()) * 1_000_000
+        self._step_min = config.step.total_seconds() / 60.0
+
+        # Layout: business around the Loop, leisure along the lake, residential in a ring west.
+        zone = layout.choice(3, size=n, p=[0.5, 0.25, 0.25]).astype(np.int8)
+        x = np.empty(n)
+        y = np.empty(n)
+        for z, count in enumerate(np.bincount(zone, minlength=3)):
+            mask = zone == z
+            if z == BUSINESS:
+                xs = layout.normal(-0.8, 1.0, count)
+                ys = layout.normal(0.0, 1.4, count)
+            elif z == LEISURE:
+                xs = layout.uniform(-1.5, 0.6, count)
+                ys = layout.uniform(-9.0, 9.0, count)
+            else:
+                radius = layout.uniform(2.5, 10.0, count)
+                angle = layout.uniform(0.5 * math.pi, 1.5 * math.pi, count)
+                xs = radius * np.cos(angle)
+                ys = radius * np.sin(angle)
+            x[mask] = np.minimum(xs, 0.8)  # the lake is east
+            y[mask] = ys
+        self.zone = zone
+        self.lat = np.round(CENTER[0] + y / _KM_PER_DEG_LAT, 6)
+        self.lon = np.round(CENTER[1] + x / _KM_PER_DEG_LON, 6)
+        self._x = (self.lon - CENTER[1]) * _KM_PER_DEG_LON
+        self._y = (self.lat - CENTER[0]) * _KM_PER_DEG_LAT
+        mean_cap = np.where(zone == BUSINESS, 24.0, np.where(zone == LEISURE, 21.0, 17.0))
+        self.capacity = np.clip(np.rint(layout.normal(mean_cap, 5.0)), 11, 39).astype(np.int64)
+        disabled = layout.choice(3, size=n, p=[0.9, 0.08, 0.02]).astype(np.int64)
+        self.docks_disabled = disabled
+        fill = layout.uniform(*config.initial_fill, size=n)
+        self.bikes = np.minimum(
+            layout.binomial(self.capacity, fill), self.capacity - disabled
+        ).astype(np.int64)
+        popularity = layout.lognormal(0.0, 0.5, n)
+        self._popularity = popularity / popularity.mean()
+        self._jitter_s = layout.integers(0, 46, size=n).astype(np.int64)
+        ns = layout.integers(0, len(_STREETS_NS), size=n)
+        ew = layout.integers(0, len(_STREETS_EW), size=n)
+        self.names = [f"{_STREETS_NS[a]} & {_STREETS_EW[b]}" for a, b in zip(ns, ew, strict=True)]
+        if config.faults.numeric_ids > 0:
+            self.station_ids = [str(1001 + i) for i in range(n)]
+        else:
+            width = max(4, len(str(n)))
+            self.station_ids = [f"s{i + 1:0{width}d}" for i in range(n)]
+        self._index = {sid: i for i, sid in enumerate(self.station_ids)}
+
+        # Destination sampling: stations sorted by zone; zone z owns the interval [z, z + 1).
+        order = np.argsort(zone, kind="stable")
+        cumw = np.empty(n)
+        self._zone_present = np.bincount(zone, minlength=3) > 0
+        for z in range(3):
+            sel = order[zone[order] == z]
+            if sel.size:
+                w = np.cumsum(self._popularity[sel])
+                cumw[zone[order] == z] = z + w / w[-1]
+        self._dest_order = order
+        self._dest_cumw = cumw
+        self._neighbors = self._nearest(min(n - 1, 16))
+
+        self.is_installed = np.ones(n, dtype=bool)
+        self.is_renting = np.ones(n, dtype=bool)
+        self._service_until = np.zeros(n, dtype=np.int64)  # step at which maintenance ends
+
+        self._arange = np.arange(n)
+        self._ring = np.zeros((_RING, n), dtype=np.int64)
+        self._ring_flat = self._ring.reshape(-1)
+        self._trucks: list[tuple[int, int, int, int]] = []  # (due step, seq, station, bikes)
+        self._truck_seq = 0
+        self._truck_load = 0
+        self._pending: dict[int, int] = {}  # station -> bikes that found no free dock anywhere
+        self._hist_bikes = np.zeros((_HISTORY, n), dtype=np.int64)
+        self._hist_docks = np.zeros((_HISTORY, n), dtype=np.int64)
+
+        self.metrics = CityMetrics()
+        self.zone_flows = np.zeros((3, 3), dtype=np.int64)  # trips started, origin × dest zone
+        self.step_index = 0
+        self._now_us = to_micros(config.start)
+        self._next_refresh_us = self._now_us
+        self._temp_anomaly = 0.0
+        self._raining = False
+        self.weather = Weather(temp_c=15.0, precip_mm=0.0)
+        self._lam = np.zeros(n)
+        self.last_failed = np.zeros(n, dtype=np.int64)  # failed rentals per station, last step
+        self._dest_cum_now = _DEST_CUM[0]
+        self._refresh_hour()
+        self._record_history()
+
+    # -- public API --------------------------------------------------------------------------
+
+    @property
+    def time(self) -> datetime:
+        """Simulated time of the current state (UTC)."""
+        return from_micros(self._now_us)
+
+    @property
+    def time_s(self) -> int:
+        """Simulated time of the current state, POSIX seconds."""
+        return self._now_us // 1_000_000
+
+    @property
+    def docks_available(self) -> np.ndarray:
+        """Free working docks per station (capacity - bikes - disabled docks)."""
+        free: np.ndarray = self.capacity - self.bikes - self.docks_disabled
+        return free
+
+    @property
+    def is_returning(self) -> np.ndarray:
+        """Whether each station accepts returns (same as renting: maintenance closes both)."""
+        return self.is_renting
+
+    @property
+    def bikes_in_flight(self) -> int:
+        """Bikes ridden right now (trips and diversions not yet docked)."""
+        return int(self._ring.sum()) + sum(self._pending.values())
+
+    @property
+    def bikes_in_trucks(self) -> int:
+        """Bikes loaded on trucks, not yet delivered."""
+        return self._truck_load
+
+    def total_bikes(self) -> int:
+        """Bikes in docks + in flight + in trucks; constant for the life of the city."""
+        return int(self.bikes.sum()) + self.bikes_in_flight + self._truck_load
+
+    def index_of(self, station_id: str) -> int:
+        """Position of ``station_id`` in the station arrays."""
+        try:
+            return self._index[station_id]
+        except KeyError:
+            raise NotFoundError(
+                f"station {station_id!r} does not exist", reason="unknown_entity"
+            ) from None
+
+    def run(self, steps: int) -> CityMetrics:
+        """Advance ``steps`` steps; returns the cumulative metrics."""
+        for _ in range(steps):
+            self.step()
+        return self.metrics
+
+    def run_until(self, when: datetime) -> int:
+        """Advance while the next step ends at or before ``when``; returns steps taken."""
+        target = to_micros(when)
+        taken = 0
+        while self._now_us + self._step_us <= target:
+            self.step()
+            taken += 1
+        return taken
+
+    def step(self) -> None:
+        """Advance one step: arrivals dock, trucks deliver, trips start, metrics count."""
+        if self._now_us >= self._next_refresh_us:
+            self._refresh_hour()
+        slot = self.step_index & (_RING - 1)
+        arriving = self._ring[slot]
+        if arriving.any():
+            arrivals = arriving.copy()
+            arriving[:] = 0
+            self.metrics.trips_ended += int(arrivals.sum())
+            self._dock(arrivals)
+        if self._trucks and self._trucks[0][0] <= self.step_index:
+            self._deliver_trucks()
+        if self._pending:
+            pending, self._pending = self._pending, {}
+            for station, count in pending.items():
+                self._divert(station, count)
+        demand = self._rng.poisson(self._lam)
+        taken = np.minimum(demand, self.bikes * self.is_renting)
+        started = int(taken.sum())
+        self.last_failed = demand - taken
+        self.metrics.failed_rentals += int(demand.sum()) - started
+        if started:
+            self.bikes -= taken
+            self._start_trips(taken, started)
+        self.step_index += 1
+        self._now_us += self._step_us
+        bikes = self.bikes
+        self.metrics.steps += 1
+        self.metrics.empty_station_minutes += int(np.count_nonzero(bikes == 0))
+        self.metrics.full_station_minutes += int(
+            np.count_nonzero(bikes + self.docks_disabled >= self.capacity)
+        )
+        self._record_history()
+
+    def apply_moves(
+        self, moves: Iterable[Move | tuple[str, str, int]], *, immediate: bool = False
+    ) -> list[int]:
+        """Load trucks now; deliver after the travel time (or at once if ``immediate``).
+
+        Each move picks up ``min(bikes, bikes at from_station)``; returns the bikes picked up per
+        move. Bikes that find no free dock on delivery go to the nearest free dock (counted
+        in ``truck_diverted``). Truck km count the street distance from → to.
+        """
+        picked: list[int] = []
+        for move in moves:
+            src_id, dst_id, want = move
+            if want < 0:
+                raise ValidationError(
+                    f"a move's bikes must be >= 0; got {want}", reason="bad_value"
+                )
+            src, dst = self.index_of(src_id), self.index_of(dst_id)
+            take = int(min(want, self.bikes[src]))
+            picked.append(take)
+            if take == 0:
+                continue
+            self.bikes[src] -= take
+            km = self._distance_km(src, dst)
+            self.metrics.moves += 1
+            self.metrics.bikes_moved += take
+            self.metrics.truck_km += km
+            if immediate or src == dst:
+                self._unload(dst, take)
+                continue
+            minutes = km / _TRUCK_KMH * 60.0 + _TRUCK_HANDLING_MIN
+            due = self.step_index + max(1, math.ceil(minutes / self._step_min))
+            self._truck_seq += 1
+            heapq.heappush(self._trucks, (due, self._truck_seq, dst, take))
+            self._truck_load += take
+        return picked
+
+    def status(self) -> StationStatus:
+        """A copy of every station's published status at the current time."""
+        return StationStatus(
+            time=self.time,
+            last_reported=self.time_s - self._jitter_s,
+            num_bikes_available=self.bikes.copy(),
+            num_docks_available=self.docks_available,
+            num_docks_disabled=self.docks_disabled.copy(),
+            is_installed=self.is_installed.copy(),
+            is_renting=self.is_renting.copy(),
+            is_returning=self.is_renting.copy(),
+        )
+
+    def past_counts(self, steps_ago: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(bikes, docks available) ``steps_ago`` steps back, if still remembered."""
+        if not 0 <= steps_ago < min(_HISTORY, self.step_index + 1):
+            return None
+        row = (self.step_index - steps_ago) % _HISTORY
+        return self._hist_bikes[row].copy(), self._hist_docks[row].copy()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _record_history(self) -> None:
+        row = self.step_index % _HISTORY
+        self._hist_bikes[row] = self.bikes
+        self._hist_docks[row] = self.capacity - self.bikes - self.docks_disabled
+
+    def _refresh_hour(self) -> None:
+        """Hourly: weather, hour-of-week rates, maintenance and dock faults."""
+        now = from_micros(self._now_us)
+        local = now.astimezone(self._tz)
+        how = local.weekday() * 24 + local.hour
+        self._step_weather(local)
+        factor = weather_factor(self.weather.temp_c, self.weather.precip_mm)
+        per_step = self.config.trips_per_station_hour / 60.0 * self._step_min
+        self._lam = per_step * factor * self._popularity * _ORIGIN[how][self.zone]
+        cum = _DEST_CUM[how].copy()
+        if not self._zone_present.all():  # tiny cities: never send a trip to an empty zone
+            probs = np.diff(cum, axis=1, prepend=0.0) * self._zone_present
+            cum = np.cumsum(probs / probs.sum(axis=1, keepdims=True), axis=1)
+        self._dest_cum_now = cum
+        self._maintenance()
+        hour_us = 3_600_000_000
+        self._next_refresh_us = (self._now_us // hour_us + 1) * hour_us
+
+    def _step_weather(self, local: datetime) -> None:
+        doy = local.timetuple().tm_yday
+        seasonal = 10.0 - 14.0 * math.cos(2 * math.pi * (doy - 20) / 365.25)
+        diurnal = 4.0 * math.sin(2 * math.pi * (local.hour - 9) / 24)
+        self._temp_anomaly = 0.95 * self._temp_anomaly + self._wrng.normal(0.0, 0.8)
+        if self._raining:
+            self._raining = self._wrng.random() > 0.25
+        else:
+            self._raining = self._wrng.random() < 0.03
+        precip = float(self._wrng.lognormal(0.0, 0.8)) if self._raining else 0.0
+        temp = seasonal + diurnal + self._temp_anomaly
+        self.weather = Weather(temp_c=round(temp, 2), precip_mm=round(precip, 2))
+
+    def _maintenance(self) -> None:
+        ended = ~self.is_renting & (self._service_until <= self.step_index)
+        self.is_renting[ended] = True
+        p = self.config.maintenance_per_station_day / 24.0
+        if p > 0:
+            start = self.is_renting & (self._rng.random(self.n) < p)
+            if start.any():
+                hours = self._rng.integers(1, 5, size=int(start.sum()))
+                self.is_renting[start] = False
+                self._service_until[start] = self.step_index + np.ceil(
+                    hours * 60 / self._step_min
+                ).astype(np.int64)
+        # A few docks break or get repaired; a dock breaks only where one is free.
+        change = self._rng.random(self.n) < 0.004
+        if change.any():
+            free = self.capacity - self.bikes - self.docks_disabled
+            breaks = change & (self.docks_disabled == 0) & (free > 0)
+            self.docks_disabled[change & (self.docks_disabled > 0)] = 0
+            self.docks_disabled[breaks] = 1
+
+    def _start_trips(self, taken: np.ndarray, m: int) -> None:
+        origins = np.repeat(self._arange, taken)
+        u = self._rng.random((3, m))
+        oz = self.zone[origins]
+        cum = self._dest_cum_now[oz]
+        dz = (u[0][:, None] >= cum[:, :2]).sum(axis=1)
+        pos = np.searchsorted(self._dest_cumw, dz + u[1], side="right")
+        dest = self._dest_order[np.minimum(pos, self.n - 1)]
+        dx = self._x[dest] - self._x[origins]
+        dy = self._y[dest] - self._y[origins]
+        km = np.maximum(np.hypot(dx, dy) * _DETOUR, 0.8)
+        minutes = 2.0 + km / _BIKE_KMH * 60.0 * np.exp(0.25 * (u[2] - 0.5))
+        steps = np.clip(np.ceil(minutes / self._step_min), 1, _RING - 1).astype(np.int64)
+        slots = (self.step_index + steps) & (_RING - 1)
+        np.add.at(self._ring_flat, slots * self.n + dest, 1)
+        self.metrics.trips_started += m
+        np.add.at(self.zone_flows, (oz, self.zone[dest]), 1)
+
+    def _dock(self, arrivals: np.ndarray) -> None:
+        free = (self.capacity - self.bikes - self.docks_disabled) * self.is_renting
+        docked = np.minimum(arrivals, free)
+        self.bikes += docked
+        over = arrivals - docked
+        if over.any():
+            for station in np.flatnonzero(over):
+                count = int(over[station])
+                self.metrics.diverted_returns += count
+                self._divert(int(station), count)
+
+    def _divert(self, station: int, count: int) -> int:
+        """Dock ``count`` bikes at the stations nearest ``station`` with free docks.
+
+        Bikes that find no free dock nearby ride on and retry next step. Returns bikes docked.
+        """
+        docked = 0
+        for candidate in self._neighbors[station]:
+            if count == 0:
+                break
+            if not self.is_renting[candidate]:
+                continue
+            free = int(self.capacity[candidate] - self.bikes[candidate])
+            free -= int(self.docks_disabled[candidate])
+            put = min(free, count)
+            if put > 0:
+                self.bikes[candidate] += put
+                count -= put
+                docked += put
+        if count:
+            # Rare: the neighbourhood is full, so ride on to the nearest free dock anywhere.
+            free_all = (self.capacity - self.bikes - self.docks_disabled) * self.is_renting
+            order = np.argsort(np.hypot(self._x - self._x[station], self._y - self._y[station]))
+            for candidate in order[free_all[order] > 0]:
+                put = min(int(free_all[candidate]), count)
+                self.bikes[candidate] += put
+                count -= put
+                docked += put
+                if count == 0:
+                    break
+        if count:
+            # The whole city is full or closed: keep riding and retry next step.
+            self._pending[station] = self._pending.get(station, 0) + count
+        return docked
+
+    def _deliver_trucks(self) -> None:
+        while self._trucks and self._trucks[0][0] <= self.step_index:
+            _, _, station, bikes = heapq.heappop(self._trucks)
+            self._truck_load -= bikes
+            self._unload(station, bikes)
+
+    def _unload(self, station: int, bikes: int) -> None:
+        free = int(self.capacity[station] - self.bikes[station] - self.docks_disabled[station])
+        put = max(0, min(free, bikes))
+        self.bikes[station] += put
+        if bikes > put:
+            self.metrics.truck_diverted += bikes - put
+            self._divert(station, bikes - put)
+
+    def _distance_km(self, a: int, b: int) -> float:
+        return float(math.hypot(self._x[a] - self._x[b], self._y[a] - self._y[b]) * _DETOUR)
+
+    def _nearest(self, k: int) -> np.ndarray:
+        """The ``k`` nearest other stations of each station, nearest first."""
+        n = self.n
+        if k <= 0:
+            return np.zeros((n, 0), dtype=np.int64)
+        out = np.empty((n, k), dtype=np.int64)
+        for lo in range(0, n, 512):
+            hi = min(n, lo + 512)
+            d = np.hypot(self._x[lo:hi, None] - self._x[None, :], self._y[lo:hi, None] - self._y)
+            d[np.arange(hi - lo), np.arange(lo, hi)] = np.inf
+            part = np.argpartition(d, k - 1, axis=1)[:, :k] if k < n else np.argsort(d, axis=1)
+            rows = np.take_along_axis(d, part, axis=1)
+            out[lo:hi] = np.take_along_axis(part, np.argsort(rows, axis=1, kind="stable"), axis=1)
+        return out
