@@ -123,7 +123,9 @@ class DeadLetterStore(Protocol):
         """A few dead letters with ``reason``, oldest first."""
         ...
 
-    def pending(self, *, reason: str | None = None, source: str | None = None) -> Iterator[DeadLetter]:
+    def pending(
+        self, *, reason: str | None = None, source: str | None = None
+    ) -> Iterator[DeadLetter]:
         """Dead letters not yet replayed successfully, oldest first."""
         ...
 

@@ -1,0 +1,5 @@
+"""``python -m dockline`` runs the CLI."""
+
+from dockline.cli import main
+
+main()

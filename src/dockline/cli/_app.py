@@ -1,0 +1,355 @@
+"""Typer commands. Each command is thin: parse, call ``dockline.pipeline``, print."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal
+
+import typer
+
+from dockline.cli._output import console, counts_table, err_console, print_json, progress_bar
+from dockline.core.contracts import IngestSummary
+from dockline.core.errors import ConfigError
+from dockline.core.time import ensure_utc, parse_duration
+
+if TYPE_CHECKING:
+    from dockline.pipeline.platform import Platform
+
+app = typer.Typer(
+    name="dockline",
+    help="Turn a live event stream into decisions: ingest, features, train, serve, monitor.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+sim_app = typer.Typer(
+    help="The simulated city: serve its GBFS feed or write an archive.", no_args_is_help=True
+)
+app.add_typer(sim_app, name="sim")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+
+
+class _State:
+    data_dir: Path | None = None
+
+
+@app.callback()
+def _root(
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            envvar="DOCKLINE_DATA_DIR",
+            help="Directory holding all state (default ./.dockline).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """dockline — see `dockline COMMAND --help` for each command."""
+    _State.data_dir = data_dir
+
+
+def _platform() -> Platform:
+    from dockline.pipeline.platform import Platform  # imported lazily: keeps `--help` fast
+
+    return Platform.open(_State.data_dir)
+
+
+def _parse_start(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"--start must be an ISO-8601 time; got {value!r}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return ensure_utc(parsed)
+
+
+# --------------------------------------------------------------------------------------- sim
+
+
+@sim_app.command("serve")
+def sim_serve(
+    stations: Annotated[int, typer.Option(help="Number of stations.")] = 300,
+    speed: Annotated[float, typer.Option(help="Simulated seconds per real second.")] = 60.0,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).")] = 8080,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    faults: Annotated[
+        str | None,
+        typer.Option(help="Faults to inject, e.g. 'all' or 'stale=0.01,duplicate=0.02'."),
+    ] = None,
+    start: Annotated[str | None, typer.Option(help="Simulated start time (ISO-8601, UTC).")] = None,
+    duration: Annotated[
+        str | None, typer.Option(help="Stop after this much real time, e.g. 10m.")
+    ] = None,
+) -> None:
+    """Publish a simulated city as GBFS v2.3 (/gbfs.json) and v3.0 (/v3/gbfs.json).
+
+    Example: dockline sim serve --stations 300 --speed 60 --port 8080 --faults all
+    """
+    from dockline.sim import City, CityConfig, SimServer, parse_faults
+
+    config_kwargs: dict[str, object] = {
+        "stations": stations,
+        "seed": seed,
+        "faults": parse_faults(faults),
+    }
+    begin = _parse_start(start)
+    if begin is not None:
+        config_kwargs["start"] = begin
+    city = City(CityConfig(**config_kwargs))  # type: ignore[arg-type]
+    limit = None if duration is None else parse_duration(duration).total_seconds()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with SimServer(city, port=port, speed=speed) as server:
+        err_console.print(
+            f"serving {stations} stations at {speed:g}× — v2.3 {server.url}/gbfs.json,"
+            f" v3.0 {server.url}/v3/gbfs.json, stats {server.url}/_sim/stats (Ctrl-C stops)"
+        )
+        began = time.monotonic()
+        try:
+            while not stop.wait(0.2):
+                if limit is not None and time.monotonic() - began >= limit:
+                    break
+        except KeyboardInterrupt:
+            pass
+        stats = server.stats()
+    err_console.print(
+        f"served {stats['published_records']:,} station records in"
+        f" {stats['publications']:,} publications"
+    )
+
+
+@sim_app.command("archive")
+def sim_archive(
+    out: Annotated[Path, typer.Option(help="Output directory (Divvy archive layout).")],
+    stations: Annotated[int, typer.Option(help="Number of stations.")] = 300,
+    days: Annotated[float, typer.Option(help="Simulated days.")] = 7.0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    start: Annotated[str | None, typer.Option(help="Simulated start time (ISO-8601, UTC).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write a simulated archive: station_status/YYYY-MM.parquet + station_information.parquet.
+
+    Example: dockline sim archive --stations 300 --days 7 --seed 1 --out ./city-archive
+    """
+    from dockline.sim import CityConfig, write_archive
+
+    config_kwargs: dict[str, object] = {"stations": stations, "seed": seed}
+    begin = _parse_start(start)
+    if begin is not None:
+        config_kwargs["start"] = begin
+    config = CityConfig(**config_kwargs)  # type: ignore[arg-type]
+    with progress_bar(quiet=json_out) as progress:
+        task = progress.add_task("simulating", total=None, info="")
+
+        def update(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        summary = write_archive(config, days, out, progress=update)
+    result = {
+        "rows": summary.rows,
+        "stations": stations,
+        "days": days,
+        "out": str(out),
+        "files": [str(p) for p in summary.files],
+    }
+    if json_out:
+        print_json(result)
+    else:
+        console.print(f"wrote {summary.rows:,} station-minutes for {stations} stations to {out}")
+
+
+# ------------------------------------------------------------------------------------ ingest
+
+
+def _print_summary(
+    summary: IngestSummary, json_out: bool, extra: dict[str, object] | None = None
+) -> None:
+    if json_out:
+        payload: dict[str, object] = {
+            "source": summary.source,
+            "received": summary.received,
+            "accepted": summary.accepted,
+            "dead_letters": dict(sorted(summary.dead_letters.items())),
+            "documents": summary.documents,
+            "stations": summary.stations,
+            "seconds": round(summary.seconds, 3),
+            "records_per_second": round(summary.received / summary.seconds)
+            if summary.seconds
+            else None,
+        }
+        payload.update(extra or {})
+        print_json(payload)
+        return
+    rate = f" ({summary.received / summary.seconds:,.0f} records/s)" if summary.seconds else ""
+    console.print(
+        f"[bold]{summary.source}[/bold]: received {summary.received:,} records, accepted"
+        f" {summary.accepted:,} from {summary.stations:,} stations in {summary.seconds:.1f} s{rate}"
+    )
+    if summary.dead_letters:
+        console.print(counts_table("dead letters by reason", summary.dead_letters))
+    else:
+        console.print("no dead letters")
+
+
+@app.command("ingest")
+def ingest(
+    feed: Annotated[
+        str | None, typer.Option(help="GBFS auto-discovery URL (gbfs.json) to follow.")
+    ] = None,
+    archive: Annotated[
+        Path | None, typer.Option(help="Archive: GBFS JSON directory or Parquet/CSV.")
+    ] = None,
+    duration: Annotated[
+        str | None, typer.Option(help="With --feed: stop after this long, e.g. 10m.")
+    ] = None,
+    source: Annotated[
+        str | None, typer.Option(help="Source name (default derived from the feed/archive).")
+    ] = None,
+    mapping: Annotated[
+        str | None,
+        typer.Option(
+            "--map",
+            help="Archive column mapping, e.g. 'obs_ts=event_ts,bikes=num_bikes_available'.",
+        ),
+    ] = None,
+    clock: Annotated[
+        str,
+        typer.Option(help="ingested_at from the 'local' clock or the 'feed' (simulator) clock."),
+    ] = "local",
+    json_out: JsonOpt = False,
+) -> None:
+    """Ingest a live GBFS feed or an archive into the event log and the offline store.
+
+    Examples:
+      dockline ingest --feed http://127.0.0.1:8080/gbfs.json --duration 10m
+      dockline ingest --archive ../shared/data/divvy --json
+    """
+    from dockline.pipeline.ingest import ingest_archive, ingest_feed, sink_offline
+
+    if (feed is None) == (archive is None):
+        raise ConfigError("give exactly one of --feed URL or --archive PATH")
+    if clock not in ("local", "feed"):
+        raise ConfigError(f"--clock must be 'local' or 'feed'; got {clock!r}")
+    clock_source: Literal["local", "feed"] = "feed" if clock == "feed" else "local"
+    platform = _platform()
+    with progress_bar(quiet=json_out) as progress:
+        task = progress.add_task("ingesting", total=None, info="")
+
+        def update(summary: IngestSummary) -> None:
+            progress.update(
+                task,
+                completed=summary.received,
+                info=f"{summary.accepted:,} accepted, {summary.rejected:,} dead letters",
+            )
+
+        if archive is not None:
+            summary = ingest_archive(
+                platform,
+                archive,
+                source=source,
+                mapping=_parse_mapping(mapping),
+                on_progress=update,
+            )
+        else:
+            assert feed is not None
+            summary = ingest_feed(
+                platform,
+                feed,
+                source=source,
+                duration=None if duration is None else parse_duration(duration),
+                clock_source=clock_source,
+                on_progress=update,
+            )
+        progress.update(task, description="writing offline store", info="")
+        reports = sink_offline(platform)
+    _print_summary(
+        summary,
+        json_out,
+        {"offline_rows_written": {topic: report.records for topic, report in reports.items()}},
+    )
+
+
+def _parse_mapping(text: str | None) -> dict[str, str] | None:
+    if not text:
+        return None
+    mapping: dict[str, str] = {}
+    for part in text.split(","):
+        source, sep, target = part.partition("=")
+        if not sep or not source.strip() or not target.strip():
+            raise ConfigError(f"--map entries must look like source=target; got {part!r}")
+        mapping[source.strip()] = target.strip()
+    return mapping
+
+
+# ------------------------------------------------------------------------------- dead letters
+
+
+@app.command("deadletters")
+def deadletters(
+    reason: Annotated[str | None, typer.Option(help="Only this reason.")] = None,
+    examples: Annotated[int, typer.Option(help="Examples to show per reason.")] = 2,
+    replay: Annotated[
+        bool, typer.Option("--replay", help="Re-ingest pending dead letters.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show dead letters by reason with examples; --replay re-ingests them after a fix.
+
+    Examples:
+      dockline deadletters
+      dockline deadletters --reason late --examples 5
+      dockline deadletters --replay --json
+    """
+    from dockline.pipeline.deadletters import replay_dead_letters, summarize_dead_letters
+
+    platform = _platform()
+    if replay:
+        result = replay_dead_letters(platform, reason=reason)
+        if json_out:
+            print_json(result)
+        else:
+            console.print(
+                f"replayed {result['replayed']:,} dead letters: {result['accepted']:,} accepted,"
+                f" {result['still_rejected']:,} still rejected"
+            )
+        return
+    report = summarize_dead_letters(platform, reason=reason, examples=examples)
+    if json_out:
+        print_json(report)
+        return
+    if not report["counts"]:
+        console.print("no dead letters")
+        return
+    console.print(counts_table("dead letters by reason", report["counts"]))
+    for why, letters in report["examples"].items():
+        console.print(f"[bold]{why}[/bold]")
+        for letter in letters:
+            console.print(f"  {letter['source']} {letter['key'] or '-'}: {letter['detail']}")
+            console.print(f"    raw: {letter['raw'][:160]}", markup=False)
+
+
+# -------------------------------------------------------------------------------------- demo
+
+
+@app.command("demo")
+def demo(
+    stations: Annotated[int, typer.Option(help="Stations in the simulated city.")] = 200,
+    hours: Annotated[float, typer.Option(help="Simulated hours to ingest live.")] = 4.0,
+    speed: Annotated[float, typer.Option(help="Simulated seconds per real second.")] = 900.0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    json_out: JsonOpt = False,
+) -> None:
+    """The whole loop on a simulated city with embedded defaults; prints where to look."""
+    from dockline.pipeline.demo import run_demo
+
+    run_demo(_platform(), stations=stations, hours=hours, speed=speed, seed=seed, json_out=json_out)

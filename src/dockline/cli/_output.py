@@ -1,0 +1,62 @@
+"""Console output helpers: JSON for scripts, Rich tables and progress bars for people."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import msgspec
+import orjson
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def print_json(value: Any) -> None:
+    """Print one JSON object on stdout (structs, dataclasses and datetimes are handled)."""
+    if isinstance(value, msgspec.Struct):
+        value = msgspec.to_builtins(value)
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode() + "\n")
+
+
+def counts_table(title: str, counts: Mapping[str, int], *, total_label: str = "total") -> Table:
+    """A two-column table of counts with a total row."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("reason")
+    table.add_column("count", justify="right")
+    for key, value in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        table.add_row(key, f"{value:,}")
+    table.add_row(f"[bold]{total_label}[/bold]", f"[bold]{sum(counts.values()):,}[/bold]")
+    return table
+
+
+@contextmanager
+def progress_bar(*, transient: bool = False, quiet: bool = False) -> Iterator[Progress]:
+    """A Rich progress bar on stderr (disabled when ``quiet``, e.g. with ``--json``)."""
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=transient,
+        disable=quiet,
+    )
+    with progress:
+        yield progress

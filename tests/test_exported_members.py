@@ -1,0 +1,30 @@
+"""The public surface is explicit: every public package declares ``__all__`` and it is true."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+PUBLIC = [
+    "dockline",
+    "dockline.core.contracts",
+    "dockline.core.errors",
+    "dockline.core.ports",
+    "dockline.core.time",
+    "dockline.core.config",
+    "dockline.sim",
+    "dockline.ingest",
+    "dockline.store",
+]
+
+
+@pytest.mark.parametrize("name", PUBLIC)
+def test_all_is_declared_and_resolves(name: str) -> None:
+    module = importlib.import_module(name)
+    exported = getattr(module, "__all__", None)
+    assert exported, f"{name} must declare __all__"
+    assert len(exported) == len(set(exported)), f"{name}.__all__ has duplicates"
+    for member in exported:
+        assert hasattr(module, member), f"{name}.__all__ names {member!r}, which does not exist"
+        assert not member.startswith("_") or member == "__version__"
