@@ -109,6 +109,13 @@ def test_config_load_and_errors(tmp_path: Path) -> None:
     config = DocklineConfig.load(path)
     assert config.log.partitions == 2
     assert config.ingest.allowed_lateness.total_seconds() == 1200
+    path.write_text('[ingest]\nstale_after = "2d"\npublication_delay = 30\n')
+    config = DocklineConfig.load(path)
+    assert config.ingest.stale_after.total_seconds() == 2 * 86400
+    assert config.ingest.publication_delay.total_seconds() == 30
+    path.write_text('[ingest]\nstale_after = "soon"\n')
+    with pytest.raises(ConfigError, match="stale_after"):
+        DocklineConfig.load(path)
     path.write_text("[log]\npartitons = 2\n")
     with pytest.raises(ConfigError, match="partitons"):
         DocklineConfig.load(path)

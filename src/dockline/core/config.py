@@ -13,12 +13,13 @@ import os
 import tomllib
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
-from dockline.core.errors import ConfigError
+from dockline.core.errors import ConfigError, ValidationError
+from dockline.core.time import parse_duration
 
 __all__ = [
     "DATA_DIR_ENV",
@@ -32,6 +33,20 @@ __all__ = [
 
 DATA_DIR_ENV = "DOCKLINE_DATA_DIR"
 DEFAULT_DATA_DIR = Path(".dockline")
+
+
+def _duration(value: Any) -> Any:
+    """Accept ``"10m"``-style durations besides ISO 8601 (``"PT10M"``) and seconds."""
+    if isinstance(value, str) and not value.upper().startswith("P"):
+        try:
+            return parse_duration(value)
+        except ValidationError as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+"""A duration setting: ``"90s"``, ``"10m"``, ``"1d"``, ISO 8601 ``"PT10M"`` or seconds."""
 
 
 class _Frozen(BaseModel):
@@ -50,13 +65,13 @@ class LogConfig(_Frozen):
 class IngestConfig(_Frozen):
     """Validation policy at the edge."""
 
-    allowed_lateness: timedelta = timedelta(minutes=10)
+    allowed_lateness: Duration = timedelta(minutes=10)
     """Events older than the station's newest event minus this go to dead letters as ``late``."""
-    stale_after: timedelta = timedelta(days=1)
+    stale_after: Duration = timedelta(days=1)
     """Events whose time is further than this behind ``ingested_at`` are ``stale``."""
-    future_tolerance: timedelta = timedelta(minutes=5)
+    future_tolerance: Duration = timedelta(minutes=5)
     """Events whose time is ahead of ``ingested_at`` by more than this are ``future``."""
-    publication_delay: timedelta = timedelta(seconds=0)
+    publication_delay: Duration = timedelta(seconds=0)
     """For archives without ``ingested_at``: ``ingested_at = event_ts + publication_delay``."""
     batch_rows: int = Field(default=200_000, ge=1)
     """Rows per batch when reading tabular archives."""
