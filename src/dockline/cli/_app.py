@@ -335,7 +335,9 @@ def deadletters(
         console.print(f"[bold]{why}[/bold]")
         for letter in letters:
             console.print(f"  {letter['source']} {letter['key'] or '-'}: {letter['detail']}")
-            console.print(f"    raw: {letter['raw'][:160]}", markup=False)
+            console.print(
+                f"    raw: {letter['raw'][:160]}", markup=False, no_wrap=True, overflow="ellipsis"
+            )
 
 
 # -------------------------------------------------------------------------------------- demo

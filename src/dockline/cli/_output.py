@@ -45,7 +45,11 @@ def counts_table(title: str, counts: Mapping[str, int], *, total_label: str = "t
 
 @contextmanager
 def progress_bar(*, transient: bool = False, quiet: bool = False) -> Iterator[Progress]:
-    """A Rich progress bar on stderr (disabled when ``quiet``, e.g. with ``--json``)."""
+    """A Rich progress bar on stderr for people at a terminal.
+
+    Disabled with ``quiet`` (``--json``) and when stderr is not a terminal, so logs and scripts
+    see only the result — and an error stays the one line it should be.
+    """
     progress = Progress(
         SpinnerColumn(),
         TextColumn("[progress.description]{task.description}"),
@@ -56,7 +60,7 @@ def progress_bar(*, transient: bool = False, quiet: bool = False) -> Iterator[Pr
         TimeRemainingColumn(),
         console=err_console,
         transient=transient,
-        disable=quiet,
+        disable=quiet or not err_console.is_terminal,
     )
     with progress:
         yield progress

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
@@ -29,6 +29,8 @@ from dockline.sim import City, CityConfig, FaultConfig, SimServer
 __all__ = ["run_demo"]
 
 DEMO_FAULT_RATE = 0.004
+DEMO_START = datetime(2024, 5, 6, 11, tzinfo=UTC)
+"""Monday 06:00 in Chicago: the demo's hours cover the morning rush."""
 
 
 def run_demo(
@@ -42,7 +44,14 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the demo and return its report (also printed, as tables or one JSON object)."""
     console = Console(stderr=json_out, highlight=False)
-    city = City(CityConfig(stations=stations, seed=seed, faults=FaultConfig.all(DEMO_FAULT_RATE)))
+    city = City(
+        CityConfig(
+            stations=stations,
+            seed=seed,
+            start=DEMO_START,
+            faults=FaultConfig.all(DEMO_FAULT_RATE),
+        )
+    )
     start = city.time
     end = start + timedelta(hours=hours)
     clock = ScaledClock(start, speed)
@@ -57,6 +66,7 @@ def run_demo(
             TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(),
             console=console,
+            disable=not console.is_terminal,
         )
         with progress:
             total = hours * 60.0

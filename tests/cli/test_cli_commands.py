@@ -1,0 +1,163 @@
+"""The CLI for real: subprocesses, exit codes, one-line errors, JSON output."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+
+def dockline(*args: str, data_dir: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m dockline`` and return the finished process."""
+    prefix = ["--data-dir", str(data_dir)] if data_dir is not None else []
+    return subprocess.run(
+        [sys.executable, "-m", "dockline", *prefix, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def json_of(result: subprocess.CompletedProcess[str]) -> Any:
+    assert result.returncode == 0, result.stderr
+    return orjson.loads(result.stdout)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_help_lists_the_commands() -> None:
+    result = dockline("--help")
+    assert result.returncode == 0
+    for command in ("demo", "sim", "ingest", "deadletters"):
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (("ingest",), ("exactly one of --feed", "--archive")),
+        (
+            ("ingest", "--archive", "/nonexistent/archive"),
+            ("/nonexistent/archive", "does not exist"),
+        ),
+        (("ingest", "--archive", ".", "--map", "obs_ts"), ("--map", "source=target")),
+        (("sim", "serve", "--faults", "stale=2"), ("stale", "[0, 1]")),
+        (
+            ("ingest", "--feed", "http://127.0.0.1:9/gbfs.json", "--duration", "1s"),
+            ("127.0.0.1:9",),
+        ),
+    ],
+)
+def test_bad_input_is_one_line_and_non_zero(
+    tmp_path: Path, args: tuple[str, ...], fragments: tuple[str, ...]
+) -> None:
+    assert_one_line_error(dockline(*args, data_dir=tmp_path), *fragments)
+
+
+def test_bad_config_file_names_the_file_and_setting(tmp_path: Path) -> None:
+    (tmp_path / "dockline.toml").write_text("[ingest]\nallowed_latenes = 5\n")
+    result = dockline("deadletters", data_dir=tmp_path)
+    assert_one_line_error(result, "dockline.toml", "allowed_latenes")
+
+
+def test_sim_archive_then_import_accounts_for_every_row(tmp_path: Path) -> None:
+    archive = tmp_path / "archive"
+    written = json_of(
+        dockline(
+            "sim", "archive", "--stations", "25", "--days", "0.5", "--out", str(archive), "--json"
+        )
+    )
+    assert (archive / "station_status").is_dir()
+    summary = json_of(dockline("ingest", "--archive", str(archive), "--json", data_dir=tmp_path))
+    assert summary["received"] == written["rows"]
+    assert summary["accepted"] + sum(summary["dead_letters"].values()) == summary["received"]
+    assert summary["stations"] == 25
+    assert summary["offline_rows_written"]["station_status"] == summary["accepted"]
+    # importing the same archive again resumes after the last batch: nothing is added twice
+    again = json_of(dockline("ingest", "--archive", str(archive), "--json", data_dir=tmp_path))
+    assert again["received"] == 0
+    assert again["offline_rows_written"]["station_status"] == 0
+
+
+def _status_doc(last_updated: int, stations: list[dict[str, Any]]) -> bytes:
+    return orjson.dumps(
+        {"last_updated": last_updated, "ttl": 60, "version": "2.3", "data": {"stations": stations}}
+    )
+
+
+def _station(station_id: str, last_reported: int, bikes: object = 3) -> dict[str, Any]:
+    return {
+        "station_id": station_id,
+        "num_bikes_available": bikes,
+        "num_docks_available": 7,
+        "is_installed": True,
+        "is_renting": True,
+        "is_returning": True,
+        "last_reported": last_reported,
+    }
+
+
+def test_dead_letters_report_and_replay_after_a_fix(tmp_path: Path) -> None:
+    now = 1_714_978_800  # 2024-05-06T07:00:00Z
+    archive = tmp_path / "json"
+    archive.mkdir()
+    three_days = 3 * 86_400
+    (archive / "station_status_1.json").write_bytes(
+        _status_doc(
+            now,
+            [
+                _station("a", now - 30),
+                _station("b", now - three_days),  # stale under the default stale_after of 1 day
+                _station("c", now - 20, bikes="seven"),  # bad type: no config fixes this
+            ],
+        )
+    )
+    summary = json_of(dockline("ingest", "--archive", str(archive), "--json", data_dir=tmp_path))
+    assert summary["accepted"] == 1
+    assert summary["dead_letters"] == {"bad_type": 1, "stale": 1}
+
+    report = json_of(dockline("deadletters", "--json", data_dir=tmp_path))
+    assert report["counts"] == {"bad_type": 1, "stale": 1}
+    assert report["examples"]["stale"][0]["key"] == "b"
+    assert "seven" in report["examples"]["bad_type"][0]["raw"]
+
+    # the fix: this source publishes stations that report rarely; accept up to a week
+    (tmp_path / "dockline.toml").write_text('[ingest]\nstale_after = "P7D"\n')
+    replayed = json_of(dockline("deadletters", "--replay", "--json", data_dir=tmp_path))
+    assert replayed == {"replayed": 2, "accepted": 1, "still_rejected": 1}
+    after = json_of(dockline("deadletters", "--json", data_dir=tmp_path))
+    assert after["pending"] == {"bad_type": 1}
+    # a second replay finds only the letter that still fails
+    again = json_of(dockline("deadletters", "--replay", "--json", data_dir=tmp_path))
+    assert again == {"replayed": 1, "accepted": 0, "still_rejected": 1}
+
+
+def test_demo_accounts_for_every_published_record(tmp_path: Path) -> None:
+    report = json_of(
+        dockline(
+            "demo",
+            "--stations",
+            "40",
+            "--hours",
+            "0.5",
+            "--speed",
+            "1200",
+            "--json",
+            data_dir=tmp_path,
+        )
+    )
+    assert report["received"] == report["published_records"] > 0
+    assert report["dead_letters"] == report["expected_dead_letters"]
+    assert report["offline_distinct_rows"] == report["offline_rows"] == report["accepted"]
