@@ -35,6 +35,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_sim.py
+	$(BIN)/python benchmarks/bench_log.py
 
 clean:
 	rm -rf $(VENV) .dockline .dockline-demo .pytest_cache .mypy_cache .ruff_cache

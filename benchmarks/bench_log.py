@@ -1,20 +1,26 @@
 """Throughput of the embedded stores on station_status-shaped data (run by hand, not by pytest).
 
-    .venv/bin/python tests/store/bench_store_eventlog.py [--rows 200000] [--appends 20]
+    .venv/bin/python benchmarks/bench_log.py [--rows 200000] [--appends 20]
 
-Prints one JSON object: append and read rows/s of SqliteEventLog, and sink rows/s of the
-OfflineSink (log → Parquet + manifests + 1-minute aggregate).
+Prints one JSON object and writes it to ``benchmarks/results/log.json``: append and read rows/s
+of SqliteEventLog, and sink rows/s of the OfflineSink (log → Parquet + manifests + 1-minute
+aggregate). One pass, not pinned to a core.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
+import platform
+import shlex
+import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pyarrow as pa
 
 from dockline.core.contracts import STATION_STATUS_SCHEMA
@@ -50,11 +56,12 @@ def station_status(rows: int, step: int, stations: int = 1000) -> pa.Table:
 
 
 def main() -> None:
-    """Run the benchmark and print the numbers as JSON."""
+    """Run the benchmark, print the numbers as JSON and write them to ``--out``."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--appends", type=int, default=20)
     parser.add_argument("--read-batch", type=int, default=500_000)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "log.json")
     args = parser.parse_args()
     tables = [station_status(args.rows, i) for i in range(args.appends)]
     total = args.rows * args.appends
@@ -90,24 +97,34 @@ def main() -> None:
         db_bytes = sum(f.stat().st_size for f in (Path(tmp) / "log").iterdir())
         log.close()
     per_append = np.array(append_s)
-    print(
-        json.dumps(
-            {
-                "rows_per_append": args.rows,
-                "appends": args.appends,
-                "append_rows_per_s": round(total / per_append.sum()),
-                "append_ms_per_100k_rows_median": round(
-                    float(np.median(per_append)) * 1e3 * 100_000 / args.rows, 2
-                ),
-                "read_rows_per_s": round(total / read_s),
-                "read_batch": args.read_batch,
-                "sink_rows_per_s": round(total / sink_s),
-                "sink_dates": len(report.dates),
-                "log_bytes_per_row": round(db_bytes / total, 1),
-            },
-            indent=2,
-        )
-    )
+    result = {
+        "benchmark": "log",
+        "command": shlex.join(["python", *sys.argv]),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "pyarrow": pa.__version__,
+        },
+        "results": {
+            "rows_per_append": args.rows,
+            "appends": args.appends,
+            "append_rows_per_s": round(total / per_append.sum()),
+            "append_ms_per_100k_rows_median": round(
+                float(np.median(per_append)) * 1e3 * 100_000 / args.rows, 2
+            ),
+            "read_rows_per_s": round(total / read_s),
+            "read_batch": args.read_batch,
+            "sink_rows_per_s": round(total / sink_s),
+            "sink_dates": len(report.dates),
+            "log_bytes_per_row": round(db_bytes / total, 1),
+        },
+    }
+    text = orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_bytes(text)
+    sys.stdout.write(text.decode())
 
 
 if __name__ == "__main__":
