@@ -24,6 +24,9 @@ __all__ = [
     "AppendResult",
     "DeadLetterStore",
     "EventLog",
+    "OnlineStore",
+    "OnlineValue",
+    "OnlineVector",
     "ProducerState",
     "stable_partition",
 ]
@@ -131,6 +134,61 @@ class DeadLetterStore(Protocol):
 
     def mark_replayed(self, ids: Sequence[str], at: datetime) -> None:
         """Mark dead letters as re-ingested successfully at ``at``."""
+        ...
+
+    def close(self) -> None:
+        """Release the backend's resources."""
+        ...
+
+
+OnlineValue = int | float | str | bool | None
+"""A feature value as stored online (Arrow scalars become Python scalars)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OnlineVector:
+    """The latest feature vector of one group for one entity.
+
+    ``values`` follow the group's registered column order; ``as_of`` is the event time of the
+    newest event the vector used (its age is ``now - as_of``); ``written_at`` is when it was
+    written (for freshness of the write path itself). Times are microseconds since the epoch,
+    UTC — integers keep the read path free of datetime construction.
+    """
+
+    values: tuple[OnlineValue, ...]
+    as_of_us: int
+    written_at_us: int
+
+
+@runtime_checkable
+class OnlineStore(Protocol):
+    """Latest feature vector per (entity, group), for low-latency serving.
+
+    A group's column names are registered once; vectors are stored as values in that order.
+    ``write`` upserts; ``read``/``read_many`` return, per requested group, the vector or ``None``.
+    """
+
+    def register(self, group: str, columns: Sequence[str]) -> None:
+        """Declare (or re-declare, replacing) the ordered value columns of ``group``."""
+        ...
+
+    def columns(self, group: str) -> tuple[str, ...]:
+        """The registered columns of ``group`` (``NotFoundError`` if never registered)."""
+        ...
+
+    def write(self, group: str, rows: pa.Table, *, key: str, as_of: str, written_at_us: int) -> int:
+        """Upsert one vector per row of ``rows``: entity in column ``key``, event time in column
+        ``as_of`` (timestamp), values in the group's registered columns; returns rows written."""
+        ...
+
+    def read(self, entity: str, groups: Sequence[str]) -> dict[str, OnlineVector | None]:
+        """The vectors of one entity for ``groups``, in one round trip."""
+        ...
+
+    def read_many(
+        self, entities: Sequence[str], groups: Sequence[str]
+    ) -> list[dict[str, OnlineVector | None]]:
+        """``read`` for many entities in one round trip, in the order given."""
         ...
 
     def close(self) -> None:
