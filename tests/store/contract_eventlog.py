@@ -281,6 +281,13 @@ class EventLogContract:
         log.append(topic, rows(10, 0), key="key", state=ProducerState("p", b"\x00state"))
         assert log.producer_state("p") == b"\x00state"
         assert log.producer_state("q") is None
+        # Several producers' states commit together (a resume point plus a snapshot).
+        both = [ProducerState("p", b"small"), ProducerState("p#snapshot", b"large")]
+        log.append(topic, rows(10, 3), key="key", state=both)
+        assert (log.producer_state("p"), log.producer_state("p#snapshot")) == (b"small", b"large")
+        with pytest.raises(ValidationError):
+            log.append(topic, rows(13, 3), key="nope", state=[ProducerState("p", b"lost")])
+        assert log.producer_state("p") == b"small"
 
     def test_reopen_after_close_keeps_everything(self, make_log: MakeLog, topic: str) -> None:
         first = make_log()

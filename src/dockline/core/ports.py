@@ -80,9 +80,18 @@ class EventLog(Protocol):
         ...
 
     def append(
-        self, topic: str, records: pa.Table, *, key: str, state: ProducerState | None = None
+        self,
+        topic: str,
+        records: pa.Table,
+        *,
+        key: str,
+        state: ProducerState | Sequence[ProducerState] | None = None,
     ) -> AppendResult:
-        """Append ``records`` partitioned by column ``key``, atomically with ``state``."""
+        """Append ``records`` partitioned by column ``key``, atomically with ``state``.
+
+        Several states (distinct producers' keys) commit together: a producer can keep a small
+        resume point written on every append and a large snapshot written now and then.
+        """
         ...
 
     def read(self, topic: str, partition: int, offset: int, max_records: int) -> pa.Table:

@@ -252,6 +252,20 @@ class StationStatusNormalizer:
         self._capacity = dict(snapshot.capacity)
         self.counters.update(snapshot.counters)
 
+    def observe(self, accepted: pa.Table) -> None:
+        """Re-apply records this source accepted before (idempotent).
+
+        Used after a restart to bring a state snapshot up to date with the records appended
+        since it was taken (the log's tail), so the state need not be written on every append.
+        """
+        if not accepted.num_rows:
+            return
+        encoded = pc.dictionary_encode(accepted["station_id"].combine_chunks())
+        uniq = [str(v) for v in encoded.dictionary.to_pylist()]
+        codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        event = accepted["event_ts"].cast(pa.int64()).to_numpy(zero_copy_only=False)
+        self._commit(uniq, codes, event, np.ones(len(codes), dtype=bool))
+
     def update_information(self, info: pa.Table) -> None:
         """Remember each station's capacity from ``station_id``/``capacity`` columns (last wins)."""
         for name in ("station_id", "capacity"):

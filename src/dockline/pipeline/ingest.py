@@ -30,7 +30,7 @@ from dockline.core.contracts import (
     IngestSummary,
 )
 from dockline.core.errors import SourceError
-from dockline.core.ports import DeadLetterStore, EventLog, ProducerState
+from dockline.core.ports import OFFSET_COLUMN, DeadLetterStore, EventLog, ProducerState
 from dockline.core.time import to_micros
 from dockline.ingest import (
     DIVVY_MAPPING,
@@ -50,12 +50,22 @@ __all__ = ["IngestRun", "ingest_archive", "ingest_feed", "sink_offline"]
 ProgressFn = Callable[[IngestSummary], None]
 
 
-class _Resume(msgspec.Struct):
-    """What a producer needs to resume: committed atomically with each append."""
+SNAPSHOT_EVERY = 32
+"""Appends between two snapshots of the validator's state (see :class:`IngestRun`)."""
 
-    validator: bytes = b""
+
+class _Resume(msgspec.Struct):
+    """A producer's resume point: small, committed atomically with every append."""
+
     batches_done: int = 0
     newest_document: dict[str, int] = msgspec.field(default_factory=dict)  # feed → last_updated µs
+
+
+class _Snapshot(msgspec.Struct):
+    """The validator's state, and the log position from which later records must be replayed."""
+
+    validator: bytes
+    log_offsets: dict[int, int]
 
 
 class IngestRun:
@@ -63,6 +73,12 @@ class IngestRun:
 
     Station information is stored (topic ``station_information``) and fills capacities of status
     records; the run's :class:`IngestSummary` accounts for ``station_status`` records.
+
+    Every append commits a small resume point; every :data:`SNAPSHOT_EVERY` appends (and after
+    station information changes) it also commits a snapshot of the validator's per-station state
+    with the log offsets it was taken at. A restart restores the snapshot and re-observes the
+    source's records appended since — the log is the source of truth, as in Flink's checkpoints —
+    so the large state is not rewritten for every document.
     """
 
     def __init__(
@@ -73,23 +89,43 @@ class IngestRun:
         self.log = log
         self.deadletters = deadletters
         self.producer = f"ingest:{source}"
+        self._snapshot_key = f"{self.producer}#validator"
+        for topic in (TOPIC_STATION_STATUS, TOPIC_STATION_INFORMATION):
+            log.create_topic(topic, platform.config.log.partitions)
         raw = log.producer_state(self.producer)
         self.resume = msgspec.msgpack.decode(raw, type=_Resume) if raw else _Resume()
+        snapshot_raw = log.producer_state(self._snapshot_key)
+        snapshot = msgspec.msgpack.decode(snapshot_raw, type=_Snapshot) if snapshot_raw else None
         self.normalizer = StationStatusNormalizer(
-            source, platform.config.ingest, state=self.resume.validator or None
+            source, platform.config.ingest, state=snapshot.validator if snapshot else None
         )
+        self._replay_tail(snapshot.log_offsets if snapshot else {})
+        self._appends_since_snapshot = SNAPSHOT_EVERY  # snapshot on this run's first append
         self.summary = IngestSummary(source=source)
         self.information_received = 0
         self.skipped_documents = 0
         self._stations: set[str] = set()
-        for topic in (TOPIC_STATION_STATUS, TOPIC_STATION_INFORMATION):
-            log.create_topic(topic, platform.config.log.partitions)
+
+    def _replay_tail(self, offsets: Mapping[int, int]) -> None:
+        """Re-observe this source's records appended after the snapshot was taken."""
+        chunk = self.platform.config.offline.read_batch
+        for partition, end in self.log.end_offsets(TOPIC_STATION_STATUS).items():
+            offset = offsets.get(partition, 0)
+            while offset < end:
+                records = self.log.read(TOPIC_STATION_STATUS, partition, offset, chunk)
+                if not records.num_rows:
+                    break
+                offset = int(records[OFFSET_COLUMN][-1].as_py()) + 1
+                mine = records.filter(pc.equal(records["source"], self.source))
+                self.normalizer.observe(mine)
 
     def commit_status(self, batch: Batch) -> None:
         """Store the batch's dead letters, then append its records with the resume point."""
         self.deadletters.add(batch.dead_letters)
         self._advance(TOPIC_STATION_STATUS, batch.last_updated)
-        self.log.append(TOPIC_STATION_STATUS, batch.accepted, key="station_id", state=self._state())
+        self.log.append(
+            TOPIC_STATION_STATUS, batch.accepted, key="station_id", state=self._states()
+        )
         self.summary.received += batch.received
         self.summary.accepted += batch.accepted.num_rows
         self.summary.documents += 1
@@ -103,16 +139,17 @@ class IngestRun:
         self.deadletters.add(batch.dead_letters)
         if batch.accepted.num_rows:
             self.normalizer.update_information(batch.accepted)
+            self._appends_since_snapshot = SNAPSHOT_EVERY  # capacities live in the snapshot
         self._advance(TOPIC_STATION_INFORMATION, batch.last_updated)
         self.log.append(
-            TOPIC_STATION_INFORMATION, batch.accepted, key="station_id", state=self._state()
+            TOPIC_STATION_INFORMATION, batch.accepted, key="station_id", state=self._states()
         )
         self.information_received += batch.received
 
     def append_replayed(self, records: pa.Table) -> None:
         """Append records re-ingested from dead letters, with the updated validator state."""
-        self.resume.validator = self.normalizer.state()
-        self.log.append(TOPIC_STATION_STATUS, records, key="station_id", state=self._state())
+        self._appends_since_snapshot = SNAPSHOT_EVERY
+        self.log.append(TOPIC_STATION_STATUS, records, key="station_id", state=self._states())
 
     def is_new_document(self, feed: str, last_updated: datetime | None) -> bool:
         """False for a document no newer than one already committed (a re-fetch after restart)."""
@@ -121,13 +158,23 @@ class IngestRun:
         return to_micros(last_updated) > self.resume.newest_document.get(feed, -(2**62))
 
     def _advance(self, feed: str, last_updated: datetime | None) -> None:
-        self.resume.validator = self.normalizer.state()
         self.resume.batches_done += 1
         if last_updated is not None:
             self.resume.newest_document[feed] = to_micros(last_updated)
 
-    def _state(self) -> ProducerState:
-        return ProducerState(self.producer, msgspec.msgpack.encode(self.resume))
+    def _states(self) -> list[ProducerState]:
+        states = [ProducerState(self.producer, msgspec.msgpack.encode(self.resume))]
+        self._appends_since_snapshot += 1
+        if self._appends_since_snapshot >= SNAPSHOT_EVERY:
+            # offsets before this append: replaying from them re-observes this batch too, which
+            # is harmless (observing is idempotent) and keeps the snapshot's position simple
+            snapshot = _Snapshot(
+                validator=self.normalizer.state(),
+                log_offsets=self.log.end_offsets(TOPIC_STATION_STATUS),
+            )
+            states.append(ProducerState(self._snapshot_key, msgspec.msgpack.encode(snapshot)))
+            self._appends_since_snapshot = 0
+        return states
 
     def close(self) -> None:
         """Close the backends."""

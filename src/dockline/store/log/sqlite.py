@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
@@ -32,7 +32,9 @@ from dockline.store._sqlite import SqliteDatabase
 __all__ = ["SqliteEventLog"]
 
 _FORMAT_VERSION = 1
-_IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
+# Compress on the calling thread: handing small batches to Arrow's thread pool cost ~0.9 ms per
+# batch on a busy 2-core machine against ~15 µs inline, and large batches are no faster threaded.
+_IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4", use_threads=False)
 
 _SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS topics (
@@ -182,9 +184,14 @@ class SqliteEventLog:
     # -- writing --------------------------------------------------------------------------------
 
     def append(
-        self, topic: str, records: pa.Table, *, key: str, state: ProducerState | None = None
+        self,
+        topic: str,
+        records: pa.Table,
+        *,
+        key: str,
+        state: ProducerState | Sequence[ProducerState] | None = None,
     ) -> AppendResult:
-        """Append ``records`` partitioned by column ``key``, atomically with ``state``.
+        """Append ``records`` partitioned by ``key``, atomically with ``state`` (one or many).
 
         Rows keep their order within each partition. ``key`` must be a column without nulls;
         ``records`` must not already have an ``_offset`` column. An empty table stores no
@@ -241,11 +248,12 @@ class SqliteEventLog:
                     "UPDATE topics SET last_schema = ? WHERE topic = ?",
                     (memoryview(schema_blob), topic),
                 )
-            if state is not None:
-                conn.execute(
+            states = [state] if isinstance(state, ProducerState) else list(state or ())
+            if states:
+                conn.executemany(
                     "INSERT INTO producer_states (producer, value) VALUES (?, ?)"
                     " ON CONFLICT (producer) DO UPDATE SET value = excluded.value",
-                    (state.producer, bytes(state.value)),
+                    [(s.producer, bytes(s.value)) for s in states],
                 )
         return AppendResult(ranges)
 
