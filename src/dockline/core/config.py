@@ -25,9 +25,11 @@ __all__ = [
     "DATA_DIR_ENV",
     "DataDir",
     "DocklineConfig",
+    "FeaturesConfig",
     "IngestConfig",
     "LogConfig",
     "OfflineConfig",
+    "OnlineConfig",
     "resolve_data_dir",
 ]
 
@@ -84,12 +86,32 @@ class OfflineConfig(_Frozen):
     """Records the sink reads from one partition of the log per step."""
 
 
+class OnlineConfig(_Frozen):
+    """Which online store serves the latest feature vectors."""
+
+    kind: Literal["sqlite", "redis"] = "sqlite"
+    url: str = "redis://127.0.0.1:6379/0"
+    """For ``kind = "redis"``."""
+    namespace: str = "dockline"
+
+
+class FeaturesConfig(_Frozen):
+    """The project whose features are materialized and served."""
+
+    project: str = "examples/bikeshare"
+    """Path of the project (a directory with ``project.py``, or the file)."""
+    memory_limit: str = "2GB"
+    """DuckDB's memory limit for offline feature computation (it spills beyond)."""
+
+
 class DocklineConfig(_Frozen):
     """All of dockline's settings, loaded from ``<data-dir>/dockline.toml`` when present."""
 
     log: LogConfig = LogConfig()
     ingest: IngestConfig = IngestConfig()
     offline: OfflineConfig = OfflineConfig()
+    online: OnlineConfig = OnlineConfig()
+    features: FeaturesConfig = FeaturesConfig()
 
     @classmethod
     def load(cls, path: Path | None) -> Self:

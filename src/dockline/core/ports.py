@@ -158,10 +158,12 @@ OnlineValue = int | float | str | bool | None
 class OnlineVector:
     """The latest feature vector of one group for one entity.
 
-    ``values`` follow the group's registered column order; ``as_of`` is the event time of the
-    newest event the vector used (its age is ``now - as_of``); ``written_at`` is when it was
-    written (for freshness of the write path itself). Times are microseconds since the epoch,
-    UTC — integers keep the read path free of datetime construction.
+    ``values`` follow the group's registered column order. ``as_of`` is the point in time the
+    vector is exact for: it equals the offline value at ``(entity, as_of)`` (for the streaming
+    materializer, the newest ``ingested_at`` it had processed), so its age is ``now - as_of``;
+    the event times behind it travel as ``<group>__as_of`` values. ``written_at`` is when it was
+    written (freshness of the write path itself). Times are microseconds since the epoch, UTC —
+    integers keep the read path free of datetime construction.
     """
 
     values: tuple[OnlineValue, ...]
