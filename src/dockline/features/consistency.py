@@ -1,0 +1,282 @@
+"""Online/offline consistency: do both executions of the plan give the same values?
+
+:func:`measure_consistency` replays the log through a fresh
+:class:`~dockline.features.online.OnlineExecutor` (from offset 0; the live consumer group is not
+touched), samples ``(entity, T)`` points at micro-batch times ``T`` (seeded reservoir), recomputes
+them with the offline executor and compares every feature: equal when both are null, or both
+finite with ``|a - b| <= 1e-9 · max(1, |a|, |b|)``.
+
+:func:`heal` recomputes vectors offline and overwrites the online store with them.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import msgspec
+import pyarrow as pa
+
+from dockline.core.contracts import TS_TYPE
+from dockline.core.errors import NotFoundError
+from dockline.core.ports import EventLog, OnlineStore
+from dockline.core.time import Clock, to_micros
+from dockline.features._online_replay import Cursor, micro_batches
+from dockline.features.expr import Value
+from dockline.features.materialize import FEATURES_GROUP
+from dockline.features.online import BatchProvider, OnlineExecutor
+from dockline.features.plan import Plan
+
+__all__ = [
+    "ConsistencyReport",
+    "FeatureAgreement",
+    "HealReport",
+    "Mismatch",
+    "OfflineFeatures",
+    "OfflineSource",
+    "heal",
+    "measure_consistency",
+    "values_match",
+]
+
+RELATIVE_TOLERANCE = 1e-9
+_EXAMPLES = 5
+
+
+@runtime_checkable
+class OfflineFeatures(Protocol):
+    """What this module needs of the offline executor (``OfflineExecutor`` satisfies it)."""
+
+    def features(self, spine: pa.Table, *, labels: bool = False) -> pa.Table:
+        """One row per spine row (key, ``as_of``): groups' ``__as_of`` and every feature."""
+        ...
+
+
+OfflineSource = OfflineFeatures | Callable[[], OfflineFeatures]
+"""An offline executor, or a factory that makes one (it is then closed after use if it can)."""
+
+
+def values_match(a: Any, b: Any) -> bool:
+    """Equal if both null, or both finite and within 1e-9 relative (absolute below 1)."""
+    if a is None or b is None:
+        return a is None and b is None
+    x, y = float(a), float(b)
+    if not (math.isfinite(x) and math.isfinite(y)):
+        return False
+    return abs(x - y) <= RELATIVE_TOLERANCE * max(1.0, abs(x), abs(y))
+
+
+class FeatureAgreement(msgspec.Struct):
+    """Per feature: points compared, mismatches, and ``rate`` = the fraction that matched."""
+
+    compared: int = 0
+    mismatches: int = 0
+    rate: float = 1.0
+
+
+class Mismatch(msgspec.Struct):
+    """One disagreement: the point and both values."""
+
+    entity: str
+    t_us: int
+    online: Value
+    offline: Value
+
+
+class ConsistencyReport(msgspec.Struct):
+    """Result of :func:`measure_consistency` (``examples``: up to 5 per mismatching feature)."""
+
+    points: int
+    per_feature: dict[str, FeatureAgreement]
+    examples: dict[str, list[Mismatch]]
+    overall_match_rate: float
+
+    def to_json(self) -> bytes:
+        """The report as JSON."""
+        return msgspec.json.encode(self)
+
+
+class HealReport(msgspec.Struct):
+    """Result of :func:`heal`: vectors written, how many differed, and per feature how often."""
+
+    t_us: int
+    entities: int
+    changed_entities: int
+    changed: dict[str, int]
+
+
+def _compared_columns(plan: Plan) -> tuple[str, ...]:
+    return (*(g.as_of_column for g in plan.groups), *plan.feature_names)
+
+
+def _python_column(column: pa.ChunkedArray) -> list[Any]:
+    if pa.types.is_timestamp(column.type):
+        column = column.cast(pa.timestamp("us", tz=column.type.tz)).cast(pa.int64())
+    return column.to_pylist()  # type: ignore[no-any-return]
+
+
+def _offline_rows(
+    plan: Plan, offline: OfflineSource, points: Sequence[tuple[str, int]]
+) -> dict[tuple[str, int], dict[str, Any]]:
+    """Offline values at ``points``, by (entity, t)."""
+    spine = pa.table(
+        {
+            plan.key: pa.array([e for e, _ in points], pa.string()),
+            "as_of": pa.array([t for _, t in points], TS_TYPE),
+        }
+    )
+    if isinstance(offline, OfflineFeatures):
+        result = offline.features(spine)
+    else:
+        executor = offline()
+        try:
+            result = executor.features(spine)
+        finally:
+            close = getattr(executor, "close", None)
+            if callable(close):
+                close()
+    names = [c for c in _compared_columns(plan) if c in result.column_names]
+    columns = {name: _python_column(result.column(name)) for name in names}
+    keys = result.column(plan.key).to_pylist()
+    times = _python_column(result.column("as_of"))
+    rows: dict[tuple[str, int], dict[str, Any]] = {}
+    for i, (key, t) in enumerate(zip(keys, times, strict=True)):
+        rows[(key, t)] = {name: values[i] for name, values in columns.items()}
+    return rows
+
+
+def measure_consistency(
+    plan: Plan,
+    log: EventLog,
+    offline: OfflineSource,
+    *,
+    start_us: int | None,
+    end_us: int | None,
+    sample: int = 2000,
+    seed: int = 0,
+    batch_provider: BatchProvider | None = None,
+    max_records: int = 100_000,
+    batch_events: int = 1,
+) -> ConsistencyReport:
+    """Replay the log online, sample ``(entity, T)`` in ``[start_us, end_us)``, compare offline.
+
+    Deterministic given the log and ``seed``. Columns compared: each group's ``__as_of`` and
+    every feature of the plan.
+    """
+    executor = OnlineExecutor(plan, batch_provider=batch_provider)
+    cursor = Cursor(log, executor.tables, max_records)
+    ingested_at = {s.table: s.ingested_at for s in reversed(plan.sources)}
+    rng = random.Random(seed)
+    reservoir: list[tuple[str, int, dict[str, Value]]] = []
+    seen = 0
+    for tables in cursor.rounds():
+        for t_us, batch in micro_batches(tables, ingested_at, batch_events):
+            touched: set[str] = set()
+            for topic, events in batch.items():
+                touched |= executor.update_many(topic, events)
+            if (start_us is not None and t_us < start_us) or (
+                end_us is not None and t_us >= end_us
+            ):
+                continue
+            for entity in sorted(touched):
+                # vectors are taken now: later pruning may drop what this point used
+                if len(reservoir) < sample:
+                    reservoir.append((entity, t_us, executor.vector(entity, t_us)))
+                else:
+                    slot = rng.randrange(seen + 1)
+                    if slot < sample:
+                        reservoir[slot] = (entity, t_us, executor.vector(entity, t_us))
+                seen += 1
+    reservoir.sort(key=lambda item: (item[1], item[0]))
+    names = _compared_columns(plan)
+    per_feature = {name: FeatureAgreement() for name in names}
+    examples: dict[str, list[Mismatch]] = {}
+    if reservoir:
+        offline_rows = _offline_rows(plan, offline, [(e, t) for e, t, _ in reservoir])
+        for entity, t_us, online_values in reservoir:
+            theirs = offline_rows.get((entity, t_us), {})
+            for name in names:
+                agreement = per_feature[name]
+                agreement.compared += 1
+                ours, other = online_values.get(name), theirs.get(name)
+                if not values_match(ours, other):
+                    agreement.mismatches += 1
+                    found = examples.setdefault(name, [])
+                    if len(found) < _EXAMPLES:
+                        found.append(Mismatch(entity, t_us, ours, other))
+    compared = sum(a.compared for a in per_feature.values())
+    mismatches = sum(a.mismatches for a in per_feature.values())
+    for agreement in per_feature.values():
+        if agreement.compared:
+            agreement.rate = 1.0 - agreement.mismatches / agreement.compared
+    return ConsistencyReport(
+        points=len(reservoir),
+        per_feature=per_feature,
+        examples=examples,
+        overall_match_rate=1.0 - mismatches / compared if compared else 1.0,
+    )
+
+
+def heal(
+    plan: Plan,
+    offline_executor: OfflineSource,
+    store: OnlineStore,
+    entities: Sequence[str],
+    t_us: int,
+    *,
+    clock: Clock,
+) -> HealReport:
+    """Recompute the vectors of ``entities`` at ``t_us`` offline and overwrite the online store.
+
+    Reports how many entities were written, how many had a different (or no) stored vector, and
+    per feature how many entities it changed for.
+    """
+    unique = list(dict.fromkeys(entities))
+    columns = plan.feature_names
+    try:
+        registered = store.columns(FEATURES_GROUP)
+    except NotFoundError:
+        registered = ()
+    if tuple(registered) != columns:
+        store.register(FEATURES_GROUP, columns)
+    if not unique:
+        return HealReport(t_us=t_us, entities=0, changed_entities=0, changed={})
+    offline_rows = _offline_rows(plan, offline_executor, [(e, t_us) for e in unique])
+    before = store.read_many(unique, [FEATURES_GROUP])
+    changed = dict.fromkeys(columns, 0)
+    changed_entities = 0
+    for entity, stored in zip(unique, before, strict=True):
+        vector = stored.get(FEATURES_GROUP)
+        old: Mapping[str, Any] = (
+            dict(zip(columns, vector.values, strict=True)) if vector is not None else {}
+        )
+        new = offline_rows.get((entity, t_us), {})
+        differs = vector is None
+        for name in columns:
+            if vector is None or not values_match(old.get(name), new.get(name)):
+                changed[name] += 1
+                differs = True
+        changed_entities += differs
+    rows = pa.table(
+        {
+            plan.key: pa.array(unique, pa.string()),
+            "as_of": pa.array([t_us] * len(unique), TS_TYPE),
+            **{
+                name: pa.array(
+                    [offline_rows.get((e, t_us), {}).get(name) for e in unique], pa.float64()
+                )
+                for name in columns
+            },
+        }
+    )
+    written = store.write(
+        FEATURES_GROUP, rows, key=plan.key, as_of="as_of", written_at_us=to_micros(clock.now())
+    )
+    return HealReport(
+        t_us=t_us,
+        entities=written,
+        changed_entities=changed_entities,
+        changed={name: n for name, n in changed.items() if n},
+    )

@@ -1,0 +1,1055 @@
+"""The offline executor: point-in-time feature values for a spine, rendered as DuckDB SQL.
+
+It reads only the :class:`~dockline.features.plan.Plan` and follows ``docs/features.md`` exactly.
+Times are handled as BIGINT microseconds inside DuckDB. The core of every group is "the newest
+event known at t" (rules 1–3); it is computed in two ways:
+
+* **fast path** — for an entity whose events, ordered by ``avail = max(event_ts, ingested_at)``,
+  are strictly increasing in ``avail`` and non-decreasing in ``event_ts`` (the normal case: a feed
+  that is ingested in order), one ``ASOF JOIN`` on ``avail`` is exact. A single window pass
+  (``lag``) finds the entities that break this;
+* **general path** — for the others: duplicates collapsed by ``(event_ts, ingested_at)`` (greater
+  value wins), then the "staircase" of events that are the newest at some time (an event is kept
+  iff its ``avail`` is smaller than that of every newer event), on which ``ASOF`` is again exact.
+
+Windowed aggregations use a bucketed range join (points × events of the same entity in the few
+buckets the window touches), filtered exactly on ``avail <= t`` and ``t - w < event_ts <= t``, so
+they need no ordering assumption. Large spines are processed in time chunks under DuckDB's
+``memory_limit`` (spilling to a private temporary directory).
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import duckdb
+import msgspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dockline.core.contracts import TS_TYPE
+from dockline.core.errors import ConfigError, StorageError, ValidationError
+from dockline.core.time import ensure_utc, from_micros, to_micros
+from dockline.features._offline_sql import fdiv, hkey, hkey_upto, quote
+from dockline.features.expr import Expr
+from dockline.features.plan import (
+    AggSpec,
+    GroupSpec,
+    NeighbourSpec,
+    Plan,
+    ProfileSpec,
+    SourceSpec,
+)
+
+__all__ = [
+    "HOURS_OF_WEEK",
+    "BatchProvider",
+    "OfflineExecutor",
+    "entities_in",
+    "grid_spine",
+    "profile_columns",
+]
+
+HOURS_OF_WEEK = 168
+EARTH_RADIUS_KM = 6371.0088
+CHUNK_POINTS = 2_000_000
+DELTA_LOOKBACK_US = 2 * 86_400_000_000
+"""How far before a chunk a delta first looks for its anchor events (then the whole history)."""
+"""Spines with more distinct points than this are processed in time chunks of this size."""
+
+_WINDOWED = frozenset({"mean", "min", "max", "sum", "count", "count_if", "stddev"})
+_SQL_AGG = {"mean": "avg", "min": "min", "max": "max", "sum": "sum", "stddev": "stddev_samp"}
+
+
+class BatchProvider(Protocol):
+    """Supplies batch-feature results of run ``run_us`` (what :meth:`OfflineExecutor.batch_run`
+    returns): profiles as key + ``h000``..``h167``, neighbourhoods as key + ``value``."""
+
+    def __call__(self, run_us: int) -> dict[str, pa.Table]: ...
+
+
+def profile_columns() -> list[str]:
+    """The hour-of-week columns of a profile table: ``h000`` … ``h167``."""
+    return [f"h{h:03d}" for h in range(HOURS_OF_WEEK)]
+
+
+def _run_of(t: int, every_us: int, lag_us: int) -> int:
+    return ((t - lag_us) // every_us) * every_us
+
+
+def _local(tz: str, t: str) -> str:
+    return f"timezone('{tz}', make_timestamp({t})::TIMESTAMPTZ)"
+
+
+def _how(tz: str, t: str) -> str:
+    local = _local(tz, t)
+    return f"((isodow({local}) - 1) * 24 + hour({local}))"
+
+
+def _double(sql: str) -> str:
+    return f"CAST({sql} AS DOUBLE)"
+
+
+class _Source:
+    """A source registered as a DuckDB view with ``_dl_k/_dl_ets/_dl_ing/_dl_avail`` columns."""
+
+    def __init__(self, spec: SourceSpec, view: str, hive_date: bool) -> None:
+        self.spec = spec
+        self.view = view
+        self.hive_date = hive_date
+
+    def events(
+        self,
+        cols: Sequence[str] = (),
+        *,
+        keys: str | None = None,
+        lo_ets: int | None = None,
+        hi_avail: int | None = None,
+        hi_ets: int | None = None,
+        where: str | None = None,
+    ) -> str:
+        """``SELECT k, ets, ing, avail, cols…`` with the given bounds (inclusive)."""
+        conds: list[str] = []
+        if keys is not None:
+            conds.append(f"_dl_k IN (SELECT k FROM {keys})")
+        if lo_ets is not None:
+            conds.append(f"_dl_ets >= {lo_ets}")
+            if self.hive_date:  # the store partitions by the UTC date of event_ts
+                conds.append(f"\"date\" >= DATE '{from_micros(lo_ets).date().isoformat()}'")
+        if hi_avail is not None:
+            conds.append(f"_dl_avail <= {hi_avail}")
+            if self.hive_date:
+                conds.append(f"\"date\" <= DATE '{from_micros(hi_avail).date().isoformat()}'")
+        if hi_ets is not None:
+            conds.append(f"_dl_ets <= {hi_ets}")
+            if self.hive_date:
+                conds.append(f"\"date\" <= DATE '{from_micros(hi_ets).date().isoformat()}'")
+        if where is not None:
+            conds.append(f"({where})")
+        extra = "".join(f", {c}" for c in cols)
+        clause = f" WHERE {' AND '.join(conds)}" if conds else ""
+        return (
+            f"SELECT _dl_k AS k, _dl_ets AS ets, _dl_ing AS ing, _dl_avail AS avail{extra}"
+            f" FROM {self.view}{clause}"
+        )
+
+
+class OfflineExecutor:
+    """Computes a plan's features (and labels) at arbitrary points, point-in-time correct.
+
+    ``sources`` maps each source *table* (``SourceSpec.table``) to a Parquet glob or directory of
+    the offline store, or to an in-memory Arrow table. Call :meth:`close` when done (or use the
+    executor as a context manager).
+    """
+
+    def __init__(
+        self,
+        plan: Plan,
+        sources: Mapping[str, str | pa.Table],
+        *,
+        memory_limit: str = "2GB",
+        threads: int | None = None,
+        batch_provider: BatchProvider | None = None,
+    ) -> None:
+        self.plan = plan
+        self.batch_provider = batch_provider
+        missing = sorted({s.table for s in plan.sources} - set(sources))
+        if missing:
+            names = [s.name for s in plan.sources if s.table in missing]
+            raise ConfigError(
+                f"no data given for source table(s) {missing} (sources {names});"
+                f" got {sorted(sources)}"
+            )
+        self._tmp = Path(tempfile.mkdtemp(prefix="dockline-offline-"))
+        config: dict[str, Any] = {
+            "memory_limit": memory_limit,
+            "temp_directory": str(self._tmp),
+            "preserve_insertion_order": False,
+        }
+        if threads is not None:
+            config["threads"] = threads
+        self._con = duckdb.connect(config=config)
+        self._con.execute("SET TimeZone = 'UTC'")
+        self._seq = itertools.count()
+        self._runs: dict[int, dict[str, pa.Table]] = {}
+        self._sources: dict[str, _Source] = {}
+        raws: dict[str, tuple[str, bool]] = {}
+        for i, spec in enumerate(plan.sources):
+            if spec.table not in raws:
+                raws[spec.table] = self._register_raw(len(raws), spec.table, sources[spec.table])
+            raw, is_path = raws[spec.table]
+            self._sources[spec.name] = self._register_source(i, spec, raw, is_path)
+
+    # -- setup ------------------------------------------------------------------------------
+
+    def _register_raw(self, i: int, table: str, source: str | pa.Table) -> tuple[str, bool]:
+        name = f"_raw_{i}"
+        if isinstance(source, pa.Table):
+            self._con.register(name, source)
+            return name, False
+        path = Path(source)
+        pattern = str(path / "**" / "*.parquet") if path.is_dir() else str(source)
+        literal = pattern.replace("'", "''")
+        try:
+            self._con.execute(
+                f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{literal}',"
+                " hive_partitioning = true, union_by_name = true)"
+            )
+        except duckdb.Error as exc:
+            raise StorageError(
+                f"cannot read the offline store for table {table!r}: {exc}", where=pattern
+            ) from exc
+        return name, True
+
+    def _register_source(self, i: int, spec: SourceSpec, raw: str, is_path: bool) -> _Source:
+        described = self._con.execute(f"DESCRIBE SELECT * FROM {raw}").fetchall()
+        types = {str(row[0]): str(row[1]).upper() for row in described}
+        for column in (spec.key, spec.event_ts, spec.ingested_at):
+            if column not in types:
+                raise ConfigError(
+                    f"source {spec.name!r}: table {spec.table!r} has no column {column!r}"
+                    f" (it has {sorted(types)})"
+                )
+
+        def micros(column: str) -> str:
+            if types[column].startswith("TIMESTAMP"):
+                return f"epoch_us({quote(column)})"
+            return f"CAST({quote(column)} AS BIGINT)"
+
+        ets, ing = micros(spec.event_ts), micros(spec.ingested_at)
+        view = f"_src_{i}"
+        self._con.execute(
+            f"CREATE VIEW {view} AS SELECT *, CAST({quote(spec.key)} AS VARCHAR) AS _dl_k,"
+            f" {ets} AS _dl_ets, {ing} AS _dl_ing, greatest({ets}, {ing}) AS _dl_avail"
+            f" FROM {raw}"
+        )
+        return _Source(spec, view, is_path and types.get("date") == "DATE")
+
+    def close(self) -> None:
+        """Release the DuckDB connection and its spill directory."""
+        self._con.close()
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def __enter__(self) -> OfflineExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- small helpers ----------------------------------------------------------------------
+
+    def _exec(self, sql: str) -> None:
+        self._con.execute(sql)
+
+    def _arrow(self, sql: str) -> pa.Table:
+        return self._con.sql(sql).to_arrow_table()
+
+    def _scalar(self, sql: str) -> Any:
+        row = self._con.execute(sql).fetchone()
+        return None if row is None else row[0]
+
+    def _name(self) -> str:
+        return f"_q{next(self._seq)}"
+
+    # -- public API -------------------------------------------------------------------------
+
+    def features(self, spine: pa.Table, *, labels: bool = False) -> pa.Table:
+        """Features (and labels) at every spine row, sorted by ``(as_of, key)``; none dropped."""
+        keys, times = self._spine_columns(spine)
+        return self._compute(keys, times, labels=labels, batch=True)
+
+    def batch_run(self, run_us: int) -> dict[str, pa.Table]:
+        """Batch features of run ``run_us`` (those whose ``every`` divides it).
+
+        Profiles: key + ``h000``..``h167``; neighbourhoods: key + ``value``. Runs are cached.
+        """
+        names = [p.name for p in self.plan.profiles] + [n.name for n in self.plan.neighbourhoods]
+        for name in names:
+            self._batch_runs(name, [run_us])
+        return dict(self._runs.get(run_us, {}))
+
+    def _batch_runs(self, name: str, runs: Sequence[int]) -> None:
+        """Compute and cache batch feature ``name`` at each of ``runs`` not cached yet."""
+        for profile in self.plan.profiles:
+            if profile.name == name:
+                for run in runs:
+                    if run % profile.every_us == 0 and name not in self._runs.get(run, {}):
+                        self._runs.setdefault(run, {})[name] = self._profile_run(profile, run)
+        for hood in self.plan.neighbourhoods:
+            if hood.name == name:
+                todo = sorted(
+                    {
+                        r
+                        for r in runs
+                        if r % hood.every_us == 0 and name not in self._runs.get(r, {})
+                    }
+                )
+                if todo:
+                    for run, table in self._neighbourhood_runs(hood, todo).items():
+                        self._runs.setdefault(run, {})[name] = table
+
+    def entities(self, start: datetime, end: datetime) -> list[str]:
+        """Entities with events of any feature group's source in ``[start, end)``, sorted."""
+        lo, hi = to_micros(start), to_micros(end)
+        parts = []
+        for name in sorted({g.source for g in self.plan.groups}):
+            parts.append(self._sources[name].events(lo_ets=lo, hi_ets=hi - 1))
+        union = " UNION ALL ".join(f"SELECT k FROM ({p})" for p in parts)
+        rows = self._con.execute(f"SELECT DISTINCT k FROM ({union}) ORDER BY k").fetchall()
+        return [str(r[0]) for r in rows]
+
+    # -- spine ------------------------------------------------------------------------------
+
+    def _spine_columns(self, spine: pa.Table) -> tuple[pa.Array, pa.Array]:
+        key = self.plan.key
+        for column in (key, "as_of"):
+            if column not in spine.column_names:
+                raise ValidationError(
+                    f"the spine needs columns {key!r} and 'as_of'; got {spine.column_names}",
+                    reason="missing_field",
+                )
+        as_of = spine.column("as_of")
+        if not pa.types.is_timestamp(as_of.type) or as_of.type.tz is None:
+            raise ValidationError(
+                f"spine 'as_of' must be a tz-aware timestamp; got {as_of.type}",
+                reason="bad_type",
+            )
+        keys = pc.cast(spine.column(key), pa.string()).combine_chunks()
+        times = pc.cast(pc.cast(as_of, TS_TYPE), pa.int64()).combine_chunks()
+        if keys.null_count or times.null_count:
+            raise ValidationError("the spine has null keys or times", reason="missing_field")
+        return keys, times
+
+    def _output_schema(self, plan: Plan, labels: bool) -> pa.Schema:
+        fields = [pa.field(plan.key, pa.string()), pa.field("as_of", TS_TYPE)]
+        if labels and plan.labels:
+            fields.append(pa.field("label_available_at", TS_TYPE))
+            for label in plan.labels:
+                kind = pa.bool_() if label.op == "future_any" else pa.float64()
+                fields.append(pa.field(label.name, kind))
+        fields += [pa.field(g.as_of_column, TS_TYPE) for g in plan.groups]
+        fields += [pa.field(n, pa.float64()) for n in plan.feature_names]
+        return pa.schema(fields)
+
+    # -- the computation --------------------------------------------------------------------
+
+    def _compute(
+        self,
+        keys: pa.Array,
+        times: pa.Array,
+        *,
+        labels: bool,
+        batch: bool,
+        plan: Plan | None = None,
+    ) -> pa.Table:
+        plan = plan or self.plan
+        schema = self._output_schema(plan, labels)
+        if len(keys) == 0:
+            return schema.empty_table()
+        q = self._name()
+        spine = pa.table({"k": keys, "t": times})
+        self._con.register(f"{q}_in", spine)
+        try:
+            self._exec(
+                f"CREATE TEMP TABLE {q}_pts AS SELECT (row_number() OVER (ORDER BY t, k)) - 1"
+                f" AS pid, k, t, n FROM (SELECT k, t, count(*) AS n FROM {q}_in GROUP BY k, t)"
+            )
+            n_pts = int(self._scalar(f"SELECT count(*) FROM {q}_pts"))
+            results = []
+            for lo in range(0, n_pts, CHUNK_POINTS):
+                hi = min(n_pts, lo + CHUNK_POINTS) - 1
+                results.append(self._chunk(plan, q, lo, hi, labels=labels, batch=batch))
+            table = pa.concat_tables(results) if len(results) > 1 else results[0]
+            # pids are dense and in (t, key) order: one take sorts the rows and repeats the
+            # duplicated spine points
+            order = np.empty(n_pts, dtype=np.int64)
+            order[table.column("pid").to_numpy()] = np.arange(n_pts)
+            if n_pts != len(keys):
+                counts = self._arrow(f"SELECT n FROM {q}_pts ORDER BY pid").column(0)
+                order = np.repeat(order, counts.to_numpy())
+            table = table.take(pa.array(order))
+        finally:
+            self._con.unregister(f"{q}_in")
+            self._exec(f"DROP TABLE IF EXISTS {q}_pts")
+        return self._finish(table, schema)
+
+    def _finish(self, table: pa.Table, schema: pa.Schema) -> pa.Table:
+        columns = []
+        for field in schema:
+            column = table.column(field.name)
+            if field.type == TS_TYPE:
+                column = pc.cast(column, pa.int64()).cast(TS_TYPE)
+            else:
+                column = column.cast(field.type)
+            columns.append(column)
+        return pa.Table.from_arrays(columns, schema=schema)
+
+    def _chunk(
+        self, plan: Plan, q: str, lo: int, hi: int, *, labels: bool, batch: bool
+    ) -> pa.Table:
+        c = f"{q}_c{lo}"
+        pts = f"{c}_pts"
+        keys = f"{c}_keys"
+        self._exec(
+            f"CREATE TEMP TABLE {pts} AS SELECT pid, k, t FROM {q}_pts"
+            f" WHERE pid BETWEEN {lo} AND {hi}"
+        )
+        self._exec(f"CREATE TEMP TABLE {keys} AS SELECT DISTINCT k FROM {pts}")
+        bounds = self._con.execute(f"SELECT min(t), max(t) FROM {pts}").fetchone()
+        assert bounds is not None
+        min_t, max_t = int(bounds[0]), int(bounds[1])
+        scope = _Scope(self, plan, c, pts, keys, min_t, max_t)
+        try:
+            joins: list[tuple[str, str]] = []  # (alias, table)
+            exprs: dict[str, str] = {}
+            as_ofs: list[str] = []
+            for gi, group in enumerate(plan.groups):
+                as_ofs.append(scope.group(gi, group, joins, exprs))
+            if plan.static is not None:
+                scope.static(joins, exprs)
+            if plan.calendar is not None:
+                for name in plan.calendar.features:
+                    exprs[name] = _calendar_sql(name, plan.calendar.tz, "p.t")
+            for profile in plan.profiles:
+                exprs[profile.name] = (
+                    scope.profile(profile, joins) if batch else "CAST(NULL AS DOUBLE)"
+                )
+            for hood in plan.neighbourhoods:
+                exprs[hood.name] = scope.hood(hood, joins) if batch else "CAST(NULL AS DOUBLE)"
+            label_cols: list[str] = []
+            if labels and plan.labels:
+                label_cols = scope.labels(joins)
+            select = ["p.pid", "p.k AS k", "p.t AS t"]
+            if label_cols:
+                horizon = max(label.horizon_us for label in plan.labels)
+                select.append(f"p.t + {horizon} AS label_available_at")
+                select += label_cols
+            for group, as_of in zip(plan.groups, as_ofs, strict=True):
+                select.append(f"{as_of} AS {quote(group.as_of_column)}")
+            derived_names = {d.name for d in plan.derived}
+            for name in plan.feature_names:
+                if name not in derived_names:
+                    select.append(f"{_double(exprs[name])} AS {quote(name)}")
+            sql = f"SELECT {', '.join(select)} FROM {pts} p" + "".join(
+                f" LEFT JOIN {table} {alias} ON {alias}.pid = p.pid" for alias, table in joins
+            )
+            blocked = _batch_dependent(plan) if not batch else set()
+            for item in plan.derived:
+                value = "CAST(NULL AS DOUBLE)" if item.name in blocked else _derived_sql(item.expr)
+                sql = f"SELECT *, {value} AS {quote(item.name)} FROM ({sql})"
+            table = self._arrow(sql)
+        finally:
+            scope.drop()
+        table = table.rename_columns(
+            [plan.key if n == "k" else "as_of" if n == "t" else n for n in table.column_names]
+        )
+        return table
+
+    # -- batch features ---------------------------------------------------------------------
+
+    def _run_tables(self, name: str, runs: Sequence[int]) -> dict[int, pa.Table | None]:
+        if self.batch_provider is not None:
+            return {run: self.batch_provider(run).get(name) for run in runs}
+        self._batch_runs(name, runs)
+        return {run: self._runs.get(run, {}).get(name) for run in runs}
+
+    def _profile_run(self, profile: ProfileSpec, run_us: int) -> pa.Table:
+        source = self._sources[profile.source]
+        value = _double(profile.value.to_sql())
+        events = source.events(
+            [f"{value} AS v"],
+            lo_ets=run_us - profile.lookback_us,
+            hi_avail=run_us,
+            where=f"_dl_ets < {run_us}",
+        )
+        long = self._arrow(
+            f"SELECT k, {_how(source.spec.tz, 'ets')} AS h, avg(v) AS v FROM ({events})"
+            " WHERE v IS NOT NULL AND NOT isnan(v) GROUP BY ALL ORDER BY k, h"
+        )
+        entities = sorted(set(long.column("k").to_pylist()))
+        index = {k: i for i, k in enumerate(entities)}
+        grid = np.full((len(entities), HOURS_OF_WEEK), np.nan)
+        rows = np.array([index[k] for k in long.column("k").to_pylist()], dtype=np.int64)
+        hours = long.column("h").to_numpy().astype(np.int64)
+        grid[rows, hours] = long.column("v").to_numpy()
+        arrays: list[pa.Array] = [pa.array(entities, pa.string())]
+        for h in range(HOURS_OF_WEEK):
+            column = grid[:, h]
+            arrays.append(pa.array(column, pa.float64(), mask=np.isnan(column)))
+        return pa.Table.from_arrays(arrays, names=[self.plan.key, *profile_columns()])
+
+    def _neighbourhood_runs(self, hood: NeighbourSpec, runs: Sequence[int]) -> dict[int, pa.Table]:
+        """Neighbourhood values at each run: all runs' feature values in one computation."""
+        source = self._sources[hood.locations]
+        lat, lon = quote(hood.lat), quote(hood.lon)
+        events = source.events(
+            [f"CAST({lat} AS DOUBLE) AS lat", f"CAST({lon} AS DOUBLE) AS lon"],
+            hi_avail=max(runs),
+        )
+        name = self._name()
+        self._con.register(name, pa.table({"r": pa.array(runs, pa.int64())}))
+        try:
+            # the location of each entity at each run: its newest event known at r (rule 5)
+            located = self._arrow(
+                f"SELECT r, k, lat, lon FROM (SELECT x.r, e.* FROM {name} x JOIN ({events}) e"
+                " ON e.avail <= x.r QUALIFY row_number() OVER (PARTITION BY x.r, e.k"
+                " ORDER BY e.ets DESC, e.ing DESC, e.lat DESC NULLS LAST, e.lon DESC NULLS LAST)"
+                " = 1) WHERE lat IS NOT NULL AND lon IS NOT NULL ORDER BY r, k"
+            )
+        finally:
+            self._con.unregister(name)
+        run_of = located.column("r").to_numpy()
+        keys = located.column("k").combine_chunks()
+        values = np.full(located.num_rows, np.nan)
+        if located.num_rows:
+            computed = self._compute(
+                keys,
+                located.column("r").combine_chunks(),
+                labels=False,
+                batch=False,
+                plan=_subplan(self.plan, hood.feature),
+            )
+            column = computed.column(hood.feature).to_numpy(zero_copy_only=False)
+            values = np.asarray(column, dtype=np.float64)  # same (r, k) order; None → NaN
+        coords = np.column_stack(
+            [located.column("lat").to_numpy(), located.column("lon").to_numpy()]
+        ).reshape(-1, 2)
+        out: dict[int, pa.Table] = {}
+        bounds = np.searchsorted(run_of, np.asarray(runs, dtype=np.int64), side="left")
+        ends = np.searchsorted(run_of, np.asarray(runs, dtype=np.int64), side="right")
+        neighbours: dict[bytes, np.ndarray] = {}
+        for run, lo, hi in zip(runs, bounds, ends, strict=True):
+            here = coords[lo:hi]
+            fingerprint = here.tobytes() + b"|" + ",".join(keys[lo:hi].to_pylist()).encode()
+            if fingerprint not in neighbours:  # the same stations in the same places
+                neighbours[fingerprint] = _nearest(here, hood.k)
+            result = _mean_of(values[lo:hi], neighbours[fingerprint])
+            out[run] = pa.table(
+                {
+                    self.plan.key: keys[lo:hi],
+                    "value": pa.array(result, pa.float64(), mask=np.isnan(result)),
+                }
+            )
+        return out
+
+
+def _subplan(plan: Plan, feature: str) -> Plan:
+    """The part of ``plan`` that ``feature`` needs (streaming features only)."""
+    need = {feature}
+    for item in reversed(plan.derived):
+        if item.name in need:
+            need |= item.expr.columns()
+    groups = tuple(
+        msgspec.structs.replace(g, aggs=tuple(a for a in g.aggs if a.name in need))
+        for g in plan.groups
+        if any(a.name in need for a in g.aggs)
+    )
+    static = plan.static
+    if static is not None:
+        columns = tuple(c for c, n in zip(static.columns, static.names, strict=True) if n in need)
+        static = msgspec.structs.replace(static, columns=columns) if columns else None
+    calendar = plan.calendar
+    if calendar is not None:
+        features = tuple(f for f in calendar.features if f in need)
+        calendar = msgspec.structs.replace(calendar, features=features) if features else None
+    return msgspec.structs.replace(
+        plan,
+        groups=groups,
+        static=static,
+        calendar=calendar,
+        derived=tuple(d for d in plan.derived if d.name in need),
+        labels=(),
+        profiles=(),
+        neighbourhoods=(),
+    )
+
+
+def _nearest(coords: np.ndarray, k: int) -> np.ndarray:
+    """Per entity (rows sorted by key): indices of its ``k`` nearest others (haversine; ties
+    by key). Rows may be fewer than k when there are not enough others."""
+    n = len(coords)
+    if n < 2:
+        return np.zeros((n, 0), dtype=np.int64)
+    lat = np.radians(coords[:, 0])
+    dp = lat[None, :] - lat[:, None]
+    dl = np.radians(coords[None, :, 1] - coords[:, None, 1])
+    a = np.sin(dp / 2) ** 2 + np.cos(lat[:, None]) * np.cos(lat[None, :]) * np.sin(dl / 2) ** 2
+    dist = 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
+    np.fill_diagonal(dist, np.inf)
+    order = np.argsort(dist, axis=1, kind="stable")  # stable: equal distances by key
+    return order[:, : min(k, n - 1)]
+
+
+def _mean_of(values: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
+    """Mean of ``values`` (NaN = null) over each row's neighbours, ignoring nulls."""
+    if neighbours.shape[1] == 0:
+        return np.full(len(values), np.nan)
+    chosen = values[neighbours]
+    valid = ~np.isnan(chosen)
+    counts = valid.sum(axis=1)
+    sums = np.where(valid, chosen, 0.0).sum(axis=1)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def _calendar_sql(name: str, tz: str, t: str) -> str:
+    local = _local(tz, t)
+    if name == "hour_of_day":
+        return f"hour({local})"
+    if name == "day_of_week":
+        return f"(isodow({local}) - 1)"
+    if name == "is_weekend":
+        return f"(CASE WHEN isodow({local}) >= 6 THEN 1.0 ELSE 0.0 END)"
+    if name == "minute_of_day":
+        return f"(hour({local}) * 60 + minute({local}))"
+    raise ConfigError(f"calendar: unknown feature {name!r}")
+
+
+def _derived_sql(expr: Expr) -> str:
+    return _double(expr.to_sql())
+
+
+def _batch_dependent(plan: Plan) -> set[str]:
+    """Derived features that need a batch feature (directly or through other derived ones)."""
+    blocked = {p.name for p in plan.profiles} | {n.name for n in plan.neighbourhoods}
+    out: set[str] = set()
+    for item in plan.derived:
+        if item.expr.columns() & (blocked | out):
+            out.add(item.name)
+    return out
+
+
+class _Scope:
+    """The temporary tables of one chunk of points, and the SQL that fills them."""
+
+    def __init__(
+        self,
+        ex: OfflineExecutor,
+        plan: Plan,
+        prefix: str,
+        pts: str,
+        keys: str,
+        min_t: int,
+        max_t: int,
+    ) -> None:
+        self.ex = ex
+        self.plan = plan
+        self.prefix = prefix
+        self.pts = pts
+        self.keys = keys
+        self.min_t = min_t
+        self.max_t = max_t
+        self.tables: list[str] = [pts, keys]
+        self.views: list[str] = []
+        self._n = itertools.count()
+
+    def table(self, sql: str) -> str:
+        name = f"{self.prefix}_t{next(self._n)}"
+        self.ex._exec(f"CREATE TEMP TABLE {name} AS {sql}")
+        self.tables.append(name)
+        return name
+
+    def drop(self) -> None:
+        for name in reversed(self.tables):
+            self.ex._exec(f"DROP TABLE IF EXISTS {name}")
+        for name in self.views:
+            self.ex._con.unregister(name)
+
+    def register(self, table: pa.Table) -> str:
+        name = f"{self.prefix}_a{next(self._n)}"
+        self.ex._con.register(name, table)
+        self.views.append(name)
+        return name
+
+    # -- "the newest event known at t" -------------------------------------------------------
+
+    def newest(self, rel: str, cols: Sequence[str]) -> tuple[str, str]:
+        """Table (pid, ets, cols…): per point, the newest event of ``rel`` with avail <= t.
+
+        ``rel`` yields k, ets, ing, avail and ``cols``; ties on (ets, ing) go to the greater
+        value of each column (nulls lowest), as rule 2 says. Also returns the table of entities
+        that took the general path ("" if none).
+        """
+        bad = self.table(
+            f"SELECT DISTINCT k FROM (SELECT k, ets, avail, lag(ets) OVER w AS pe,"
+            f" lag(avail) OVER w AS pa FROM ({rel}) WINDOW w AS (PARTITION BY k"
+            f" ORDER BY avail)) WHERE pe > ets OR pa = avail"
+        )
+        picked = "".join(f", e.{c}" for c in cols)
+        n_bad = int(self.ex._scalar(f"SELECT count(*) FROM {bad}"))
+        if n_bad == 0:
+            fast = self.table(
+                f"SELECT p.pid, e.ets{picked} FROM {self.pts} p ASOF LEFT JOIN ({rel}) e"
+                " ON p.k = e.k AND e.avail <= p.t"
+            )
+            return fast, ""
+        good = (
+            f"SELECT p.pid, e.ets{picked} FROM (SELECT * FROM {self.pts} WHERE k NOT IN"
+            f" (SELECT k FROM {bad})) p ASOF LEFT JOIN (SELECT * FROM ({rel}) WHERE k NOT IN"
+            f" (SELECT k FROM {bad})) e ON p.k = e.k AND e.avail <= p.t"
+        )
+        maxes = "".join(f", max({c}) AS {c}" for c in cols)
+        dedup = (
+            f"SELECT k, ets, ing, max(avail) AS avail{maxes} FROM ({rel})"
+            f" WHERE k IN (SELECT k FROM {bad}) GROUP BY k, ets, ing"
+        )
+        stair = (
+            f"SELECT * FROM (SELECT *, min(avail) OVER (PARTITION BY k ORDER BY ets DESC,"
+            f" ing DESC ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS lm FROM ({dedup}))"
+            " WHERE lm IS NULL OR avail < lm"
+        )
+        slow = (
+            f"SELECT p.pid, e.ets{picked} FROM (SELECT * FROM {self.pts} WHERE k IN"
+            f" (SELECT k FROM {bad})) p ASOF LEFT JOIN ({stair}) e"
+            " ON p.k = e.k AND e.avail <= p.t"
+        )
+        return self.table(f"{good} UNION ALL {slow}"), bad
+
+    # -- feature groups --------------------------------------------------------------------
+
+    def group(
+        self, gi: int, group: GroupSpec, joins: list[tuple[str, str]], exprs: dict[str, str]
+    ) -> str:
+        """Fill the group's tables; return its ``__as_of`` expression (BIGINT µs)."""
+        source = self.ex._sources[group.source]
+        values: dict[str, str] = {}  # source column → alias
+        preds: dict[str, str] = {}  # predicate SQL → alias
+
+        def value(column: str) -> str:
+            if column not in values:
+                values[column] = f"v{len(values)}"
+            return values[column]
+
+        def pred(expr: Expr) -> str:
+            sql = expr.to_sql()
+            if sql not in preds:
+                preds[sql] = f"q{len(preds)}"
+            return preds[sql]
+
+        for agg in group.aggs:
+            if agg.column is not None:
+                value(agg.column)
+            if agg.op == "count_if":
+                assert agg.predicate is not None
+                pred(agg.predicate)
+        cols = [f"{_double(quote(c))} AS {a}" for c, a in values.items()]
+        cols += [f"coalesce(CAST({s} AS BOOLEAN), false) AS {a}" for s, a in preds.items()]
+        lo = self.min_t - group.horizon_us
+        recent = source.events(cols, keys=self.keys, lo_ets=lo, hi_avail=self.max_t)
+        rel = recent
+        if any(a.op == "delta" for a in group.aggs):
+            # the newest events before `lo`: a delta may reach back to them (rule 4). Look a
+            # few days back first; only entities with nothing there need the whole history.
+            def newest_before(events: str) -> str:
+                return (
+                    f"SELECT h.* FROM ({events}) h JOIN (SELECT k AS mk, max(ets) AS me"
+                    f" FROM ({events}) GROUP BY k) m ON h.k = m.mk AND h.ets = m.me"
+                )
+
+            before = f"_dl_ets < {lo}"
+            near = source.events(
+                cols,
+                keys=self.keys,
+                lo_ets=lo - DELTA_LOOKBACK_US,
+                hi_avail=self.max_t,
+                where=before,
+            )
+            anchors = [self.table(newest_before(near))]
+            missing = self.table(
+                f"SELECT k FROM {self.keys} WHERE k NOT IN (SELECT k FROM {anchors[0]})"
+            )
+            if int(self.ex._scalar(f"SELECT count(*) FROM {missing}")):
+                far = source.events(cols, keys=missing, hi_avail=self.max_t, where=before)
+                anchors.append(self.table(newest_before(far)))
+            union = " UNION ALL ".join(f"SELECT * FROM {a}" for a in anchors)
+            rel = f"SELECT * FROM {self.table(f'{recent} UNION ALL {union}')}"
+        elif any(a.op in _WINDOWED for a in group.aggs):
+            rel = f"SELECT * FROM {self.table(rel)}"
+        last_cols = sorted(
+            {values[a.column] for a in group.aggs if a.op in ("last", "delta") and a.column}
+        )
+        newest, bad = self.newest(rel, last_cols)
+        n = f"g{gi}"
+        joins.append((n, newest))
+        live = f"({n}.ets IS NOT NULL AND p.t - {n}.ets <= {group.ttl_us})"
+
+        def alive(sql: str) -> str:
+            return f"(CASE WHEN {live} THEN {sql} END)"
+
+        windowed = [a for a in group.aggs if a.op in _WINDOWED]
+        if windowed:
+            joins.append((f"w{gi}", self._windows(rel, group, values, pred)))
+        for j, agg in enumerate(group.aggs):
+            if agg.op == "last":
+                assert agg.column is not None
+                exprs[agg.name] = alive(f"{n}.{values[agg.column]}")
+            elif agg.op in _WINDOWED:
+                ref = f"w{gi}.f{j}"
+                exprs[agg.name] = alive(
+                    f"coalesce({ref}, 0)" if agg.op in ("count", "count_if") else ref
+                )
+            elif agg.op == "delta":
+                assert agg.column is not None and agg.window_us is not None
+                d = f"d{gi}_{j}"
+                joins.append((d, self._delta(rel, source, values[agg.column], agg, newest, bad)))
+                exprs[agg.name] = alive(f"{d}.v")
+            else:  # time_since
+                assert agg.predicate is not None
+                s = f"s{gi}_{j}"
+                hits = source.events(
+                    keys=self.keys, hi_avail=self.max_t, where=f"({agg.predicate.to_sql()})"
+                )
+                joins.append((s, self.newest(hits, [])[0]))
+                exprs[agg.name] = alive(f"(p.t - {s}.ets) / {float(agg.unit_us)!r}")
+        return alive(f"{n}.ets")
+
+    def _windows(
+        self, rel: str, group: GroupSpec, values: Mapping[str, str], pred: Callable[[Expr], str]
+    ) -> str:
+        """Table (pid, f<j>…): the windowed aggregations, by a bucketed range join."""
+        items = [(j, a) for j, a in enumerate(group.aggs) if a.op in _WINDOWED]
+        widest = max(int(a.window_us or 0) for _, a in items)
+        width = max(1, widest // 4)
+        select = []
+        for j, agg in items:
+            inside = f"e.ets > p.t - {agg.window_us}"
+            if agg.op == "count":
+                select.append(f"count(*) FILTER (WHERE {inside}) AS f{j}")
+            elif agg.op == "count_if":
+                assert agg.predicate is not None
+                hit = f"e.{pred(agg.predicate)}"
+                select.append(f"count(*) FILTER (WHERE {inside} AND {hit}) AS f{j}")
+            else:
+                assert agg.column is not None
+                fn = _SQL_AGG[agg.op]
+                col = f"e.{values[agg.column]}"
+                select.append(f"{fn}({col}) FILTER (WHERE {inside} AND NOT isnan({col})) AS f{j}")
+        buckets = (
+            f"SELECT pid, k, t, unnest(range({fdiv(f't - {widest}', width)},"
+            f" {fdiv('t', width)} + 1)) AS b FROM {self.pts}"
+        )
+        return self.table(
+            f"SELECT p.pid, {', '.join(select)} FROM ({buckets}) p JOIN"
+            f" (SELECT *, {fdiv('ets', width)} AS b FROM ({rel})) e"
+            f" ON p.k = e.k AND p.b = e.b"
+            f" WHERE e.ets > p.t - {widest} AND e.ets <= p.t AND e.avail <= p.t GROUP BY p.pid"
+        )
+
+    def _delta(self, rel: str, source: _Source, c: str, agg: AggSpec, newest: str, bad: str) -> str:
+        """Table (pid, v): last(c) minus c of the newest known event with ets <= t - w.
+
+        Fast-path entities: the newest event with (ets, ing) <= (t - w, ∞) by one ASOF on the
+        packed pair; if it is not yet known at t, every known event is older, so the newest
+        known one (``newest``) is the reference. General-path entities: a direct search.
+        """
+        assert agg.column is not None and agg.window_us is not None
+        column, window_us = agg.column, agg.window_us
+        keep = f" WHERE k NOT IN (SELECT k FROM {bad})" if bad else ""
+        good = (
+            f"SELECT p.pid, CASE WHEN e.avail <= p.t THEN e.{c} ELSE n.{c} END AS ref,"
+            f" n.{c} AS cur, e.ets AS rets FROM (SELECT * FROM {self.pts}{keep}) p"
+            f" ASOF LEFT JOIN (SELECT *, {hkey('ets', 'ing')} AS hk FROM ({rel}){keep}) e"
+            f" ON p.k = e.k AND e.hk <= {hkey_upto(f'p.t - {window_us}')}"
+            f" LEFT JOIN {newest} n ON n.pid = p.pid"
+        )
+        sql = f"SELECT pid, CASE WHEN rets IS NOT NULL THEN cur - ref END AS v FROM ({good})"
+        if bad:
+            hist = source.events(
+                [f"{_double(quote(column))} AS c"],
+                keys=bad,
+                hi_avail=self.max_t,
+            )
+            slow = (
+                f"SELECT p.pid, e.c AS ref, row_number() OVER (PARTITION BY p.pid ORDER BY"
+                f" e.ets DESC, e.ing DESC, e.c DESC NULLS LAST) AS rn"
+                f" FROM (SELECT * FROM {self.pts} WHERE k IN (SELECT k FROM {bad})) p"
+                f" JOIN ({hist}) e ON p.k = e.k AND e.avail <= p.t"
+                f" AND e.ets <= p.t - {window_us}"
+            )
+            sql += (
+                f" UNION ALL SELECT p.pid, n.{c} - s.ref AS v FROM"
+                f" (SELECT * FROM {self.pts} WHERE k IN (SELECT k FROM {bad})) p"
+                f" JOIN ({slow}) s ON s.pid = p.pid AND s.rn = 1"
+                f" LEFT JOIN {newest} n ON n.pid = p.pid"
+            )
+        return self.table(sql)
+
+    # -- static, batch, labels ---------------------------------------------------------------
+
+    def static(self, joins: list[tuple[str, str]], exprs: dict[str, str]) -> None:
+        """Static attributes: the newest information event known at t (rule 5)."""
+        spec = self.plan.static
+        assert spec is not None
+        source = self.ex._sources[spec.source]
+        cols = [f"{_double(quote(c))} AS v{i}" for i, c in enumerate(spec.columns)]
+        rel = source.events(cols, keys=self.keys, hi_avail=self.max_t)
+        table, _ = self.newest(rel, [f"v{i}" for i in range(len(spec.columns))])
+        joins.append(("st", table))
+        for i, name in enumerate(spec.names):
+            exprs[name] = f"st.v{i}"
+
+    def _runs(self, every_us: int, lag_us: int) -> list[int]:
+        lo = _run_of(self.min_t, every_us, lag_us)
+        hi = _run_of(self.max_t, every_us, lag_us)
+        if (hi - lo) // every_us > 100_000:
+            raise ConfigError(
+                f"the spine spans {(hi - lo) // every_us} batch runs; split it into shorter ranges"
+            )
+        rows = self.ex._con.execute(
+            f"SELECT DISTINCT {fdiv(f't - {lag_us}', every_us)} * {every_us} FROM {self.pts}"
+        ).fetchall()
+        return sorted(int(r[0]) for r in rows)
+
+    def profile(self, profile: ProfileSpec, joins: list[tuple[str, str]]) -> str:
+        """Join the profile value of the run in force at t, at t's hour of week."""
+        key = self.plan.key
+        parts = []
+        runs = self._runs(profile.every_us, profile.lag_us)
+        for run, table in self.ex._run_tables(profile.name, runs).items():
+            if table is None or table.num_rows == 0:
+                continue
+            n = table.num_rows
+            hours = np.tile(np.arange(HOURS_OF_WEEK, dtype=np.int64), n)
+            grid = np.column_stack(
+                [
+                    table.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
+                    for c in profile_columns()
+                ]
+            ).reshape(-1)
+            parts.append(
+                pa.table(
+                    {
+                        "r": pa.array(np.full(n * HOURS_OF_WEEK, run, dtype=np.int64)),
+                        "k": pc.cast(table.column(key), pa.string())
+                        .combine_chunks()
+                        .take(pa.array(np.repeat(np.arange(n), HOURS_OF_WEEK))),
+                        "h": pa.array(hours),
+                        "v": pa.array(grid, pa.float64(), mask=np.isnan(grid)),
+                    }
+                )
+            )
+        alias = f"pr{len(joins)}"
+        if not parts:
+            return "CAST(NULL AS DOUBLE)"
+        lookup = self.register(pa.concat_tables(parts))
+        tz = self.plan.source(profile.source).tz
+        run_sql = f"{fdiv(f'p.t - {profile.lag_us}', profile.every_us)} * {profile.every_us}"
+        table = self.table(
+            f"SELECT p.pid, l.v FROM {self.pts} p JOIN {lookup} l ON l.r = {run_sql}"
+            f" AND l.k = p.k AND l.h = {_how(tz, 'p.t')}"
+        )
+        joins.append((alias, table))
+        return f"{alias}.v"
+
+    def hood(self, hood: NeighbourSpec, joins: list[tuple[str, str]]) -> str:
+        """Join the neighbourhood value of the run in force at t."""
+        key = self.plan.key
+        parts = []
+        runs = self._runs(hood.every_us, hood.lag_us)
+        for run, table in self.ex._run_tables(hood.name, runs).items():
+            if table is None or table.num_rows == 0:
+                continue
+            parts.append(
+                pa.table(
+                    {
+                        "r": pa.array(np.full(table.num_rows, run, dtype=np.int64)),
+                        "k": pc.cast(table.column(key), pa.string()),
+                        "v": pc.cast(table.column("value"), pa.float64()),
+                    }
+                )
+            )
+        alias = f"nb{len(joins)}"
+        if not parts:
+            return "CAST(NULL AS DOUBLE)"
+        lookup = self.register(pa.concat_tables(parts))
+        run_sql = f"{fdiv(f'p.t - {hood.lag_us}', hood.every_us)} * {hood.every_us}"
+        table = self.table(
+            f"SELECT p.pid, l.v FROM {self.pts} p JOIN {lookup} l ON l.r = {run_sql} AND l.k = p.k"
+        )
+        joins.append((alias, table))
+        return f"{alias}.v"
+
+    def labels(self, joins: list[tuple[str, str]]) -> list[str]:
+        """Label columns (rule 9): events in (t, t + h], regardless of ingestion time."""
+        out = []
+        for i, label in enumerate(self.plan.labels):
+            source = self.ex._sources[label.source]
+            h = label.horizon_us
+            alias = f"lb{i}"
+            if label.op == "future_any":
+                assert label.predicate is not None
+                hits = source.events(
+                    keys=self.keys,
+                    lo_ets=self.min_t + 1,
+                    hi_ets=self.max_t + h,
+                    where=f"({label.predicate.to_sql()})",
+                )
+                table = self.table(
+                    f"SELECT p.pid, (e.ets IS NOT NULL AND e.ets <= p.t + {h}) AS v"
+                    f" FROM {self.pts} p ASOF LEFT JOIN ({hits}) e ON p.k = e.k AND e.ets > p.t"
+                )
+                joins.append((alias, table))
+                out.append(f"coalesce({alias}.v, false) AS {quote(label.name)}")
+            else:
+                assert label.column is not None
+                rows = source.events(
+                    [f"{_double(quote(label.column))} AS c"],
+                    keys=self.keys,
+                    lo_ets=self.min_t + 1,
+                    hi_ets=self.max_t + h,
+                )
+                dedup = (
+                    f"SELECT k, ets, max(c) AS c, {hkey('ets', 'ing')} AS hk FROM ({rows})"
+                    " GROUP BY k, ets, ing"
+                )
+                table = self.table(
+                    f"SELECT p.pid, CASE WHEN e.ets > p.t THEN e.c END AS v FROM {self.pts} p"
+                    f" ASOF LEFT JOIN ({dedup}) e ON p.k = e.k"
+                    f" AND e.hk <= {hkey_upto(f'p.t + {h}')}"
+                )
+                joins.append((alias, table))
+                out.append(f"{alias}.v AS {quote(label.name)}")
+        return out
+
+
+def grid_spine(
+    entities: Sequence[str],
+    start: datetime,
+    end: datetime,
+    every: timedelta,
+    *,
+    key: str = "station_id",
+) -> pa.Table:
+    """Every entity × every ``t = start + i·every`` in ``[start, end)``, sorted by (as_of, key)."""
+    step = int(every / timedelta(microseconds=1))
+    if step <= 0:
+        raise ConfigError(f"every must be > 0; got {every}")
+    lo, hi = to_micros(ensure_utc(start)), to_micros(ensure_utc(end))
+    times = np.arange(lo, hi, step, dtype=np.int64)
+    names = sorted(set(entities))
+    n = len(names)
+    return pa.table(
+        {
+            key: pa.array(np.tile(np.array(names, dtype=object), len(times)), pa.string())
+            if n
+            else pa.array([], pa.string()),
+            "as_of": pa.array(np.repeat(times, n), pa.int64()).cast(TS_TYPE),
+        }
+    )
+
+
+def entities_in(
+    plan: Plan, sources: Mapping[str, str | pa.Table], start: datetime, end: datetime
+) -> list[str]:
+    """Entities with events of the plan's feature-group sources in ``[start, end)`` (for grids)."""
+    executor = OfflineExecutor(plan, sources, threads=None)
+    try:
+        return executor.entities(start, end)
+    finally:
+        executor.close()

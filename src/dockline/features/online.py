@@ -1,0 +1,659 @@
+"""The online executor: the plan as incremental per-entity state fed by the event log.
+
+For each source the plan consumes online (feature groups, static attributes) the executor keeps,
+per entity, the events that a point at or after the entity's newest ``ingested_at`` can still use
+(:mod:`dockline.features._online_state`), and computes a vector at ``t`` from them by the rules of
+``docs/features.md`` — the same values the offline executor computes in SQL::
+
+    >>> from dockline.features import Entity, FeatureGroup, Project, Source, compile_project, last
+    >>> station = Entity("station", key="id")
+    >>> status = Source("s", entity=station)
+    >>> plan = compile_project(Project(name="p", entity=station,
+    ...     groups=[FeatureGroup("g", source=status, features=[last("bikes")])]))
+    >>> ex = OnlineExecutor(plan)
+    >>> ts = pa.array([60_000_000], pa.timestamp("us", tz="UTC"))
+    >>> events = pa.table({"id": ["a"], "event_ts": ts, "ingested_at": ts, "bikes": [4]})
+    >>> ex.update_many("s", events)
+    {'a'}
+    >>> ex.vector("a", 120_000_000)["bikes__last"]
+    4.0
+
+It is pure: no I/O; :class:`~dockline.features.materialize.Materializer` wires it to the log and
+the online store. State round-trips through :meth:`OnlineExecutor.snapshot` (msgpack).
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dockline.core.contracts import TS_TYPE
+from dockline.core.errors import ConfigError, ValidationError
+from dockline.core.time import EPOCH
+from dockline.features._online_state import (
+    AVAIL,
+    FIRST_COLUMN,
+    ING,
+    TS,
+    EntityEvents,
+    Retention,
+)
+from dockline.features.expr import Expr, Value
+from dockline.features.plan import GroupSpec, Plan, SourceSpec
+
+__all__ = ["BatchProvider", "OnlineExecutor", "hour_of_week"]
+
+BatchProvider = Callable[[int], Mapping[str, pa.Table]]
+"""``run_us -> {batch feature name: table}``, as ``OfflineExecutor.batch_run`` returns."""
+
+_SNAPSHOT_FORMAT = 1
+_RUN_CACHE = 16  # batch runs kept decoded; a vector needs at most one per batch feature
+
+Event = tuple[Any, ...]
+
+
+def _ts(event: Event) -> int:
+    return int(event[TS])
+
+
+def _num(value: Any) -> float | None:
+    """A feature value as DOUBLE: ``None`` for null/NaN, booleans as 1.0/0.0."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return float(value)
+
+
+def _sortable(value: Any) -> tuple[int, Any]:
+    # rule 2's value tie-break: greater wins, null below everything
+    return (0, 0) if value is None else (1, value)
+
+
+def _best(ties: Sequence[Event], index: int) -> Any:
+    """Column ``index`` of the newest among events tied on (event_ts, ingested_at)."""
+    if len(ties) == 1:
+        return ties[0][index]
+    return max((e[index] for e in ties), key=_sortable)
+
+
+def _local(t_us: int, tz: ZoneInfo) -> datetime:
+    return (EPOCH + timedelta(microseconds=t_us)).astimezone(tz)
+
+
+def hour_of_week(t_us: int, tz: str) -> int:
+    """Hour of the week of ``t_us`` in ``tz``: 0 = Monday 00:00–00:59 … 167."""
+    local = _local(t_us, ZoneInfo(tz))
+    return local.weekday() * 24 + local.hour
+
+
+def _expr_key(expr: Expr) -> bytes:
+    # Expr overloads == to build expressions, so it cannot be a dict key itself
+    return msgspec.json.encode(expr)
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """How one source's events are stored: value columns, then predicate results."""
+
+    source: SourceSpec
+    columns: tuple[str, ...]
+    predicates: tuple[Expr, ...]
+    retention: Retention
+
+    def column(self, name: str) -> int:
+        return FIRST_COLUMN + self.columns.index(name)
+
+    def flag(self, predicate: Expr) -> int:
+        keys = [_expr_key(p) for p in self.predicates]
+        return FIRST_COLUMN + len(self.columns) + keys.index(_expr_key(predicate))
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """Every source column the layout reads (stored or used by a predicate)."""
+        names = dict.fromkeys(self.columns)
+        for predicate in self.predicates:
+            names.update(dict.fromkeys(sorted(predicate.columns())))
+        return tuple(names)
+
+
+@dataclass(frozen=True, slots=True)
+class _Agg:
+    name: str
+    op: str
+    column: int  # tuple index of the aggregated column (-1 if none)
+    window_us: int
+    flag: int  # tuple index of the predicate result (-1 if none)
+    unit_us: int
+    survivor: int  # slot of the time_since survivor (-1 if none)
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    spec: GroupSpec
+    source: str
+    aggs: tuple[_Agg, ...]
+
+
+def _layouts(plan: Plan) -> dict[str, _Layout]:
+    """One layout per source the executor consumes (feature groups and static attributes)."""
+    columns: dict[str, dict[str, None]] = {}
+    predicates: dict[str, dict[bytes, Expr]] = {}
+    survivors: dict[str, dict[bytes, None]] = {}
+    horizon: dict[str, int] = {}
+    anchor: dict[str, int] = {}
+    for group in plan.groups:
+        name = group.source
+        columns.setdefault(name, {})
+        predicates.setdefault(name, {})
+        survivors.setdefault(name, {})
+        horizon[name] = max(horizon.get(name, 0), group.horizon_us)
+        for agg in group.aggs:
+            if agg.column is not None:
+                columns[name][agg.column] = None
+            if agg.predicate is not None:
+                predicates[name][_expr_key(agg.predicate)] = agg.predicate
+                if agg.op == "time_since":
+                    survivors[name][_expr_key(agg.predicate)] = None
+            if agg.op == "delta" and agg.window_us is not None:
+                anchor[name] = max(anchor.get(name, 0), agg.window_us)
+    if plan.static is not None:
+        name = plan.static.source
+        columns.setdefault(name, {}).update(dict.fromkeys(plan.static.columns))
+        predicates.setdefault(name, {})
+        survivors.setdefault(name, {})
+        horizon.setdefault(name, 0)
+        anchor[name] = max(anchor.get(name, 0), 0)  # static needs the newest event, however old
+    out: dict[str, _Layout] = {}
+    for name in sorted(columns):
+        cols = tuple(columns[name])
+        preds = tuple(predicates[name].values())
+        keys = list(predicates[name])
+        flags = tuple(FIRST_COLUMN + len(cols) + keys.index(k) for k in survivors[name])
+        out[name] = _Layout(
+            source=plan.source(name),
+            columns=cols,
+            predicates=preds,
+            retention=Retention(horizon[name], anchor.get(name), flags),
+        )
+    return out
+
+
+def _compile_group(group: GroupSpec, layout: _Layout) -> _Group:
+    slots = list(layout.retention.survivor_flags)
+    aggs = []
+    for agg in group.aggs:
+        flag = layout.flag(agg.predicate) if agg.predicate is not None else -1
+        aggs.append(
+            _Agg(
+                name=agg.name,
+                op=agg.op,
+                column=layout.column(agg.column) if agg.column is not None else -1,
+                window_us=agg.window_us or 0,
+                flag=flag,
+                unit_us=agg.unit_us,
+                survivor=slots.index(flag) if agg.op == "time_since" else -1,
+            )
+        )
+    return _Group(spec=group, source=group.source, aggs=tuple(aggs))
+
+
+# -- reading Arrow ------------------------------------------------------------------------------
+
+
+def _column(events: pa.Table, name: str, table: str) -> pa.ChunkedArray:
+    if name not in events.column_names:
+        raise ValidationError(
+            f"events of {table!r} must have column {name!r}; got {events.column_names}",
+            reason="missing_field",
+            where=table,
+        )
+    return events.column(name)
+
+
+def _micros(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    kind = column.type
+    if pa.types.is_timestamp(kind):
+        if kind.unit != "us":
+            column = pc.cast(column, pa.timestamp("us", tz=kind.tz), safe=False)
+        return column.cast(pa.int64())
+    if pa.types.is_integer(kind):
+        return column.cast(pa.int64())
+    raise ValidationError(f"time column must be a timestamp; got {kind}", reason="bad_type")
+
+
+def _required_micros(events: pa.Table, name: str, table: str) -> pa.ChunkedArray:
+    column = _micros(_column(events, name, table))
+    if column.null_count:
+        raise ValidationError(
+            f"column {name!r} must not contain nulls; got {column.null_count}",
+            reason="missing_field",
+            where=table,
+        )
+    return column
+
+
+def _values(column: pa.ChunkedArray) -> list[Any]:
+    if pa.types.is_timestamp(column.type):
+        return _micros(column).to_pylist()  # type: ignore[no-any-return]
+    return column.to_pylist()  # type: ignore[no-any-return]
+
+
+def _flags(predicate: Expr, data: Mapping[str, list[Any]], rows: int) -> list[bool]:
+    """``predicate is true`` per row, evaluated once per distinct input (a batch is one type)."""
+    names = sorted(predicate.columns())
+    if not names:
+        return [predicate.evaluate({}) is True] * rows
+    cache: dict[tuple[Any, ...], bool] = {}
+    out: list[bool] = []
+    append = out.append
+    for key in zip(*(data[n] for n in names), strict=True):
+        hit = cache.get(key)
+        if hit is None:
+            hit = cache[key] = predicate.evaluate(dict(zip(names, key, strict=True))) is True
+        append(hit)
+    return out
+
+
+# -- snapshot -----------------------------------------------------------------------------------
+
+
+class _BufferState(msgspec.Struct, array_like=True, frozen=True):
+    watermark: int | None
+    events: list[tuple[Any, ...]]
+    survivors: list[tuple[int, int] | None]
+
+
+class _Snapshot(msgspec.Struct, frozen=True):
+    format: int
+    plan_hash: str
+    sources: dict[str, dict[str, _BufferState]]
+
+
+_encoder = msgspec.msgpack.Encoder(order="deterministic")
+_decoder = msgspec.msgpack.Decoder(_Snapshot)
+
+
+class OnlineExecutor:
+    """Per-entity state for every feature group (+ static attributes); pure, no I/O.
+
+    * :meth:`update_many` takes events of one source table in any order (late, out of order,
+      replayed: an identical event is stored once) and returns the entities it changed.
+    * :meth:`vector` / :meth:`vectors` give every plan feature at ``t`` by ``docs/features.md``.
+      Exact for any ``t`` at or after the entity's newest ``ingested_at`` fed so far (older
+      points may miss events pruned since; the materializer only asks for the former).
+    * ``batch_provider(run_us)`` supplies profile/neighbourhood runs (null without one).
+    """
+
+    def __init__(self, plan: Plan, *, batch_provider: BatchProvider | None = None) -> None:
+        self.plan = plan
+        self._layouts = _layouts(plan)
+        self._by_table: dict[str, list[_Layout]] = {}
+        for layout in self._layouts.values():
+            self._by_table.setdefault(layout.source.table, []).append(layout)
+        self._groups = tuple(_compile_group(g, self._layouts[g.source]) for g in plan.groups)
+        self._static: tuple[str, tuple[tuple[str, int], ...]] | None = None
+        if plan.static is not None:
+            layout = self._layouts[plan.static.source]
+            self._static = (
+                plan.static.source,
+                tuple(
+                    (name, layout.column(column))
+                    for column, name in zip(plan.static.columns, plan.static.names, strict=True)
+                ),
+            )
+        self._calendar_tz = ZoneInfo(plan.calendar.tz) if plan.calendar is not None else None
+        self._profile_tz = {p.name: ZoneInfo(plan.source(p.source).tz) for p in plan.profiles}
+        self._state: dict[str, dict[str, EntityEvents]] = {name: {} for name in self._layouts}
+        self._batch_provider = batch_provider
+        self._runs: OrderedDict[int, dict[str, dict[str, Any]]] = OrderedDict()
+        self._calendar_cache: tuple[int, dict[str, float]] | None = None
+
+    # -- feeding ----------------------------------------------------------------------------
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        """The source tables (log topics) the executor consumes, sorted."""
+        return tuple(sorted(self._by_table))
+
+    def entities(self) -> set[str]:
+        """Every entity with kept state in any source."""
+        out: set[str] = set()
+        for buffers in self._state.values():
+            out.update(buffers)
+        return out
+
+    def update_many(self, table: str, events: pa.Table) -> set[str]:
+        """Add events of source table ``table``; return the entities that got a new event.
+
+        Tables the plan does not consume online are ignored (empty set).
+        """
+        touched: set[str] = set()
+        if events.num_rows == 0:
+            return touched
+        for layout in self._by_table.get(table, ()):
+            touched |= self._update_source(layout, table, events)
+        return touched
+
+    def _update_source(self, layout: _Layout, table: str, events: pa.Table) -> set[str]:
+        spec = layout.source
+        key_column = _column(events, spec.key, table)
+        if key_column.null_count:
+            raise ValidationError(
+                f"key column {spec.key!r} must not contain nulls; got {key_column.null_count}",
+                reason="missing_field",
+                where=table,
+            )
+        keys: list[str] = key_column.cast(pa.string()).to_pylist()
+        ts_arrow = _required_micros(events, spec.event_ts, table)
+        ing_arrow = _required_micros(events, spec.ingested_at, table)
+        ts = ts_arrow.to_pylist()
+        ing = ing_arrow.to_pylist()
+        avail = pc.max_element_wise(ts_arrow, ing_arrow).to_pylist()
+        data = {name: _values(_column(events, name, table)) for name in layout.reads}
+        stored = [data[name] for name in layout.columns]
+        flags = [_flags(p, data, events.num_rows) for p in layout.predicates]
+        buffers = self._state[spec.name]
+        n_survivors = len(layout.retention.survivor_flags)
+        newest_added: dict[str, int] = {}  # per entity, the newest event_ts that was new
+        fed: set[str] = set()
+        for entity, event in zip(
+            keys, zip(ts, ing, avail, *stored, *flags, strict=True), strict=True
+        ):
+            buffer = buffers.get(entity)
+            if buffer is None:
+                buffer = buffers[entity] = EntityEvents(n_survivors=n_survivors)
+            fed.add(entity)
+            if buffer.add(event) and event[TS] > newest_added.get(entity, event[TS] - 1):
+                newest_added[entity] = event[TS]
+        retention = layout.retention
+        touched: set[str] = set()
+        for entity in fed:
+            buffer = buffers[entity]
+            survivor_changed = buffer.prune(retention)
+            newest = newest_added.get(entity)
+            # an event pruned at once (a replay of a pruned one, or too old to matter) changes
+            # nothing; the kept events are exactly those at or after the first kept event_ts
+            if survivor_changed or (
+                newest is not None and buffer.events and newest >= buffer.events[0][TS]
+            ):
+                touched.add(entity)
+        return touched
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def vector(self, entity: str, t_us: int) -> dict[str, Value]:
+        """Every plan feature and each group's ``<group>__as_of`` (int µs or None) at ``t_us``."""
+        out: dict[str, Value] = {}
+        for group in self._groups:
+            self._group_into(group, self._state[group.source].get(entity), t_us, out)
+        if self._static is not None:
+            source, columns = self._static
+            self._static_into(columns, self._state[source].get(entity), t_us, out)
+        if self.plan.calendar is not None:
+            out.update(self._calendar(t_us))
+        self._batch_into(entity, t_us, out)
+        for derived in self.plan.derived:
+            out[derived.name] = _num(derived.expr.evaluate(out))
+        return out
+
+    def vectors(self, entities: Sequence[str], t_us: int) -> pa.Table:
+        """Vectors at ``t_us`` as Arrow: key, ``as_of`` (= t), groups' ``__as_of``, features."""
+        rows = [self.vector(entity, t_us) for entity in entities]
+        columns: dict[str, pa.Array] = {
+            self.plan.key: pa.array(list(entities), pa.string()),
+            "as_of": pa.array([t_us] * len(rows), TS_TYPE),
+        }
+        for group in self.plan.groups:
+            name = group.as_of_column
+            columns[name] = pa.array([r[name] for r in rows], TS_TYPE)
+        for name in self.plan.feature_names:
+            columns[name] = pa.array([r[name] for r in rows], pa.float64())
+        return pa.table(columns)
+
+    def _group_into(
+        self, group: _Group, buffer: EntityEvents | None, t: int, out: dict[str, Value]
+    ) -> None:
+        out[group.spec.as_of_column] = None
+        for agg in group.aggs:
+            out[agg.name] = None
+        if buffer is None:
+            return
+        events = buffer.events
+        hi = bisect_right(events, t, key=_ts)
+        newest = _newest_known(events, hi, t)
+        if newest < 0 or t - events[newest][TS] > group.spec.ttl_us:
+            return  # rule 3: nothing known, or silent for longer than the TTL
+        ties = _ties(events, newest)
+        out[group.spec.as_of_column] = events[newest][TS]
+        windows: dict[int, list[Event]] = {}
+        columns: dict[tuple[int, int], list[float]] = {}  # (window, column) → non-null values
+        for agg in group.aggs:
+            op = agg.op
+            if op == "last":
+                out[agg.name] = _num(_best(ties, agg.column))
+            elif op == "time_since":
+                out[agg.name] = _time_since(events, hi, t, agg, buffer)
+            elif op == "delta":
+                out[agg.name] = _delta(events, t, agg, _num(_best(ties, agg.column)))
+            else:
+                window = windows.get(agg.window_us)
+                if window is None:
+                    lo = bisect_right(events, t - agg.window_us, key=_ts)
+                    window = windows[agg.window_us] = [e for e in events[lo:hi] if e[AVAIL] <= t]
+                if op == "count":
+                    out[agg.name] = float(len(window))
+                elif op == "count_if":
+                    flag = agg.flag
+                    out[agg.name] = float(sum(1 for e in window if e[flag]))
+                else:
+                    values = columns.get((agg.window_us, agg.column))
+                    if values is None:
+                        values = columns[(agg.window_us, agg.column)] = _non_null(
+                            window, agg.column
+                        )
+                    out[agg.name] = _statistic(op, values)
+
+    def _static_into(
+        self,
+        columns: tuple[tuple[str, int], ...],
+        buffer: EntityEvents | None,
+        t: int,
+        out: dict[str, Value],
+    ) -> None:
+        newest = -1
+        if buffer is not None:
+            newest = _newest_known(buffer.events, bisect_right(buffer.events, t, key=_ts), t)
+        if buffer is None or newest < 0:
+            for name, _ in columns:
+                out[name] = None
+            return
+        ties = _ties(buffer.events, newest)
+        for name, index in columns:
+            out[name] = _num(_best(ties, index))
+
+    def _calendar(self, t: int) -> dict[str, float]:
+        cached = self._calendar_cache
+        if cached is not None and cached[0] == t:
+            return cached[1]
+        assert self.plan.calendar is not None and self._calendar_tz is not None
+        local = _local(t, self._calendar_tz)
+        every = {
+            "hour_of_day": float(local.hour),
+            "day_of_week": float(local.weekday()),
+            "is_weekend": 1.0 if local.weekday() >= 5 else 0.0,
+            "minute_of_day": float(local.hour * 60 + local.minute),
+        }
+        values = {name: every[name] for name in self.plan.calendar.features}
+        self._calendar_cache = (t, values)
+        return values
+
+    # -- batch features ---------------------------------------------------------------------
+
+    def _batch_into(self, entity: str, t: int, out: dict[str, Value]) -> None:
+        for profile in self.plan.profiles:
+            run = self._run(t, profile.every_us, profile.lag_us)
+            hours = run.get(profile.name, {}).get(entity) if run is not None else None
+            out[profile.name] = (
+                None
+                if hours is None
+                else _num(hours[hour_of_week_in(t, self._profile_tz[profile.name])])
+            )
+        for hood in self.plan.neighbourhoods:
+            run = self._run(t, hood.every_us, hood.lag_us)
+            out[hood.name] = _num(run.get(hood.name, {}).get(entity)) if run is not None else None
+
+    def _run(self, t: int, every_us: int, lag_us: int) -> dict[str, dict[str, Any]] | None:
+        """The decoded batch run in use at ``t`` (rule 8): newest ``r`` with ``r + lag <= t``."""
+        if self._batch_provider is None:
+            return None
+        run_us = ((t - lag_us) // every_us) * every_us
+        cached = self._runs.get(run_us)
+        if cached is not None:
+            self._runs.move_to_end(run_us)
+            return cached
+        decoded = self._decode_run(self._batch_provider(run_us))
+        self._runs[run_us] = decoded
+        while len(self._runs) > _RUN_CACHE:
+            self._runs.popitem(last=False)
+        return decoded
+
+    def _decode_run(self, tables: Mapping[str, pa.Table]) -> dict[str, dict[str, Any]]:
+        decoded: dict[str, dict[str, Any]] = {}
+        for profile in self.plan.profiles:
+            table = tables.get(profile.name)
+            if table is not None:
+                hours = [table.column(f"h{h:03d}").to_pylist() for h in range(168)]
+                decoded[profile.name] = dict(
+                    zip(self._keys(table), zip(*hours, strict=True), strict=True)
+                )
+        for hood in self.plan.neighbourhoods:
+            table = tables.get(hood.name)
+            if table is not None:
+                values = table.column("value").to_pylist()
+                decoded[hood.name] = dict(zip(self._keys(table), values, strict=True))
+        return decoded
+
+    def _keys(self, table: pa.Table) -> list[str]:
+        if self.plan.key not in table.column_names:
+            raise ConfigError(
+                f"batch results must have the key column {self.plan.key!r};"
+                f" got {table.column_names}"
+            )
+        return table.column(self.plan.key).cast(pa.string()).to_pylist()  # type: ignore[no-any-return]
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """The whole state as deterministic msgpack (same state ⇒ same bytes)."""
+        sources = {
+            name: {
+                entity: _BufferState(b.watermark, b.events, b.survivors)
+                for entity, b in buffers.items()
+            }
+            for name, buffers in self._state.items()
+        }
+        return _encoder.encode(_Snapshot(_SNAPSHOT_FORMAT, self.plan.hash, sources))
+
+    @classmethod
+    def restore(
+        cls, plan: Plan, data: bytes, *, batch_provider: BatchProvider | None = None
+    ) -> OnlineExecutor:
+        """An executor with the state of :meth:`snapshot` ``data`` (taken with the same plan)."""
+        try:
+            snap = _decoder.decode(data)
+        except msgspec.DecodeError as exc:
+            raise ValidationError(f"online state is unreadable: {exc}", reason="bad_value") from exc
+        if snap.format != _SNAPSHOT_FORMAT:
+            raise ConfigError(f"online state format must be {_SNAPSHOT_FORMAT}; got {snap.format}")
+        if snap.plan_hash != plan.hash:
+            raise ConfigError(
+                "online state was built by another plan; replay the log with this one"
+                f" (state {snap.plan_hash[:12]}, plan {plan.hash[:12]})"
+            )
+        executor = cls(plan, batch_provider=batch_provider)
+        for name, buffers in snap.sources.items():
+            if name not in executor._state:
+                raise ConfigError(f"online state has an unknown source {name!r}")
+            executor._state[name] = {
+                entity: EntityEvents(list(b.events), list(b.survivors), b.watermark)
+                for entity, b in buffers.items()
+            }
+        return executor
+
+
+def hour_of_week_in(t_us: int, tz: ZoneInfo) -> int:
+    """:func:`hour_of_week` with a resolved zone (no lookup per call)."""
+    local = _local(t_us, tz)
+    return local.weekday() * 24 + local.hour
+
+
+def _newest_known(events: Sequence[Event], hi: int, t: int) -> int:
+    """Index of the newest event in ``events[:hi]`` known at ``t`` (rule 1), or -1."""
+    i = hi - 1
+    while i >= 0 and events[i][AVAIL] > t:
+        i -= 1
+    return i
+
+
+def _ties(events: Sequence[Event], i: int) -> Sequence[Event]:
+    """``events[i]`` and the events before it with the same (event_ts, ingested_at)."""
+    ts, ing = events[i][TS], events[i][ING]
+    lo = i
+    while lo > 0 and events[lo - 1][TS] == ts and events[lo - 1][ING] == ing:
+        lo -= 1
+    return events[lo : i + 1]
+
+
+def _time_since(
+    events: Sequence[Event], hi: int, t: int, agg: _Agg, buffer: EntityEvents
+) -> float | None:
+    flag = agg.flag
+    for i in range(hi - 1, -1, -1):
+        event = events[i]
+        if event[flag] and event[AVAIL] <= t:
+            return float(t - event[TS]) / agg.unit_us
+    survivor = buffer.survivors[agg.survivor]
+    if survivor is not None and max(survivor) <= t:
+        return (t - survivor[0]) / agg.unit_us
+    return None
+
+
+def _delta(events: Sequence[Event], t: int, agg: _Agg, now: float | None) -> float | None:
+    then_index = _newest_known(events, bisect_right(events, t - agg.window_us, key=_ts), t)
+    if then_index < 0:
+        return None
+    then = _num(_best(_ties(events, then_index), agg.column))
+    return None if now is None or then is None else now - then
+
+
+def _non_null(window: Sequence[Event], column: int) -> list[float]:
+    """The column's values as DOUBLE, nulls and NaN left out (``v == v`` is false for NaN)."""
+    return [float(v) for e in window if (v := e[column]) is not None and v == v]
+
+
+def _statistic(op: str, values: list[float]) -> float | None:
+    if op == "stddev":
+        if len(values) < 2:
+            return None
+        mu = sum(values) / len(values)
+        return math.sqrt(sum((v - mu) ** 2 for v in values) / (len(values) - 1))
+    if not values:
+        return None
+    if op == "mean":
+        return sum(values) / len(values)
+    if op == "min":
+        return min(values)
+    if op == "max":
+        return max(values)
+    if op == "sum":
+        return sum(values)
+    raise ConfigError(f"unknown aggregation {op!r}")  # pragma: no cover - the plan validates ops
