@@ -355,3 +355,195 @@ def demo(
     from dockline.pipeline.demo import run_demo
 
     run_demo(_platform(), stations=stations, hours=hours, speed=speed, seed=seed, json_out=json_out)
+
+
+# ---------------------------------------------------------------------------------- features
+
+features_app = typer.Typer(
+    help="Materialize online vectors, measure online/offline consistency, heal.",
+    no_args_is_help=True,
+)
+app.add_typer(features_app, name="features")
+dataset_app = typer.Typer(help="Point-in-time training sets.", no_args_is_help=True)
+app.add_typer(dataset_app, name="dataset")
+
+ProjectOpt = Annotated[
+    Path | None,
+    typer.Option(help="Project directory or file (default: features.project in dockline.toml)."),
+]
+
+
+def _parse_time(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"{option} must be an ISO-8601 time; got {value!r}") from None
+    return ensure_utc(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC))
+
+
+@features_app.command("materialize")
+def features_materialize(
+    follow: Annotated[bool, typer.Option("--follow", help="Keep following the log.")] = False,
+    duration: Annotated[
+        str | None, typer.Option(help="With --follow: stop after this long, e.g. 10m.")
+    ] = None,
+    project: ProjectOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write the latest feature vector of every entity to the online store.
+
+    Examples:
+      dockline features materialize
+      dockline features materialize --follow --duration 1h
+    """
+    from dockline.pipeline.features import materialize
+
+    limit = (
+        None if duration is None else time.monotonic() + parse_duration(duration).total_seconds()
+    )
+    report = materialize(
+        _platform(),
+        project=project,
+        follow=follow,
+        stop=None if limit is None else (lambda: time.monotonic() >= limit),
+    )
+    if json_out:
+        print_json(report)
+        return
+    console.print(
+        f"materialized {report.events:,} events into {report.vectors:,} vectors for"
+        f" {report.entities:,} entities in {report.micro_batches:,} micro-batches"
+        f" ({report.seconds:.1f} s)"
+    )
+
+
+@features_app.command("consistency")
+def features_consistency(
+    start: Annotated[str | None, typer.Option(help="From this time (ISO-8601, UTC).")] = None,
+    end: Annotated[str | None, typer.Option(help="Until this time (ISO-8601, UTC).")] = None,
+    sample: Annotated[int, typer.Option(help="Points (entity, time) to compare.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    project: ProjectOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Replay the log online, recompute sampled vectors offline, report mismatches per feature.
+
+    Example: dockline features consistency --start 2013-10-01 --end 2013-11-01 --json
+    """
+    from rich.table import Table
+
+    from dockline.pipeline.features import check_consistency
+
+    report = check_consistency(
+        _platform(),
+        start=_parse_time(start, "--start"),
+        end=_parse_time(end, "--end"),
+        sample=sample,
+        seed=seed,
+        project=project,
+    )
+    if json_out:
+        print_json(report)
+        return
+    table = Table(title=f"online vs offline at {report.points:,} points", title_justify="left")
+    table.add_column("feature")
+    table.add_column("compared", justify="right")
+    table.add_column("mismatches", justify="right")
+    table.add_column("match", justify="right")
+    for name, agreement in report.per_feature.items():
+        table.add_row(
+            name, f"{agreement.compared:,}", f"{agreement.mismatches:,}", f"{agreement.rate:.2%}"
+        )
+    console.print(table)
+    console.print(f"overall match rate: [bold]{report.overall_match_rate:.4%}[/bold]")
+    for name, examples in report.examples.items():
+        for example in examples[:2]:
+            console.print(f"  {name}: {example}", markup=False)
+
+
+@features_app.command("heal")
+def features_heal(
+    at: Annotated[
+        str | None, typer.Option(help="Recompute as of this time (default: newest ingestion).")
+    ] = None,
+    project: ProjectOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Recompute online vectors from the offline store and report what changed."""
+    from dockline.pipeline.features import heal_online
+
+    report = heal_online(_platform(), at=_parse_time(at, "--at"), project=project)
+    if json_out:
+        print_json(report)
+        return
+    console.print(
+        f"healed {report.entities:,} entities: {report.changed_entities:,} vectors changed"
+        + (
+            f" ({', '.join(f'{k}: {v}' for k, v in sorted(report.changed.items()))})"
+            if report.changed
+            else ""
+        )
+    )
+
+
+@dataset_app.command("build")
+def dataset_build(
+    label: Annotated[str, typer.Option(help="The label the dataset is for, e.g. empty_next_hour.")],
+    start: Annotated[str, typer.Option(help="First spine time (ISO-8601, UTC).")],
+    end: Annotated[str, typer.Option(help="End of the spine (exclusive).")],
+    out: Annotated[Path, typer.Option(help="Output directory.")],
+    every: Annotated[str, typer.Option(help="Spine step, e.g. 5m.")] = "5m",
+    name: Annotated[
+        str | None, typer.Option(help="Dataset name (default: the directory name).")
+    ] = None,
+    project: ProjectOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Build a point-in-time training set: every station × every step in [start, end).
+
+    Example:
+      dockline dataset build --label empty_next_hour --start 2013-09-01 --end 2013-10-01 \\
+        --every 5m --out datasets/sep
+    """
+    from dockline.pipeline.features import build_dataset
+
+    begin, until = _parse_time(start, "--start"), _parse_time(end, "--end")
+    assert begin is not None and until is not None
+    meta = build_dataset(
+        _platform(),
+        label=label,
+        start=begin,
+        end=until,
+        every=parse_duration(every),
+        out=out,
+        name=name,
+        project=project,
+    )
+    if json_out:
+        print_json(meta.model_dump(mode="json"))
+        return
+    console.print(
+        f"wrote {meta.row_count:,} rows × {meta.feature_count} features to {out}"
+        f" (label {label}: rate {meta.extra.get('label_rate')},"
+        f" plan {str(meta.extra.get('plan_hash'))[:12]})"
+    )
+
+
+@app.command("init")
+def init(
+    path: Annotated[Path, typer.Argument(help="Directory to create the project in.")],
+) -> None:
+    """Scaffold a project from the bike-share reference project."""
+    import shutil
+
+    from dockline.pipeline.features import EXAMPLE_PROJECT
+
+    source = Path("examples/bikeshare") if Path("examples/bikeshare").is_dir() else EXAMPLE_PROJECT
+    target = path / "project.py"
+    if target.exists():
+        raise ConfigError("a project already exists there", where=str(target))
+    path.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source / "project.py", target)
+    console.print(f"created {target}; point dockline at it with --project {path}")

@@ -1,0 +1,252 @@
+"""Feature jobs: materialize online vectors, build training sets, measure consistency, heal.
+
+Wiring only: it loads the project's plan, points the offline executor at the offline store,
+opens the configured online store and hands them to the features stage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import duckdb
+
+from dockline.core.config import DataDir, OnlineConfig
+from dockline.core.contracts import DatasetMetadata
+from dockline.core.errors import ConfigError
+from dockline.core.ports import OnlineStore
+from dockline.core.time import from_micros, to_micros
+from dockline.features import Plan, compile_project, load_project
+from dockline.features.consistency import ConsistencyReport, HealReport, heal, measure_consistency
+from dockline.features.dataset import build_training_set
+from dockline.features.materialize import Materializer, MaterializeReport
+from dockline.features.offline import OfflineExecutor, grid_spine
+from dockline.pipeline.platform import Platform
+from dockline.store.online.sqlite import SqliteOnlineStore
+
+__all__ = [
+    "ONLINE_FACTORIES",
+    "build_dataset",
+    "check_consistency",
+    "heal_online",
+    "load_plan",
+    "materialize",
+    "offline_executor",
+    "open_online_store",
+]
+
+EXAMPLE_PROJECT = Path(__file__).resolve().parents[1] / "examples" / "bikeshare"
+"""The bike-share project shipped inside the package (``dockline init`` copies it)."""
+
+
+def _sqlite_online(data: DataDir, config: OnlineConfig) -> OnlineStore:
+    return SqliteOnlineStore(data.online_sqlite)
+
+
+def _redis_online(data: DataDir, config: OnlineConfig) -> OnlineStore:
+    from dockline.store.online.redis import RedisOnlineStore  # the redis extra, only if chosen
+
+    return RedisOnlineStore(config.url, namespace=config.namespace)
+
+
+ONLINE_FACTORIES: dict[str, Callable[[DataDir, OnlineConfig], OnlineStore]] = {
+    "sqlite": _sqlite_online,
+    "redis": _redis_online,
+}
+"""Online store implementations by ``OnlineConfig.kind``."""
+
+
+def open_online_store(platform: Platform) -> OnlineStore:
+    """The configured online store."""
+    return ONLINE_FACTORIES[platform.config.online.kind](platform.data, platform.config.online)
+
+
+def _project_path(platform: Platform, project: str | Path | None) -> Path:
+    path = Path(project or platform.config.features.project)
+    if path.exists():
+        return path
+    if project is None and EXAMPLE_PROJECT.exists():
+        return EXAMPLE_PROJECT  # the default project, when run outside the repository
+    raise ConfigError("project not found (pass --project PATH)", where=str(path))
+
+
+def load_plan(platform: Platform, project: str | Path | None = None) -> Plan:
+    """Compile the project at ``project`` (default: the configured one)."""
+    return compile_project(load_project(_project_path(platform, project)))
+
+
+def _offline_sources(platform: Platform, plan: Plan) -> dict[str, str]:
+    sources: dict[str, str] = {}
+    for spec in plan.sources:
+        root = platform.data.offline(spec.table)
+        if not any(root.rglob("*.parquet")):
+            raise ConfigError(
+                f"the offline store has no data for source {spec.name!r};"
+                " run `dockline ingest` first",
+                where=str(root),
+            )
+        sources[spec.table] = str(root)
+    return sources
+
+
+@contextmanager
+def offline_executor(platform: Platform, plan: Plan) -> Iterator[OfflineExecutor]:
+    """An offline executor over the platform's offline store (closed on exit)."""
+    executor = OfflineExecutor(
+        plan,
+        _offline_sources(platform, plan),
+        memory_limit=platform.config.features.memory_limit,
+    )
+    try:
+        yield executor
+    finally:
+        executor.close()
+
+
+def _state_path(platform: Platform, plan: Plan) -> Path:
+    return platform.data.root / "online-state" / f"{plan.project}-{plan.hash[:12]}.msgpack"
+
+
+def materialize(
+    platform: Platform,
+    *,
+    project: str | Path | None = None,
+    follow: bool = False,
+    stop: Callable[[], bool] | None = None,
+) -> MaterializeReport:
+    """Bring the online store up to date with the log (and keep following it with ``follow``).
+
+    Batch features (profiles, neighbourhoods) come from the offline store's runs, so run the
+    offline sink first (``dockline ingest`` does).
+    """
+    plan = load_plan(platform, project)
+    log = platform.open_log()
+    store = open_online_store(platform)
+    try:
+        with offline_executor(platform, plan) as offline:
+            materializer = Materializer(
+                plan,
+                log,
+                store,
+                clock=platform.clock,
+                state_path=_state_path(platform, plan),
+                batch_provider=offline.batch_run,
+            )
+            if follow:
+                return materializer.follow(stop=stop or (lambda: False))
+            return materializer.run_once()
+    finally:
+        store.close()
+        log.close()
+
+
+def _source_hashes(platform: Platform, plan: Plan) -> dict[str, str]:
+    """Per source, a hash over its offline partitions' manifests (their content hashes)."""
+    hashes: dict[str, str] = {}
+    for spec in plan.sources:
+        digest = hashlib.sha256()
+        for manifest in sorted(platform.data.offline(spec.table).glob("date=*/_manifest.json")):
+            meta = DatasetMetadata.read(manifest)
+            digest.update(f"{meta.partition}:{meta.content_hash}\n".encode())
+        hashes[spec.table] = digest.hexdigest()
+    return hashes
+
+
+def build_dataset(
+    platform: Platform,
+    *,
+    label: str,
+    start: datetime,
+    end: datetime,
+    every: timedelta,
+    out: Path,
+    name: str | None = None,
+    project: str | Path | None = None,
+) -> DatasetMetadata:
+    """A point-in-time training set: every entity × every ``every`` in ``[start, end)``."""
+    plan = load_plan(platform, project)
+    if label not in plan.label_names:
+        raise ConfigError(f"--label must be one of {list(plan.label_names)}; got {label!r}")
+    if end <= start:
+        raise ConfigError(f"--end must be after --start; got {start} .. {end}")
+    with offline_executor(platform, plan) as offline:
+        entities = offline.entities(start, end)
+        if not entities:
+            raise ConfigError(f"no entity has events between {start} and {end}")
+        spine = grid_spine(entities, start, end, every)
+        return build_training_set(
+            offline,
+            spine,
+            out,
+            name=name or out.name,
+            label=label,
+            clock=platform.clock,
+            source_hashes=_source_hashes(platform, plan),
+        )
+
+
+def _log_time_range(platform: Platform, plan: Plan) -> tuple[int, int]:
+    """The ``ingested_at`` range of the offline store (µs), to default consistency windows."""
+    spec = plan.sources[0]
+    for candidate in plan.sources:
+        if candidate.name == plan.groups[0].source:
+            spec = candidate
+    pattern = str(platform.data.offline(spec.table) / "**" / "*.parquet")
+    with duckdb.connect() as con:
+        row = con.execute(
+            f"select epoch_us(min({spec.ingested_at})), epoch_us(max({spec.ingested_at}))"
+            " from read_parquet(?, hive_partitioning = true)",
+            [pattern],
+        ).fetchone()
+    if row is None or row[0] is None:
+        raise ConfigError("the offline store is empty; run `dockline ingest` first")
+    return int(row[0]), int(row[1])
+
+
+def check_consistency(
+    platform: Platform,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    sample: int = 2000,
+    seed: int = 0,
+    project: str | Path | None = None,
+) -> ConsistencyReport:
+    """Replay the log online and compare sampled vectors with the offline executor."""
+    plan = load_plan(platform, project)
+    log = platform.open_log()
+    try:
+        with offline_executor(platform, plan) as offline:
+            return measure_consistency(
+                plan,
+                log,
+                offline,
+                start_us=None if start is None else to_micros(start),
+                end_us=None if end is None else to_micros(end),
+                sample=sample,
+                seed=seed,
+                batch_provider=offline.batch_run,
+            )
+    finally:
+        log.close()
+
+
+def heal_online(
+    platform: Platform, *, at: datetime | None = None, project: str | Path | None = None
+) -> HealReport:
+    """Recompute every entity's vector offline at ``at`` and overwrite the online store.
+
+    ``at`` defaults to the newest ingestion time in the offline store (what is known now).
+    """
+    plan = load_plan(platform, project)
+    t_us = to_micros(at) if at is not None else _log_time_range(platform, plan)[1]
+    store = open_online_store(platform)
+    try:
+        with offline_executor(platform, plan) as offline:
+            entities = offline.entities(from_micros(0), from_micros(t_us + 1))
+            return heal(plan, offline, store, entities, t_us, clock=platform.clock)
+    finally:
+        store.close()
