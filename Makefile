@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONHASHSEED := 0
 
-.PHONY: venv servers demo test test-fast lint bench clean
+.PHONY: venv servers demo test test-fast lint bench bench-pit clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -43,6 +43,11 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_sim.py
 	$(BIN)/python benchmarks/bench_log.py
+	$(BIN)/python benchmarks/bench_online.py
+
+# Installs Feast 0.67 in its own venv (benchmarks/.venv-feast) and takes several minutes.
+bench-pit: $(STAMP)
+	$(BIN)/python benchmarks/bench_pit.py
 
 clean:
 	rm -rf $(VENV) .dockline .dockline-demo .pytest_cache .mypy_cache .ruff_cache

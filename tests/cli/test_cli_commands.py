@@ -161,3 +161,5 @@ def test_demo_accounts_for_every_published_record(tmp_path: Path) -> None:
     assert report["received"] == report["published_records"] > 0
     assert report["dead_letters"] == report["expected_dead_letters"]
     assert report["offline_distinct_rows"] == report["offline_rows"] == report["accepted"]
+    assert report["features"]["consistency_match_rate"] == 1.0
+    assert report["features"]["dataset"] is None  # half an hour leaves no label horizon

@@ -107,14 +107,24 @@ def _features(platform: Platform, start: datetime, end: datetime) -> dict[str, A
     materialized = materialize(platform)
     out = platform.data.datasets / "demo-empty_next_hour"
     # the last hour's labels are not known yet: its spine would look one hour past the data
-    meta = build_dataset(
-        platform,
-        label="empty_next_hour",
-        start=start + timedelta(minutes=15),
-        end=end - timedelta(hours=1),
-        every=timedelta(minutes=5),
-        out=out,
-    )
+    spine_start, spine_end = start + timedelta(minutes=15), end - timedelta(hours=1)
+    dataset: dict[str, Any] = {"dataset": None, "dataset_rows": 0, "dataset_features": 0}
+    if spine_end > spine_start:
+        meta = build_dataset(
+            platform,
+            label="empty_next_hour",
+            start=spine_start,
+            end=spine_end,
+            every=timedelta(minutes=5),
+            out=out,
+        )
+        dataset = {
+            "dataset": str(out),
+            "dataset_rows": meta.row_count,
+            "dataset_features": meta.feature_count,
+            "label_rate": round(float(meta.extra.get("label_rate") or 0.0), 4),
+            "plan_hash": meta.extra.get("plan_hash"),
+        }
     consistency = check_consistency(platform, sample=300, seed=0)
     if consistency.overall_match_rate < 1.0:
         raise ContractError(
@@ -124,11 +134,7 @@ def _features(platform: Platform, start: datetime, end: datetime) -> dict[str, A
     return {
         "online_vectors": materialized.vectors,
         "online_entities": materialized.entities,
-        "dataset": str(out),
-        "dataset_rows": meta.row_count,
-        "dataset_features": meta.feature_count,
-        "label_rate": round(float(meta.extra.get("label_rate") or 0.0), 4),
-        "plan_hash": meta.extra.get("plan_hash"),
+        **dataset,
         "consistency_points": consistency.points,
         "consistency_match_rate": consistency.overall_match_rate,
     }
@@ -201,11 +207,16 @@ def _print(console: Console, report: dict[str, Any]) -> None:
         f" · empty station-minutes: {metrics.get('empty_station_minutes', 0):,}"
     )
     feats = report["features"]
+    training = (
+        f"training set {feats['dataset_rows']:,} rows × {feats['dataset_features']} features"
+        f" (empty_next_hour rate {feats['label_rate']})"
+        if feats["dataset"]
+        else "no training set (run more than an hour: labels look one hour ahead)"
+    )
     console.print(
         f"features: {feats['online_vectors']:,} online vectors for {feats['online_entities']}"
-        f" stations · training set {feats['dataset_rows']:,} rows × {feats['dataset_features']}"
-        f" features (empty_next_hour rate {feats['label_rate']}) · online = offline at"
-        f" {feats['consistency_points']} sampled points: {feats['consistency_match_rate']:.2%}"
+        f" stations · {training} · online = offline at {feats['consistency_points']} sampled"
+        f" points: {feats['consistency_match_rate']:.2%}"
     )
     root = report["data_dir"]
     console.print(
@@ -215,5 +226,5 @@ def _print(console: Console, report: dict[str, Any]) -> None:
         f"  dead letters    dockline --data-dir {root} deadletters\n"
         f"  event log       {root}/log/log.sqlite\n"
         f"  online store    {root}/online.sqlite\n"
-        f"  training set    {feats['dataset']}/data.parquet (+ _metadata.json)"
+        f"  training set    {feats['dataset'] or '-'}/data.parquet (+ _metadata.json)"
     )
