@@ -9,16 +9,15 @@ file's SHA-256).
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from dockline.core.contracts import TS_TYPE, DatasetMetadata, FileDigest
 from dockline.core.errors import ConfigError, StorageError
+from dockline.core.files import sha256_file, write_parquet
 from dockline.core.time import Clock, from_micros
 from dockline.features.offline import OfflineExecutor
 
@@ -26,34 +25,6 @@ __all__ = ["DATA_FILE", "METADATA_FILE", "build_training_set", "write_parquet"]
 
 DATA_FILE = "data.parquet"
 METADATA_FILE = "_metadata.json"
-
-
-def write_parquet(table: pa.Table, path: Path) -> None:
-    """Write ``table`` with fixed options, atomically: same rows ⇒ same bytes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        pq.write_table(
-            table.replace_schema_metadata(None).combine_chunks(),
-            tmp,
-            row_group_size=1_048_576,
-            version="2.6",
-            data_page_version="1.0",
-            compression="zstd",
-            compression_level=3,
-            use_dictionary=True,
-            write_statistics=True,
-            write_page_index=False,
-            store_schema=True,
-        )
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise StorageError(f"cannot write Parquet file: {exc}", where=str(path)) from exc
-
-
-def _sha256(path: Path) -> str:
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _label_rate(table: pa.Table, label: str) -> float | None:
@@ -90,7 +61,7 @@ def build_training_set(
     data = out_dir / DATA_FILE
     write_parquet(table, data)
     digest = FileDigest(
-        path=DATA_FILE, rows=table.num_rows, bytes=data.stat().st_size, sha256=_sha256(data)
+        path=DATA_FILE, rows=table.num_rows, bytes=data.stat().st_size, sha256=sha256_file(data)
     )
     content_hash = hashlib.sha256(digest.sha256.encode()).hexdigest()
     low = high = None

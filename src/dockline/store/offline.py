@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 
 from dockline.core.contracts import TOPIC_STATION_STATUS, TS_TYPE, DatasetMetadata, FileDigest
 from dockline.core.errors import NotFoundError, StorageError, ValidationError
+from dockline.core.files import sha256_file, write_parquet
 from dockline.core.ports import OFFSET_COLUMN, EventLog
 from dockline.core.time import EPOCH, Clock, SystemClock, from_micros
 
@@ -122,34 +123,6 @@ SELECT station_id, minute,
 FROM grouped
 ORDER BY station_id, minute
 """
-
-
-def _write_parquet(table: pa.Table, path: Path) -> None:
-    """Write ``table`` with fixed options, atomically: same rows ⇒ same bytes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        pq.write_table(
-            table.replace_schema_metadata(None).combine_chunks(),
-            tmp,
-            row_group_size=1_048_576,
-            version="2.6",
-            data_page_version="1.0",
-            compression="zstd",
-            compression_level=3,
-            use_dictionary=True,
-            write_statistics=True,
-            write_page_index=False,
-            store_schema=True,
-        )
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise StorageError(f"cannot write Parquet file: {exc}", where=str(path)) from exc
-
-
-def _sha256(path: Path) -> str:
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _date_of(path: Path) -> date | None:
@@ -270,7 +243,7 @@ class OfflineStore:
             subset = records if len(unique_days) == 1 else records.filter(pa.array(days == day))
             subset = subset.take(pc.sort_indices(subset, sort_keys=sort_keys))
             path = self._date_dir(self._dir(source), EPOCH.date() + timedelta(days=day)) / name
-            _write_parquet(subset, path)
+            write_parquet(subset, path)
             written.append(path)
         return written
 
@@ -357,7 +330,7 @@ class OfflineStore:
             if source == TOPIC_STATION_STATUS:
                 aggregate = self._aggregate(files)
                 agg_path = targets[1] / "part-0.parquet"
-                _write_parquet(aggregate, agg_path)
+                write_parquet(aggregate, agg_path)
                 self._write_manifest(
                     AGGREGATE_1MIN,
                     day,
@@ -414,7 +387,7 @@ class OfflineStore:
                     path=path.name,
                     rows=parquet.metadata.num_rows,
                     bytes=path.stat().st_size,
-                    sha256=_sha256(path),
+                    sha256=sha256_file(path),
                 )
             )
             if time_column in parquet.schema_arrow.names and parquet.metadata.num_rows:
