@@ -26,7 +26,7 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import duckdb
 import msgspec
@@ -41,6 +41,7 @@ from dockline.features._offline_sql import fdiv, hkey, hkey_upto, quote
 from dockline.features.expr import Expr
 from dockline.features.plan import (
     AggSpec,
+    BatchProvider,
     GroupSpec,
     NeighbourSpec,
     Plan,
@@ -66,13 +67,6 @@ DELTA_LOOKBACK_US = 2 * 86_400_000_000
 
 _WINDOWED = frozenset({"mean", "min", "max", "sum", "count", "count_if", "stddev"})
 _SQL_AGG = {"mean": "avg", "min": "min", "max": "max", "sum": "sum", "stddev": "stddev_samp"}
-
-
-class BatchProvider(Protocol):
-    """Supplies batch-feature results of run ``run_us`` (what :meth:`OfflineExecutor.batch_run`
-    returns): profiles as key + ``h000``..``h167``, neighbourhoods as key + ``value``."""
-
-    def __call__(self, run_us: int) -> dict[str, pa.Table]: ...
 
 
 def profile_columns() -> list[str]:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -49,12 +49,10 @@ from dockline.features._online_state import (
     Retention,
 )
 from dockline.features.expr import Expr, Value
-from dockline.features.plan import GroupSpec, Plan, SourceSpec
+from dockline.features.plan import BatchProvider, GroupSpec, Plan, SourceSpec
 
 __all__ = ["BatchProvider", "OnlineExecutor", "hour_of_week"]
 
-BatchProvider = Callable[[int], Mapping[str, pa.Table]]
-"""``run_us -> {batch feature name: table}``, as ``OfflineExecutor.batch_run`` returns."""
 
 _SNAPSHOT_FORMAT = 1
 _RUN_CACHE = 16  # batch runs kept decoded; a vector needs at most one per batch feature

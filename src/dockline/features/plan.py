@@ -12,13 +12,14 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo
 
 import msgspec
+import pyarrow as pa
 
 from dockline.core.errors import ConfigError, UserCodeError, ValidationError
 from dockline.features.definitions import (
@@ -35,6 +36,7 @@ from dockline.features.expr import Expr
 
 __all__ = [
     "AggSpec",
+    "BatchProvider",
     "CalendarSpec",
     "DerivedSpec",
     "GroupSpec",
@@ -51,6 +53,12 @@ __all__ = [
 US = 1_000_000
 _UNIT_US = {"seconds": US, "minutes": 60 * US, "hours": 3600 * US}
 RESERVED = frozenset({"as_of", "label_available_at"})
+
+
+BatchProvider = Callable[[int], Mapping[str, pa.Table]]
+"""``run_us -> {batch feature name: table}``: the results of one batch run (what
+``OfflineExecutor.batch_run`` returns — profiles as key + ``h000``..``h167``, neighbourhoods as
+key + ``value``). The online executor takes one so both sides use the very same runs."""
 
 
 class _Spec(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=True):
