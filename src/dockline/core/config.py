@@ -30,6 +30,8 @@ __all__ = [
     "LogConfig",
     "OfflineConfig",
     "OnlineConfig",
+    "ServeConfig",
+    "TrainConfig",
     "resolve_data_dir",
 ]
 
@@ -104,6 +106,60 @@ class FeaturesConfig(_Frozen):
     """DuckDB's memory limit for offline feature computation (it spills beyond)."""
 
 
+class TrainConfig(_Frozen):
+    """How ``dockline train`` splits, tunes, calibrates, thresholds and gates."""
+
+    label: str = "empty_next_hour"
+    model_name: str | None = None
+    """Registered model name; defaults to ``<project>-<label>``."""
+    candidates: tuple[str, ...] = ("logistic", "lightgbm", "extra_trees")
+    """Trained candidates; the baselines ``persistence`` and ``hour_of_week`` always run."""
+    seed: int = 0
+    split: tuple[float, float, float, float] = (0.6, 0.1, 0.1, 0.2)
+    """Fractions of the time range for train, validation, calibration and test, in time order."""
+    embargo: Duration | None = None
+    """Gap between consecutive splits; at least the label horizon (None: exactly the horizon)."""
+    cv_folds: int = Field(default=3, ge=2)
+    n_trials: int = Field(default=12, ge=0)
+    """Optuna trials per tuned candidate (0: defaults only)."""
+    tuning_storage: str | None = None
+    """Optuna storage URL; None: SQLite in the data directory."""
+    primary_metric: Literal["pr_auc", "roc_auc", "brier", "log_loss"] = "pr_auc"
+    threshold_policy: Literal["target_precision", "expected_cost"] = "target_precision"
+    target_precision: float = Field(default=0.5, gt=0, le=1)
+    cost_false_alarm: float = Field(default=1.0, gt=0)
+    cost_miss: float = Field(default=5.0, gt=0)
+    gate_margin: float = Field(default=0.0, ge=0)
+    """The primary metric must beat baselines and the champion by at least this (absolute)."""
+    max_ece: float = Field(default=0.05, gt=0)
+    parity_tolerance: float = Field(default=1e-5, gt=0)
+    max_rows: int | None = Field(default=None, ge=1000)
+    """Subsample training rows (by entity-hash, deterministic) beyond this; None: all."""
+
+
+class ServeConfig(_Frozen):
+    """How ``dockline serve`` answers, gates freshness and reports."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1)
+    model_name: str | None = None
+    """Defaults to the train section's model name."""
+    max_feature_age: Duration = timedelta(minutes=10)
+    stale_policy: Literal["flag", "baseline", "reject"] = "flag"
+    max_batch: int = Field(default=256, ge=1)
+    admin_token: str | None = None
+    """Bearer token for ``/v1/admin/*`` (env ``DOCKLINE_ADMIN_TOKEN`` overrides); unset: 401."""
+    reload_poll: Duration = timedelta(seconds=5)
+    routing: Literal["champion", "shadow", "canary"] = "champion"
+    canary_share: float = Field(default=0.1, ge=0, le=1)
+    metrics_window: Duration = timedelta(seconds=60)
+    prediction_flush_rows: int = Field(default=2000, ge=1)
+    prediction_flush_interval: Duration = timedelta(seconds=2)
+    deployment_id: str = "local"
+    environment: str = "development"
+
+
 class DocklineConfig(_Frozen):
     """All of dockline's settings, loaded from ``<data-dir>/dockline.toml`` when present."""
 
@@ -112,6 +168,8 @@ class DocklineConfig(_Frozen):
     offline: OfflineConfig = OfflineConfig()
     online: OnlineConfig = OnlineConfig()
     features: FeaturesConfig = FeaturesConfig()
+    train: TrainConfig = TrainConfig()
+    serve: ServeConfig = ServeConfig()
 
     @classmethod
     def load(cls, path: Path | None) -> Self:
@@ -170,6 +228,21 @@ class DataDir:
     @property
     def mlruns(self) -> Path:
         return self.root / "mlruns"
+
+    @property
+    def mlflow_db(self) -> Path:
+        """MLflow's tracking and registry database (artifacts go under ``mlruns/``)."""
+        return self.mlruns / "mlflow.db"
+
+    @property
+    def tuning_db(self) -> Path:
+        """Optuna's study storage."""
+        return self.mlruns / "optuna.db"
+
+    @property
+    def registry_history(self) -> Path:
+        """The append-only alias history (JSON lines), beside MLflow's store."""
+        return self.mlruns / "alias_history.jsonl"
 
     @property
     def bundles(self) -> Path:

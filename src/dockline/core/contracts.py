@@ -36,8 +36,13 @@ __all__ = [
     "DatasetMetadata",
     "DeadLetter",
     "FileDigest",
+    "GateVerdict",
     "IngestSummary",
+    "ModelVersion",
+    "PromotionEvent",
     "RejectReason",
+    "ServingMetricsWindow",
+    "TrainingMetadata",
     "UtcDatetime",
     "dead_letter_id",
 ]
@@ -220,3 +225,107 @@ class IngestSummary(msgspec.Struct, kw_only=True):
                 reason="accounting",
                 where=self.source,
             )
+
+
+class TrainingMetadata(Contract):
+    """One training run (P4 → P6 contract, extended with the bundle it produced)."""
+
+    run_id: str
+    model_name: str
+    model_version: str
+    input_dataset_name: str
+    input_dataset_version: str
+    started_at: UtcDatetime
+    completed_at: UtcDatetime
+    metrics: dict[str, float] = Field(default_factory=dict)
+    artifact_path: str
+    bundle_id: str | None = None
+    candidate: str | None = None
+
+
+class GateVerdict(Contract):
+    """Whether a model version may become champion, and why (stored with the version)."""
+
+    passed: bool
+    primary_metric: str
+    higher_is_better: bool
+    value: float
+    margin: float
+    baselines: dict[str, float] = Field(default_factory=dict)
+    champion_version: int | None = None
+    champion_value: float | None = None
+    ece: float
+    max_ece: float
+    reasons: list[str] = Field(default_factory=list)
+    """Each failed condition, in words; empty when ``passed``."""
+
+
+class ModelVersion(Contract):
+    """A registered model version: which bundle it is, and the gate's verdict on it."""
+
+    name: str
+    version: int = Field(ge=1)
+    bundle_id: str
+    bundle_path: str
+    run_id: str | None = None
+    created_at: UtcDatetime
+    gate: GateVerdict | None = None
+    aliases: list[str] = Field(default_factory=list)
+
+
+class PromotionEvent(Contract):
+    """One line of a model's append-only alias history (who moved which alias, when, why)."""
+
+    name: str
+    alias: str
+    action: Literal["register", "promote", "rollback", "demote"]
+    from_version: int | None = None
+    to_version: int | None = None
+    actor: str
+    reason: str
+    at: UtcDatetime
+
+
+class ServingMetricsWindow(Contract):
+    """Serving telemetry for one deployment and endpoint over one window (P5 → P6 contract).
+
+    Exactly the fields of the monitoring layer's contract (``seeds/003``); P6 deduplicates on
+    (deployment_id, endpoint_name, window_start, window_end).
+    """
+
+    window_start: UtcDatetime
+    window_end: UtcDatetime
+    service_name: str
+    service_version: str
+    environment: str
+    deployment_id: str
+    endpoint_name: str
+    model_name: str
+    model_version: str
+    bundle_id: str
+    input_dataset_name: str
+    input_dataset_version: str
+    request_count: int = Field(ge=0)
+    success_count: int = Field(ge=0)
+    failure_count: int = Field(ge=0)
+    rejected_count: int = Field(ge=0)
+    timeout_count: int = Field(ge=0)
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    latency_p99_ms: float | None
+    validation_error_count: int = Field(ge=0)
+    feature_lookup_error_count: int = Field(ge=0)
+    model_load_error_count: int = Field(ge=0)
+    inference_runtime_error_count: int = Field(ge=0)
+    dependency_error_count: int = Field(ge=0)
+    internal_error_count: int = Field(ge=0)
+    input_schema_failure_count: int = Field(ge=0)
+    missing_required_field_count: int = Field(ge=0)
+    invalid_type_count: int = Field(ge=0)
+    domain_violation_count: int = Field(ge=0)
+    prediction_count: int = Field(ge=0)
+    prediction_null_count: int = Field(ge=0)
+    prediction_non_finite_count: int = Field(ge=0)
+    prediction_out_of_range_count: int = Field(ge=0)
+    fallback_prediction_count: int = Field(ge=0)
+    heartbeat_emitted_at: UtcDatetime

@@ -11,19 +11,21 @@ import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dockline.core.contracts import DeadLetter
+from dockline.core.contracts import DeadLetter, GateVerdict, ModelVersion, PromotionEvent
 
 __all__ = [
     "OFFSET_COLUMN",
     "AppendResult",
     "DeadLetterStore",
     "EventLog",
+    "ModelRegistry",
     "OnlineStore",
     "OnlineValue",
     "OnlineVector",
@@ -225,3 +227,40 @@ def stable_partition(keys: pa.Array | pa.ChunkedArray, partitions: int) -> np.nd
     indices = encoded.indices.to_numpy(zero_copy_only=False)
     result: np.ndarray = per_key[indices]
     return result
+
+
+@runtime_checkable
+class ModelRegistry(Protocol):
+    """Registered model versions, their bundles, aliases and alias history.
+
+    Aliases (``champion``, ``challenger``) name versions; serving resolves an alias to a bundle.
+    The history is append-only: every alias move is recorded with who, when and why.
+    """
+
+    def register(
+        self, name: str, bundle: Path, *, run_id: str | None, gate: GateVerdict | None
+    ) -> ModelVersion:
+        """Register ``bundle`` (a verified bundle directory) as the next version of ``name``."""
+        ...
+
+    def get(self, name: str, version: int) -> ModelVersion:
+        """One version; :class:`~dockline.core.errors.NotFoundError` when absent."""
+        ...
+
+    def versions(self, name: str) -> list[ModelVersion]:
+        """Every version of ``name``, oldest first (empty when the model is unknown)."""
+        ...
+
+    def resolve(self, name: str, alias: str) -> ModelVersion | None:
+        """The version ``alias`` points at, or None."""
+        ...
+
+    def set_alias(
+        self, name: str, alias: str, version: int | None, *, actor: str, reason: str, action: str
+    ) -> PromotionEvent:
+        """Point ``alias`` at ``version`` (None removes it) and append the move to the history."""
+        ...
+
+    def history(self, name: str) -> list[PromotionEvent]:
+        """The alias history of ``name``, oldest first."""
+        ...
