@@ -15,8 +15,9 @@ import pyarrow as pa
 
 from dockline.core.errors import NotFoundError
 from dockline.core.ports import OFFSET_COLUMN, EventLog
+from dockline.features.online import OnlineExecutor
 
-__all__ = ["Cursor", "micro_batches"]
+__all__ = ["Cursor", "feed_round", "micro_batch_ranges"]
 
 
 @dataclass
@@ -75,36 +76,63 @@ def _ingested_us(table: pa.Table, column: str) -> np.ndarray:
     return result
 
 
-def micro_batches(
+def micro_batch_ranges(
     tables: Mapping[str, pa.Table], ingested_at: Mapping[str, str], batch_events: int
-) -> Iterator[tuple[int, dict[str, pa.Table]]]:
-    """``(T, {topic: events})`` in ascending ``T``; whole ``ingested_at`` groups, as many as fit
-    in ``batch_events`` (at least one group per micro-batch)."""
-    ordered: dict[str, tuple[pa.Table, np.ndarray]] = {}
+) -> tuple[dict[str, pa.Table], list[tuple[int, dict[str, tuple[int, int]]]]]:
+    """The round's tables sorted by ``ingested_at`` (stable), and its micro-batches as
+    ``(T, {topic: (start, stop)})`` row ranges of them, in ascending ``T``: whole
+    ``ingested_at`` groups, as many as fit in ``batch_events`` (at least one group each)."""
+    ordered: dict[str, pa.Table] = {}
+    times: dict[str, np.ndarray] = {}
     for topic, table in tables.items():
-        times = _ingested_us(table, ingested_at[topic])
-        order = np.argsort(times, kind="stable")
-        ordered[topic] = (table.take(pa.array(order)), times[order])
+        values = _ingested_us(table, ingested_at[topic])
+        order = np.argsort(values, kind="stable")
+        ordered[topic] = table.take(pa.array(order))
+        times[topic] = values[order]
     if not ordered:
-        return
-    values, counts = np.unique(
-        np.concatenate([times for _, times in ordered.values()]), return_counts=True
-    )
-    cuts: list[int] = []
-    size = previous = 0
-    for value, count in zip(values.tolist(), counts.tolist(), strict=True):
-        if size and size + count > batch_events:
-            cuts.append(previous)
-            size = 0
-        size += count
-        previous = value
-    cuts.append(int(values[-1]))
+        return ordered, []
+    values, counts = np.unique(np.concatenate(list(times.values())), return_counts=True)
+    if batch_events <= 1:
+        cuts = values  # every ingested_at group is a micro-batch of its own
+    else:
+        picked: list[int] = []
+        size = previous = 0
+        for value, count in zip(values.tolist(), counts.tolist(), strict=True):
+            if size and size + count > batch_events:
+                picked.append(previous)
+                size = 0
+            size += count
+            previous = value
+        picked.append(int(values[-1]))
+        cuts = np.array(picked, dtype=np.int64)
+    stops = {topic: np.searchsorted(t, cuts, side="right").tolist() for topic, t in times.items()}
     starts = dict.fromkeys(ordered, 0)
-    for cut in cuts:
-        batch: dict[str, pa.Table] = {}
-        for topic, (table, times) in ordered.items():
-            stop = int(np.searchsorted(times, cut, side="right"))
+    batches: list[tuple[int, dict[str, tuple[int, int]]]] = []
+    for n, cut in enumerate(cuts.tolist()):
+        ranges: dict[str, tuple[int, int]] = {}
+        for topic in ordered:
+            stop = stops[topic][n]
             if stop > starts[topic]:
-                batch[topic] = table.slice(starts[topic], stop - starts[topic])
+                ranges[topic] = (starts[topic], stop)
                 starts[topic] = stop
-        yield cut, batch
+        batches.append((cut, ranges))
+    return ordered, batches
+
+
+def feed_round(
+    executor: OnlineExecutor,
+    tables: Mapping[str, pa.Table],
+    ingested_at: Mapping[str, str],
+    batch_events: int,
+) -> Iterator[tuple[int, set[str], int]]:
+    """Feed one round to ``executor`` micro-batch by micro-batch; after each, yield
+    ``(T, entities it changed, events fed)``. Each table is converted once for the round."""
+    ordered, batches = micro_batch_ranges(tables, ingested_at, batch_events)
+    prepared = {topic: executor.prepare(topic, table) for topic, table in ordered.items()}
+    for t_us, ranges in batches:
+        touched: set[str] = set()
+        fed = 0
+        for topic, (lo, hi) in ranges.items():
+            touched |= executor.feed(prepared[topic], lo, hi)
+            fed += hi - lo
+        yield t_us, touched, fed

@@ -4,7 +4,8 @@
 :class:`~dockline.features.online.OnlineExecutor` (from offset 0; the live consumer group is not
 touched), samples ``(entity, T)`` points at micro-batch times ``T`` (seeded reservoir), recomputes
 them with the offline executor and compares every feature: equal when both are null, or both
-finite with ``|a - b| <= 1e-9 · max(1, |a|, |b|)``.
+finite with ``|a - b| <= 1e-9 · max(1, |a|, |b|)``. The state part of a vector is taken during
+the replay; batch and derived features (which need no state) only for the kept points, after it.
 
 :func:`heal` recomputes vectors offline and overwrites the online store with them.
 """
@@ -23,7 +24,7 @@ from dockline.core.contracts import TS_TYPE
 from dockline.core.errors import NotFoundError
 from dockline.core.ports import EventLog, OnlineStore
 from dockline.core.time import Clock, to_micros
-from dockline.features._online_replay import Cursor, micro_batches
+from dockline.features._online_replay import Cursor, feed_round
 from dockline.features.expr import Value
 from dockline.features.materialize import FEATURES_GROUP
 from dockline.features.online import BatchProvider, OnlineExecutor
@@ -172,30 +173,31 @@ def measure_consistency(
     reservoir: list[tuple[str, int, dict[str, Value]]] = []
     seen = 0
     for tables in cursor.rounds():
-        for t_us, batch in micro_batches(tables, ingested_at, batch_events):
-            touched: set[str] = set()
-            for topic, events in batch.items():
-                touched |= executor.update_many(topic, events)
+        for t_us, touched, _ in feed_round(executor, tables, ingested_at, batch_events):
             if (start_us is not None and t_us < start_us) or (
                 end_us is not None and t_us >= end_us
             ):
                 continue
             for entity in sorted(touched):
-                # vectors are taken now: later pruning may drop what this point used
+                # the state part is taken now (later pruning may drop what this point used);
+                # batch and derived features only for the points kept, after the replay
                 if len(reservoir) < sample:
-                    reservoir.append((entity, t_us, executor.vector(entity, t_us)))
+                    reservoir.append((entity, t_us, executor.state_values(entity, t_us)))
                 else:
                     slot = rng.randrange(seen + 1)
                     if slot < sample:
-                        reservoir[slot] = (entity, t_us, executor.vector(entity, t_us))
+                        reservoir[slot] = (entity, t_us, executor.state_values(entity, t_us))
                 seen += 1
     reservoir.sort(key=lambda item: (item[1], item[0]))
     names = _compared_columns(plan)
     per_feature = {name: FeatureAgreement() for name in names}
     examples: dict[str, list[Mismatch]] = {}
     if reservoir:
+        # offline first: computing the spine's batch runs in one go caches them in the offline
+        # executor, which is what the online side's batch provider then reads
         offline_rows = _offline_rows(plan, offline, [(e, t) for e, t, _ in reservoir])
-        for entity, t_us, online_values in reservoir:
+        for entity, t_us, state in reservoir:
+            online_values = executor.complete(entity, t_us, state)
             theirs = offline_rows.get((entity, t_us), {})
             for name in names:
                 agreement = per_feature[name]

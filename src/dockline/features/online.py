@@ -51,7 +51,7 @@ from dockline.features._online_state import (
 from dockline.features.expr import Expr, Value
 from dockline.features.plan import BatchProvider, GroupSpec, Plan, SourceSpec
 
-__all__ = ["BatchProvider", "OnlineExecutor", "hour_of_week"]
+__all__ = ["BatchProvider", "OnlineExecutor", "PreparedEvents", "hour_of_week"]
 
 
 _SNAPSHOT_FORMAT = 1
@@ -280,6 +280,19 @@ _encoder = msgspec.msgpack.Encoder(order="deterministic")
 _decoder = msgspec.msgpack.Decoder(_Snapshot)
 
 
+class PreparedEvents:
+    """Events of one source table converted once by :meth:`OnlineExecutor.prepare`."""
+
+    __slots__ = ("num_rows", "rows", "table")
+
+    def __init__(
+        self, table: str, num_rows: int, rows: tuple[tuple[_Layout, list[str], list[Event]], ...]
+    ) -> None:
+        self.table = table
+        self.num_rows = num_rows
+        self.rows = rows  # per layout fed by the table: keys and event tuples, row-aligned
+
+
 class OnlineExecutor:
     """Per-entity state for every feature group (+ static attributes); pure, no I/O.
 
@@ -332,16 +345,40 @@ class OnlineExecutor:
     def update_many(self, table: str, events: pa.Table) -> set[str]:
         """Add events of source table ``table``; return the entities that got a new event.
 
-        Tables the plan does not consume online are ignored (empty set).
+        Tables the plan does not consume online are ignored (empty set). Same as
+        ``feed(prepare(table, events))``.
         """
+        return self.feed(self.prepare(table, events))
+
+    def prepare(self, table: str, events: pa.Table) -> PreparedEvents:
+        """Convert (and validate) events of ``table`` once, to :meth:`feed` them in slices.
+
+        The replay converts a whole round of the log at once and feeds its micro-batches as
+        row ranges: Arrow → Python conversion per micro-batch would dominate otherwise.
+        """
+        rows = tuple(
+            self._convert(layout, table, events)
+            for layout in self._by_table.get(table, ())
+            if events.num_rows
+        )
+        return PreparedEvents(table, events.num_rows, rows)
+
+    def feed(self, prepared: PreparedEvents, start: int = 0, stop: int | None = None) -> set[str]:
+        """Add rows ``[start, stop)`` of ``prepared``; return the entities that got a new event.
+
+        Feeding rows in consecutive slices is the same as :meth:`update_many` on each slice.
+        """
+        end = prepared.num_rows if stop is None else min(stop, prepared.num_rows)
         touched: set[str] = set()
-        if events.num_rows == 0:
+        if start >= end:
             return touched
-        for layout in self._by_table.get(table, ()):
-            touched |= self._update_source(layout, table, events)
+        for layout, keys, events in prepared.rows:
+            touched |= self._feed_source(layout, keys[start:end], events[start:end])
         return touched
 
-    def _update_source(self, layout: _Layout, table: str, events: pa.Table) -> set[str]:
+    def _convert(
+        self, layout: _Layout, table: str, events: pa.Table
+    ) -> tuple[_Layout, list[str], list[Event]]:
         spec = layout.source
         key_column = _column(events, spec.key, table)
         if key_column.null_count:
@@ -359,22 +396,24 @@ class OnlineExecutor:
         data = {name: _values(_column(events, name, table)) for name in layout.reads}
         stored = [data[name] for name in layout.columns]
         flags = [_flags(p, data, events.num_rows) for p in layout.predicates]
-        buffers = self._state[spec.name]
+        return layout, keys, list(zip(ts, ing, avail, *stored, *flags, strict=True))
+
+    def _feed_source(self, layout: _Layout, keys: list[str], events: list[Event]) -> set[str]:
+        buffers = self._state[layout.source.name]
         n_survivors = len(layout.retention.survivor_flags)
         newest_added: dict[str, int] = {}  # per entity, the newest event_ts that was new
-        fed: set[str] = set()
-        for entity, event in zip(
-            keys, zip(ts, ing, avail, *stored, *flags, strict=True), strict=True
-        ):
+        for entity, event in zip(keys, events, strict=True):
             buffer = buffers.get(entity)
             if buffer is None:
                 buffer = buffers[entity] = EntityEvents(n_survivors=n_survivors)
-            fed.add(entity)
-            if buffer.add(event) and event[TS] > newest_added.get(entity, event[TS] - 1):
-                newest_added[entity] = event[TS]
+            if buffer.add(event):
+                ts = event[TS]
+                known = newest_added.get(entity)
+                if known is None or ts > known:
+                    newest_added[entity] = ts
         retention = layout.retention
         touched: set[str] = set()
-        for entity in fed:
+        for entity in dict.fromkeys(keys):
             buffer = buffers[entity]
             survivor_changed = buffer.prune(retention)
             newest = newest_added.get(entity)
@@ -390,6 +429,11 @@ class OnlineExecutor:
 
     def vector(self, entity: str, t_us: int) -> dict[str, Value]:
         """Every plan feature and each group's ``<group>__as_of`` (int µs or None) at ``t_us``."""
+        return self.complete(entity, t_us, self.state_values(entity, t_us))
+
+    def state_values(self, entity: str, t_us: int) -> dict[str, Value]:
+        """The part of :meth:`vector` read from the kept events: groups' ``__as_of`` and
+        features, static attributes, calendar. Same exactness as :meth:`vector`."""
         out: dict[str, Value] = {}
         for group in self._groups:
             self._group_into(group, self._state[group.source].get(entity), t_us, out)
@@ -398,10 +442,18 @@ class OnlineExecutor:
             self._static_into(columns, self._state[source].get(entity), t_us, out)
         if self.plan.calendar is not None:
             out.update(self._calendar(t_us))
-        self._batch_into(entity, t_us, out)
-        for derived in self.plan.derived:
-            out[derived.name] = _num(derived.expr.evaluate(out))
         return out
+
+    def complete(self, entity: str, t_us: int, values: dict[str, Value]) -> dict[str, Value]:
+        """Add batch and derived features to :meth:`state_values` ``values`` (in place).
+
+        Needs no kept events, so it may run any time later: the consistency job takes the
+        state part during the replay and completes only the points it keeps.
+        """
+        self._batch_into(entity, t_us, values)
+        for derived in self.plan.derived:
+            values[derived.name] = _num(derived.expr.evaluate(values))
+        return values
 
     def vectors(self, entities: Sequence[str], t_us: int) -> pa.Table:
         """Vectors at ``t_us`` as Arrow: key, ``as_of`` (= t), groups' ``__as_of``, features."""
