@@ -21,7 +21,7 @@ import msgspec
 from dockline.core.errors import ConfigError
 from dockline.core.ports import EventLog, OnlineStore
 from dockline.core.time import Clock, to_micros
-from dockline.features._online_replay import Cursor, micro_batches
+from dockline.features._online_replay import Cursor, feed_round
 from dockline.features.online import BatchProvider, OnlineExecutor
 from dockline.features.plan import Plan
 
@@ -133,21 +133,28 @@ class Materializer:
         report = MaterializeReport()
         self._position()
         for tables in self._cursor.rounds():
-            for t_us, batch in micro_batches(tables, self._ingested_at, self.batch_events):
-                touched: set[str] = set()
-                for topic, events in batch.items():
-                    touched |= self.executor.update_many(topic, events)
-                    report.events += events.num_rows
+            # The store keeps only each entity's latest vector, so a round's vectors are
+            # computed once, as of its newest ingestion time: exact for that time (every event
+            # ingested by then has been fed) and as fresh as the round allows. Following a live
+            # log, a round is what arrived since the last poll; catching up on a backlog, this
+            # skips vectors that the next micro-batch would overwrite anyway.
+            touched_in_round: set[str] = set()
+            last_t: int | None = None
+            for t_us, touched, fed in feed_round(
+                self.executor, tables, self._ingested_at, self.batch_events
+            ):
+                report.events += fed
                 report.micro_batches += 1
-                if not touched:
-                    continue
-                rows = self.executor.vectors(sorted(touched), t_us)
+                touched_in_round |= touched
+                last_t = t_us
+            if touched_in_round and last_t is not None:
+                rows = self.executor.vectors(sorted(touched_in_round), last_t)
                 written_at = to_micros(self.clock.now())
                 report.vectors += self.store.write(
                     FEATURES_GROUP, rows, key=self.plan.key, as_of="as_of", written_at_us=written_at
                 )
-                report.freshness_us.append(written_at - t_us)
-                entities |= touched
+                report.freshness_us.append(written_at - last_t)
+                entities |= touched_in_round
             self._persist()
         report.seconds = time.perf_counter() - started
         return report
