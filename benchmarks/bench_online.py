@@ -15,8 +15,14 @@ The script starts its own redis-server on a free 127.0.0.1 port (pinned to core 
 ``taskset`` when available) and stops it at the end. It prints a table with ratios to each
 system's floor and writes ``benchmarks/results/online.json``.
 
-Other systems (e.g. Feast's online lookups) join by adding a :class:`Peer` to the list that
-:func:`peers` returns: each peer names its floor, and the table and JSON pick it up.
+Other in-process systems join by adding a :class:`Peer` to the list that :func:`peers` returns:
+each peer names its floor, and the table and JSON pick it up.
+
+Feast 0.67 ``get_online_features`` (SQLite online store, ``.to_dict()`` of the response) is
+measured on the same rows and the same seeded entity choices (the first ``--feast-single`` /
+``--feast-many`` of them), in a child process of Feast's own venv (``benchmarks/.venv-feast``,
+the one ``bench_pit.py`` creates; Feast cannot be imported into dockline's venv), pinned to the
+same core. Its ratio is to the raw sqlite3 floor. ``--no-feast`` skips it.
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ from dockline.core.ports import OnlineStore
 from dockline.store import SqliteOnlineStore
 from dockline.store.online.redis import RedisOnlineStore
 
+HERE = Path(__file__).resolve().parent
+FEAST_PYTHON = HERE / ".venv-feast" / "bin" / "python"
 GROUP = "station"
 START_US = 1_714_521_600_000_000  # 2024-05-01T00:00:00Z
 MANY = 100
@@ -228,6 +236,117 @@ def peers(sqlite_store: OnlineStore, redis_store: OnlineStore) -> list[Peer]:
     ]
 
 
+FEAST_CHILD = r"""
+import json, sys, time, warnings
+warnings.filterwarnings("ignore")
+import numpy as np
+import pyarrow.parquet as pq
+import feast
+from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
+from feast.repo_config import RepoConfig
+from feast.types import Bool, Float64, Int64, String
+
+repo, rows_path, calls_path = sys.argv[1:4]
+calls = json.loads(open(calls_path).read())
+table = pq.read_table(rows_path)
+store = FeatureStore(
+    config=RepoConfig(
+        project="online",
+        registry=f"{repo}/registry.db",
+        provider="local",
+        offline_store={"type": "file"},
+        online_store={"type": "sqlite", "path": f"{repo}/online.db"},
+        entity_key_serialization_version=3,
+    )
+)
+station = Entity(name="station", join_keys=["station_id"], value_type=ValueType.STRING)
+kinds = {"int64": Int64, "double": Float64, "bool": Bool, "string": String}
+fields = [
+    Field(name=f.name, dtype=kinds[str(f.type)])
+    for f in table.schema
+    if f.name not in ("station_id", "as_of")
+]
+view = FeatureView(
+    name="station",
+    entities=[station],
+    schema=fields,
+    source=FileSource(path=rows_path, timestamp_field="as_of"),
+    online=True,
+)
+store.apply([station, view])
+store.write_to_online_store("station", table.to_pandas())
+refs = [f"station:{f.name}" for f in fields]
+
+
+def one(entity):
+    rows = [{"station_id": entity}]
+    return store.get_online_features(features=refs, entity_rows=rows).to_dict()
+
+
+def many(entities):
+    rows = [{"station_id": e} for e in entities]
+    return store.get_online_features(features=refs, entity_rows=rows).to_dict()
+
+
+assert one(calls["ones"][0])[fields[0].name][0] is not None
+clock = time.perf_counter_ns
+out = {"feast_version": feast.__version__}
+for name, call, args in (("read", one, calls["ones"]), ("read_many_100", many, calls["batches"])):
+    for arg in args[: max(1, len(args) // 10)]:
+        call(arg)  # warm-up
+    samples = np.empty(len(args))
+    for i, arg in enumerate(args):
+        t0 = clock()
+        call(arg)
+        samples[i] = (clock() - t0) / 1000.0
+    out[name] = {
+        "p50_us": round(float(np.percentile(samples, 50)), 2),
+        "p99_us": round(float(np.percentile(samples, 99)), 2),
+        "mean_us": round(float(samples.mean()), 2),
+    }
+print(json.dumps(out))
+"""
+
+
+def choices(
+    entities: list[str], single: int, many: int, seed: int
+) -> tuple[list[str], list[list[str]]]:
+    """The seeded entities of the single reads and of the 100-entity reads."""
+    rng = np.random.default_rng(seed)
+    ones = [entities[i] for i in rng.integers(0, len(entities), single).tolist()]
+    batches = [
+        [entities[i] for i in rng.choice(len(entities), MANY, replace=False).tolist()]
+        for _ in range(many)
+    ]
+    return ones, batches
+
+
+def feast_online(
+    table: pa.Table, ones: list[str], batches: list[list[str]], workdir: Path, core: int | None
+) -> dict[str, Any]:
+    """Feast's ``get_online_features`` latencies, measured in a child of Feast's venv."""
+    import pyarrow.parquet as pq
+
+    if not FEAST_PYTHON.exists():
+        return {"error": f"{FEAST_PYTHON} missing: run benchmarks/bench_pit.py once to create it"}
+    repo = workdir / "feast"
+    repo.mkdir()
+    rows = repo / "rows.parquet"
+    pq.write_table(table, rows)
+    calls = repo / "calls.json"
+    calls.write_bytes(orjson.dumps({"ones": ones, "batches": batches}))
+    script = repo / "child.py"
+    script.write_text(FEAST_CHILD)
+    command = [str(FEAST_PYTHON), str(script), str(repo), str(rows), str(calls)]
+    if core is not None and shutil.which("taskset"):
+        command = ["taskset", "-c", str(core), *command]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+    if done.returncode != 0:
+        return {"error": f"exit {done.returncode}: {done.stderr.strip().splitlines()[-3:]}"}
+    result: dict[str, Any] = orjson.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
 def measure(
     systems: Sequence[Peer], entities: list[str], single: int, many: int, rounds: int, seed: int
 ) -> dict[str, dict[str, dict[str, float]]]:
@@ -236,12 +355,7 @@ def measure(
     The systems take turns over ``rounds`` rounds, so a load change on the machine during the
     run hits them all alike instead of whichever ran last.
     """
-    rng = np.random.default_rng(seed)
-    ones = [entities[i] for i in rng.integers(0, len(entities), single).tolist()]
-    batches = [
-        [entities[i] for i in rng.choice(len(entities), MANY, replace=False).tolist()]
-        for _ in range(many)
-    ]
+    ones, batches = choices(entities, single, many, seed)
     for peer in systems:  # every system must find the data it is timed on
         assert peer.read_one(entities[0]) and peer.read_many(entities[:MANY]), peer.name
     for peer in systems:  # warm-up: statement caches, connections, allocator
@@ -270,26 +384,29 @@ def write_throughput(peer: Peer, table: pa.Table, repeats: int) -> float:
         t0 = time.perf_counter()
         assert peer.write(table) == table.num_rows
         best = min(best, time.perf_counter() - t0)
-    return table.num_rows / best
+    return float(table.num_rows / best)
 
 
 def table_text(results: dict[str, Any]) -> str:
     """The human-readable table: p50/p99 per system and its ratio to its floor."""
     systems: dict[str, Any] = results["systems"]
     lines = [
-        f"{'system':<28} {'op':<14} {'p50 µs':>8} {'p99 µs':>8} {'p50 ×floor':>11}"
+        f"{'system':<40} {'op':<14} {'p50 µs':>8} {'p99 µs':>8} {'p50 ×floor':>11}"
         f" {'p99 ×floor':>11}",
     ]
     for name, entry in systems.items():
+        if "error" in entry:
+            lines.append(f"{name:<40} error: {entry['error']}")
+            continue
         for op in ("read", f"read_many_{MANY}"):
             got = entry[op]
             ratio = entry.get("ratio_to_floor", {}).get(op, {})
             lines.append(
-                f"{name:<28} {op:<14} {got['p50_us']:>8.1f} {got['p99_us']:>8.1f}"
+                f"{name:<40} {op:<14} {got['p50_us']:>8.1f} {got['p99_us']:>8.1f}"
                 f" {ratio.get('p50', 1.0):>11.2f} {ratio.get('p99', 1.0):>11.2f}"
             )
         if "write_rows_per_s" in entry:
-            lines.append(f"{name:<28} {'write':<14} {entry['write_rows_per_s']:>,.0f} rows/s")
+            lines.append(f"{name:<40} {'write':<14} {entry['write_rows_per_s']:>,.0f} rows/s")
     return "\n".join(lines)
 
 
@@ -304,6 +421,9 @@ def main() -> None:
     parser.add_argument("--write-repeats", type=int, default=3)
     parser.add_argument("--client-core", type=int, default=1)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--feast-single", type=int, default=5000)
+    parser.add_argument("--feast-many", type=int, default=300)
+    parser.add_argument("--no-feast", action="store_true")
     parser.add_argument(
         "--out", type=Path, default=Path(__file__).parent / "results" / "online.json"
     )
@@ -346,6 +466,22 @@ def main() -> None:
                 entry["write_rows_per_s"] = round(
                     write_throughput(peer, write_table, args.write_repeats)
                 )
+        if not args.no_feast:
+            ones, batches = choices(entities, args.single, args.many, args.seed)
+            feast = feast_online(
+                table, ones[: args.feast_single], batches[: args.feast_many], Path(tmp), core
+            )
+            name = f"Feast {feast.get('feast_version', '0.67')} get_online_features"
+            systems[name] = {"floor": "sqlite3 (raw)"} | feast
+            if "error" not in feast:
+                floor = systems["sqlite3 (raw)"]
+                systems[name]["ratio_to_floor"] = {
+                    op: {
+                        q: round(feast[op][f"{q}_us"] / floor[op][f"{q}_us"], 2)
+                        for q in ("p50", "p99")
+                    }
+                    for op in ("read", f"read_many_{MANY}")
+                }
         for _, handle in floors:
             handle.close()
         sqlite_store.close()
@@ -379,6 +515,8 @@ def main() -> None:
             "many_calls": args.many,
             "many_batch": MANY,
             "write_rows": args.write_rows,
+            "feast_single_calls": 0 if args.no_feast else min(args.single, args.feast_single),
+            "feast_many_calls": 0 if args.no_feast else min(args.many, args.feast_many),
         },
         "systems": systems,
     }

@@ -322,7 +322,7 @@ def main() -> None:
     parser.add_argument("--small-entities", type=int, default=200)
     parser.add_argument("--small-rows", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--feast-repeats", type=int, default=1)
+    parser.add_argument("--feast-repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=600.0)

@@ -6,8 +6,10 @@ event known at t" (rules 1–3); it is computed in two ways:
 
 * **fast path** — for an entity whose events, ordered by ``avail = max(event_ts, ingested_at)``,
   are strictly increasing in ``avail`` and non-decreasing in ``event_ts`` (the normal case: a feed
-  that is ingested in order), one ``ASOF JOIN`` on ``avail`` is exact. A single window pass
-  (``lag``) finds the entities that break this;
+  that is ingested in order), one ``ASOF JOIN`` on ``avail`` is exact. One vectorized pass over
+  the source in storage order (the offline store writes rows sorted by key and time) finds the
+  entities that break this, or are not stored in order; when it cannot decide, a window pass
+  (``lag``) in SQL does;
 * **general path** — for the others: duplicates collapsed by ``(event_ts, ingested_at)`` (greater
   value wins), then the "staircase" of events that are the newest at some time (an event is kept
   iff its ``avail`` is smaller than that of every newer event), on which ``ASOF`` is again exact.
@@ -21,9 +23,11 @@ they need no ordering assumption. Large spines are processed in time chunks unde
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,6 +37,7 @@ import msgspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from dockline.core.contracts import TS_TYPE
 from dockline.core.errors import ConfigError, StorageError, ValidationError
@@ -61,9 +66,11 @@ __all__ = [
 HOURS_OF_WEEK = 168
 EARTH_RADIUS_KM = 6371.0088
 CHUNK_POINTS = 2_000_000
+"""Spines with more distinct points than this are processed in time chunks of this size."""
+KEY_FILTER_SHARE = 0.9
+"""Events are filtered by the chunk's keys only when these are fewer than this share of all."""
 DELTA_LOOKBACK_US = 2 * 86_400_000_000
 """How far before a chunk a delta first looks for its anchor events (then the whole history)."""
-"""Spines with more distinct points than this are processed in time chunks of this size."""
 
 _WINDOWED = frozenset({"mean", "min", "max", "sum", "count", "count_if", "stddev"})
 _SQL_AGG = {"mean": "avg", "min": "min", "max": "max", "sum": "sum", "stddev": "stddev_samp"}
@@ -94,10 +101,14 @@ def _double(sql: str) -> str:
 class _Source:
     """A source registered as a DuckDB view with ``_dl_k/_dl_ets/_dl_ing/_dl_avail`` columns."""
 
-    def __init__(self, spec: SourceSpec, view: str, hive_date: bool) -> None:
+    def __init__(self, spec: SourceSpec, view: str, hive_date: bool, data: str | pa.Table) -> None:
         self.spec = spec
         self.view = view
         self.hive_date = hive_date
+        self.data = data  # the Parquet glob or the Arrow table behind ``view``
+        self.scanned = False  # whether the storage-order scan ran (see OfflineExecutor._order_of)
+        self.order: _Order | None = None
+        self.n_keys: int | None = None
 
     def events(
         self,
@@ -169,25 +180,28 @@ class OfflineExecutor:
         }
         if threads is not None:
             config["threads"] = threads
+        self._threads = threads or os.cpu_count() or 1
         self._con = duckdb.connect(config=config)
         self._con.execute("SET TimeZone = 'UTC'")
         self._seq = itertools.count()
         self._runs: dict[int, dict[str, pa.Table]] = {}
         self._sources: dict[str, _Source] = {}
-        raws: dict[str, tuple[str, bool]] = {}
+        raws: dict[str, tuple[str, str | pa.Table]] = {}
         for i, spec in enumerate(plan.sources):
             if spec.table not in raws:
                 raws[spec.table] = self._register_raw(len(raws), spec.table, sources[spec.table])
-            raw, is_path = raws[spec.table]
-            self._sources[spec.name] = self._register_source(i, spec, raw, is_path)
+            raw, data = raws[spec.table]
+            self._sources[spec.name] = self._register_source(i, spec, raw, data)
 
     # -- setup ------------------------------------------------------------------------------
 
-    def _register_raw(self, i: int, table: str, source: str | pa.Table) -> tuple[str, bool]:
+    def _register_raw(
+        self, i: int, table: str, source: str | pa.Table
+    ) -> tuple[str, str | pa.Table]:
         name = f"_raw_{i}"
         if isinstance(source, pa.Table):
             self._con.register(name, source)
-            return name, False
+            return name, source
         path = Path(source)
         pattern = str(path / "**" / "*.parquet") if path.is_dir() else str(source)
         literal = pattern.replace("'", "''")
@@ -200,9 +214,9 @@ class OfflineExecutor:
             raise StorageError(
                 f"cannot read the offline store for table {table!r}: {exc}", where=pattern
             ) from exc
-        return name, True
+        return name, pattern
 
-    def _register_source(self, i: int, spec: SourceSpec, raw: str, is_path: bool) -> _Source:
+    def _register_source(self, i: int, spec: SourceSpec, raw: str, data: str | pa.Table) -> _Source:
         described = self._con.execute(f"DESCRIBE SELECT * FROM {raw}").fetchall()
         types = {str(row[0]): str(row[1]).upper() for row in described}
         for column in (spec.key, spec.event_ts, spec.ingested_at):
@@ -224,7 +238,8 @@ class OfflineExecutor:
             f" {ets} AS _dl_ets, {ing} AS _dl_ing, greatest({ets}, {ing}) AS _dl_avail"
             f" FROM {raw}"
         )
-        return _Source(spec, view, is_path and types.get("date") == "DATE")
+        is_path = isinstance(data, str)
+        return _Source(spec, view, is_path and types.get("date") == "DATE", data)
 
     def close(self) -> None:
         """Release the DuckDB connection and its spill directory."""
@@ -246,11 +261,44 @@ class OfflineExecutor:
         return self._con.sql(sql).to_arrow_table()
 
     def _scalar(self, sql: str) -> Any:
-        row = self._con.execute(sql).fetchone()
-        return None if row is None else row[0]
+        rows = self._con.execute(sql).fetchall()  # all: leaves no open result behind
+        return rows[0][0] if rows else None
 
     def _name(self) -> str:
         return f"_q{next(self._seq)}"
+
+    def _order_of(self, source: _Source) -> _Order | None:
+        """The source's disordered entities, from one scan in storage order (cached).
+
+        None when the scan cannot decide (a type or null it does not read exactly as the SQL
+        view does); the caller then checks ordering in SQL.
+        """
+        if not source.scanned:
+            source.scanned = True
+            spec = source.spec
+            columns = (spec.key, spec.event_ts, spec.ingested_at)
+            if isinstance(source.data, pa.Table):
+                found = _scan_order([(source.data, columns)], _table_batches, 1)
+            else:
+                literal = source.data.replace("'", "''")
+                files = self._con.execute(f"SELECT file FROM glob('{literal}')").fetchall()
+                units = [(g, columns) for f in files for g in _row_groups(str(f[0]))]
+                found = _scan_order(units, _file_batches, self._threads)
+            if found is not None:
+                source.order = found
+                source.n_keys = found.n_keys
+                if len(found.bad):
+                    name = f"_bad_{source.view}"
+                    self._con.register(name, pa.table({"k": found.bad}))
+                    found.table = name
+        return source.order
+
+    def _entity_count(self, source: _Source) -> int:
+        """Distinct entities of a source (from the order scan when it ran, else by SQL)."""
+        if source.n_keys is None:
+            count = self._scalar(f"SELECT count(DISTINCT _dl_k) FROM {source.view}")
+            source.n_keys = int(count or 0)
+        return source.n_keys
 
     # -- public API -------------------------------------------------------------------------
 
@@ -348,30 +396,15 @@ class OfflineExecutor:
         if len(keys) == 0:
             return schema.empty_table()
         q = self._name()
-        spine = pa.table({"k": keys, "t": times})
-        self._con.register(f"{q}_in", spine)
-        try:
-            self._exec(
-                f"CREATE TEMP TABLE {q}_pts AS SELECT (row_number() OVER (ORDER BY t, k)) - 1"
-                f" AS pid, k, t, n FROM (SELECT k, t, count(*) AS n FROM {q}_in GROUP BY k, t)"
-            )
-            n_pts = int(self._scalar(f"SELECT count(*) FROM {q}_pts"))
-            results = []
-            for lo in range(0, n_pts, CHUNK_POINTS):
-                hi = min(n_pts, lo + CHUNK_POINTS) - 1
-                results.append(self._chunk(plan, q, lo, hi, labels=labels, batch=batch))
-            table = pa.concat_tables(results) if len(results) > 1 else results[0]
-            # pids are dense and in (t, key) order: one take sorts the rows and repeats the
-            # duplicated spine points
-            order = np.empty(n_pts, dtype=np.int64)
-            order[table.column("pid").to_numpy()] = np.arange(n_pts)
-            if n_pts != len(keys):
-                counts = self._arrow(f"SELECT n FROM {q}_pts ORDER BY pid").column(0)
-                order = np.repeat(order, counts.to_numpy())
-            table = table.take(pa.array(order))
-        finally:
-            self._con.unregister(f"{q}_in")
-            self._exec(f"DROP TABLE IF EXISTS {q}_pts")
+        points, counts = _points(keys, times)
+        n_pts = points.num_rows
+        results = []
+        for lo in range(0, n_pts, CHUNK_POINTS):
+            part = points.slice(lo, CHUNK_POINTS)
+            results.append(self._chunk(plan, f"{q}_c{lo}", part, labels=labels, batch=batch))
+        table = pa.concat_tables(results) if len(results) > 1 else results[0]
+        if n_pts != len(keys):  # repeat the duplicated spine points
+            table = table.take(pa.array(np.repeat(np.arange(n_pts), counts)))
         return self._finish(table, schema)
 
     def _finish(self, table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -386,21 +419,17 @@ class OfflineExecutor:
         return pa.Table.from_arrays(columns, schema=schema)
 
     def _chunk(
-        self, plan: Plan, q: str, lo: int, hi: int, *, labels: bool, batch: bool
+        self, plan: Plan, c: str, points: pa.Table, *, labels: bool, batch: bool
     ) -> pa.Table:
-        c = f"{q}_c{lo}"
+        """Features of one chunk of ``points`` (pid, k, t; sorted by t)."""
         pts = f"{c}_pts"
         keys = f"{c}_keys"
-        self._exec(
-            f"CREATE TEMP TABLE {pts} AS SELECT pid, k, t FROM {q}_pts"
-            f" WHERE pid BETWEEN {lo} AND {hi}"
-        )
-        self._exec(f"CREATE TEMP TABLE {keys} AS SELECT DISTINCT k FROM {pts}")
-        bounds = self._con.execute(f"SELECT min(t), max(t) FROM {pts}").fetchone()
-        assert bounds is not None
-        min_t, max_t = int(bounds[0]), int(bounds[1])
+        self._con.register(pts, points)
+        times = points.column("t")
+        min_t, max_t = int(times[0].as_py()), int(times[-1].as_py())
         scope = _Scope(self, plan, c, pts, keys, min_t, max_t)
         try:
+            self._exec(f"CREATE TEMP TABLE {keys} AS SELECT DISTINCT k FROM {pts}")
             joins: list[tuple[str, str]] = []  # (alias, table)
             exprs: dict[str, str] = {}
             as_ofs: list[str] = []
@@ -420,7 +449,7 @@ class OfflineExecutor:
             label_cols: list[str] = []
             if labels and plan.labels:
                 label_cols = scope.labels(joins)
-            select = ["p.pid", "p.k AS k", "p.t AS t"]
+            select = ["p.pid"]
             if label_cols:
                 horizon = max(label.horizon_us for label in plan.labels)
                 select.append(f"p.t + {horizon} AS label_available_at")
@@ -431,7 +460,8 @@ class OfflineExecutor:
             for name in plan.feature_names:
                 if name not in derived_names:
                     select.append(f"{_double(exprs[name])} AS {quote(name)}")
-            sql = f"SELECT {', '.join(select)} FROM {pts} p" + "".join(
+            base = f"({scope.base})" if scope.base else pts
+            sql = f"SELECT {', '.join(select)} FROM {base} p" + "".join(
                 f" LEFT JOIN {table} {alias} ON {alias}.pid = p.pid" for alias, table in joins
             )
             blocked = _batch_dependent(plan) if not batch else set()
@@ -441,10 +471,14 @@ class OfflineExecutor:
             table = self._arrow(sql)
         finally:
             scope.drop()
-        table = table.rename_columns(
-            [plan.key if n == "k" else "as_of" if n == "t" else n for n in table.column_names]
+        # back in pid order; key and time come from the points themselves (already in order)
+        order = np.empty(points.num_rows, dtype=np.int64)
+        order[table.column("pid").to_numpy() - int(points.column("pid")[0].as_py())] = np.arange(
+            points.num_rows
         )
-        return table
+        table = table.take(pa.array(order))
+        table = table.add_column(0, plan.key, points.column("k"))
+        return table.add_column(1, "as_of", points.column("t"))
 
     # -- batch features ---------------------------------------------------------------------
 
@@ -532,6 +566,194 @@ class OfflineExecutor:
                 }
             )
         return out
+
+
+# -- ordering from storage order -------------------------------------------------------------
+#
+# The fast path of "newest known at t" needs, per entity, that ordering its events by
+# (event_ts, ingested_at) makes avail strictly increasing (equivalently: ordered by avail, event
+# time never goes back and no two events share an avail). Checking that in SQL costs a second
+# sort of every event. The offline store writes each file sorted by (key, event_ts,
+# ingested_at), so one pass in storage order decides it: within a run of rows of one entity,
+# each row must be strictly after the previous one in (event_ts, ingested_at) and in avail; runs
+# of the same entity (other files, row groups, or scattered rows) must follow one another in
+# both. Whatever breaks this — a real inversion or merely rows not stored in order — sends the
+# entity to the exact general path, so the scan can only cost speed, never change a result.
+
+_ORDER_BATCH = 1 << 20
+
+
+class _Order:
+    """What the storage-order scan found: the entities needing the general path."""
+
+    def __init__(self, bad: pa.Array, n_keys: int) -> None:
+        self.bad = bad  # distinct keys (strings) of disordered entities
+        self.n_keys = n_keys  # distinct keys of the source
+        self.table: str | None = None  # DuckDB name of ``bad`` (set when not empty)
+
+
+_Cols = tuple[str, str, str]
+_Runs = tuple[pa.Array, list[np.ndarray], pa.Array]
+
+
+def _micros(column: pa.Array) -> np.ndarray | None:
+    """A time column as int64 µs exactly as the SQL view reads it; None if not sure."""
+    kind = column.type
+    if column.null_count:
+        return None
+    try:
+        if pa.types.is_timestamp(kind) and kind.unit != "ns":
+            return np.asarray(column.cast(pa.timestamp("us", tz=kind.tz)).cast(pa.int64()))
+        if pa.types.is_integer(kind):
+            return np.asarray(column.cast(pa.int64()))
+    except pa.ArrowInvalid:
+        return None
+    return None
+
+
+def _is_key_type(kind: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_string_view(kind)
+        or pa.types.is_integer(kind)
+    )
+
+
+def _scan_batch(key: pa.Array, ets_col: pa.Array, ing_col: pa.Array) -> _Runs | None:
+    """Runs of one batch in storage order: (run keys, [first/last ets, ing, avail], bad keys)."""
+    if key.null_count:
+        return None
+    if not pa.types.is_dictionary(key.type):
+        if not _is_key_type(key.type):
+            return None
+        key = pc.dictionary_encode(key)
+    values = key.dictionary
+    if values.null_count or not _is_key_type(values.type):
+        return None
+    values = values.cast(pa.string())
+    codes = np.asarray(key.indices)
+    ets, ing = _micros(ets_col), _micros(ing_col)
+    if ets is None or ing is None:
+        return None
+    avail = np.maximum(ets, ing)
+    same = codes[1:] == codes[:-1]
+    # with event time not going back, a strictly greater avail also means a strictly greater
+    # (event_ts, ingested_at): same event time and avail > event time force a later ingestion
+    broken = same & ~((ets[1:] >= ets[:-1]) & (avail[1:] > avail[:-1]))
+    bad = values.take(pa.array(np.unique(codes[1:][broken])))
+    starts = np.flatnonzero(np.concatenate(([True], ~same)))
+    ends = np.append(starts[1:], len(codes)) - 1
+    bounds = [ets[starts], ing[starts], avail[starts], ets[ends], ing[ends], avail[ends]]
+    return values.take(pa.array(codes[starts])), bounds, bad
+
+
+def _table_batches(table: pa.Table, cols: _Cols) -> Iterable[Sequence[pa.Array]]:
+    if any(c not in table.column_names for c in cols):
+        yield []
+        return
+    for batch in table.select(list(cols)).to_batches(max_chunksize=_ORDER_BATCH):
+        yield batch.columns
+
+
+def _row_groups(path: str) -> list[tuple[str, int]]:
+    """One scan unit per row group of a Parquet file."""
+    return [(path, group) for group in range(pq.read_metadata(path).num_row_groups)]
+
+
+def _file_batches(unit: tuple[str, int], cols: _Cols) -> Iterable[Sequence[pa.Array]]:
+    path, group = unit
+    schema = pq.read_schema(path)
+    if any(c not in schema.names for c in cols):
+        yield []
+        return
+    # read keys as dictionary codes: comparing neighbours is then an integer comparison
+    key_type = schema.field(cols[0]).type
+    dictionary = [cols[0]] if pa.types.is_string(key_type) else None
+    reader = pq.ParquetFile(path, read_dictionary=dictionary)
+    part = reader.read_row_group(group, columns=list(cols)).combine_chunks()
+    for batch in part.to_batches(max_chunksize=_ORDER_BATCH):
+        yield batch.columns
+
+
+def _scan_unit(
+    unit: tuple[Any, _Cols], batches: Callable[[Any, _Cols], Iterable[Sequence[pa.Array]]]
+) -> list[_Runs] | None:
+    out = []
+    for columns in batches(*unit):
+        runs = _scan_batch(*columns) if len(columns) == 3 else None
+        if runs is None:
+            return None
+        out.append(runs)
+    return out
+
+
+def _scan_order(
+    units: Sequence[tuple[Any, _Cols]],
+    batches: Callable[[Any, _Cols], Iterable[Sequence[pa.Array]]],
+    threads: int,
+) -> _Order | None:
+    """Scan every unit (file or table) in storage order; None if any part is undecidable."""
+    if threads > 1 and len(units) > 1:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            scanned = list(pool.map(lambda u: _scan_unit(u, batches), units))
+    else:
+        scanned = [_scan_unit(u, batches) for u in units]
+    parts = [runs for found in scanned if found is not None for runs in found]
+    if any(found is None for found in scanned):
+        return None
+    if not parts:
+        return _Order(pa.array([], pa.string()), 0)
+    bad = [p[2] for p in parts]
+    table = pa.table(
+        {
+            "k": pa.concat_arrays([p[0] for p in parts]),
+            **{
+                name: np.concatenate([p[1][i] for p in parts])
+                for i, name in enumerate(("fe", "fi", "fa", "le", "li", "la"))
+            },
+        }
+    )
+    table = table.sort_by([("k", "ascending"), ("fe", "ascending"), ("fi", "ascending")])
+    keys = table.column("k").combine_chunks()
+    b = {name: np.asarray(table.column(name)) for name in table.column_names[1:]}
+    same = np.asarray(pc.equal(keys[1:], keys[:-1]))
+    broken = same & ~((b["fe"][1:] >= b["le"][:-1]) & (b["fa"][1:] > b["la"][:-1]))
+    bad.append(keys[1:].filter(pa.array(broken)))
+    found = pc.unique(pa.concat_arrays(bad))
+    return _Order(found, 1 + int(np.count_nonzero(~same)) if len(keys) else 0)
+
+
+def _points(keys: pa.Array, times: pa.Array) -> tuple[pa.Table, np.ndarray]:
+    """The distinct spine points sorted by (t, key) with dense ``pid``s, and each one's count.
+
+    Keys sort by their bytes (as DuckDB orders VARCHAR); ranking the few distinct keys once
+    leaves an integer sort of the points.
+    """
+    encoded = pc.dictionary_encode(keys)
+    distinct = encoded.dictionary
+    rank_of = np.empty(len(distinct), dtype=np.int64)
+    rank_of[np.asarray(pc.sort_indices(distinct))] = np.arange(len(distinct))
+    rank = rank_of[np.asarray(encoded.indices)]
+    t = np.asarray(times, dtype=np.int64)
+    span = int(t.max()) - int(t.min()) + 1
+    if span * max(1, len(distinct)) < 1 << 62:  # one int64 key: far faster than lexsort
+        order = np.argsort((t - t.min()) * len(distinct) + rank)
+    else:
+        order = np.lexsort((rank, t))
+    t_sorted, rank_sorted = t[order], rank[order]
+    new = np.ones(len(order), dtype=bool)
+    new[1:] = (t_sorted[1:] != t_sorted[:-1]) | (rank_sorted[1:] != rank_sorted[:-1])
+    starts = np.flatnonzero(new)
+    counts = np.diff(np.append(starts, len(order)))
+    points = pa.table(
+        {
+            "pid": pa.array(np.arange(len(starts), dtype=np.int64)),
+            "k": keys.take(pa.array(order[starts])),
+            "t": pa.array(t_sorted[starts]),
+        }
+    )
+    return points, counts
 
 
 def _subplan(plan: Plan, feature: str) -> Plan:
@@ -639,9 +861,22 @@ class _Scope:
         self.keys = keys
         self.min_t = min_t
         self.max_t = max_t
-        self.tables: list[str] = [pts, keys]
-        self.views: list[str] = []
+        self.tables: list[str] = [keys]
+        self.views: list[str] = [pts]  # registered Arrow tables
+        self.n_keys: int | None = None
+        self.base: str | None = None  # query of every point to start the final select from
         self._n = itertools.count()
+
+    def keys_for(self, source: _Source) -> str | None:
+        """The chunk's keys table, or None when it holds (nearly) every entity of ``source``.
+
+        Filtering events by key only pays when it drops many of them; otherwise the semi-join
+        costs more than the few extra events it would keep out of the joins.
+        """
+        if self.n_keys is None:
+            self.n_keys = int(self.ex._scalar(f"SELECT count(*) FROM {self.keys}"))
+        total = self.ex._entity_count(source)
+        return None if self.n_keys >= KEY_FILTER_SHARE * total else self.keys
 
     def table(self, sql: str) -> str:
         name = f"{self.prefix}_t{next(self._n)}"
@@ -663,21 +898,37 @@ class _Scope:
 
     # -- "the newest event known at t" -------------------------------------------------------
 
-    def newest(self, rel: str, cols: Sequence[str]) -> tuple[str, str]:
+    def newest(
+        self, rel: str, cols: Sequence[str], source: _Source, *, inline: bool = False
+    ) -> tuple[str, str]:
         """Table (pid, ets, cols…): per point, the newest event of ``rel`` with avail <= t.
 
-        ``rel`` yields k, ets, ing, avail and ``cols``; ties on (ets, ing) go to the greater
-        value of each column (nulls lowest), as rule 2 says. Also returns the table of entities
-        that took the general path ("" if none).
+        ``rel`` yields k, ets, ing, avail and ``cols`` for a subset of ``source``'s events; ties
+        on (ets, ing) go to the greater value of each column (nulls lowest), as rule 2 says.
+        Also returns the table of entities that took the general path ("" if none). With
+        ``inline``, when every entity takes the fast path, the first item is instead a query
+        yielding every point (pid, k, t) with its newest event: the chunk's final select can
+        start from it rather than join a materialized copy.
         """
-        bad = self.table(
-            f"SELECT DISTINCT k FROM (SELECT k, ets, avail, lag(ets) OVER w AS pe,"
-            f" lag(avail) OVER w AS pa FROM ({rel}) WINDOW w AS (PARTITION BY k"
-            f" ORDER BY avail)) WHERE pe > ets OR pa = avail"
-        )
+        order = self.ex._order_of(source)
+        if order is not None:
+            # disordered in the whole source covers disordered in any subset of it
+            bad = order.table or ""
+            n_bad = len(order.bad)
+        else:
+            bad = self.table(
+                f"SELECT DISTINCT k FROM (SELECT k, ets, avail, lag(ets) OVER w AS pe,"
+                f" lag(avail) OVER w AS pa FROM ({rel}) WINDOW w AS (PARTITION BY k"
+                f" ORDER BY avail)) WHERE pe > ets OR pa = avail"
+            )
+            n_bad = int(self.ex._scalar(f"SELECT count(*) FROM {bad}"))
         picked = "".join(f", e.{c}" for c in cols)
-        n_bad = int(self.ex._scalar(f"SELECT count(*) FROM {bad}"))
         if n_bad == 0:
+            if inline:
+                return (
+                    f"SELECT p.pid, p.k, p.t, e.ets{picked} FROM {self.pts} p"
+                    f" ASOF LEFT JOIN ({rel}) e ON p.k = e.k AND e.avail <= p.t"
+                ), ""
             fast = self.table(
                 f"SELECT p.pid, e.ets{picked} FROM {self.pts} p ASOF LEFT JOIN ({rel}) e"
                 " ON p.k = e.k AND e.avail <= p.t"
@@ -732,10 +983,15 @@ class _Scope:
             if agg.op == "count_if":
                 assert agg.predicate is not None
                 pred(agg.predicate)
-        cols = [f"{_double(quote(c))} AS {a}" for c, a in values.items()]
+        # a group of `last`s only picks values, never computes with them: they stay in their
+        # stored type through the join (narrower rows to sort) and become DOUBLE at the end
+        only_last = all(a.op in ("last", "time_since") for a in group.aggs)
+        cols = [f"{quote(c) if only_last else _double(quote(c))} AS {a}" for c, a in values.items()]
         cols += [f"coalesce(CAST({s} AS BOOLEAN), false) AS {a}" for s, a in preds.items()]
         lo = self.min_t - group.horizon_us
-        recent = source.events(cols, keys=self.keys, lo_ets=lo, hi_avail=self.max_t)
+        self.ex._order_of(source)  # first: its scan also counts the entities for keys_for
+        keys = self.keys_for(source)
+        recent = source.events(cols, keys=keys, lo_ets=lo, hi_avail=self.max_t)
         rel = recent
         if any(a.op == "delta" for a in group.aggs):
             # the newest events before `lo`: a delta may reach back to them (rule 4). Look a
@@ -749,7 +1005,7 @@ class _Scope:
             before = f"_dl_ets < {lo}"
             near = source.events(
                 cols,
-                keys=self.keys,
+                keys=keys,
                 lo_ets=lo - DELTA_LOOKBACK_US,
                 hi_avail=self.max_t,
                 where=before,
@@ -768,9 +1024,16 @@ class _Scope:
         last_cols = sorted(
             {values[a.column] for a in group.aggs if a.op in ("last", "delta") and a.column}
         )
-        newest, bad = self.newest(rel, last_cols)
-        n = f"g{gi}"
-        joins.append((n, newest))
+        # the first group's newest events can be the base of the final select (no join) when
+        # nothing else needs them as a table (delta joins them)
+        inline = self.base is None and not any(a.op == "delta" for a in group.aggs)
+        newest, bad = self.newest(rel, last_cols, source, inline=inline)
+        if inline and not bad:
+            self.base = newest
+            n = "p"
+        else:
+            n = f"g{gi}"
+            joins.append((n, newest))
         live = f"({n}.ets IS NOT NULL AND p.t - {n}.ets <= {group.ttl_us})"
 
         def alive(sql: str) -> str:
@@ -797,9 +1060,9 @@ class _Scope:
                 assert agg.predicate is not None
                 s = f"s{gi}_{j}"
                 hits = source.events(
-                    keys=self.keys, hi_avail=self.max_t, where=f"({agg.predicate.to_sql()})"
+                    keys=keys, hi_avail=self.max_t, where=f"({agg.predicate.to_sql()})"
                 )
-                joins.append((s, self.newest(hits, [])[0]))
+                joins.append((s, self.newest(hits, [], source)[0]))
                 exprs[agg.name] = alive(f"(p.t - {s}.ets) / {float(agg.unit_us)!r}")
         return alive(f"{n}.ets")
 
@@ -882,8 +1145,8 @@ class _Scope:
         assert spec is not None
         source = self.ex._sources[spec.source]
         cols = [f"{_double(quote(c))} AS v{i}" for i, c in enumerate(spec.columns)]
-        rel = source.events(cols, keys=self.keys, hi_avail=self.max_t)
-        table, _ = self.newest(rel, [f"v{i}" for i in range(len(spec.columns))])
+        rel = source.events(cols, keys=self.keys_for(source), hi_avail=self.max_t)
+        table, _ = self.newest(rel, [f"v{i}" for i in range(len(spec.columns))], source)
         joins.append(("st", table))
         for i, name in enumerate(spec.names):
             exprs[name] = f"st.v{i}"
@@ -979,7 +1242,7 @@ class _Scope:
             if label.op == "future_any":
                 assert label.predicate is not None
                 hits = source.events(
-                    keys=self.keys,
+                    keys=self.keys_for(source),
                     lo_ets=self.min_t + 1,
                     hi_ets=self.max_t + h,
                     where=f"({label.predicate.to_sql()})",
@@ -994,7 +1257,7 @@ class _Scope:
                 assert label.column is not None
                 rows = source.events(
                     [f"{_double(quote(label.column))} AS c"],
-                    keys=self.keys,
+                    keys=self.keys_for(source),
                     lo_ets=self.min_t + 1,
                     hi_ets=self.max_t + h,
                 )
