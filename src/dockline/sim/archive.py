@@ -113,7 +113,9 @@ def write_archive(
     """
     if days <= 0:
         raise ConfigError(f"days must be > 0; got {days}")
-    config = dataclasses.replace(config, faults=FaultConfig())  # archives carry no faults
+    # Archives carry no faults, but keep the id scheme, so an archive and a live feed of the
+    # same city name their stations alike.
+    config = dataclasses.replace(config, faults=FaultConfig(numeric_ids=config.faults.numeric_ids))
     out = Path(out_dir)
     try:
         (out / "station_status").mkdir(parents=True, exist_ok=True)
