@@ -188,7 +188,10 @@ def apply_calibration(calibration: Calibration, scores: npt.ArrayLike) -> npt.ND
     eps = 1e-12
     clipped = np.clip(s, eps, 1.0 - eps)
     logit = np.log(clipped) - np.log1p(-clipped)
-    out: npt.NDArray[np.float64] = 1.0 / (1.0 + np.exp(-(calibration.a * logit + calibration.b)))
+    with np.errstate(over="ignore"):  # exp overflows to inf for scores near 0 or 1: p → 0
+        out: npt.NDArray[np.float64] = 1.0 / (
+            1.0 + np.exp(-(calibration.a * logit + calibration.b))
+        )
     return out
 
 
