@@ -1,0 +1,115 @@
+"""The promotion gate: may a candidate become champion?
+
+It must beat every baseline and the current champion on the test window's primary metric by at
+least ``TrainConfig.gate_margin``, and its expected calibration error must be within
+``TrainConfig.max_ece``. The verdict lists each failed condition in words and is stored with the
+registered version, so a refused promotion explains itself.
+
+>>> from dockline.core.config import TrainConfig
+>>> v = evaluate_gate("pr_auc", True, 0.42, {"persistence": 0.30}, None, 0.02, TrainConfig())
+>>> v.passed, v.reasons
+(True, [])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from dockline.core.config import TrainConfig
+from dockline.core.contracts import GateVerdict
+from dockline.core.errors import ValidationError
+
+__all__ = ["HIGHER_IS_BETTER", "evaluate_gate"]
+
+HIGHER_IS_BETTER: dict[str, bool] = {
+    "pr_auc": True,
+    "roc_auc": True,
+    "brier": False,
+    "log_loss": False,
+}
+"""Direction of each primary metric ``TrainConfig`` allows."""
+
+_SLACK = 1e-12
+"""Float slack on the margin: 0.3 − 0.2 is 0.0999…, and must count as beating by 0.1."""
+
+
+def _finite(label: str, value: float) -> None:
+    if not math.isfinite(value):
+        raise ValidationError(
+            f"{label} must be a finite number; got {value}", reason="bad_value", where="gate"
+        )
+
+
+def _improvement(candidate: float, other: float, higher_is_better: bool) -> float:
+    return candidate - other if higher_is_better else other - candidate
+
+
+def _beats(improvement: float, margin: float) -> bool:
+    # A tie never beats, even with a zero margin: the candidate must be strictly better.
+    return improvement > 0 and improvement >= margin - _SLACK
+
+
+def evaluate_gate(
+    primary_metric: str,
+    higher_is_better: bool,
+    candidate_value: float,
+    baselines: Mapping[str, float],
+    champion: tuple[int, float] | None,
+    ece: float,
+    config: TrainConfig,
+) -> GateVerdict:
+    """The gate's verdict on a candidate (pure: no I/O).
+
+    Passes only if, on ``primary_metric``, the candidate is strictly better than every baseline
+    and the champion (``(version, value)``, None when there is none) by at least
+    ``config.gate_margin``, and ``ece <= config.max_ece``. No baselines at all fails: a gate
+    that compared nothing proves nothing. Non-finite inputs are refused
+    (:class:`~dockline.core.errors.ValidationError`): a metric that could not be computed must
+    be fixed, not silently passed or failed.
+    """
+    margin = config.gate_margin
+    _finite(f"candidate {primary_metric}", candidate_value)
+    _finite("ECE", ece)
+    for name, value in baselines.items():
+        _finite(f"baseline {name} {primary_metric}", value)
+    if champion is not None:
+        _finite(f"champion v{champion[0]} {primary_metric}", champion[1])
+
+    direction = "higher" if higher_is_better else "lower"
+    need = (
+        f"by at least {margin:.4g} ({direction} is better)"
+        if margin
+        else f"({direction} is better)"
+    )
+    reasons: list[str] = []
+    if not baselines:
+        reasons.append("no baseline was evaluated; the gate needs at least one to compare")
+    for name, value in sorted(baselines.items()):
+        if not _beats(_improvement(candidate_value, value, higher_is_better), margin):
+            reasons.append(
+                f"{primary_metric} {candidate_value:.4g} does not beat baseline {name}"
+                f" {value:.4g} {need}"
+            )
+    if champion is not None:
+        version, value = champion
+        if not _beats(_improvement(candidate_value, value, higher_is_better), margin):
+            reasons.append(
+                f"{primary_metric} {candidate_value:.4g} does not beat champion v{version}"
+                f" {value:.4g} {need}"
+            )
+    if ece > config.max_ece:
+        reasons.append(f"calibration error (ECE) {ece:.4g} exceeds the bound {config.max_ece:.4g}")
+    return GateVerdict(
+        passed=not reasons,
+        primary_metric=primary_metric,
+        higher_is_better=higher_is_better,
+        value=candidate_value,
+        margin=margin,
+        baselines=dict(baselines),
+        champion_version=None if champion is None else champion[0],
+        champion_value=None if champion is None else champion[1],
+        ece=ece,
+        max_ece=config.max_ece,
+        reasons=reasons,
+    )

@@ -1,0 +1,247 @@
+"""The evaluation report of one candidate: ``metrics.json`` and a self-contained ``report.html``.
+
+Plots are drawn with Matplotlib's object API on the Agg canvas (no global pyplot state) and
+embedded as base64 PNGs without metadata, so the same evaluation gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from dockline.train.evaluate import Reliability, json_safe
+
+__all__ = ["METRICS_FILE", "REPORT_FILE", "ReportData", "write_report"]
+
+METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.html"
+
+
+@dataclass(frozen=True, slots=True)
+class ReportData:
+    """Everything one candidate's report shows."""
+
+    candidate: str
+    kind: str
+    """``trained`` or ``baseline``."""
+    label: str
+    primary_metric: str
+    params: dict[str, Any]
+    test: dict[str, float]
+    validation: dict[str, float]
+    calibration: dict[str, Any]
+    threshold: dict[str, Any]
+    threshold_curve: dict[str, list[float]]
+    lift: dict[str, float]
+    slices: dict[str, dict[str, dict[str, float]]]
+    reliability: Reliability
+    pr: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]
+    """Test-split (precision, recall), thresholds descending."""
+    importance: dict[str, float] = field(default_factory=dict)
+    splits: dict[str, dict[str, str | int]] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        """The content of ``metrics.json``."""
+        r = self.reliability
+        out: dict[str, Any] = json_safe(
+            {
+                "candidate": self.candidate,
+                "kind": self.kind,
+                "label": self.label,
+                "primary_metric": self.primary_metric,
+                "params": self.params,
+                "test": self.test,
+                "validation": self.validation,
+                "calibration": self.calibration,
+                "threshold": self.threshold,
+                "threshold_curve": self.threshold_curve,
+                "lift": self.lift,
+                "slices": self.slices,
+                "reliability": {
+                    "edges": r.edges,
+                    "mean_predicted": r.mean_predicted,
+                    "observed": r.observed,
+                    "counts": r.counts,
+                },
+                "feature_importance": self.importance,
+                "splits": self.splits,
+                **self.extra,
+            }
+        )
+        return out
+
+
+def _png(fig: Any) -> str:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, metadata={"Software": None})
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _figure(width: float = 5.0, height: float = 3.6) -> Any:
+    from matplotlib.figure import Figure
+
+    # Fixed margins: a layout engine costs more than the drawing itself.
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(left=0.16, right=0.97, bottom=0.15, top=0.9)
+    return fig
+
+
+def _reliability_plot(r: Reliability) -> str:
+    fig = _figure()
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfect")
+    used = r.counts > 0
+    ax.plot(r.mean_predicted[used], r.observed[used], marker="o", label="model")
+    ax.set_xlabel("mean predicted probability")
+    ax.set_ylabel("observed rate")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title("Reliability (test split)")
+    ax.legend(loc="upper left")
+    return _png(fig)
+
+
+def _pr_plot(
+    precision: npt.NDArray[np.float64], recall: npt.NDArray[np.float64], point: tuple[float, float]
+) -> str:
+    fig = _figure()
+    ax = fig.add_subplot()
+    ax.step(np.r_[0.0, recall], np.r_[1.0, precision], where="post")
+    if all(math.isfinite(v) for v in point):
+        ax.plot([point[0]], [point[1]], marker="o", color="crimson", label="threshold")
+        ax.legend(loc="lower left")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_title("Precision-recall (test split)")
+    return _png(fig)
+
+
+def _threshold_plot(curve: Mapping[str, list[float]], chosen: float) -> str:
+    fig = _figure()
+    ax = fig.add_subplot()
+    t = curve.get("thresholds", [])
+    if "cost" in curve:
+        ax.plot(t, curve["cost"], label="expected cost")
+        ax.set_ylabel("expected cost")
+    else:
+        ax.plot(t, curve.get("precision", []), label="precision")
+        ax.plot(t, curve.get("recall", []), label="recall")
+        ax.set_ylabel("precision / recall")
+        ax.legend(loc="best")
+    ax.axvline(chosen, color="crimson", linestyle=":", linewidth=1)
+    ax.set_xlabel("threshold (calibrated probability)")
+    ax.set_title("Threshold choice (calibration split)")
+    return _png(fig)
+
+
+def _importance_plot(importance: Mapping[str, float], top: int = 20) -> str:
+    items = sorted(
+        ((k, v) for k, v in importance.items() if math.isfinite(v)), key=lambda kv: -kv[1]
+    )[:top]
+    fig = _figure(6.0, max(2.0, 0.28 * len(items) + 1))
+    fig.subplots_adjust(left=0.38)  # room for long feature names
+    ax = fig.add_subplot()
+    names = [k for k, _ in reversed(items)]
+    ax.barh(names, [v for _, v in reversed(items)])
+    ax.set_xlabel("drop of the primary metric when shuffled")
+    ax.set_title("Permutation importance (test sample)")
+    ax.tick_params(axis="y", labelsize=7)
+    return _png(fig)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "–" if not math.isfinite(value) else f"{value:.4g}"
+    return html.escape(str(value))
+
+
+def _table(rows: Mapping[str, Any], header: tuple[str, str] = ("metric", "value")) -> str:
+    body = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in rows.items())
+    return f"<table><tr><th>{header[0]}</th><th>{header[1]}</th></tr>{body}</table>"
+
+
+def _slice_table(slices: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
+    parts = []
+    for family, groups in slices.items():
+        rows = "".join(
+            f"<tr><td>{html.escape(g)}</td><td>{_fmt(m.get('pr_auc'))}</td>"
+            f"<td>{_fmt(m.get('brier'))}</td><td>{_fmt(m.get('base_rate'))}</td>"
+            f"<td>{int(m.get('support', 0))}</td></tr>"
+            for g, m in groups.items()
+        )
+        parts.append(
+            f"<h3>{html.escape(family)}</h3><table><tr><th>slice</th><th>PR-AUC</th>"
+            f"<th>Brier</th><th>base rate</th><th>support</th></tr>{rows}</table>"
+        )
+    return "".join(parts)
+
+
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+    "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px;"
+    "text-align:right}td:first-child,th:first-child{text-align:left}"
+    ".plots img{max-width:49%;vertical-align:top}"
+)
+
+
+def write_report(out_dir: Path, data: ReportData) -> Path:
+    """Write ``metrics.json`` and ``report.html`` into ``out_dir``; return ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    payload = data.as_json()
+    (out_dir / METRICS_FILE).write_text(
+        json.dumps(payload, sort_keys=True, indent=2, allow_nan=False) + "\n", encoding="utf-8"
+    )
+    precision, recall = data.pr
+    point = (float(data.test.get("recall", math.nan)), float(data.test.get("precision", math.nan)))
+    images = [
+        _reliability_plot(data.reliability),
+        _pr_plot(precision, recall, point),
+        _threshold_plot(data.threshold_curve, float(data.threshold.get("threshold", 0.5))),
+    ]
+    if data.importance:
+        images.append(_importance_plot(data.importance))
+    imgs = "".join(f'<img alt="plot" src="data:image/png;base64,{b}">' for b in images)
+    split_rows = {k: json.dumps(v, sort_keys=True) for k, v in data.splits.items()}
+    title = f"{data.candidate} — {data.label}"
+    doc = (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1>"
+        f"<p>{html.escape(data.kind)} candidate; primary metric "
+        f"<b>{html.escape(data.primary_metric)}</b>.</p>"
+        "<h2>Test split</h2>"
+        f"{_table(data.test)}"
+        "<h2>Lift over baselines (primary metric, &gt; 1 is better)</h2>"
+        f"{_table(data.lift, ('baseline', 'lift'))}"
+        "<h2>Validation split</h2>"
+        f"{_table(data.validation)}"
+        "<h2>Calibration and threshold</h2>"
+        f"{_table({k: v for k, v in data.calibration.items() if k not in ('x', 'y')})}"
+        f"{_table(data.threshold)}"
+        f"<div class='plots'>{imgs}</div>"
+        "<h2>Slices (test split)</h2>"
+        f"{_slice_table(data.slices)}"
+        "<h2>Parameters</h2>"
+        f"{_table(data.params, ('parameter', 'value'))}"
+        "<h2>Splits</h2>"
+        f"{_table(split_rows, ('split', 'range'))}"
+        "</body></html>\n"
+    )
+    (out_dir / REPORT_FILE).write_text(doc, encoding="utf-8")
+    return out_dir
