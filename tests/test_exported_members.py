@@ -16,6 +16,9 @@ PUBLIC = [
     "dockline.sim",
     "dockline.ingest",
     "dockline.store",
+    "dockline.core.bundle",
+    "dockline.train",
+    "dockline.serve",
 ]
 
 

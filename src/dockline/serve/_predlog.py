@@ -1,0 +1,176 @@
+"""The prediction log: every served (and shadow) prediction as append-only Parquet files.
+
+Requests append a tuple to a bounded in-memory queue (no I/O, no lock beyond the deque's);
+a daemon thread drains it every ``flush_interval`` or when ``flush_rows`` are waiting and writes
+one new file ``<root>/date=YYYY-MM-DD/part-<first_us>-<pid>-<seq>.parquet`` per flush. When the
+queue is full the row is dropped and counted, never waited for.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+
+from dockline.core.contracts import TS_TYPE
+from dockline.core.files import write_parquet
+from dockline.core.time import from_micros
+
+__all__ = ["PREDICTION_LOG_SCHEMA", "LogRow", "PredictionLog"]
+
+PREDICTION_LOG_SCHEMA = pa.schema(
+    [
+        pa.field("request_id", pa.string(), nullable=False),
+        pa.field("logged_at", TS_TYPE, nullable=False),
+        pa.field("endpoint", pa.string(), nullable=False),
+        pa.field("entity", pa.string(), nullable=False),
+        pa.field("role", pa.string(), nullable=False),  # champion | canary | shadow
+        pa.field("served", pa.bool_(), nullable=False),  # False: shadow, scored but not answered
+        pa.field("model_name", pa.string(), nullable=False),
+        pa.field("model_version", pa.int32(), nullable=False),
+        pa.field("bundle_id", pa.string(), nullable=False),
+        pa.field("probability", pa.float64()),
+        pa.field("label", pa.bool_()),
+        pa.field("status", pa.string(), nullable=False),  # ok | degraded
+        pa.field("reason", pa.string()),
+        pa.field("source", pa.string(), nullable=False),  # model | baseline
+        pa.field("as_of", TS_TYPE),
+        pa.field("feature_age_s", pa.float64()),
+        pa.field("latency_ms", pa.float64(), nullable=False),
+        pa.field("features", pa.list_(pa.float32())),  # model input, in manifest.features order
+    ]
+)
+"""Columns of the prediction log files."""
+
+LogRow = tuple[
+    str,  # request_id
+    int,  # logged_at (µs)
+    str,  # endpoint
+    str,  # entity
+    str,  # role
+    bool,  # served
+    str,  # model_name
+    int,  # model_version
+    str,  # bundle_id
+    float | None,  # probability
+    bool | None,  # label
+    str,  # status
+    str | None,  # reason
+    str,  # source
+    int | None,  # as_of (µs)
+    float | None,  # feature_age_s
+    float,  # latency_ms
+    list[float] | None,  # features
+]
+"""One prediction, in :data:`PREDICTION_LOG_SCHEMA` order (times as µs)."""
+
+_log = logging.getLogger(__name__)
+
+
+class PredictionLog:
+    """Bounded queue + background Parquet writer. ``root=None`` keeps nothing (counts only)."""
+
+    def __init__(
+        self,
+        root: Path | None,
+        *,
+        flush_rows: int,
+        flush_interval_s: float,
+        max_queue: int,
+        on_written: Callable[[int], None] | None = None,
+        on_dropped: Callable[[int], None] | None = None,
+    ) -> None:
+        self.root = root
+        self.flush_rows = flush_rows
+        self.flush_interval_s = flush_interval_s
+        self.max_queue = max_queue
+        self.dropped = 0
+        self.written = 0
+        self._queue: deque[LogRow] = deque()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._write_lock = threading.Lock()
+        self._seq = 0
+        self._on_written = on_written
+        self._on_dropped = on_dropped
+        self._thread: threading.Thread | None = None
+
+    def append(self, row: LogRow) -> bool:
+        """Queue one row; False (and counted) when the queue is full."""
+        queue = self._queue
+        if self.root is None:
+            return False
+        if len(queue) >= self.max_queue:
+            self.dropped += 1
+            if self._on_dropped is not None:
+                self._on_dropped(1)
+            return False
+        queue.append(row)
+        if len(queue) >= self.flush_rows:
+            self._wake.set()
+        return True
+
+    def flush(self) -> int:
+        """Write everything queued now (on the caller's thread); returns rows written."""
+        with self._write_lock:
+            queue = self._queue
+            rows: list[LogRow] = []
+            while queue:
+                try:
+                    rows.append(queue.popleft())
+                except IndexError:
+                    break
+            if not rows or self.root is None:
+                return 0
+            table = self._table(rows)
+            first = rows[0][1]
+            day = from_micros(first).strftime("%Y-%m-%d")
+            self._seq += 1
+            name = f"part-{first}-{os.getpid()}-{self._seq:06d}.parquet"
+            write_parquet(table, self.root / f"date={day}" / name)
+            self.written += len(rows)
+            if self._on_written is not None:
+                self._on_written(len(rows))
+            return len(rows)
+
+    @staticmethod
+    def _table(rows: list[LogRow]) -> pa.Table:
+        columns = list(zip(*rows, strict=True))
+        arrays = [
+            pa.array(column, type=f.type)
+            for column, f in zip(columns, PREDICTION_LOG_SCHEMA, strict=True)
+        ]
+        return pa.Table.from_arrays(arrays, schema=PREDICTION_LOG_SCHEMA)
+
+    def start(self) -> None:
+        """Flush on a daemon thread every ``flush_interval_s`` or at ``flush_rows`` rows."""
+        if self._thread is not None or self.root is None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._run, name="dockline-serve-predlog", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.flush_interval_s)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:  # a full disk must not kill the writer; retry next interval
+                _log.exception("writing the prediction log failed")
+
+    def close(self) -> None:
+        """Stop the thread and write what is left."""
+        self._stop.set()
+        self._wake.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout=30)
+        self.flush()

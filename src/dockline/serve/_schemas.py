@@ -1,0 +1,193 @@
+"""Request and response bodies (msgspec: decoding validates, encoding is the hot path's JSON).
+
+:func:`decode` turns msgspec's validation messages into a :class:`ServeError` with the field
+path (``entity``, ``features.x``, ``entities[3]``) and a reason (``missing_field``,
+``invalid_type``, ``unknown_field``, ``invalid_json``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal, TypeVar
+
+import msgspec
+
+from dockline.serve._errors import ServeError
+
+__all__ = [
+    "BatchItem",
+    "BatchRequest",
+    "BatchResponse",
+    "ErrorBody",
+    "ModelRef",
+    "PredictRequest",
+    "PredictResponse",
+    "RoutingRequest",
+    "RoutingState",
+    "decode",
+    "encode",
+    "openapi_components",
+]
+
+MAX_ENTITY_LENGTH = 256
+
+
+class PredictRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Score one entity's latest online vector; ``features`` override (or supply) values."""
+
+    entity: str
+    features: dict[str, float | None] | None = None
+
+
+class BatchRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Score several entities in one vectorized call."""
+
+    entities: list[str]
+
+
+class ModelRef(msgspec.Struct):
+    """Which model answered."""
+
+    name: str
+    version: int
+    bundle_id: str
+    role: str
+
+
+class PredictResponse(msgspec.Struct):
+    """One prediction. ``status`` is ``degraded`` (``reason``: ``stale_features``) when the
+    vector is older than the configured maximum; ``source`` says whether the model or the
+    bundle's baseline produced the probability."""
+
+    request_id: str
+    entity: str
+    probability: float
+    label: bool
+    threshold: float
+    status: str
+    reason: str | None
+    source: str
+    model: ModelRef
+    as_of: str | None
+    age_s: float | None
+    latency_ms: float
+
+
+class BatchItem(msgspec.Struct):
+    """One entity of a batch; on a per-entity error ``status`` is ``error`` with a ``reason``."""
+
+    entity: str
+    status: str
+    reason: str | None = None
+    probability: float | None = None
+    label: bool | None = None
+    source: str | None = None
+    model: ModelRef | None = None
+    as_of: str | None = None
+    age_s: float | None = None
+
+
+class BatchResponse(msgspec.Struct):
+    """The predictions of a batch, in request order."""
+
+    request_id: str
+    predictions: list[BatchItem]
+    latency_ms: float
+
+
+class ErrorBody(msgspec.Struct):
+    """Every error response: a stable machine-readable ``reason`` and the ``field`` at fault."""
+
+    reason: str
+    message: str
+    field: str | None = None
+    request_id: str | None = None
+
+
+class RoutingRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Change how requests are routed between champion and challenger."""
+
+    mode: Literal["champion", "shadow", "canary"]
+    canary_share: float | None = None
+
+
+class RoutingState(msgspec.Struct):
+    """The current routing."""
+
+    mode: str
+    canary_share: float
+
+
+encode = msgspec.json.Encoder().encode
+
+T = TypeVar("T")
+
+_decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+_AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_BACKTICK = re.compile(r"`(?P<name>[^`]+)`")
+
+
+def decode(body: bytes, kind: type[T]) -> T:
+    """Decode and validate ``body`` as ``kind``; a :class:`ServeError` (422) names the field."""
+    decoder = _decoders.get(kind)
+    if decoder is None:
+        decoder = _decoders[kind] = msgspec.json.Decoder(kind)
+    try:
+        result: T = decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        error = _validation_error(str(exc))
+        if error.where == "features[...]":  # msgspec does not name dict keys; find the key
+            error = _bad_feature(body) or error
+        raise error from None
+    except msgspec.DecodeError as exc:
+        raise ServeError(
+            f"the body must be a JSON object; {exc}", reason="invalid_json", where="body"
+        ) from None
+    return result
+
+
+def _validation_error(message: str) -> ServeError:
+    match = _AT.search(message)
+    path = match.group("path") if match else ""
+    text = message[: match.start()] if match else message
+    prefix = path.lstrip(".")
+    if "missing required field" in text:
+        name = _BACKTICK.search(text)
+        field = ".".join(p for p in (prefix, name.group("name") if name else "") if p)
+        return ServeError(f"{field} is required", reason="missing_field", where=field)
+    if "unknown field" in text:
+        name = _BACKTICK.search(text)
+        field = ".".join(p for p in (prefix, name.group("name") if name else "") if p)
+        return ServeError(f"{field} is not a known field", reason="unknown_field", where=field)
+    field = prefix or "body"
+    return ServeError(f"{field}: {text}", reason="invalid_type", where=field)
+
+
+def _bad_feature(body: bytes) -> ServeError | None:
+    features = msgspec.json.decode(body).get("features") or {}
+    for name, value in features.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            field = f"features.{name}"
+            return ServeError(
+                f"{field} must be a number or null; got {type(value).__name__}",
+                reason="invalid_type",
+                where=field,
+            )
+    return None
+
+
+def openapi_components() -> dict[str, Any]:
+    """JSON schemas of the bodies, for the OpenAPI document (``#/components/schemas/...``)."""
+    _, components = msgspec.json.schema_components(
+        [
+            PredictRequest,
+            PredictResponse,
+            BatchRequest,
+            BatchResponse,
+            ErrorBody,
+            RoutingRequest,
+            RoutingState,
+        ],
+        ref_template="#/components/schemas/{name}",
+    )
+    return components

@@ -1,0 +1,136 @@
+"""Test data for the serving tests: feature vectors, real bundles, the product's server thread."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import FastAPI
+from skl2onnx import to_onnx
+from sklearn.linear_model import LogisticRegression
+
+from dockline.core.bundle import (
+    Bundle,
+    BundleManifest,
+    Calibration,
+    DriftBaseline,
+    FeatureBaseline,
+    Lineage,
+    OnnxSpec,
+    ParityReport,
+    ThresholdChoice,
+    write_bundle,
+)
+from dockline.core.config import DataDir
+from dockline.core.contracts import GateVerdict
+from dockline.pipeline.serve import BackgroundServer
+from dockline.store import SqliteOnlineStore
+from dockline.train.registry import MlflowRegistry
+
+GROUP = "features"
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)  # a Wednesday
+MODEL_FEATURES = ["f0", "f1", "f2", "hour_of_day", "day_of_week"]
+# The store holds more columns than the model uses, in another order.
+STORE_COLUMNS = ["station_extra", "f2", "day_of_week", "f0", "hour_of_day", "f1", "features__as_of"]
+FRESH = [f"s{i:03d}" for i in range(60)]
+STALE = [f"old{i}" for i in range(5)]
+FRESH_AGE = timedelta(seconds=30)
+STALE_AGE = timedelta(hours=2)
+HOUR_OF_WEEK = [round(0.1 + 0.8 * h / 167, 6) for h in range(168)]
+
+
+def _verdict() -> GateVerdict:
+    return GateVerdict(
+        passed=True,
+        primary_metric="pr_auc",
+        higher_is_better=True,
+        value=0.5,
+        margin=0.0,
+        ece=0.01,
+        max_ece=0.05,
+    )
+
+
+def make_bundle(root: Path, seed: int, *, baseline: bool) -> Bundle:
+    """A logistic regression on synthetic data as a real bundle (ONNX, zipmap off)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(500, len(MODEL_FEATURES))).astype(np.float32)
+    w = rng.normal(size=len(MODEL_FEATURES))
+    y = (x @ w + rng.normal(scale=0.5, size=500)) > 0
+    model = LogisticRegression().fit(x, y)
+    onx = to_onnx(model, x[:1], options={id(model): {"zipmap": False}}, target_opset=17)
+    manifest = BundleManifest(
+        project="serve-tests",
+        model_name="m",
+        label="y",
+        candidate="logistic",
+        features=MODEL_FEATURES,
+        onnx=OnnxSpec(input_name="X", output_name="probabilities", opset=17),
+        calibration=Calibration(method="none"),
+        threshold=ThresholdChoice(
+            policy="target_precision", threshold=0.5, precision=0.6, recall=0.5
+        ),
+        parity=ParityReport(rows=500, max_abs_diff=1e-7, tolerance=1e-5, passed=True),
+        lineage=Lineage(
+            dataset_name="serve-test-set",
+            dataset_hash=f"{seed:064d}",
+            plan_hash="1" * 64,
+            config_hash="2" * 64,
+            code_version="0.1.0",
+            seed=seed,
+        ),
+        train_start=T0 - timedelta(days=30),
+        test_end=T0 - timedelta(days=1),
+    )
+    files = {"model.onnx": onx.SerializeToString()}
+    if baseline:
+        files["baseline.json"] = orjson.dumps({"global_rate": 0.25, "hour_of_week": HOUR_OF_WEEK})
+    drift = DriftBaseline(
+        features=[FeatureBaseline(name=n, count=500, null_fraction=0) for n in MODEL_FEATURES]
+    )
+    return write_bundle(root, manifest, files, drift)
+
+
+def vector(entity: str) -> dict[str, Any]:
+    """The deterministic feature values stored for ``entity``."""
+    rng = np.random.default_rng(sum(entity.encode()) * 7919 + len(entity))
+    f = rng.normal(size=3)
+    return {
+        "station_extra": "x",
+        "f0": float(f[0]),
+        "f1": None if entity.endswith("7") else float(f[1]),  # some nulls: served as NaN
+        "f2": float(f[2]),
+        "hour_of_day": 9,
+        "day_of_week": 2,
+        "features__as_of": T0,
+    }
+
+
+@dataclass
+class World:
+    """The shared state: data directory, online store, registry, bundles."""
+
+    data: DataDir
+    store: SqliteOnlineStore
+    registry: MlflowRegistry
+    bundles: list[Bundle]
+    staging: Path
+
+    def register(self, name: str, bundle: Bundle) -> int:
+        """Register ``bundle`` under ``name``; returns the version number."""
+        return self.registry.register(name, bundle.path, run_id=None, gate=_verdict()).version
+
+    def promote(self, name: str, version: int, alias: str = "champion") -> None:
+        """Point ``alias`` at ``version``."""
+        self.registry.set_alias(name, alias, version, actor="test", reason="test", action="promote")
+
+
+Server = BackgroundServer
+
+
+ServeFactory = Callable[..., tuple[Server, FastAPI]]

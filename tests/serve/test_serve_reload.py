@@ -1,0 +1,132 @@
+"""The bundle runtime over real HTTP: hot reload under load, admin auth, tampered bundles."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import httpx
+from serve_helpers import FRESH, ServeFactory, World
+
+AUTH = {"authorization": "Bearer secret"}
+
+
+def test_hot_reload_under_load_fails_no_request(world: World, serve: ServeFactory) -> None:
+    v1 = world.register("reload", world.bundles[0])
+    v2 = world.register("reload", world.bundles[1])
+    world.promote("reload", v1)
+    server, _ = serve(model="reload")
+    statuses: Counter[int] = Counter()
+    versions: list[int] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with httpx.Client(base_url=server.url) as client:
+            i = 0
+            while not stop.is_set():
+                r = client.post("/v1/predict", json={"entity": FRESH[i % 6]})
+                statuses[r.status_code] += 1
+                if r.status_code == 200:
+                    versions.append(r.json()["model"]["version"])
+                i += 1
+
+    threads = [threading.Thread(target=hammer) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.5)
+        world.promote("reload", v2)
+        r = httpx.post(f"{server.url}/v1/admin/reload", headers=AUTH, timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.json()["changed"] is True
+        assert r.json()["champion"]["version"] == v2
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert set(statuses) == {200}, statuses
+    assert versions[0] == v1 and versions[-1] == v2
+    switch = versions.index(v2)
+    assert all(v == v2 for v in versions[switch:])  # no flapping back after the swap
+    assert sum(statuses.values()) > 50
+
+    # Reloading again with no alias move changes nothing.
+    r = httpx.post(f"{server.url}/v1/admin/reload", headers=AUTH, timeout=30)
+    assert r.status_code == 200 and r.json()["changed"] is False
+
+
+def test_the_poller_follows_promotions_without_an_admin_call(
+    world: World, serve: ServeFactory
+) -> None:
+    v1 = world.register("polled", world.bundles[0])
+    v2 = world.register("polled", world.bundles[1])
+    world.promote("polled", v1)
+    server, _ = serve(model="polled", reload_poll="0.2s")
+
+    def version() -> int:
+        r = httpx.post(f"{server.url}/v1/predict", json={"entity": "s001"})
+        assert r.status_code == 200
+        return int(r.json()["model"]["version"])
+
+    assert version() == v1
+    world.promote("polled", v2)
+    deadline = time.monotonic() + 15
+    while version() != v2:
+        assert time.monotonic() < deadline, "the poller never picked up the promotion"
+        time.sleep(0.1)
+
+
+def test_admin_endpoints_need_the_bearer_token(serve: ServeFactory) -> None:
+    server, _ = serve()
+    no_token, _ = serve(token=None)
+    with httpx.Client(base_url=server.url) as client:
+        for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": "secret"}):
+            r = client.post("/v1/admin/reload", headers=headers)
+            assert r.status_code == 401 and r.json()["reason"] == "unauthorized"
+            r = client.post("/v1/admin/routing", headers=headers, json={"mode": "shadow"})
+            assert r.status_code == 401 and r.json()["reason"] == "unauthorized"
+            assert client.get("/v1/admin/routing", headers=headers).status_code == 401
+        # nothing changed
+        assert client.get("/v1/admin/routing", headers=AUTH).json()["mode"] == "champion"
+        r = client.post("/v1/admin/routing", headers=AUTH, json={"mode": "warp"})
+        assert r.status_code == 422 and r.json()["field"] == "mode"
+        r = client.post(
+            "/v1/admin/routing", headers=AUTH, json={"mode": "canary", "canary_share": 2}
+        )
+        assert r.status_code == 422 and r.json()["field"] == "canary_share"
+    # With no token configured the admin endpoints are closed to everyone.
+    r = httpx.post(f"{no_token.url}/v1/admin/reload", headers=AUTH)
+    assert r.status_code == 401
+
+
+def test_a_tampered_bundle_is_refused_and_the_old_model_keeps_serving(
+    world: World, serve: ServeFactory
+) -> None:
+    v1 = world.register("tamper", world.bundles[0])
+    v2 = world.register("tamper", world.bundles[1])
+    world.promote("tamper", v1)
+    server, _ = serve(model="tamper")
+    local = world.registry.get("tamper", v2)  # the verified local copy serving would load
+    model_file = world.data.bundles / local.bundle_id / "model.onnx"
+    original = model_file.read_bytes()
+    model_file.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    try:
+        world.promote("tamper", v2)
+        r = httpx.post(f"{server.url}/v1/admin/reload", headers=AUTH, timeout=30)
+        assert r.status_code == 409, r.text
+        assert r.json()["reason"] == "bundle_tampered" and r.json()["field"] == "champion"
+        p = httpx.post(f"{server.url}/v1/predict", json={"entity": "s001"})
+        assert p.status_code == 200 and p.json()["model"]["version"] == v1
+        metrics = httpx.get(f"{server.url}/metrics").text
+        assert 'dockline_serve_model_reloads_total{outcome="bundle_tampered",role="champion"}' in (
+            metrics
+        )
+        # A fresh process refuses to start serving it at all.
+        fresh, _ = serve(model="tamper")
+        r = httpx.post(f"{fresh.url}/v1/predict", json={"entity": "s001"})
+        assert r.status_code == 503 and r.json()["reason"] == "no_model"
+        assert httpx.get(f"{fresh.url}/ready").status_code == 503
+    finally:
+        model_file.write_bytes(original)

@@ -1,0 +1,146 @@
+"""Telemetry and routing over real HTTP: shadow and canary in the Parquet prediction log,
+serving metrics windows against the contract, Prometheus counters."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pyarrow.dataset as ds
+import pytest
+from serve_helpers import FRESH, STALE, T0, ServeFactory, World
+
+from dockline.core.config import DataDir
+from dockline.core.contracts import ServingMetricsWindow
+from dockline.core.time import FixedClock
+from dockline.serve import PREDICTION_LOG_SCHEMA, canary_bucket
+
+AUTH = {"authorization": "Bearer secret"}
+ENTITIES = [e for e in FRESH if not e.endswith("7")]  # no nulls: every one scores
+
+
+def _log(root: Path) -> list[dict[str, object]]:
+    files = sorted((root / "serving" / "predictions").rglob("*.parquet"))
+    assert files, "no prediction log files"
+    table = ds.dataset(files, format="parquet").to_table()
+    assert table.schema.equals(PREDICTION_LOG_SCHEMA)
+    rows: list[dict[str, object]] = table.to_pylist()
+    return rows
+
+
+def test_shadow_and_canary_are_logged_and_tagged(
+    world: World, serve: ServeFactory, tmp_path: Path
+) -> None:
+    world.promote("main", 2, alias="challenger")
+    data = DataDir(tmp_path / "routed")
+    server, _ = serve(data=data, prediction_flush_interval="0.1s")
+    with httpx.Client(base_url=server.url) as client:
+        r = client.post("/v1/admin/routing", headers=AUTH, json={"mode": "shadow"})
+        assert r.json() == {"mode": "shadow", "canary_share": 0.1}
+        shadow_ids = {
+            client.post("/v1/predict", json={"entity": e}).json()["request_id"]
+            for e in ENTITIES[:10]
+        }
+        batch = client.post("/v1/predict/batch", json={"entities": ENTITIES[:4]}).json()
+        assert {p["model"]["version"] for p in batch["predictions"]} == {1}
+
+        r = client.post(
+            "/v1/admin/routing", headers=AUTH, json={"mode": "canary", "canary_share": 0.5}
+        )
+        assert r.json() == {"mode": "canary", "canary_share": 0.5}
+        answered = {}
+        for e in ENTITIES:
+            body = client.post("/v1/predict", json={"entity": e}).json()
+            answered[e] = (body["model"]["version"], body["model"]["role"])
+        for e, (version, role) in answered.items():
+            expected = (2, "canary") if canary_bucket(e) < 5000 else (1, "champion")
+            assert (version, role) == expected, e
+        assert {v for v, _ in answered.values()} == {1, 2}  # both sides got traffic
+        # deterministic: the same entity always goes the same way
+        again = client.post("/v1/predict", json={"entity": ENTITIES[0]}).json()
+        assert again["model"]["version"] == answered[ENTITIES[0]][0]
+    server.stop()  # flushes the log
+
+    rows = _log(data.root)
+    shadow = [r for r in rows if r["role"] == "shadow"]
+    assert len(shadow) == 10 + 4
+    assert all(r["served"] is False and r["model_version"] == 2 for r in shadow)
+    assert {r["request_id"] for r in shadow} >= shadow_ids
+    for s in shadow:  # each shadow row sits beside the champion answer of the same request
+        (champion,) = [
+            r
+            for r in rows
+            if r["request_id"] == s["request_id"]
+            and r["entity"] == s["entity"]
+            and r["role"] == "champion"
+        ]
+        assert champion["served"] is True and champion["model_version"] == 1
+        assert champion["features"] == pytest.approx(s["features"])
+    canary = [r for r in rows if r["role"] == "canary"]
+    assert canary and all(r["model_version"] == 2 and r["served"] for r in canary)
+    assert {r["entity"] for r in canary} == {e for e, (v, _) in answered.items() if v == 2}
+    assert all(len(r["features"]) == 5 and r["latency_ms"] > 0 for r in rows)  # type: ignore[arg-type]
+    world.registry.set_alias(
+        "main", "challenger", None, actor="test", reason="cleanup", action="demote"
+    )
+
+
+def test_metrics_windows_follow_the_clock_and_match_the_contract(
+    world: World, serve: ServeFactory, tmp_path: Path
+) -> None:
+    clock = FixedClock(T0)
+    data = DataDir(tmp_path / "windows")
+    server, _ = serve(clock=clock, data=data, stale_policy="reject")
+    with httpx.Client(base_url=server.url) as client:
+        for e in ENTITIES[:5]:
+            assert client.post("/v1/predict", json={"entity": e}).status_code == 200
+        assert client.post("/v1/predict", json={"entity": "ghost"}).status_code == 404
+        assert client.post("/v1/predict", json={"entity": 1}).status_code == 422
+        assert client.post("/v1/predict", json={}).status_code == 422
+        assert client.post("/v1/predict", json={"entity": STALE[0]}).status_code == 503
+        assert client.post("/v1/predict", json={"entity": "s007"}).status_code == 500
+        r = client.post("/v1/predict/batch", json={"entities": ENTITIES[:3]})
+        assert r.status_code == 200
+        clock.advance(timedelta(seconds=61))
+        hour_dir = data.serving_metrics / "2024-05-01" / "12"
+        deadline = time.monotonic() + 10
+        while not list(hour_dir.glob("*.jsonl")):
+            assert time.monotonic() < deadline, "no metrics window was written"
+            time.sleep(0.1)
+        time.sleep(0.2)
+        lines = [line for f in hour_dir.glob("*.jsonl") for line in f.read_bytes().splitlines()]
+        windows = {w.endpoint_name: w for w in map(ServingMetricsWindow.model_validate_json, lines)}
+        single = windows["/v1/predict"]
+        assert single.window_start == T0 and single.window_end == T0 + timedelta(seconds=60)
+        assert single.request_count == 10
+        assert single.success_count == 5 and single.failure_count == 5
+        assert single.feature_lookup_error_count == 1
+        assert single.validation_error_count == 2 and single.input_schema_failure_count == 2
+        assert single.invalid_type_count == 1 and single.missing_required_field_count == 1
+        assert single.rejected_count == 1
+        assert single.prediction_count == 6 and single.prediction_non_finite_count == 1
+        assert single.model_name == "main" and single.model_version == "1"
+        assert single.bundle_id == world.bundles[0].bundle_id
+        assert single.input_dataset_name == "serve-test-set"
+        assert single.latency_p50_ms is not None and single.latency_p50_ms > 0
+        batch = windows["/v1/predict/batch"]
+        assert batch.request_count == 1 and batch.prediction_count == 3
+        # Exactly the contract's fields, nothing more.
+        assert set(ServingMetricsWindow.model_validate_json(lines[0]).model_dump()) == set(
+            ServingMetricsWindow.model_fields
+        )
+
+        metrics = client.get("/metrics").text
+        for needle in (
+            'dockline_serve_requests_total{endpoint="/v1/predict",outcome="ok"} 5.0',
+            'dockline_serve_requests_total{endpoint="/v1/predict",outcome="unknown_entity"} 1.0',
+            "dockline_serve_request_duration_seconds_bucket",
+            "dockline_serve_prediction_probability_bucket",
+            "dockline_serve_feature_age_seconds_count 8.0",
+            'dockline_serve_model_info{bundle_id="',
+            "dockline_serve_prediction_log_dropped_total 0.0",
+            "dockline_serve_metrics_windows_total",
+        ):
+            assert needle in metrics, needle
