@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -162,3 +163,72 @@ def test_online_matches_the_offline_executor_on_the_full_bikeshare_plan(
     assert report.overall_match_rate == 1.0, report.examples
     assert probe.column("fill_how_28d")[0].as_py() is not None  # the profile is exercised
     assert probe.column("neighbour_fill_k5")[0].as_py() is not None
+
+
+@pytest.mark.parametrize(("max_records", "sparse"), [(37, False), (37, True), (100_000, False)])
+def test_a_small_topic_read_whole_does_not_run_ahead_of_a_large_one(
+    log: SqliteEventLog, tmp_path: Path, max_records: int, sparse: bool
+) -> None:
+    """Regression: station information (a few rows, read to its end in the first round) was fed
+    before the status rows of later rounds, so a capacity changed at the end of the log was
+    "known" to every earlier point online, and earlier information was pruned by it. With
+    ``sparse``, most stations report rarely, so one partition of the status topic runs ahead
+    of the other in time: the frontier must follow the slowest partition, not the topic."""
+    plan = bikeshare_plan(batch=False)
+    # s000-s003 hash to partition 1, s004 and s005 to partition 0
+    status = feed_events(6, 120, seed=9)
+    if sparse:  # partition 0 reports a third as often: 37 of its rows reach further in time
+        status = [e for i, e in enumerate(status) if e["station_id"] < "s004" or i % 3 == 0]
+    changed = T0 + 50 * M
+    later = [
+        dict(row, event_ts=changed, ingested_at=changed, capacity=30) for row in info_events(6)
+    ]
+    infos = info_events(6) + later
+    log.append("station_information", info_table(infos), key="station_id")
+    log.append(STATUS, status_table(status), key="station_id")
+    offline = ReferenceOffline(plan, {STATUS: status, "station_information": infos})
+    report = measure_consistency(
+        plan, log, offline, start_us=None, end_us=None, sample=200, seed=3, max_records=max_records
+    )
+    assert report.overall_match_rate == 1.0, report.examples
+    # and the materializer commits nothing it holds back
+    store = SqliteOnlineStore(tmp_path / "online.sqlite")
+    try:
+        mat = Materializer(
+            plan, log, store, clock=FixedClock(from_micros(T0 + 200 * M)), max_records=max_records
+        )
+        mat.run_once()
+        assert log.committed("online-features", STATUS) == log.end_offsets(STATUS)
+        assert log.committed("online-features", "station_information") == log.end_offsets(
+            "station_information"
+        )
+        vector = store.read("s001", [FEATURES_GROUP])[FEATURES_GROUP]
+        assert vector is not None
+        assert dict(zip(plan.feature_names, vector.values, strict=True))["capacity__static"] == 30
+    finally:
+        store.close()
+
+
+def test_cursor_rounds_are_time_aligned_and_commit_only_what_was_handed_out(
+    log: SqliteEventLog,
+) -> None:
+    from dockline.features._online_replay import Cursor
+
+    status = feed_events(4, 120, seed=9)
+    infos = info_events(4) + info_events(4, at=T0 + 100 * M)
+    log.append("station_information", info_table(infos), key="station_id")
+    log.append(STATUS, status_table(status), key="station_id")
+    ingested = {STATUS: "ingested_at", "station_information": "ingested_at"}
+    cursor = Cursor(log, (STATUS, "station_information"), 37, ingested)
+    rounds = cursor.rounds()
+    first = next(rounds)
+    assert first["station_information"].num_rows == 4  # the later four are held back
+    held = cursor.committable()["station_information"]
+    assert sum(held.values()) < sum(cursor.positions["station_information"].values())
+    seen = [first, *rounds]
+    assert sum(r[STATUS].num_rows for r in seen if STATUS in r) == len(status)
+    assert sum(r["station_information"].num_rows for r in seen if "station_information" in r) == 8
+    for earlier, later in itertools.pairwise(seen):
+        top = max(max(t.column("ingested_at").to_pylist()) for t in earlier.values())
+        assert all(min(t.column("ingested_at").to_pylist()) >= top for t in later.values())
+    assert cursor.committable() == cursor.positions

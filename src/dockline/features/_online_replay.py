@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from dockline.core.errors import NotFoundError
 from dockline.core.ports import OFFSET_COLUMN, EventLog
@@ -22,12 +23,22 @@ __all__ = ["Cursor", "feed_round", "micro_batch_ranges"]
 
 @dataclass
 class Cursor:
-    """Read positions over some topics: ``{topic: {partition: next offset}}``."""
+    """Read positions over some topics: ``{topic: {partition: next offset}}``.
+
+    Rounds are aligned in time across topics: a round holds back the rows ingested after the
+    *frontier* (the smallest, over partitions with rows still unread, of the newest
+    ``ingested_at`` read from them), so a small topic read to its end in one go (station
+    information) cannot get ahead of a large one still being read (station status), nor one
+    partition ahead of another. Held-back rows come first in
+    a later round, and :meth:`committable` never commits past them.
+    """
 
     log: EventLog
     topics: tuple[str, ...]
     max_records: int
+    ingested_at: Mapping[str, str]
     positions: dict[str, dict[int, int]] = field(default_factory=dict)
+    _pending: dict[tuple[str, int], pa.Table] = field(default_factory=dict, repr=False)
 
     def start(self, starts: Callable[[str], Mapping[int, int]] | None = None) -> None:
         """Position every existing, not yet positioned topic at ``starts(topic)`` (default 0)."""
@@ -41,31 +52,70 @@ class Cursor:
             given = starts(topic) if starts is not None else {}
             self.positions[topic] = {p: int(given.get(p, 0)) for p in range(partitions)}
 
+    def committable(self) -> dict[str, dict[int, int]]:
+        """Per topic and partition, the offset up to which every row has been handed out."""
+        out = {topic: dict(parts) for topic, parts in self.positions.items()}
+        for (topic, partition), table in self._pending.items():
+            first = int(pc.min(table.column(OFFSET_COLUMN)).as_py())
+            out[topic][partition] = min(out[topic][partition], first)
+        return out
+
     def rounds(self) -> Iterator[dict[str, pa.Table]]:
-        """Successive rounds of at most ``max_records`` per partition, up to the ends seen now."""
+        """Successive rounds, time-aligned across topics, up to the ends seen now; each reads
+        at most ``max_records`` per partition (none from a partition already holding that many
+        back). The last round hands out everything."""
         self.start(None)
         ends = {topic: self.log.end_offsets(topic) for topic in self.positions}
+        newest: dict[tuple[str, int], int] = {}
         while True:
-            round_: dict[str, list[pa.Table]] = {}
             for topic, parts in self.positions.items():
                 for partition, offset in parts.items():
                     end = ends[topic].get(partition, 0)
-                    if offset >= end:
+                    held = self._pending.get((topic, partition))
+                    if offset >= end or (held is not None and held.num_rows >= self.max_records):
                         continue
                     chunk = self.log.read(
                         topic, partition, offset, min(self.max_records, end - offset)
                     )
                     if chunk.num_rows == 0:
                         continue
-                    last = chunk.column(OFFSET_COLUMN)[-1].as_py()
-                    parts[partition] = int(last) + 1
-                    round_.setdefault(topic, []).append(chunk)
-            if not round_:
+                    parts[partition] = int(chunk.column(OFFSET_COLUMN)[-1].as_py()) + 1
+                    times = _ingested_us(chunk, self.ingested_at[topic])
+                    key = (topic, partition)
+                    newest[key] = max(newest.get(key, int(times[0])), int(times.max()))
+                    self._pending[(topic, partition)] = (
+                        chunk
+                        if held is None
+                        else pa.concat_tables([held, chunk], promote_options="default")
+                    )
+            if not self._pending:
                 return
-            yield {
-                topic: pa.concat_tables(chunks, promote_options="default")
-                for topic, chunks in round_.items()
-            }
+            unread = [
+                newest[(topic, partition)]
+                for topic, parts in self.positions.items()
+                for partition, offset in parts.items()
+                if offset < ends[topic].get(partition, 0) and (topic, partition) in newest
+            ]
+            frontier = min(unread) if unread else None
+            round_: dict[str, list[pa.Table]] = {}
+            for key, table in list(self._pending.items()):
+                if frontier is None:
+                    ready, rest = table, None
+                else:
+                    known = _ingested_us(table, self.ingested_at[key[0]]) <= frontier
+                    ready = table.filter(pa.array(known))
+                    rest = table.filter(pa.array(~known)) if not known.all() else None
+                if rest is None or rest.num_rows == 0:
+                    del self._pending[key]
+                else:
+                    self._pending[key] = rest
+                if ready.num_rows:
+                    round_.setdefault(key[0], []).append(ready)
+            if round_:
+                yield {
+                    topic: pa.concat_tables(chunks, promote_options="default")
+                    for topic, chunks in round_.items()
+                }
 
 
 def _ingested_us(table: pa.Table, column: str) -> np.ndarray:

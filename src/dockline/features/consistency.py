@@ -167,8 +167,8 @@ def measure_consistency(
     every feature of the plan.
     """
     executor = OnlineExecutor(plan, batch_provider=batch_provider)
-    cursor = Cursor(log, executor.tables, max_records)
     ingested_at = {s.table: s.ingested_at for s in reversed(plan.sources)}
+    cursor = Cursor(log, executor.tables, max_records, ingested_at)
     rng = random.Random(seed)
     reservoir: list[tuple[str, int, dict[str, Value]]] = []
     seen = 0

@@ -115,10 +115,12 @@ class Materializer:
             except ConfigError:
                 pass  # state of another plan (definitions changed): rebuild from offset 0
         self.resumed = resumed
-        self._cursor = Cursor(log, self.executor.tables, max_records)
         self._ingested_at = {
-            s.table: s.ingested_at for s in reversed(plan.sources) if s.table in self._cursor.topics
+            s.table: s.ingested_at
+            for s in reversed(plan.sources)
+            if s.table in self.executor.tables
         }
+        self._cursor = Cursor(log, self.executor.tables, max_records, self._ingested_at)
         store.register(FEATURES_GROUP, plan.feature_names)
 
     def run_once(self) -> MaterializeReport:
@@ -187,5 +189,5 @@ class Materializer:
         # snapshot first, commit second: a crash in between only replays (idempotent) events
         if self.state_path is not None:
             save_state(self.state_path, self.executor.snapshot())
-        for topic, offsets in self._cursor.positions.items():
+        for topic, offsets in self._cursor.committable().items():
             self.log.commit(self.group, topic, offsets)
