@@ -353,3 +353,13 @@ def test_onnx_bytes_do_not_depend_on_the_process_hash_seed() -> None:
         for seed in ("1", "16", "20")
     }
     assert len(digests) == 1
+
+
+def test_an_undefined_metric_is_left_out_of_the_manifest(
+    fitted: dict[str, Any], data: tuple[np.ndarray, ...], tmp_path: Path
+) -> None:
+    """Regression: precision is NaN when nothing is flagged, and JSON has no NaN."""
+    bundle = _build(
+        tmp_path, fitted[KINDS[0]], data, metrics={"pr_auc": 0.5, "precision": float("nan")}
+    )
+    assert bundle.manifest.metrics == {"pr_auc": 0.5}

@@ -144,7 +144,8 @@ class BundleManifest(Contract):
     parity: ParityReport
     lineage: Lineage
     metrics: dict[str, float] = Field(default_factory=dict)
-    """Test-split metrics of the calibrated model."""
+    """Test-split metrics of the calibrated model (undefined ones, e.g. precision when nothing
+    is flagged, are absent)."""
     train_start: UtcDatetime
     test_end: UtcDatetime
     drift_baseline: str = DRIFT_BASELINE_FILE

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -452,7 +453,8 @@ def build_bundle(
         threshold=threshold,
         parity=report,
         lineage=lineage,
-        metrics={k: float(v) for k, v in metrics.items()},
+        # JSON has no NaN: an undefined metric (precision when nothing is flagged) is left out
+        metrics={k: float(v) for k, v in metrics.items() if math.isfinite(float(v))},
         train_start=train_start,
         test_end=test_end,
     )
