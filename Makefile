@@ -39,11 +39,16 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-bench: $(STAMP)
+bench: $(STAMP) servers
+	@if [ "$$(id -u)" = 0 ] && ! command -v wrk >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; \
+	fi
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_sim.py
 	$(BIN)/python benchmarks/bench_log.py
 	$(BIN)/python benchmarks/bench_online.py
+	$(BIN)/python benchmarks/bench_materialize.py
+	$(BIN)/python benchmarks/bench_serving.py
 
 # Installs Feast 0.67 in its own venv (benchmarks/.venv-feast) and takes several minutes.
 bench-pit: $(STAMP)

@@ -154,6 +154,8 @@ def test_demo_accounts_for_every_published_record(tmp_path: Path) -> None:
             "0.5",
             "--speed",
             "1200",
+            "--history-days",
+            "0",
             "--json",
             data_dir=tmp_path,
         )
@@ -163,3 +165,36 @@ def test_demo_accounts_for_every_published_record(tmp_path: Path) -> None:
     assert report["offline_distinct_rows"] == report["offline_rows"] == report["accepted"]
     assert report["features"]["consistency_match_rate"] == 1.0
     assert report["features"]["dataset"] is None  # half an hour leaves no label horizon
+
+
+@pytest.mark.slow
+def test_demo_trains_registers_and_serves_a_champion(tmp_path: Path) -> None:
+    """The whole loop: history → features → training set → champion → real HTTP answers."""
+    report = json_of(
+        dockline(
+            "demo",
+            "--stations",
+            "40",
+            "--hours",
+            "1",
+            "--speed",
+            "1800",
+            "--history-days",
+            "3",
+            "--json",
+            data_dir=tmp_path,
+        )
+    )
+    assert report["history"]["accepted"] == report["history"]["rows"] > 0
+    assert report["features"]["dataset_rows"] > 0
+    model = report["model"]
+    assert model["alias"] == "champion" and model["version"] == 1
+    bundles = (tmp_path / "bundles").iterdir()
+    assert any(path.name.startswith(model["bundle_id"]) for path in bundles)
+    metric = model["primary_metric"]
+    assert model["test_metrics"][metric] > max(model["baselines"].values())
+    serving = report["serving"]
+    assert serving["statuses"] == {"200": serving["requests"]}
+    assert serving["batch_status"] == 200 and serving["batch_items"] == 40
+    assert serving["unknown_entity"] == [404, "unknown_entity"]
+    assert serving["malformed"][0] == 422

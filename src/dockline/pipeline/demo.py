@@ -1,16 +1,24 @@
 """``dockline demo``: the loop so far, on a simulated city with embedded defaults.
 
-1. simulate a city with feed faults switched on and serve its GBFS feed on 127.0.0.1;
-2. follow the feed live for a few simulated hours at high speed (progress bar);
-3. land the log in the offline store (Parquet + manifests + 1-minute aggregate);
-4. print the accounting: what the simulator published and injected vs what dockline accepted
-   and dead-lettered, by reason — they must agree exactly.
+1. import a week of the city's history (a simulated archive, as a user would import theirs);
+2. simulate the city live with feed faults switched on and serve its GBFS feed on 127.0.0.1;
+3. follow the feed for a few simulated hours at high speed (progress bar);
+4. land the log in the offline store (Parquet + manifests + 1-minute aggregate);
+5. print the accounting: what the simulator published and injected vs what dockline accepted
+   and dead-lettered, by reason — they must agree exactly;
+6. materialize online features, build a point-in-time training set over the history, check
+   online = offline;
+7. train candidates and baselines, export the ONNX bundle, gate it and register the champion.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+import tempfile
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -21,17 +29,21 @@ from rich.table import Table
 
 from dockline.core.contracts import TOPIC_STATION_STATUS, IngestSummary
 from dockline.core.errors import ContractError
-from dockline.core.time import ScaledClock
+from dockline.core.time import FixedClock, ScaledClock
 from dockline.pipeline.features import build_dataset, check_consistency, materialize
-from dockline.pipeline.ingest import ingest_feed, sink_offline
+from dockline.pipeline.ingest import ingest_archive, ingest_feed, sink_offline
 from dockline.pipeline.platform import Platform
-from dockline.sim import City, CityConfig, FaultConfig, SimServer
+from dockline.sim import City, CityConfig, FaultConfig, SimServer, write_archive
 
 __all__ = ["run_demo"]
 
 DEMO_FAULT_RATE = 0.004
 DEMO_START = datetime(2024, 5, 6, 11, tzinfo=UTC)
 """Monday 06:00 in Chicago: the demo's hours cover the morning rush."""
+HISTORY_DAYS = 7
+"""History imported before going live: what the model trains on."""
+DEMO_TRIALS = 2
+"""Optuna trials per candidate in the demo (the config's default is for real runs)."""
 
 
 def run_demo(
@@ -41,6 +53,8 @@ def run_demo(
     hours: float = 4.0,
     speed: float = 900.0,
     seed: int = 7,
+    history_days: float = HISTORY_DAYS,
+    train: bool = True,
     json_out: bool = False,
 ) -> dict[str, Any]:
     """Run the demo and return its report (also printed, as tables or one JSON object)."""
@@ -57,9 +71,11 @@ def run_demo(
     end = start + timedelta(hours=hours)
     clock = ScaledClock(start, speed)
     console.print(
-        f"[bold]dockline demo[/bold] — {stations} stations, {hours:g} simulated hours at"
-        f" {speed:g}× with feed faults, data in {platform.data.root}"
+        f"[bold]dockline demo[/bold] — {stations} stations: {history_days:g} days of history,"
+        f" then {hours:g} simulated hours live at {speed:g}× with feed faults;"
+        f" data in {platform.data.root}"
     )
+    history = _import_history(platform, stations, seed, history_days, console)
     with SimServer(city, speed=speed, clock=clock) as server:
         progress = Progress(
             TextColumn("[progress.description]{task.description}"),
@@ -93,8 +109,20 @@ def run_demo(
     reports = sink_offline(platform)
     report = _report(platform, summary, stats, {t: r.records for t, r in reports.items()})
     _check(report)
+    report["history"] = history
     console.print("materializing features, building a training set, checking consistency …")
-    report["features"] = _features(platform, start, end)
+    history_start = start - timedelta(days=history_days)
+    report["features"] = _features(platform, history_start, start)
+    report["model"] = None
+    report["serving"] = None
+    if train and report["features"]["dataset"]:
+        console.print("training candidates and baselines, exporting, gating, registering …")
+        report["model"] = _train(platform, Path(report["features"]["dataset"]))
+        if report["model"]["alias"] == "champion":
+            console.print("serving the champion and sending a burst of requests …")
+            # the served vectors are as of the simulated end: judge their age on that clock
+            serving = dataclasses.replace(platform, clock=FixedClock(end + timedelta(seconds=30)))
+            report["serving"] = _serve(serving, list(city.station_ids))
     if json_out:
         sys.stdout.write(orjson.dumps(report, option=orjson.OPT_SORT_KEYS).decode() + "\n")
     else:
@@ -102,12 +130,106 @@ def run_demo(
     return report
 
 
+def _import_history(
+    platform: Platform, stations: int, seed: int, days: float, console: Console
+) -> dict[str, Any]:
+    """Write ``days`` of the city's past as an archive and import it (no faults: a clean export)."""
+    if days <= 0:
+        return {"rows": 0}
+    # the live city's config, earlier: same layout and station ids
+    config = CityConfig(
+        stations=stations,
+        seed=seed,
+        start=DEMO_START - timedelta(days=days),
+        faults=FaultConfig.all(DEMO_FAULT_RATE),
+    )
+    with tempfile.TemporaryDirectory(prefix="dockline-demo-history-") as tmp:
+        archive = write_archive(config, days, tmp)
+        console.print(
+            f"importing {archive.rows:,} station-minutes of history"
+            f" ({archive.first_ts:%Y-%m-%d} … {archive.last_ts:%Y-%m-%d})"
+        )
+        summary = ingest_archive(platform, tmp, source="archive:demo-history")
+    summary.check_accounting()
+    return {"rows": archive.rows, "accepted": summary.accepted, "days": days}
+
+
+DEMO_REQUESTS = 300
+
+
+def _serve(platform: Platform, stations: list[str]) -> dict[str, Any]:
+    """P5: serve the champion over real HTTP and send it single, batch and bad requests."""
+    import httpx
+
+    from dockline.pipeline.serve import BackgroundServer, create_serving_app
+
+    statuses: dict[str, int] = {}
+    latencies: list[float] = []
+    examples: list[dict[str, Any]] = []
+    with (
+        BackgroundServer(create_serving_app(platform)) as server,
+        httpx.Client(base_url=server.url, timeout=10) as client,
+    ):
+        for i in range(DEMO_REQUESTS):
+            began = time.perf_counter()
+            response = client.post("/v1/predict", json={"entity": stations[i % len(stations)]})
+            latencies.append((time.perf_counter() - began) * 1000)
+            key = str(response.status_code)
+            statuses[key] = statuses.get(key, 0) + 1
+            if len(examples) < 3 and response.status_code == 200:
+                body = response.json()
+                examples.append(
+                    {k: body[k] for k in ("entity", "probability", "label", "status", "age_s")}
+                    | {"model": f"{body['model']['name']} v{body['model']['version']}"}
+                )
+        batch = client.post("/v1/predict/batch", json={"entities": stations[:50]})
+        unknown = client.post("/v1/predict", json={"entity": "no-such-station"})
+        malformed = client.post("/v1/predict", json={"entity": 42})
+    latencies.sort()
+    return {
+        "url": server.url,
+        "requests": DEMO_REQUESTS,
+        "statuses": statuses,
+        "client_p50_ms": round(latencies[len(latencies) // 2], 2),
+        "examples": examples,
+        "batch_status": batch.status_code,
+        "batch_items": len(batch.json().get("predictions", [])) if batch.is_success else 0,
+        "unknown_entity": [unknown.status_code, unknown.json().get("reason")],
+        "malformed": [malformed.status_code, malformed.json().get("reason")],
+    }
+
+
+def _train(platform: Platform, dataset: Path) -> dict[str, Any]:
+    """P4: train on the history's training set and register a champion."""
+    from dockline.pipeline.train import train_model  # heavy (scikit-learn, LightGBM, MLflow)
+
+    summary = train_model(platform, dataset=dataset, n_trials=DEMO_TRIALS, actor="dockline demo")
+    return {
+        "model_name": summary.model_name,
+        "version": summary.version,
+        "alias": summary.alias,
+        "bundle_id": summary.bundle_id,
+        "selected": summary.selected,
+        "primary_metric": summary.primary_metric,
+        "test_metrics": {k: round(v, 4) for k, v in summary.test_metrics.items()},
+        "baselines": {
+            name: round(values[summary.primary_metric], 4)
+            for name, values in summary.baselines.items()
+        },
+        "gate_passed": summary.gate.passed,
+        "gate_reasons": summary.gate.reasons,
+        "report": summary.report,
+        "seconds": summary.seconds,
+    }
+
+
 def _features(platform: Platform, start: datetime, end: datetime) -> dict[str, Any]:
     """P2/P3 on the ingested city: online vectors, a PIT training set, consistency."""
     materialized = materialize(platform)
     out = platform.data.datasets / "demo-empty_next_hour"
-    # the last hour's labels are not known yet: its spine would look one hour past the data
-    spine_start, spine_end = start + timedelta(minutes=15), end - timedelta(hours=1)
+    # the last hour's labels are not known yet: its spine would look one hour past the data;
+    # the first day gives windows and profiles some history
+    spine_start, spine_end = start + timedelta(days=1), end - timedelta(hours=1)
     dataset: dict[str, Any] = {"dataset": None, "dataset_rows": 0, "dataset_features": 0}
     if spine_end > spine_start:
         meta = build_dataset(
@@ -115,7 +237,7 @@ def _features(platform: Platform, start: datetime, end: datetime) -> dict[str, A
             label="empty_next_hour",
             start=spine_start,
             end=spine_end,
-            every=timedelta(minutes=5),
+            every=timedelta(minutes=10),
             out=out,
         )
         dataset = {
@@ -218,6 +340,27 @@ def _print(console: Console, report: dict[str, Any]) -> None:
         f" stations · {training} · online = offline at {feats['consistency_points']} sampled"
         f" points: {feats['consistency_match_rate']:.2%}"
     )
+    model = report.get("model")
+    if model:
+        metric = model["primary_metric"]
+        baselines = ", ".join(f"{k} {v}" for k, v in model["baselines"].items())
+        console.print(
+            f"model: {model['model_name']} v{model['version']} ({model['selected']}),"
+            f" test {metric} {model['test_metrics'].get(metric)} vs baselines {baselines};"
+            f" gate {'passed' if model['gate_passed'] else 'failed'}"
+            f" → {model['alias'] or 'not promoted'} · bundle {model['bundle_id']}"
+        )
+    serving = report.get("serving")
+    if serving:
+        console.print(
+            f"serving: {serving['requests']} requests to {serving['url']}/v1/predict →"
+            f" {serving['statuses']} (client p50 {serving['client_p50_ms']} ms); batch of"
+            f" {serving['batch_items']} → {serving['batch_status']}; unknown station →"
+            f" {serving['unknown_entity'][0]} {serving['unknown_entity'][1]}; malformed →"
+            f" {serving['malformed'][0]} {serving['malformed'][1]}"
+        )
+        for example in serving["examples"]:
+            console.print(f"  {example}", markup=False)
     root = report["data_dir"]
     console.print(
         "[bold]where to look[/bold]\n"
@@ -226,5 +369,10 @@ def _print(console: Console, report: dict[str, Any]) -> None:
         f"  dead letters    dockline --data-dir {root} deadletters\n"
         f"  event log       {root}/log/log.sqlite\n"
         f"  online store    {root}/online.sqlite\n"
-        f"  training set    {feats['dataset'] or '-'}/data.parquet (+ _metadata.json)"
+        f"  training set    {feats['dataset'] or '-'}/data.parquet (+ _metadata.json)\n"
+        f"  model report    {model['report'] if model else '-'}\n"
+        f"  serving logs    {root}/serving/metrics/ and {root}/serving/predictions/\n"
+        f"  serve it        dockline --data-dir {root} serve  (then open /docs)\n"
+        f"  models          dockline --data-dir {root} models list|history"
+        f" {model['model_name'] if model else 'NAME'}"
     )

@@ -1,0 +1,122 @@
+"""Serving, wired for the product: the data directory's online store and MLflow registry.
+
+:func:`create_app_from_data_dir` is a uvicorn factory (``uvicorn --factory
+dockline.pipeline.serve:create_app_from_data_dir``): it reads ``$DOCKLINE_DATA_DIR`` and its
+``dockline.toml``, opens the configured online store and the registry, and builds the app of
+:mod:`dockline.serve`. :func:`run_server` runs it with uvicorn, one process per worker.
+
+>>> run_server(Platform.open(".dockline"), "127.0.0.1", 8000, workers=2)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from dockline.core.config import DATA_DIR_ENV
+from dockline.features.materialize import FEATURES_GROUP
+from dockline.pipeline.features import load_plan, open_online_store
+from dockline.pipeline.platform import Platform
+from dockline.pipeline.train import model_name_for
+from dockline.serve import create_app
+from dockline.train.registry import MlflowRegistry
+
+__all__ = [
+    "WORKERS_ENV",
+    "BackgroundServer",
+    "create_app_from_data_dir",
+    "create_serving_app",
+    "model_name",
+    "run_server",
+]
+
+WORKERS_ENV = "DOCKLINE_SERVE_WORKERS"
+"""Set by :func:`run_server` so each worker can tell its metrics windows apart."""
+
+
+def model_name(platform: Platform) -> str:
+    """The served model: ``serve.model_name``, else training's name rule (``<project>-<label>``)."""
+    serve, train = platform.config.serve, platform.config.train
+    if serve.model_name:
+        return serve.model_name
+    return model_name_for(train, load_plan(platform).project, train.label)
+
+
+def create_serving_app(platform: Platform) -> FastAPI:
+    """The serving app over ``platform``'s online store and registry (closed at shutdown)."""
+    store = open_online_store(platform)
+    registry = MlflowRegistry.for_data_dir(platform.data, platform.clock)
+    config = platform.config.serve
+    deployment = config.deployment_id
+    if int(os.environ.get(WORKERS_ENV, "1")) > 1:
+        # Each worker counts its own requests: one window series per process, not one
+        # deployment-wide series that P6's deduplication would collapse.
+        deployment = f"{deployment}-{os.getpid()}"
+    return create_app(
+        store=store,
+        registry=registry,
+        model_name=model_name(platform),
+        config=config,
+        data_dir=platform.data,
+        clock=platform.clock,
+        group=FEATURES_GROUP,
+        deployment_id=deployment,
+        on_close=[store.close],
+    )
+
+
+def create_app_from_data_dir() -> FastAPI:
+    """Uvicorn factory: the app for ``$DOCKLINE_DATA_DIR`` (default ``./.dockline``)."""
+    return create_serving_app(Platform.open(os.environ.get(DATA_DIR_ENV)))
+
+
+def run_server(platform: Platform, host: str, port: int, workers: int = 1) -> None:
+    """Serve ``platform`` on ``host:port``; ``workers > 1`` runs separate processes."""
+    import uvicorn
+
+    os.environ[DATA_DIR_ENV] = str(Path(platform.data.root).resolve())
+    os.environ[WORKERS_ENV] = str(workers)
+    uvicorn.run(
+        "dockline.pipeline.serve:create_app_from_data_dir",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+class BackgroundServer:
+    """Run an app with uvicorn on 127.0.0.1 (a free port) in a thread: for the demo and tests."""
+
+    def __init__(self, app: FastAPI, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        import uvicorn
+
+        self.app = app
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="dockline-serve", daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the HTTP server did not start")
+            time.sleep(0.01)
+        bound = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://{host}:{bound}"
+
+    def stop(self) -> None:
+        """Stop, running the app's shutdown (flushes the prediction log and metrics windows)."""
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+    def __enter__(self) -> BackgroundServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

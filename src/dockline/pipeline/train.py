@@ -1,0 +1,335 @@
+"""``dockline train`` and ``dockline models``: the P4 stage wired to the data directory.
+
+One run: load a training set → train, calibrate, threshold and evaluate every candidate and
+baseline (``dockline.train``) → export the selected candidate as an ONNX bundle (refused unless
+ONNX matches the native model) → score the current champion on the same test window → the
+promotion gate → MLflow runs, a registered version carrying the gate's verdict → aliases.
+
+A version that passes the gate becomes ``champion`` when there is none yet (or ``promote`` is
+asked for) and ``challenger`` otherwise; promoting a challenger later is ``dockline models
+promote``, which the registry refuses for a version whose verdict failed.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dockline import __version__
+from dockline.core.bundle import Bundle, BundleScorer, Lineage, load_bundle
+from dockline.core.config import TrainConfig
+from dockline.core.contracts import GateVerdict, ModelVersion, PromotionEvent, TrainingMetadata
+from dockline.core.errors import ContractError
+from dockline.core.time import from_micros
+from dockline.pipeline.platform import Platform
+from dockline.train import CHALLENGER, CHAMPION, MlflowRegistry
+from dockline.train.data import TrainingData, load_training_set
+from dockline.train.evaluate import HIGHER_IS_BETTER, metric
+from dockline.train.export import HOURS_PER_WEEK, HourOfWeekRates, build_bundle
+from dockline.train.gate import evaluate_gate
+from dockline.train.mlflow_log import log_candidate_run
+from dockline.train.trainer import TrainOutcome, train_candidates
+
+__all__ = [
+    "TrainSummary",
+    "current_actor",
+    "history",
+    "model_name_for",
+    "open_registry",
+    "train_model",
+]
+
+
+@dataclass(kw_only=True)
+class TrainSummary:
+    """What ``dockline train`` did (printed, and ``--json``)."""
+
+    model_name: str
+    version: int
+    bundle_id: str
+    bundle_path: str
+    selected: str
+    primary_metric: str
+    gate: GateVerdict
+    alias: str | None
+    """The alias the new version took (``champion``, ``challenger``), or None."""
+    test_metrics: dict[str, float]
+    candidates: dict[str, dict[str, float]]
+    baselines: dict[str, dict[str, float]]
+    report: str
+    run_ids: dict[str, str]
+    dataset: str
+    rows: int
+    seconds: float
+    reproducible: bool | None = None
+    parity_max_abs_diff: float = 0.0
+    splits: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def open_registry(platform: Platform) -> MlflowRegistry:
+    """The data directory's model registry (MLflow, local SQLite store)."""
+    return MlflowRegistry.for_data_dir(platform.data, platform.clock)
+
+
+def model_name_for(config: TrainConfig, project: str, label: str) -> str:
+    """The registered model name: configured, else ``<project>-<label>``."""
+    return config.model_name or f"{project}-{label}"
+
+
+def _config(platform: Platform, label: str | None, n_trials: int | None) -> TrainConfig:
+    update: dict[str, Any] = {}
+    if label is not None:
+        update["label"] = label
+    if n_trials is not None:
+        update["n_trials"] = n_trials
+    return platform.config.train.model_copy(update=update)
+
+
+def _hour_of_week(data: TrainingData, outcome: TrainOutcome) -> HourOfWeekRates | None:
+    """The train split's label rate per hour of week, for serving's stale-feature fallback."""
+    hour, day = data.column("hour_of_day"), data.column("day_of_week")
+    if hour is None or day is None:
+        return None
+    rows = outcome.splits.train.rows
+    h, d, y = hour[rows], day[rows], data.y[rows].astype(np.float64)
+    ok = ~(np.isnan(h) | np.isnan(d))
+    how = (d[ok] * 24 + h[ok]).astype(np.int64)
+    sums = np.bincount(how, weights=y[ok], minlength=HOURS_PER_WEEK)[:HOURS_PER_WEEK]
+    counts = np.bincount(how, minlength=HOURS_PER_WEEK)[:HOURS_PER_WEEK]
+    overall = float(y.mean()) if y.size else 0.0
+    rates = np.where(counts > 0, sums / np.maximum(counts, 1), overall)
+    return HourOfWeekRates(
+        global_rate=round(overall, 10), hour_of_week=[round(float(r), 10) for r in rates]
+    )
+
+
+def _export(root: Path, data: TrainingData, outcome: TrainOutcome, config: TrainConfig) -> Bundle:
+    best = outcome.best
+    assert best.estimator is not None
+    project = str(data.metadata.extra.get("project") or "project")
+    splits = outcome.splits
+    train_rows = splits.train.rows
+    return build_bundle(
+        root,
+        estimator=best.estimator,
+        features=outcome.features,
+        x_test=outcome.test_X,
+        x_train=outcome.train_X,
+        train_scores=None,
+        project=project,
+        model_name=model_name_for(config, project, data.label),
+        label=data.label,
+        candidate=best.name,
+        params=best.params,
+        calibration=best.calibration,
+        threshold=best.threshold,
+        lineage=Lineage(
+            dataset_name=data.metadata.dataset_name,
+            dataset_hash=outcome.dataset_hash,
+            plan_hash=str(data.metadata.extra.get("plan_hash") or ""),
+            config_hash=outcome.config_hash,
+            code_version=__version__,
+            seed=outcome.seed,
+        ),
+        metrics=best.test_metrics,
+        train_start=from_micros(int(data.as_of_us[train_rows].min())),
+        test_end=from_micros(int(data.as_of_us[splits.test.rows].max())),
+        tolerance=config.parity_tolerance,
+        hour_of_week=_hour_of_week(data, outcome),
+    )
+
+
+def _champion_value(
+    registry: MlflowRegistry, name: str, outcome: TrainOutcome
+) -> tuple[int, float] | None:
+    """The current champion's primary metric on this run's test window, or None.
+
+    The champion is scored by its own bundle (its ONNX model and calibration) on the new test
+    split, so the gate compares like with like. A champion needing features this dataset lacks
+    cannot be compared here; that is an error, not a silent pass.
+    """
+    current = registry.resolve(name, CHAMPION)
+    if current is None:
+        return None
+    bundle = load_bundle(Path(current.bundle_path))
+    wanted = bundle.manifest.features
+    index = {f: i for i, f in enumerate(outcome.features)}
+    missing = [f for f in wanted if f not in index]
+    if missing:
+        raise ContractError(
+            f"the champion (version {current.version}) needs features this training set lacks:"
+            f" {', '.join(missing[:5])}",
+            reason="feature_mismatch",
+            where=name,
+        )
+    columns = np.ascontiguousarray(outcome.test_X[:, [index[f] for f in wanted]])
+    probabilities = BundleScorer(bundle).score(columns)
+    return current.version, metric(outcome.primary_metric, outcome.test_y, probabilities)
+
+
+def train_model(
+    platform: Platform,
+    *,
+    dataset: Path,
+    label: str | None = None,
+    n_trials: int | None = None,
+    progress: bool = False,
+    check_reproducible: bool = False,
+    promote: bool = False,
+    actor: str | None = None,
+) -> TrainSummary:
+    """Train on ``dataset``, export, gate and register; see the module docstring."""
+    began = time.perf_counter()
+    started_at = platform.clock.now()
+    config = _config(platform, label, n_trials)
+    data = load_training_set(dataset, config.label, max_rows=config.max_rows)
+    project = str(data.metadata.extra.get("project") or "project")
+    name = model_name_for(config, project, data.label)
+    run_key = hashlib.sha256(
+        (data.metadata.content_hash + config.model_dump_json()).encode()
+    ).hexdigest()[:12]
+    out_dir = platform.data.root / "runs" / f"{name}-{run_key}"
+    platform.data.mlruns.mkdir(parents=True, exist_ok=True)
+    storage = f"sqlite:///{platform.data.tuning_db.resolve()}"
+    outcome = train_candidates(data, config, storage=storage, out_dir=out_dir, progress=progress)
+    bundle = _export(platform.data.bundles, data, outcome, config)
+
+    reproducible: bool | None = None
+    if check_reproducible:
+        with tempfile.TemporaryDirectory(prefix="dockline-repro-") as tmp:
+            again = train_candidates(
+                data, config, storage=f"sqlite:///{Path(tmp) / 'optuna.db'}", out_dir=Path(tmp)
+            )
+            reproducible = _export(Path(tmp) / "bundles", data, again, config).bundle_id == (
+                bundle.bundle_id
+            )
+        if not reproducible:
+            raise ContractError(
+                "a second run with the same dataset, config and seed gave a different bundle",
+                reason="not_reproducible",
+                where=str(dataset),
+            )
+
+    registry = open_registry(platform)
+    best = outcome.best
+    primary = outcome.primary_metric
+    verdict = evaluate_gate(
+        primary,
+        HIGHER_IS_BETTER[primary],
+        best.test_metrics[primary],
+        {n: r.test_metrics[primary] for n, r in outcome.baselines.items()},
+        _champion_value(registry, name, outcome),
+        best.test_metrics["ece"],
+        config,
+    )
+    run_ids = {
+        result.name: log_candidate_run(
+            registry.tracking_uri,
+            name,
+            result.name,
+            result.params,
+            result.test_metrics,
+            result.report_dir,
+            dataset,
+            data.metadata.content_hash,
+            {"kind": result.kind, "selected": str(result.name == outcome.selected).lower()},
+        )
+        for result in (*outcome.candidates.values(), *outcome.baselines.values())
+    }
+    version = registry.register(name, bundle.path, run_id=run_ids[best.name], gate=verdict)
+    who = actor or current_actor()
+    alias = _place(registry, version, verdict, promote=promote, actor=who)
+    summary = TrainSummary(
+        model_name=name,
+        version=version.version,
+        bundle_id=bundle.bundle_id,
+        bundle_path=str(bundle.path),
+        selected=outcome.selected,
+        primary_metric=primary,
+        gate=verdict,
+        alias=alias,
+        test_metrics=best.test_metrics,
+        candidates={n: r.test_metrics for n, r in outcome.candidates.items()},
+        baselines=outcome.baseline_test_metrics(),
+        report=str(best.report_dir / "report.html"),
+        run_ids=run_ids,
+        dataset=str(dataset),
+        rows=data.n_rows,
+        seconds=round(time.perf_counter() - began, 2),
+        reproducible=reproducible,
+        parity_max_abs_diff=bundle.manifest.parity.max_abs_diff,
+        splits=outcome.splits.describe(),
+    )
+    _write_training_metadata(platform, summary, data, run_ids[best.name], started_at)
+    return summary
+
+
+def current_actor() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _place(
+    registry: MlflowRegistry,
+    version: ModelVersion,
+    verdict: GateVerdict,
+    *,
+    promote: bool,
+    actor: str,
+) -> str | None:
+    if not verdict.passed:
+        return None
+    if promote or registry.resolve(version.name, CHAMPION) is None:
+        registry.promote(
+            version.name,
+            version.version,
+            actor=actor,
+            reason="passed the promotion gate" + ("" if promote else " (no champion yet)"),
+        )
+        return CHAMPION
+    registry.set_alias(
+        version.name,
+        CHALLENGER,
+        version.version,
+        actor=actor,
+        reason="passed the promotion gate; awaiting promotion",
+        action="promote",
+    )
+    return CHALLENGER
+
+
+def _write_training_metadata(
+    platform: Platform,
+    summary: TrainSummary,
+    data: TrainingData,
+    run_id: str,
+    started_at: datetime,
+) -> None:
+    TrainingMetadata(
+        run_id=run_id,
+        model_name=summary.model_name,
+        model_version=str(summary.version),
+        input_dataset_name=data.metadata.dataset_name,
+        input_dataset_version=data.metadata.dataset_version,
+        started_at=started_at,
+        completed_at=platform.clock.now(),
+        metrics=summary.test_metrics,
+        artifact_path=summary.bundle_path,
+        bundle_id=summary.bundle_id,
+        candidate=summary.selected,
+    ).write(platform.data.lineage / "training" / f"{summary.model_name}-v{summary.version}.json")
+
+
+def history(platform: Platform, name: str) -> list[PromotionEvent]:
+    """The alias history of ``name``."""
+    return open_registry(platform).history(name)
