@@ -498,7 +498,9 @@ class OfflineExecutor:
             where=f"_dl_ets < {run_us}",
         )
         long = self._arrow(
-            f"SELECT k, {_how(source.spec.tz, 'ets')} AS h, avg(v) AS v FROM ({events})"
+            # value order: a float mean in the order of DuckDB's threads is not reproducible
+            f"SELECT k, {_how(source.spec.tz, 'ets')} AS h, list_avg(list_sort(list(v))) AS v"
+            f" FROM ({events})"
             " WHERE v IS NOT NULL AND NOT isnan(v) GROUP BY ALL ORDER BY k, h"
         )
         entities = sorted(set(long.column("k").to_pylist()))
@@ -1086,7 +1088,15 @@ class _Scope:
                 assert agg.column is not None
                 fn = _SQL_AGG[agg.op]
                 col = f"e.{values[agg.column]}"
-                select.append(f"{fn}({col}) FILTER (WHERE {inside} AND NOT isnan({col})) AS f{j}")
+                keep = f"FILTER (WHERE {inside} AND NOT isnan({col}))"
+                if agg.op in ("min", "max"):
+                    select.append(f"{fn}({col}) {keep} AS f{j}")
+                else:
+                    # A float sum depends on the order of its terms, which DuckDB's parallel
+                    # join and aggregate do not fix: the same inputs gave different last bits
+                    # run to run. Summing the values in value order makes it a function of the
+                    # set alone.
+                    select.append(f"list_{fn}(list_sort(list({col}) {keep})) AS f{j}")
         buckets = (
             f"SELECT pid, k, t, unnest(range({fdiv(f't - {widest}', width)},"
             f" {fdiv('t', width)} + 1)) AS b FROM {self.pts}"
