@@ -161,8 +161,13 @@ class Materializer:
         report.seconds = time.perf_counter() - started
         return report
 
-    def follow(self, *, stop: Callable[[], bool], poll_interval: float = 0.2) -> MaterializeReport:
-        """:meth:`run_once` until ``stop()``; sleeps ``poll_interval`` s when nothing was new."""
+    def follow(self, *, stop: Callable[[], bool], poll_interval: float = 0.05) -> MaterializeReport:
+        """:meth:`run_once` until ``stop()``; sleeps ``poll_interval`` s when nothing was new.
+
+        The wait for the next poll is part of every event's freshness; an idle poll of the log
+        costs under a millisecond of CPU, and 50 ms brings the p99 freshness under 250 ms
+        (median of 3 runs, docs/benchmarks.md) where 200 ms did not.
+        """
         total = MaterializeReport()
         entities: set[str] = set()
         started = time.perf_counter()
