@@ -25,6 +25,7 @@ and to the common design, p50 at concurrency 1 to the floor's) and writes
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -477,6 +478,9 @@ def main() -> None:
             ).stdout.splitlines()[0],
             "fastapi": fastapi.__version__,
             "uvicorn": uvicorn.__version__,
+            # what uvicorn's "auto" picked for every server: the C parser and loop, when present
+            "uvicorn_http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+            "uvicorn_loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
             "onnxruntime": onnxruntime.__version__,
             "scikit_learn": sklearn.__version__,
         },
