@@ -49,6 +49,7 @@ bench: $(STAMP) servers
 	$(BIN)/python benchmarks/bench_online.py
 	$(BIN)/python benchmarks/bench_materialize.py
 	$(BIN)/python benchmarks/bench_serving.py
+	$(BIN)/python benchmarks/bench_train.py
 
 # Installs Feast 0.67 in its own venv (benchmarks/.venv-feast) and takes several minutes.
 bench-pit: $(STAMP)
