@@ -18,10 +18,13 @@ def test_hot_reload_under_load_fails_no_request(world: World, serve: ServeFactor
     world.promote("reload", v1)
     server, _ = serve(model="reload")
     statuses: Counter[int] = Counter()
-    versions: list[int] = []
+    # One list per client: each sends its next request after the last answer, so its versions
+    # follow the server's order. A shared list would interleave answers of the two clients in
+    # the order their threads got the GIL, not the order the server answered.
+    per_client: list[list[int]] = [[], []]
     stop = threading.Event()
 
-    def hammer() -> None:
+    def hammer(versions: list[int]) -> None:
         with httpx.Client(base_url=server.url) as client:
             i = 0
             while not stop.is_set():
@@ -31,7 +34,7 @@ def test_hot_reload_under_load_fails_no_request(world: World, serve: ServeFactor
                     versions.append(r.json()["model"]["version"])
                 i += 1
 
-    threads = [threading.Thread(target=hammer) for _ in range(2)]
+    threads = [threading.Thread(target=hammer, args=(v,)) for v in per_client]
     for t in threads:
         t.start()
     try:
@@ -47,9 +50,10 @@ def test_hot_reload_under_load_fails_no_request(world: World, serve: ServeFactor
         for t in threads:
             t.join()
     assert set(statuses) == {200}, statuses
-    assert versions[0] == v1 and versions[-1] == v2
-    switch = versions.index(v2)
-    assert all(v == v2 for v in versions[switch:])  # no flapping back after the swap
+    for versions in per_client:
+        assert versions[0] == v1 and versions[-1] == v2
+        switch = versions.index(v2)
+        assert all(v == v2 for v in versions[switch:])  # no flapping back after the swap
     assert sum(statuses.values()) > 50
 
     # Reloading again with no alias move changes nothing.
