@@ -138,8 +138,13 @@ def test_register_and_resolve_copies_a_verified_bundle(
         p.name for p in bundles[0].path.iterdir()
     )
     assert registry.resolve(name, "challenger") is None
-    # The local copy is reused, and rebuilt from MLflow's artifacts when it is gone.
+    # peek answers from metadata alone: the same version, and no local copy is made or read.
     shutil.rmtree(local)
+    peeked = registry.peek(name, "champion")
+    assert peeked == resolved
+    assert registry.peek(name, "challenger") is None
+    assert not local.exists()
+    # The local copy is reused, and rebuilt from MLflow's artifacts when it is gone.
     again = registry.resolve(name, "champion")
     assert again is not None
     assert (local / "manifest.json").exists()

@@ -252,7 +252,14 @@ class ModelRegistry(Protocol):
         ...
 
     def resolve(self, name: str, alias: str) -> ModelVersion | None:
-        """The version ``alias`` points at, or None."""
+        """The version ``alias`` points at, with its bundle local and verified; None when unset."""
+        ...
+
+    def peek(self, name: str, alias: str) -> ModelVersion | None:
+        """The version ``alias`` points at, from metadata alone (no bundle read); None when unset.
+
+        For pollers: compare the answer with what is loaded, and :meth:`resolve` only on a move.
+        """
         ...
 
     def set_alias(

@@ -197,6 +197,11 @@ class MlflowRegistry:
         mv = self._alias_version(name, alias)
         return None if mv is None else self._local_bundle(mv)
 
+    def peek(self, name: str, alias: str) -> ModelVersion | None:
+        """The version ``alias`` points at, from the registry's metadata; no bundle is read."""
+        mv = self._alias_version(name, alias)
+        return None if mv is None else self._to_version(mv)
+
     # -- aliases and history ----------------------------------------------------------------
 
     def set_alias(
