@@ -1,6 +1,6 @@
 """Online ``/v1/predict`` throughput and latency against the common design and the floor.
 
-    .venv/bin/python benchmarks/bench_serving.py [--duration 10] [--repeats 3]
+    .venv/bin/python benchmarks/bench_serving.py [--duration 10] [--repeats 3] [--rate 500]
 
 Builds, in a temporary data directory, ``--entities`` feature vectors of ``--features`` values in
 the real SQLite online store, trains a scikit-learn pipeline (imputer + RandomForest of 400 trees)
@@ -16,15 +16,18 @@ process pinned to core 0:
 * ``floor`` — the same FastAPI + uvicorn stack returning a constant.
 
 The load generator is ``wrk`` (Debian package ``wrk``) pinned to core 1, cycling through the
-entities, for bounded ``--duration`` s runs at concurrency 1, 8 and 64 after a warm-up. Each
-cell is the median over ``--repeats`` runs. Prints a table with ratios (throughput to the floor
-and to the common design, p50 at concurrency 1 to the floor's) and writes
-``benchmarks/results/serving.json``.
+entities, for bounded ``--duration`` s runs at concurrency 1, 8 and 64 after a warm-up. Then an
+open-loop generator (also on core 1) sends ``--rate`` requests/s for ``--paced-duration`` s to
+every system whose capacity is above that rate, and measures latency from when each request was
+due: the p99 at a fixed rate, stalls included. Each cell is the median over ``--repeats`` runs.
+Prints tables with ratios (throughput to the floor and to the common design, p50 at concurrency
+1 to the floor's) and writes ``benchmarks/results/serving.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.util
 import json
 import os
@@ -358,6 +361,113 @@ def _wrk(port: int, concurrency: int, duration: float, script: Path) -> dict[str
     }
 
 
+def _paced(port: int, rate: float, duration: float, entities: int) -> dict[str, Any]:
+    """Open-loop load: request i is due at ``i / rate`` s whatever the server does.
+
+    wrk is closed-loop (a slow answer delays the next request, so stalls hide), and wrk2 is not
+    packaged here. Latency runs from when a request was *due* to the end of its answer, so
+    queueing behind a stall is counted (no coordinated omission). Keep-alive connections come
+    from a pool that grows when all are busy.
+    """
+    import asyncio
+
+    async def run() -> dict[str, Any]:
+        idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        latencies: list[float] = []
+        service: list[float] = []
+        lags: list[float] = []
+        errors = 0
+        opened = 0
+        slow: list[tuple[float, float]] = []  # (due s into the run, latency ms) over 50 ms
+
+        async def one(i: int, due: float) -> None:
+            nonlocal errors, opened
+            body = f'{{"entity":"s{i % entities:05d}"}}'.encode()
+            request = (
+                b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\nContent-Length: "
+                + str(len(body)).encode()
+                + b"\r\n\r\n"
+                + body
+            )
+            for attempt in range(2):
+                reused = bool(idle) and attempt == 0
+                if reused:
+                    reader, writer = idle.pop()
+                else:
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                    opened += 1
+                try:
+                    sent = loop.time()
+                    writer.write(request)
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (OSError, asyncio.IncompleteReadError):
+                    writer.close()
+                    # uvicorn closes keep-alive connections idle for 5 s; like any HTTP
+                    # client, send again once on a new connection
+                    if reused:
+                        continue
+                    errors += 1
+                    return
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                await reader.readexactly(length)
+                done = loop.time()
+                latencies.append(done - due)
+                if done - due > 0.05:
+                    slow.append((round(due - start, 3), round((done - due) * 1000, 1)))
+                service.append(done - sent)
+                if not head.startswith(b"HTTP/1.1 200"):
+                    errors += 1
+                idle.append((reader, writer))
+                return
+
+        loop = asyncio.get_running_loop()
+        start = loop.time() + 0.05
+        tasks = []
+        for i in range(int(rate * duration)):
+            due = start + i / rate
+            delay = due - loop.time()
+            if delay > 0.002:  # the loop's timers overshoot by up to ~1 ms: sleep short, then spin
+                await asyncio.sleep(delay - 0.0015)
+            while loop.time() < due:
+                await asyncio.sleep(0)  # lets answers be read meanwhile
+            lags.append(loop.time() - due)
+            tasks.append(asyncio.create_task(one(i, due)))
+        await asyncio.gather(*tasks)
+        for _, writer in idle:
+            writer.close()
+        ms = np.array(latencies) * 1000.0
+        return {
+            "rate": rate,
+            "requests": len(tasks),
+            "answered": len(latencies),
+            "errors": errors,
+            "connections": opened,
+            "p50_ms": round(float(np.percentile(ms, 50)), 3),
+            "p99_ms": round(float(np.percentile(ms, 99)), 3),
+            "p999_ms": round(float(np.percentile(ms, 99.9)), 3),
+            "max_ms": round(float(ms.max()), 3),
+            # from the send instead of the due time: the server's share, without client lag
+            "sent_p50_ms": round(float(np.percentile(np.array(service) * 1000.0, 50)), 3),
+            "sent_p99_ms": round(float(np.percentile(np.array(service) * 1000.0, 99)), 3),
+            # how late this client sent (a busy client inflates the latencies above)
+            "client_lag_p99_ms": round(float(np.percentile(np.array(lags) * 1000.0, 99)), 3),
+            "over_50ms": slow[:50],
+        }
+
+    # This process holds the setup's imports and models: a full GC here stalled the client for
+    # ~150 ms (seen as client lag), so it stays off while the requests are timed.
+    gc.collect()
+    gc.disable()
+    try:
+        return asyncio.run(run())
+    finally:
+        gc.enable()
+
+
 def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
     cell = {
         key: round(statistics.median(r[key] for r in runs), 3)
@@ -366,6 +476,25 @@ def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
     cell["requests"] = sum(r["requests"] for r in runs)
     cell["errors"] = sum(r["errors"] for r in runs)
     cell["runs_rps"] = [round(r["rps"], 1) for r in runs]
+    return cell
+
+
+def _median_paced(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    cell: dict[str, Any] = {
+        key: round(statistics.median(r[key] for r in runs), 3)
+        for key in (
+            "p50_ms",
+            "p99_ms",
+            "p999_ms",
+            "max_ms",
+            "sent_p50_ms",
+            "sent_p99_ms",
+            "client_lag_p99_ms",
+        )
+    }
+    cell["errors"] = sum(r["errors"] for r in runs)
+    cell["requests"] = sum(r["requests"] for r in runs)
+    cell["runs_p99_ms"] = [r["p99_ms"] for r in runs]
     return cell
 
 
@@ -386,6 +515,10 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=30)
     parser.add_argument("--train-rows", type=int, default=20_000)
     parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument(
+        "--rate", type=float, default=500.0, help="open-loop req/s for the paced runs (0: none)"
+    )
+    parser.add_argument("--paced-duration", type=float, default=10.0)
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS))
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--serve", choices=sorted(set(SYSTEMS.values())), help=argparse.SUPPRESS)
@@ -422,6 +555,7 @@ def main() -> None:
                 servers[name] = (_start(SYSTEMS[name], root, port), port)
                 _wrk(port, 8, args.warmup, script)
             runs: dict[str, dict[int, list[dict[str, Any]]]] = {n: {} for n in servers}
+            paced_runs: dict[str, list[dict[str, Any]]] = {}
             for repeat in range(args.repeats):
                 for c in args.concurrency:
                     for name, (_, port) in servers.items():
@@ -431,6 +565,18 @@ def main() -> None:
                             f"[{repeat + 1}/{args.repeats}] {name:<20} c={c:<3}"
                             f" {run['rps']:>9.1f} req/s  p50 {run['p50_ms']:.3f} ms"
                             f"  p99 {run['p99_ms']:.3f} ms  errors {run['errors']}",
+                            flush=True,
+                        )
+                if args.rate > 0:
+                    for name, (_, port) in servers.items():
+                        if name == "common design":
+                            continue  # its capacity (≈ 80 req/s here) is below any useful rate
+                        run = _paced(port, args.rate, args.paced_duration, args.entities)
+                        paced_runs.setdefault(name, []).append(run)
+                        print(
+                            f"[{repeat + 1}/{args.repeats}] {name:<20} paced {args.rate:g}/s"
+                            f"  p50 {run['p50_ms']:.3f} ms  p99 {run['p99_ms']:.3f} ms"
+                            f"  p99.9 {run['p999_ms']:.3f} ms  errors {run['errors']}",
                             flush=True,
                         )
         finally:
@@ -494,6 +640,13 @@ def main() -> None:
         },
         "results": results,
         "ratios": ratios,
+        "paced": {
+            "rate": args.rate,
+            "duration_s": args.paced_duration,
+            "cell": "median over repeats; latency from when each request was due",
+            "results": {name: _median_paced(r) for name, r in paced_runs.items()},
+            "runs": paced_runs,
+        },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
@@ -507,6 +660,19 @@ def main() -> None:
                 f"{name:<20} {c:>3} {cell['rps']:>10.1f} {cell['p50_ms']:>8.3f}"
                 f" {cell['p99_ms']:>8.3f} {r.get('rps_vs_floor', float('nan')):>9.3f}"
                 f" {r.get('rps_vs_common', float('nan')):>10.1f} {cell['errors']:>7}"
+            )
+    if paced_runs:
+        print(f"\nopen loop at {args.rate:g} req/s for {args.paced_duration:g} s (median of runs)")
+        print(
+            f"{'system':<20} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'max ms':>8}"
+            f" {'sent p50':>9} {'sent p99':>9} {'lag p99':>8} {'errors':>7}"
+        )
+        for name, cell in report["paced"]["results"].items():
+            print(
+                f"{name:<20} {cell['p50_ms']:>8.3f} {cell['p99_ms']:>8.3f}"
+                f" {cell['p999_ms']:>9.3f} {cell['max_ms']:>8.3f} {cell['sent_p50_ms']:>9.3f}"
+                f" {cell['sent_p99_ms']:>9.3f} {cell['client_lag_p99_ms']:>8.3f}"
+                f" {cell['errors']:>7}"
             )
 
 
