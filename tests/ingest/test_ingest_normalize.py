@@ -68,7 +68,7 @@ def run(
 ) -> Batch:
     norm = norm or StationStatusNormalizer("test", CFG)
     batch = norm.normalize_document(payload, ingested_at=at, batch_id=batch_id)
-    assert batch.received == batch.accepted.num_rows + len(batch.dead_letters)
+    assert batch.received == batch.accepted.num_rows + batch.unchanged + len(batch.dead_letters)
     assert batch.accepted.schema == STATION_STATUS_SCHEMA
     return batch
 
@@ -267,15 +267,33 @@ def test_identical_copies_keep_the_first() -> None:
     ]
 
 
-def test_duplicates_across_documents() -> None:
+def test_a_station_that_has_not_reported_since_the_last_poll_is_unchanged() -> None:
+    # A live feed repeats every station on every poll; most have not reported anew. Those
+    # records are already stored: counted, not appended again, and not dead letters.
     norm = StationStatusNormalizer("test", CFG)
     run(doc(record("a"), record("b")), norm)
     later = NOW + timedelta(minutes=1)
     batch = run(doc(record("a"), record("b", last_reported=NOW_S + 30)), norm, at=later)
     assert batch.accepted["station_id"].to_pylist() == ["b"]
+    assert batch.dead_letters == []
+    assert batch.unchanged == 1 and batch.received == 2
+    assert norm.counters["unchanged"] == 1 and norm.counters["duplicate"] == 0
+    # the same after a restart from the saved state
+    restored = StationStatusNormalizer("test", CFG, state=norm.state())
+    again = run(doc(record("a"), record("b", last_reported=NOW_S + 30)), restored, at=later)
+    assert again.accepted.num_rows == 0 and again.dead_letters == [] and again.unchanged == 2
+    assert restored.counters["unchanged"] == 3
+
+
+def test_a_repeat_of_an_older_accepted_event_is_a_duplicate() -> None:
+    norm = StationStatusNormalizer("test", CFG)
+    run(doc(record("a", last_reported=NOW_S - 60)), norm)
+    run(doc(record("a", last_reported=NOW_S)), norm)
+    batch = run(doc(record("a", last_reported=NOW_S - 60)), norm)
     (letter,) = batch.dead_letters
     assert letter.reason == RejectReason.DUPLICATE
     assert "already has an accepted event" in letter.detail
+    assert batch.unchanged == 0
 
 
 def test_out_of_order_within_lateness_is_accepted_but_late_is_not() -> None:
@@ -309,7 +327,7 @@ def test_counters_are_cumulative() -> None:
     run(doc(record("a")), norm)
     assert norm.counters["received"] == 3
     assert norm.counters["accepted"] == 1
-    assert norm.counters["negative_count"] == 1 and norm.counters["duplicate"] == 1
+    assert norm.counters["negative_count"] == 1 and norm.counters["unchanged"] == 1
 
 
 def test_state_round_trip_gives_the_same_decisions() -> None:
@@ -320,7 +338,7 @@ def test_state_round_trip_gives_the_same_decisions() -> None:
     assert restored.state() == first.state()
     assert restored.counters == first.counters
     probe = doc(
-        record("a", last_reported=NOW_S),  # duplicate of the watermark
+        record("a", last_reported=NOW_S),  # the watermark again: unchanged
         record("b", last_reported=NOW_S - 30 * 60),  # late
         record("c", last_reported=NOW_S),  # new station
     )
@@ -331,6 +349,7 @@ def test_state_round_trip_gives_the_same_decisions() -> None:
         assert [(d.reason, d.detail) for d in one.dead_letters] == [
             (d.reason, d.detail) for d in two.dead_letters
         ]
+        assert one.unchanged == two.unchanged
     assert first.state() == restored.state()
 
 

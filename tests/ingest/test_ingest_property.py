@@ -105,7 +105,7 @@ def test_accounting_is_exact_and_accepted_rows_are_sound(docs: list[Any]) -> Non
         batch = norm.normalize_document(payload, ingested_at=at, batch_id=batch_id)
         total += len(stations)
         assert batch.received == len(stations)
-        assert batch.accepted.num_rows + len(batch.dead_letters) == len(stations)
+        assert batch.accepted.num_rows + batch.unchanged + len(batch.dead_letters) == len(stations)
         assert batch.accepted.schema == STATION_STATUS_SCHEMA
         ids = [d.id for d in batch.dead_letters]
         assert len(set(ids)) == len(ids)
@@ -145,20 +145,30 @@ from dockline.core.contracts import RejectReason  # noqa: E402
 LATENESS = CFG.allowed_lateness
 
 
+UNCHANGED = "unchanged"
+
+
 def reference(
     batches: list[list[tuple[str, int]]], ingested: list[int]
-) -> list[list[RejectReason | None]]:
-    """Decisions computed one row at a time, straight from the definitions."""
+) -> list[list[RejectReason | str | None]]:
+    """Decisions computed one row at a time, straight from the definitions.
+
+    None: accepted; UNCHANGED: the station's newest accepted event again (counted, not a dead
+    letter); otherwise the dead letter's reason.
+    """
     accepted: dict[str, list[int]] = {}
     out = []
     for rows, ing in zip(batches, ingested, strict=True):
         before = {k: list(v) for k, v in accepted.items()}
         seen_in_batch: set[tuple[str, int]] = set()
         prior: dict[str, int] = {k: max(v) for k, v in before.items()}
-        decisions: list[RejectReason | None] = []
+        decisions: list[RejectReason | str | None] = []
         lateness = int(LATENESS.total_seconds())
         for sid, ts in rows:
             wm = max(before[sid]) if sid in before else None
+            if wm is not None and ts == wm:
+                decisions.append(UNCHANGED)
+                continue
             if wm is not None and wm - lateness <= ts and ts in before[sid]:
                 decisions.append(RejectReason.DUPLICATE)
                 continue
@@ -229,5 +239,7 @@ def test_normalize_table_matches_a_row_by_row_model(
             got[
                 [dead_letter_id("t", str(number), i) for i in range(len(rows))].index(letter.id)
             ] = letter.reason
-        assert got == expected[number], (rows, got, expected[number])
-        assert batch.accepted.num_rows == got.count(None)
+        want = [None if d == UNCHANGED else d for d in expected[number]]
+        assert got == want, (rows, got, expected[number])
+        assert batch.unchanged == expected[number].count(UNCHANGED)
+        assert batch.accepted.num_rows == expected[number].count(None)

@@ -64,7 +64,7 @@ def test_restart_restores_the_exact_validator_state(tmp_path: Path) -> None:
             _doc(total - 1), ingested_at=from_micros((T0 + 60 * total) * 1_000_000), batch_id="re"
         )
         assert again.accepted.num_rows == 0
-        assert {str(d.reason) for d in again.dead_letters} == {"duplicate"}
+        assert again.dead_letters == [] and again.unchanged == again.received > 0
         assert second.resume.batches_done == total
     finally:
         second.close()

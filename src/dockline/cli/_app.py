@@ -180,6 +180,7 @@ def _print_summary(
             "source": summary.source,
             "received": summary.received,
             "accepted": summary.accepted,
+            "unchanged": summary.unchanged,
             "dead_letters": dict(sorted(summary.dead_letters.items())),
             "documents": summary.documents,
             "stations": summary.stations,
@@ -196,6 +197,11 @@ def _print_summary(
         f"[bold]{summary.source}[/bold]: received {summary.received:,} records, accepted"
         f" {summary.accepted:,} from {summary.stations:,} stations in {summary.seconds:.1f} s{rate}"
     )
+    if summary.unchanged:
+        console.print(
+            f"{summary.unchanged:,} records repeated a station's newest accepted event"
+            " (no new report since the last poll): already stored, not appended again"
+        )
     if summary.dead_letters:
         console.print(counts_table("dead letters by reason", summary.dead_letters))
     else:

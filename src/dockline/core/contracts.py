@@ -195,11 +195,16 @@ class DatasetMetadata(Contract):
 
 
 class IngestSummary(msgspec.Struct, kw_only=True):
-    """What an ingest run did. ``received == accepted + sum(dead_letters.values())`` always."""
+    """What an ingest run did. ``received == accepted + unchanged + rejected`` always.
+
+    ``unchanged`` counts records a station repeated without reporting anew (same key and time
+    as its newest accepted event): already stored, so neither appended nor dead letters.
+    """
 
     source: str
     received: int = 0
     accepted: int = 0
+    unchanged: int = 0
     dead_letters: dict[str, int] = msgspec.field(default_factory=dict)
     documents: int = 0
     stations: int = 0
@@ -217,11 +222,11 @@ class IngestSummary(msgspec.Struct, kw_only=True):
         return sum(self.dead_letters.values())
 
     def check_accounting(self) -> None:
-        """Raise if any record is unaccounted for (accepted + dead letters must equal received)."""
-        if self.accepted + self.rejected != self.received:
+        """Raise if any record is unaccounted for (accepted + unchanged + dead letters)."""
+        if self.accepted + self.unchanged + self.rejected != self.received:
             raise ContractError(
-                f"row accounting broken: accepted {self.accepted} + dead letters {self.rejected}"
-                f" != received {self.received}",
+                f"row accounting broken: accepted {self.accepted} + unchanged {self.unchanged}"
+                f" + dead letters {self.rejected} != received {self.received}",
                 reason="accounting",
                 where=self.source,
             )

@@ -93,7 +93,10 @@ _STATE_VERSION = 1
 class Batch:
     """The outcome of normalizing one document or table: accepted rows plus dead letters.
 
-    ``received == accepted.num_rows + len(dead_letters)`` always holds.
+    ``unchanged`` counts records identical in key and time to the station's newest accepted
+    event: a station that has not reported since the last poll. They are already in the log, so
+    they are neither appended again nor dead letters.
+    ``received == accepted.num_rows + unchanged + len(dead_letters)`` always holds.
     """
 
     accepted: pa.Table
@@ -102,12 +105,14 @@ class Batch:
     last_updated: datetime | None = None
     ttl: int | None = None
     version: str | None = None
+    unchanged: int = 0
 
     def __post_init__(self) -> None:
-        if self.accepted.num_rows + len(self.dead_letters) != self.received:
+        if self.accepted.num_rows + self.unchanged + len(self.dead_letters) != self.received:
             raise ContractError(
-                f"row accounting broken: accepted {self.accepted.num_rows} + dead letters"
-                f" {len(self.dead_letters)} != received {self.received}",
+                f"row accounting broken: accepted {self.accepted.num_rows} + unchanged"
+                f" {self.unchanged} + dead letters {len(self.dead_letters)}"
+                f" != received {self.received}",
                 reason="accounting",
             )
 
@@ -165,7 +170,7 @@ class _State(msgspec.Struct, kw_only=True):
 
 
 def _empty_counters() -> dict[str, int]:
-    counters = {"received": 0, "accepted": 0}
+    counters = {"received": 0, "accepted": 0, "unchanged": 0}
     counters.update({str(reason): 0 for reason in RejectReason})
     return counters
 
@@ -175,7 +180,7 @@ def _micros(delta: timedelta) -> int:
 
 
 # Stateful outcome codes, in the order they are checked
-_OK, _DUP_STATE, _DUP_BATCH, _FUTURE, _STALE, _LATE = 0, 1, 2, 3, 4, 5
+_OK, _DUP_STATE, _DUP_BATCH, _FUTURE, _STALE, _LATE, _UNCHANGED = 0, 1, 2, 3, 4, 5, 6
 
 
 @dataclass(slots=True)
@@ -547,7 +552,8 @@ class StationStatusNormalizer:
         )
 
         rejected = cols.rej.by_pos
-        stateful = np.flatnonzero(ok & (outcome != _OK)).tolist()
+        unchanged = int(np.count_nonzero(ok & (outcome == _UNCHANGED)))
+        stateful = np.flatnonzero(ok & (outcome != _OK) & (outcome != _UNCHANGED)).tolist()
         positions = sorted(rejected.keys() | set(stateful))
         # datetimes once per rejected row (and once per distinct ingestion time)
         event_dt = {
@@ -585,6 +591,7 @@ class StationStatusNormalizer:
         counters = self.counters
         counters["received"] += n
         counters["accepted"] += len(idx)
+        counters["unchanged"] += unchanged
         for letter in letters:
             counters[letter.reason.value] += 1
         return Batch(
@@ -594,6 +601,7 @@ class StationStatusNormalizer:
             last_updated=last_updated,
             ttl=ttl,
             version=version,
+            unchanged=unchanged,
         )
 
     def _capacity_column(
@@ -628,10 +636,13 @@ class StationStatusNormalizer:
         row_wm = watermark[codes] if n else np.zeros(0, dtype=np.int64)
         lateness = self._lateness
 
-        # duplicates of accepted events kept in the state (only the lateness window is kept;
-        # anything older is judged `late` instead, the same way before and after a restart)
+        # the station's newest accepted event again: it has not reported since the last poll,
+        # which is most of a live feed's stations on most polls. Not an error, and already
+        # stored, so it is counted, not dead-lettered.
         known = ok & (row_wm != _NO_WATERMARK)
-        outcome[known & (event == row_wm)] = _DUP_STATE
+        outcome[known & (event == row_wm)] = _UNCHANGED
+        # repeats of older accepted events kept in the state (only the lateness window is kept;
+        # anything older is judged `late` instead, the same way before and after a restart)
         maybe = np.flatnonzero(known & (event < row_wm) & (event >= row_wm - lateness))
         for pos in maybe.tolist():
             times = seen[uniq[codes[pos]]]

@@ -281,6 +281,7 @@ def _report(
         "expected_dead_letters": stats["expected_rejections"],
         "received": summary.received,
         "accepted": summary.accepted,
+        "unchanged": summary.unchanged,
         "dead_letters": dict(sorted(summary.dead_letters.items())),
         "stations": summary.stations,
         "documents": summary.documents,

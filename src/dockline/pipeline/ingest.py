@@ -128,6 +128,7 @@ class IngestRun:
         )
         self.summary.received += batch.received
         self.summary.accepted += batch.accepted.num_rows
+        self.summary.unchanged += batch.unchanged
         self.summary.documents += 1
         self.summary.add_rejections(batch.dead_letters)
         if batch.accepted.num_rows:
