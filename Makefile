@@ -24,7 +24,9 @@ servers:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
 	fi
 
+# The demo's city starts at the same instant every run, so each run starts from an empty data dir.
 demo: $(STAMP)
+	rm -rf .dockline-demo
 	$(BIN)/dockline --data-dir .dockline-demo demo
 
 test: $(STAMP) servers

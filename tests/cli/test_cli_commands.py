@@ -165,6 +165,10 @@ def test_demo_accounts_for_every_published_record(tmp_path: Path) -> None:
     assert report["offline_distinct_rows"] == report["offline_rows"] == report["accepted"]
     assert report["features"]["consistency_match_rate"] == 1.0
     assert report["features"]["dataset"] is None  # half an hour leaves no label horizon
+    # The simulated feed restarts at the same times, so a used data dir would skip all of it:
+    # a second run says so in one line instead of failing on accounting half-way.
+    again = dockline("demo", "--stations", "40", "--hours", "0.5", data_dir=tmp_path)
+    assert_one_line_error(again, str(tmp_path), "empty data dir")
 
 
 @pytest.mark.slow

@@ -28,7 +28,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from dockline.core.contracts import TOPIC_STATION_STATUS, IngestSummary
-from dockline.core.errors import ContractError
+from dockline.core.errors import ConfigError, ContractError
 from dockline.core.time import FixedClock, ScaledClock
 from dockline.pipeline.features import build_dataset, check_consistency, materialize
 from dockline.pipeline.ingest import ingest_archive, ingest_feed, sink_offline
@@ -57,7 +57,18 @@ def run_demo(
     train: bool = True,
     json_out: bool = False,
 ) -> dict[str, Any]:
-    """Run the demo and return its report (also printed, as tables or one JSON object)."""
+    """Run the demo and return its report (also printed, as tables or one JSON object).
+
+    Needs an empty data dir: the simulated city starts at the same instant every run, so a log
+    from an earlier run would make the feed's documents look already ingested.
+    """
+    if platform.data.log.exists():
+        raise ConfigError(
+            "the demo needs an empty data dir, and this one already holds an event log from an"
+            " earlier run (remove it, or pass another --data-dir)",
+            reason="data_dir_not_empty",
+            where=str(platform.data.root),
+        )
     console = Console(stderr=json_out, highlight=False)
     city = City(
         CityConfig(
