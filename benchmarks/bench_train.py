@@ -54,12 +54,11 @@ import numpy as np
 import numpy.typing as npt
 import psutil
 
-from dockline.core.bundle import Bundle, BundleScorer, Lineage, load_bundle
+from dockline.core.bundle import BundleScorer, load_bundle
 from dockline.core.config import DataDir, TrainConfig
-from dockline.core.time import from_micros
+from dockline.pipeline.train import export_bundle
 from dockline.train.candidates import positive_scores
 from dockline.train.data import METADATA_FILE, TrainingData, load_training_set
-from dockline.train.export import build_bundle
 from dockline.train.trainer import TrainOutcome, train_candidates
 
 HERE = Path(__file__).resolve().parent
@@ -280,41 +279,6 @@ def single_threaded(estimator: Any) -> tuple[Any, dict[str, Any]]:
             changed[f"{name}.n_jobs"] = params["n_jobs"]
             step.set_params(n_jobs=1)
     return clone, changed
-
-
-def candidate_bundle(
-    root: Path, data: TrainingData, outcome: TrainOutcome, name: str, config: TrainConfig
-) -> Bundle:
-    """Export a non-selected candidate as the CLI exports the selected one (parity included)."""
-    result = outcome.candidates[name]
-    rows = outcome.splits
-    return build_bundle(
-        root,
-        estimator=result.estimator,
-        features=outcome.features,
-        x_test=outcome.test_X,
-        x_train=outcome.train_X,
-        train_scores=None,
-        project="bench",
-        model_name=f"bench-{name}",
-        label=outcome.label,
-        candidate=name,
-        params=result.params,
-        calibration=result.calibration,
-        threshold=result.threshold,
-        lineage=Lineage(
-            dataset_name=data.metadata.dataset_name,
-            dataset_hash=outcome.dataset_hash,
-            plan_hash="",
-            config_hash=outcome.config_hash,
-            code_version="bench",
-            seed=outcome.seed,
-        ),
-        metrics=result.test_metrics,
-        train_start=from_micros(int(data.as_of_us[rows.train.rows].min())),
-        test_end=from_micros(int(data.as_of_us[rows.test.rows].max())),
-        tolerance=config.parity_tolerance,
-    )
 
 
 def check_same_model(name: str, native: Any, scorer: BundleScorer, x: Matrix) -> float:
@@ -563,7 +527,7 @@ def main() -> None:
         if args.all_candidates:
             for name, res in outcome.candidates.items():
                 if name != outcome.selected:
-                    other = candidate_bundle(work / "bundles", data, outcome, name, config)
+                    other = export_bundle(work / "bundles", data, outcome, config, candidate=name)
                     scorers[name] = (res.estimator, BundleScorer(other))
         x_test = np.ascontiguousarray(outcome.test_X, dtype=np.float32)
         inference: dict[str, Any] = {}

@@ -41,6 +41,7 @@ from dockline.train.trainer import TrainOutcome, train_candidates
 __all__ = [
     "TrainSummary",
     "current_actor",
+    "export_bundle",
     "history",
     "model_name_for",
     "open_registry",
@@ -111,8 +112,15 @@ def _hour_of_week(data: TrainingData, outcome: TrainOutcome) -> HourOfWeekRates 
     )
 
 
-def _export(root: Path, data: TrainingData, outcome: TrainOutcome, config: TrainConfig) -> Bundle:
-    best = outcome.best
+def export_bundle(
+    root: Path,
+    data: TrainingData,
+    outcome: TrainOutcome,
+    config: TrainConfig,
+    candidate: str | None = None,
+) -> Bundle:
+    """Export the selected model (or another trained ``candidate``) as a verified bundle."""
+    best = outcome.best if candidate is None else outcome.candidates[candidate]
     assert best.estimator is not None
     project = str(data.metadata.extra.get("project") or "project")
     splits = outcome.splits
@@ -200,7 +208,7 @@ def train_model(
     platform.data.mlruns.mkdir(parents=True, exist_ok=True)
     storage = f"sqlite:///{platform.data.tuning_db.resolve()}"
     outcome = train_candidates(data, config, storage=storage, out_dir=out_dir, progress=progress)
-    bundle = _export(platform.data.bundles, data, outcome, config)
+    bundle = export_bundle(platform.data.bundles, data, outcome, config)
 
     reproducible: bool | None = None
     if check_reproducible:
@@ -208,7 +216,7 @@ def train_model(
             again = train_candidates(
                 data, config, storage=f"sqlite:///{Path(tmp) / 'optuna.db'}", out_dir=Path(tmp)
             )
-            reproducible = _export(Path(tmp) / "bundles", data, again, config).bundle_id == (
+            reproducible = export_bundle(Path(tmp) / "bundles", data, again, config).bundle_id == (
                 bundle.bundle_id
             )
         if not reproducible:
