@@ -468,33 +468,24 @@ def _paced(port: int, rate: float, duration: float, entities: int) -> dict[str, 
         gc.enable()
 
 
-def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    cell = {
-        key: round(statistics.median(r[key] for r in runs), 3)
-        for key in ("rps", "p50_ms", "p90_ms", "p99_ms")
-    }
-    cell["requests"] = sum(r["requests"] for r in runs)
-    cell["errors"] = sum(r["errors"] for r in runs)
-    cell["runs_rps"] = [round(r["rps"], 1) for r in runs]
-    return cell
+WRK_CELL = ("rps", "p50_ms", "p90_ms", "p99_ms")
+PACED_CELL = (
+    "p50_ms",
+    "p99_ms",
+    "p999_ms",
+    "max_ms",
+    "sent_p50_ms",
+    "sent_p99_ms",
+    "client_lag_p99_ms",
+)
 
 
-def _median_paced(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    cell: dict[str, Any] = {
-        key: round(statistics.median(r[key] for r in runs), 3)
-        for key in (
-            "p50_ms",
-            "p99_ms",
-            "p999_ms",
-            "max_ms",
-            "sent_p50_ms",
-            "sent_p99_ms",
-            "client_lag_p99_ms",
-        )
-    }
-    cell["errors"] = sum(r["errors"] for r in runs)
+def _median(runs: list[dict[str, Any]], keys: tuple[str, ...], listed: str) -> dict[str, Any]:
+    """A cell: medians of ``keys``, summed requests and errors, and each run's ``listed``."""
+    cell: dict[str, Any] = {key: round(statistics.median(r[key] for r in runs), 3) for key in keys}
     cell["requests"] = sum(r["requests"] for r in runs)
-    cell["runs_p99_ms"] = [r["p99_ms"] for r in runs]
+    cell["errors"] = sum(r["errors"] for r in runs)
+    cell[f"runs_{listed}"] = [round(r[listed], 3) for r in runs]
     return cell
 
 
@@ -583,7 +574,7 @@ def main() -> None:
             for proc, _ in servers.values():
                 _stop(proc)
         results = {
-            name: {str(c): _median(cells) for c, cells in by_c.items()}
+            name: {str(c): _median(cells, WRK_CELL, "rps") for c, cells in by_c.items()}
             for name, by_c in runs.items()
         }
     finally:
@@ -644,7 +635,7 @@ def main() -> None:
             "rate": args.rate,
             "duration_s": args.paced_duration,
             "cell": "median over repeats; latency from when each request was due",
-            "results": {name: _median_paced(r) for name, r in paced_runs.items()},
+            "results": {name: _median(r, PACED_CELL, "p99_ms") for name, r in paced_runs.items()},
             "runs": paced_runs,
         },
     }
