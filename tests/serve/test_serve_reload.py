@@ -5,11 +5,26 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 from serve_helpers import FRESH, ServeFactory, World
 
 AUTH = {"authorization": "Bearer secret"}
+
+
+@contextmanager
+def tampered(world: World, model: str, version: int) -> Iterator[None]:
+    """Flip one bit of the local copy of ``version``'s model.onnx; restore it on exit."""
+    local = world.registry.get(model, version)
+    model_file = world.data.bundles / local.bundle_id / "model.onnx"
+    original = model_file.read_bytes()
+    model_file.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    try:
+        yield
+    finally:
+        model_file.write_bytes(original)
 
 
 def test_hot_reload_under_load_fails_no_request(world: World, serve: ServeFactory) -> None:
@@ -112,11 +127,7 @@ def test_a_tampered_bundle_is_refused_and_the_old_model_keeps_serving(
     v2 = world.register("tamper", world.bundles[1])
     world.promote("tamper", v1)
     server, _ = serve(model="tamper")
-    local = world.registry.get("tamper", v2)  # the verified local copy serving would load
-    model_file = world.data.bundles / local.bundle_id / "model.onnx"
-    original = model_file.read_bytes()
-    model_file.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
-    try:
+    with tampered(world, "tamper", v2):  # the verified local copy serving would load
         world.promote("tamper", v2)
         r = httpx.post(f"{server.url}/v1/admin/reload", headers=AUTH, timeout=30)
         assert r.status_code == 409, r.text
@@ -132,8 +143,6 @@ def test_a_tampered_bundle_is_refused_and_the_old_model_keeps_serving(
         r = httpx.post(f"{fresh.url}/v1/predict", json={"entity": "s001"})
         assert r.status_code == 503 and r.json()["reason"] == "no_model"
         assert httpx.get(f"{fresh.url}/ready").status_code == 503
-    finally:
-        model_file.write_bytes(original)
 
 
 def test_a_reload_with_unmoved_aliases_reads_no_bundle(world: World, serve: ServeFactory) -> None:
@@ -143,15 +152,9 @@ def test_a_reload_with_unmoved_aliases_reads_no_bundle(world: World, serve: Serv
     v1 = world.register("unmoved", world.bundles[0])
     world.promote("unmoved", v1)
     server, _ = serve(model="unmoved")
-    local = world.registry.get("unmoved", v1)
-    model_file = world.data.bundles / local.bundle_id / "model.onnx"
-    original = model_file.read_bytes()
-    model_file.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
-    try:
+    with tampered(world, "unmoved", v1):
         r = httpx.post(f"{server.url}/v1/admin/reload", headers=AUTH, timeout=30)
         assert r.status_code == 200, r.text
         assert r.json()["changed"] is False
         p = httpx.post(f"{server.url}/v1/predict", json={"entity": "s001"})
         assert p.status_code == 200 and p.json()["model"]["version"] == v1
-    finally:
-        model_file.write_bytes(original)
