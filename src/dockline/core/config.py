@@ -28,6 +28,10 @@ __all__ = [
     "FeaturesConfig",
     "IngestConfig",
     "LogConfig",
+    "MonitorConfig",
+    "MonitorDriftConfig",
+    "MonitorFreshnessConfig",
+    "MonitorHealthConfig",
     "OfflineConfig",
     "OnlineConfig",
     "ServeConfig",
@@ -160,6 +164,68 @@ class ServeConfig(_Frozen):
     environment: str = "development"
 
 
+# -- monitor (P6) ------------------------------------------------------------------------------
+
+
+class MonitorHealthConfig(_Frozen):
+    """``[monitor.health]``: deployment health thresholds (seed 003's names and defaults).
+
+    Every comparison is strict: a value exactly at its threshold passes.
+    """
+
+    latency_p95_ms: float = Field(default=500.0, gt=0)
+    latency_p99_ms: float = Field(default=1000.0, gt=0)
+    failure_rate_pct: float = Field(default=5.0, ge=0, le=100)
+    rejection_rate_pct: float = Field(default=5.0, ge=0, le=100)
+    expected_window_seconds: float = Field(default=60.0, gt=0)
+    max_allowed_gap_factor: float = Field(default=2.0, ge=1)
+    max_missing_windows: int = Field(default=3, ge=0)
+    max_gap_minutes: float = Field(default=5.0, gt=0)
+    max_staleness_minutes: float = Field(default=10.0, gt=0)
+    lookback: Duration = timedelta(minutes=15)
+    """Only windows ending in the last ``lookback`` are judged (staleness looks at all)."""
+    min_requests: int = Field(default=20, ge=1)
+    """Below this many requests in the lookback, the rate checks are inconclusive."""
+
+
+class MonitorFreshnessConfig(_Frozen):
+    """``[monitor.freshness]``: a dataset or vector is FRESH iff its age < threshold."""
+
+    threshold_seconds: float = Field(default=1800.0, gt=0)
+    online_lookback: Duration = timedelta(hours=1)
+    """Served vectors of this last period make the online-vector age distribution."""
+    training_max_age: Duration = timedelta(days=7)
+    """The champion's training data is FRESH iff its newest row is younger than this."""
+
+
+class MonitorDriftConfig(_Frozen):
+    """``[monitor.drift]``: effect-size thresholds, and when a classical test decides instead."""
+
+    window: Duration = timedelta(hours=1)
+    psi_threshold: float = Field(default=0.2, gt=0)
+    wasserstein_threshold: float = Field(default=0.1, gt=0)
+    """Wasserstein-1 distance divided by the reference standard deviation."""
+    jensenshannon_threshold: float = Field(default=0.1, gt=0, le=1)
+    small_sample: int = Field(default=1000, ge=10)
+    """Below this many current values, a chi-square test (``alpha``) decides instead."""
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    drift_share: float = Field(default=0.5, gt=0, le=1)
+    """Dataset-level drift when at least this share of the features drifted."""
+    categorical_max_values: int = Field(default=12, ge=2)
+    """A reference with at most this many distinct integer values is treated as categorical."""
+
+
+class MonitorConfig(_Frozen):
+    """``[monitor]``: health, freshness and drift settings."""
+
+    health: MonitorHealthConfig = MonitorHealthConfig()
+    freshness: MonitorFreshnessConfig = MonitorFreshnessConfig()
+    drift: MonitorDriftConfig = MonitorDriftConfig()
+
+
+# -- end monitor ---------------------------------------------------------------------------------
+
+
 class DocklineConfig(_Frozen):
     """All of dockline's settings, loaded from ``<data-dir>/dockline.toml`` when present."""
 
@@ -170,6 +236,7 @@ class DocklineConfig(_Frozen):
     features: FeaturesConfig = FeaturesConfig()
     train: TrainConfig = TrainConfig()
     serve: ServeConfig = ServeConfig()
+    monitor: MonitorConfig = MonitorConfig()
 
     @classmethod
     def load(cls, path: Path | None) -> Self:

@@ -1,0 +1,22 @@
+"""dockline.monitor: what watches the predictions (P6).
+
+Pure functions over the artifacts the other layers write — serving metrics windows, the
+prediction log, dataset metadata, bundles' drift baselines — to seed 003's outputs:
+:func:`deployment_health` (healthy / degraded / unhealthy per deployment), freshness
+(:func:`dataset_freshness`, :func:`vector_freshness`), :func:`run_checks` (a
+:class:`~dockline.core.monitoring.CheckReport`) and drift (:func:`compare`). Reading files is at
+the edges (:func:`read_windows`); the wiring lives in ``dockline.pipeline.monitor``. Imports only
+``dockline.core``.
+"""
+
+from dockline.monitor.adapters import adapt_p4_bundle
+from dockline.monitor.checks import run_checks
+from dockline.monitor.freshness import dataset_freshness, since_freshness, vector_freshness
+
+__all__ = [
+    "adapt_p4_bundle",
+    "dataset_freshness",
+    "run_checks",
+    "since_freshness",
+    "vector_freshness",
+]
