@@ -12,10 +12,26 @@ the edges (:func:`read_windows`); the wiring lives in ``dockline.pipeline.monito
 from dockline.monitor.adapters import adapt_p4_bundle
 from dockline.monitor.checks import run_checks
 from dockline.monitor.freshness import dataset_freshness, since_freshness, vector_freshness
+from dockline.monitor.health import (
+    classify_deployment,
+    count_missing_windows,
+    deployment_health,
+    max_gap,
+)
+from dockline.monitor.windows import BadLine, WindowScan, dedupe_key, parse_window, read_windows
 
 __all__ = [
+    "BadLine",
+    "WindowScan",
     "adapt_p4_bundle",
+    "classify_deployment",
+    "count_missing_windows",
     "dataset_freshness",
+    "dedupe_key",
+    "deployment_health",
+    "max_gap",
+    "parse_window",
+    "read_windows",
     "run_checks",
     "since_freshness",
     "vector_freshness",

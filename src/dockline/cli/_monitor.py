@@ -1,0 +1,143 @@
+"""``dockline monitor ...``: health, freshness, checks and drift (P6).
+
+Registered by the root app with ``app.add_typer(monitor_app, name="monitor")``. Every command
+takes ``--json``; the data directory is the root's ``--data-dir`` (or this group's own).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.table import Table
+
+from dockline.cli._output import console, err_console, print_json
+from dockline.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from dockline.pipeline.platform import Platform
+
+__all__ = ["monitor_app"]
+
+monitor_app = typer.Typer(
+    help="Watch the predictions: deployment health, freshness, checks and drift.",
+    no_args_is_help=True,
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+AtOpt = Annotated[
+    str | None,
+    typer.Option("--at", help="Evaluate at this time (ISO-8601; UTC if no zone). Default: now."),
+]
+
+_STATUS_STYLE = {
+    "healthy": "green",
+    "degraded": "yellow",
+    "unhealthy": "red",
+    "FRESH": "green",
+    "STALE": "red",
+}
+
+
+@monitor_app.callback()
+def _monitor(
+    ctx: typer.Context,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="Data directory (default: the root's --data-dir)."),
+    ] = None,
+) -> None:
+    """Monitoring over the data directory's serving windows, prediction log and bundles."""
+    ctx.obj = data_dir
+
+
+def _platform(ctx: typer.Context) -> Platform:
+    from dockline.pipeline.platform import Platform  # lazily: keeps `--help` fast
+
+    data_dir = ctx.obj if isinstance(ctx.obj, Path) else None
+    if data_dir is None:
+        root = ctx.find_root().params.get("data_dir")
+        data_dir = Path(root) if root else None
+    return Platform.open(data_dir)
+
+
+def parse_at(value: str | None) -> datetime | None:
+    """``--at`` as a UTC datetime (naive means UTC); None stays None."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"--at must be an ISO-8601 time; got {value!r}") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _styled(status: str) -> str:
+    return f"[{_STATUS_STYLE.get(status, 'white')}]{status}[/]"
+
+
+def _dump(model: Any) -> Any:
+    return model.model_dump(mode="json")
+
+
+# ------------------------------------------------------------------------------------ health
+
+
+@monitor_app.command("health")
+def health(
+    ctx: typer.Context,
+    windows: Annotated[
+        Path | None,
+        typer.Option("--windows", help="Directory of *.jsonl windows (default serving/metrics)."),
+    ] = None,
+    at: AtOpt = None,
+    deployment: Annotated[
+        str | None, typer.Option("--deployment", help="Only this deployment id.")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Each deployment's health (healthy / degraded / unhealthy) over the lookback period.
+
+    Bad lines in the window files are reported (file:line: reason) and skipped.
+
+    Example: dockline monitor health --windows .dockline/serving/metrics --json
+    """
+    from dockline.pipeline import monitor as pipeline
+
+    run = pipeline.health(
+        _platform(ctx), windows_dir=windows, at=parse_at(at), deployment=deployment
+    )
+    if json_out:
+        print_json(
+            {
+                "deployments": [_dump(s) for s in run.states],
+                "bad_lines": [
+                    {"file": b.file, "line": b.line, "reason": b.reason} for b in run.bad_lines
+                ],
+                "duplicates": run.duplicates,
+            }
+        )
+        return
+    for bad in run.bad_lines:
+        err_console.print(f"bad line {bad}", markup=False)
+    if not run.states:
+        console.print(f"no deployment has windows in {run.windows_dir} up to {run.at:%F %T}Z")
+        return
+    table = Table(title=f"deployment health at {run.at:%F %T}Z", title_justify="left")
+    for column in ("deployment", "model", "status", "windows", "missing", "requests", "detail"):
+        table.add_column(column)
+    for s in run.states:
+        table.add_row(
+            s.deployment_id,
+            f"{s.model_name} v{s.model_version}" if s.model_name else "-",
+            _styled(s.status),
+            str(s.evaluated_windows),
+            str(s.missing_window_count),
+            str(s.request_count),
+            s.detail,
+        )
+    console.print(table)
+    if run.duplicates:
+        console.print(f"{run.duplicates} duplicate windows ignored")
