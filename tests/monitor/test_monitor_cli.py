@@ -116,3 +116,89 @@ def test_health_later_is_stale(tmp_path: Path) -> None:
 def test_bad_at_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--at must be an ISO-8601 time"):
         run("monitor", "health", "--windows", str(tmp_path), "--at", "yesterday")
+
+
+def test_check_json_and_exit_code(shared_dir: Path) -> None:
+    fixtures = shared_dir / "peers/monitoring-feedback-layer/fixtures"
+    out = run("monitor", "check", "--metadata", str(fixtures / "dataset_metadata.json"), "--json")
+    report = json.loads(out.stdout)
+    assert report["all_passed"] is True and len(report["results"]) == 5
+    bad = runner.invoke(
+        root,
+        [
+            "monitor",
+            "check",
+            "--metadata",
+            str(fixtures / "dataset_metadata_missing_built_at.json"),
+        ],
+    )
+    assert bad.exit_code == 1
+    assert "FAIL  freshness_computable" in bad.stdout
+
+
+def test_freshness_of_a_metadata_file(shared_dir: Path) -> None:
+    path = shared_dir / "peers/monitoring-feedback-layer/fixtures/dataset_metadata.json"
+    at = "2026-04-07T08:22:10Z"  # built 08:02:10: 1200 s old
+    out = run("monitor", "freshness", "--metadata", str(path), "--at", at, "--json")
+    (result,) = json.loads(out.stdout)["results"]
+    assert (result["freshness_seconds"], result["status"]) == (1200.0, "FRESH")
+    out = run("monitor", "freshness", "--metadata", str(path), "--at", "2026-04-07T08:32:10Z")
+    assert "STALE" in out.stdout
+
+
+def test_freshness_of_a_data_dir_with_a_prediction_log(tmp_path: Path) -> None:
+    from dockline.core.contracts import DatasetMetadata
+    from dockline.serve._predlog import PredictionLog
+
+    data = tmp_path / "data"
+    DatasetMetadata(
+        dataset_name="station_status",
+        dataset_version="2026-04-07",
+        path="offline/station_status/date=2026-04-07",
+        built_at=T0,
+        row_count=10,
+    ).write(data / "offline" / "station_status" / "date=2026-04-07" / "_manifest.json")
+    log = PredictionLog(
+        data / "serving" / "predictions", flush_rows=10_000, flush_interval_s=60, max_queue=10_000
+    )
+    for i in range(100):
+        age = 5000.0 if i < 10 else 30.0
+        log.append(
+            (
+                f"r{i}",
+                to_micros(T0) + i,
+                "/v1/predict",
+                f"s{i}",
+                "champion",
+                True,
+                "m",
+                1,
+                "b",
+                0.1,
+                False,
+                "ok",
+                None,
+                "model",
+                None,
+                age,
+                1.0,
+                [1.0],
+            )
+        )
+    log.flush()
+    out = run(
+        "--data-dir",
+        str(data),
+        "monitor",
+        "freshness",
+        "--at",
+        (T0 + timedelta(minutes=10)).isoformat(),
+        "--json",
+    )
+    payload = json.loads(out.stdout)
+    kinds = {r["kind"]: r for r in payload["results"]}
+    assert kinds["dataset"]["freshness_seconds"] == 600.0 and kinds["dataset"]["status"] == "FRESH"
+    vectors = kinds["online_vectors"]
+    assert vectors["count"] == 100 and vectors["share_stale"] == 0.1
+    assert vectors["status"] == "STALE"
+    assert any("registry" in note for note in payload["notes"])

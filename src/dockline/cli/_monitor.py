@@ -141,3 +141,70 @@ def health(
     console.print(table)
     if run.duplicates:
         console.print(f"{run.duplicates} duplicate windows ignored")
+
+
+# --------------------------------------------------------------------------------- freshness
+
+
+@monitor_app.command("freshness")
+def freshness(
+    ctx: typer.Context,
+    metadata: Annotated[
+        Path | None,
+        typer.Option("--metadata", help="A DatasetMetadata file (default: the data directory)."),
+    ] = None,
+    at: AtOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """FRESH or STALE: datasets (age < 1800 s by default), served vectors, training data.
+
+    Example: dockline monitor freshness --metadata datasets/week/_manifest.json --json
+    """
+    from dockline.pipeline import monitor as pipeline
+
+    run = pipeline.freshness(_platform(ctx), metadata=metadata, at=parse_at(at))
+    if json_out:
+        print_json({"results": [_dump(r) for r in run.results], "notes": run.notes})
+        return
+    table = Table(title="freshness", title_justify="left")
+    for column in ("kind", "name", "version", "age (s)", "threshold (s)", "status", "stale share"):
+        table.add_column(column)
+    for r in run.results:
+        table.add_row(
+            r.kind,
+            r.dataset_name,
+            r.dataset_version[:24],
+            f"{r.freshness_seconds:,.1f}",
+            "-" if r.threshold_seconds is None else f"{r.threshold_seconds:,.0f}",
+            _styled(r.status),
+            "-" if r.share_stale is None else f"{r.share_stale:.1%}",
+        )
+    console.print(table)
+    for note in run.notes:
+        console.print(f"[dim]{note}[/dim]")
+
+
+# ------------------------------------------------------------------------------------- check
+
+
+@monitor_app.command("check")
+def check(
+    metadata: Annotated[Path, typer.Option("--metadata", help="The metadata file to check.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Seed 003's five checks over a metadata file, in order; exit 1 if any failed.
+
+    Example: dockline monitor check --metadata datasets/week/_manifest.json
+    """
+    from dockline.pipeline import monitor as pipeline
+
+    report = pipeline.check(metadata)
+    if json_out:
+        print_json(_dump(report))
+    else:
+        for result in report.results:
+            mark = "[green]pass[/]" if result.passed else "[red]FAIL[/]"
+            detail = f"  {result.detail}" if result.detail else ""
+            console.print(f"{mark}  {result.check}{detail}")
+    if not report.all_passed:
+        raise typer.Exit(1)

@@ -18,6 +18,7 @@ from dockline.monitor.health import (
     deployment_health,
     max_gap,
 )
+from dockline.monitor.predictions import read_prediction_log
 from dockline.monitor.windows import BadLine, WindowScan, dedupe_key, parse_window, read_windows
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "deployment_health",
     "max_gap",
     "parse_window",
+    "read_prediction_log",
     "read_windows",
     "run_checks",
     "since_freshness",

@@ -12,15 +12,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from dockline.core.bundle import load_bundle
 from dockline.core.contracts import DatasetMetadata
+from dockline.core.errors import DocklineError
 from dockline.core.monitoring import CheckReport, DeploymentHealthState, FreshnessResult
 from dockline.core.time import ensure_utc
 from dockline.monitor import (
     BadLine,
     dataset_freshness,
     deployment_health,
+    read_prediction_log,
     read_windows,
     run_checks,
+    since_freshness,
+    vector_freshness,
 )
 from dockline.pipeline.platform import Platform
 
@@ -108,7 +113,53 @@ def freshness(
         for path in _latest_manifests(platform)
     ]
     notes = [] if results else ["no dataset manifests under offline/ or datasets/"]
+    table = read_prediction_log(
+        platform.data.serving_predictions,
+        start=when - config.online_lookback,
+        end=when,
+        columns=["feature_age_s", "served"],
+    )
+    served = table.filter(table["served"]) if table.num_rows else table
+    ages = served["feature_age_s"].to_numpy(zero_copy_only=False) if served.num_rows else []
+    vectors = vector_freshness(ages, when, config.threshold_seconds)
+    if vectors is None:
+        notes.append(f"no served vectors in the last {config.online_lookback}")
+    else:
+        results.append(vectors)
+    trained = _champion_training_data(platform, when)
+    if isinstance(trained, str):
+        notes.append(trained)
+    else:
+        results.append(trained)
     return FreshnessRun(results, notes)
+
+
+def _champion_training_data(platform: Platform, when: datetime) -> FreshnessResult | str:
+    """The champion's training data age (its newest test row), or why there is none."""
+    from dockline.pipeline.features import load_plan
+    from dockline.pipeline.train import model_name_for, open_registry
+
+    config = platform.config
+    if not platform.data.mlflow_db.exists():
+        return "no model registry yet (run `dockline train`)"
+    try:
+        name = config.serve.model_name or model_name_for(
+            config.train, load_plan(platform).project, config.train.label
+        )
+    except DocklineError as exc:
+        return f"no champion: {exc}"
+    champion = open_registry(platform).resolve(name, "champion")
+    if champion is None:
+        return f"no champion for model {name}"
+    manifest = load_bundle(Path(champion.bundle_path)).manifest
+    return since_freshness(
+        manifest.lineage.dataset_name,
+        champion.bundle_id,
+        manifest.test_end,
+        when,
+        config.monitor.freshness.training_max_age.total_seconds(),
+        kind="training_data",
+    )
 
 
 def check(metadata: Path) -> CheckReport:
