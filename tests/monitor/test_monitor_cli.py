@@ -202,3 +202,157 @@ def test_freshness_of_a_data_dir_with_a_prediction_log(tmp_path: Path) -> None:
     assert vectors["count"] == 100 and vectors["share_stale"] == 0.1
     assert vectors["status"] == "STALE"
     assert any("registry" in note for note in payload["notes"])
+
+
+# -- drift ------------------------------------------------------------------------------------
+
+
+def _parquet(path: Path, columns: dict[str, Any]) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
+def test_drift_of_two_tables(tmp_path: Path) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n = 20_000
+    ref = _parquet(
+        tmp_path / "ref.parquet",
+        {"a": rng.normal(0, 1, n), "b": rng.exponential(2, n), "station_id": ["s"] * n},
+    )
+    cur = _parquet(
+        tmp_path / "cur.parquet",
+        {"a": rng.normal(0, 1, n), "b": rng.exponential(2, n) + 0.5, "c": rng.normal(0, 1, n)},
+    )
+    out = run(
+        "--data-dir",
+        str(tmp_path / "d"),
+        "monitor",
+        "drift",
+        "--reference",
+        str(ref),
+        "--current",
+        str(cur),
+        "--json",
+    )
+    payload = json.loads(out.stdout)
+    assert set(payload["features"]) == {"a", "b"}  # shared numeric columns only
+    assert payload["features"]["b"]["drift"] is True
+    assert payload["features"]["b"]["method"] == "wasserstein"
+    assert payload["features"]["a"]["drift"] is False
+    assert payload["drift"] is True  # one of two features: share 0.5
+    table = run("monitor", "drift", "--reference", str(ref), "--current", str(cur))
+    assert "DRIFT" in table.stdout
+
+
+def test_drift_options_must_pair(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="go together"):
+        run("monitor", "drift", "--reference", str(tmp_path / "x.parquet"))
+
+
+def _bundle(root: Path, features: list[str], train: Any, scores: Any) -> str:
+    from dockline.core.bundle import (
+        BundleManifest,
+        Calibration,
+        Lineage,
+        OnnxSpec,
+        ParityReport,
+        ThresholdChoice,
+        write_bundle,
+    )
+    from dockline.train.export import drift_baseline
+
+    manifest = BundleManifest(
+        project="bikeshare",
+        model_name="bikeshare-empty_next_hour",
+        label="empty_next_hour",
+        candidate="logistic",
+        features=features,
+        onnx=OnnxSpec(input_name="x", output_name="p", opset=17),
+        calibration=Calibration(method="none"),
+        threshold=ThresholdChoice(
+            policy="target_precision", threshold=0.5, precision=0.5, recall=0.5
+        ),
+        parity=ParityReport(rows=1, max_abs_diff=0.0, tolerance=1e-5, passed=True),
+        lineage=Lineage(
+            dataset_name="week",
+            dataset_hash="h",
+            plan_hash="p",
+            config_hash="c",
+            code_version="0",
+            seed=0,
+        ),
+        train_start=T0 - timedelta(days=7),
+        test_end=T0 - timedelta(days=1),
+    )
+    # The model bytes are not read by drift; the drift baseline is training's own.
+    bundle = write_bundle(
+        root, manifest, {"model.onnx": b"onnx"}, drift_baseline(train, features, scores)
+    )
+    return bundle.bundle_id
+
+
+def test_drift_live_from_the_prediction_log(tmp_path: Path) -> None:
+    import numpy as np
+
+    from dockline.serve._predlog import PredictionLog
+
+    rng = np.random.default_rng(1)
+    data = tmp_path / "data"
+    names = ["bikes", "docks", "age"]
+    train = np.column_stack(
+        [rng.normal(10, 3, 50_000), rng.normal(5, 2, 50_000), rng.exponential(60, 50_000)]
+    )
+    bundle_id = _bundle(data / "bundles", names, train, rng.beta(2, 5, 50_000))
+    log = PredictionLog(
+        data / "serving" / "predictions",
+        flush_rows=100_000,
+        flush_interval_s=60,
+        max_queue=100_000,
+    )
+    n = 5000
+    live = np.column_stack(
+        [rng.normal(10, 3, n) + 0.25 * 3, rng.normal(5, 2, n), rng.exponential(60, n)]
+    )
+    probs = rng.beta(2, 5, n)
+    base = to_micros(T0)
+    for i in range(n):
+        log.append(
+            (
+                f"r{i}",
+                base + i * 600_000,
+                "/v1/predict",
+                f"s{i % 300}",
+                "champion",
+                True,
+                "bikeshare-empty_next_hour",
+                3,
+                bundle_id,
+                float(probs[i]),
+                False,
+                "ok",
+                None,
+                "model",
+                None,
+                20.0,
+                1.0,
+                [float(v) for v in live[i]],
+            )
+        )
+    log.flush()
+    at = (T0 + timedelta(hours=1)).isoformat()
+    out = run("--data-dir", str(data), "monitor", "drift", "--at", at, "--json")
+    payload = json.loads(out.stdout)
+    assert payload["bundle_id"] == bundle_id and payload["rows"] == n
+    assert payload["model_version"] == 3
+    flagged = [name for name, f in payload["features"].items() if f["drift"]]
+    assert flagged == ["bikes"]
+    assert payload["prediction"]["drift"] is False
+    assert [b["bundle_id"] for b in payload["bundles"]] == [bundle_id]
+    # A window before any prediction: nothing to compare.
+    early = run("--data-dir", str(data), "monitor", "drift", "--at", T0.isoformat(), "--json")
+    assert json.loads(early.stdout) == {"drift": False, "features": {}, "bundles": []}

@@ -208,3 +208,80 @@ def check(
             console.print(f"{mark}  {result.check}{detail}")
     if not report.all_passed:
         raise typer.Exit(1)
+
+
+# ------------------------------------------------------------------------------------- drift
+
+
+def _drift_table(title: str, result: Any) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("feature", "drift", "method", "score", "threshold", "n", "psi", "W/σ", "JS"):
+        table.add_column(column)
+    rows = list(result.features.values())
+    if result.prediction is not None:
+        rows.append(result.prediction)
+    for f in rows:
+        table.add_row(
+            f.name,
+            "[red]DRIFT[/]" if f.drift else "[green]ok[/]",
+            f.method,
+            f"{f.score:.4g}",
+            f"{f.threshold:g}",
+            f"{f.n:,}",
+            f"{f.psi:.3f}",
+            f"{f.wasserstein:.3f}",
+            f"{f.jensenshannon:.3f}",
+        )
+    return table
+
+
+@monitor_app.command("drift")
+def drift(
+    ctx: typer.Context,
+    reference: Annotated[
+        Path | None, typer.Option("--reference", help="Reference Parquet (with --current).")
+    ] = None,
+    current: Annotated[
+        Path | None, typer.Option("--current", help="Current Parquet (with --reference).")
+    ] = None,
+    window: Annotated[
+        str | None, typer.Option("--window", help="Live window, e.g. 1h (default [monitor.drift]).")
+    ] = None,
+    at: AtOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Feature and prediction drift: the prediction log's last window against each bundle's
+    drift baseline, or --current against --reference (their shared numeric columns).
+
+    Example: dockline monitor drift --reference train.parquet --current today.parquet --json
+    """
+    from dockline.core.time import parse_duration
+    from dockline.pipeline import monitor as pipeline
+
+    if (reference is None) != (current is None):
+        raise ConfigError("--reference and --current go together; give both or neither")
+    platform = _platform(ctx)
+    if reference is not None and current is not None:
+        result = pipeline.drift_tables(platform, reference, current)
+        if json_out:
+            print_json(result.to_dict())
+        else:
+            verdict = "[red]DRIFT[/]" if result.drift else "[green]no drift[/]"
+            console.print(_drift_table(f"{current} vs {reference}: {verdict}", result))
+        return
+    span = None if window is None else parse_duration(window)
+    runs = pipeline.drift_live(platform, window=span, at=parse_at(at))
+    if json_out:
+        top: dict[str, Any] = runs[0].to_dict() if runs else {"drift": False, "features": {}}
+        print_json({**top, "bundles": [r.to_dict() for r in runs]})
+        return
+    if not runs:
+        console.print("no predictions logged in the window; nothing to compare")
+        return
+    for run in runs:
+        verdict = "[red]DRIFT[/]" if run.result.drift else "[green]no drift[/]"
+        title = (
+            f"{run.model_name} v{run.model_version} ({run.bundle_id}), {run.rows:,} rows"
+            f" {run.window_start:%F %H:%M}–{run.window_end:%H:%M}Z: {verdict}"
+        )
+        console.print(_drift_table(title, run.result))

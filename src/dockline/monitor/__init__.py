@@ -11,6 +11,19 @@ the edges (:func:`read_windows`); the wiring lives in ``dockline.pipeline.monito
 
 from dockline.monitor.adapters import adapt_p4_bundle
 from dockline.monitor.checks import run_checks
+from dockline.monitor.drift import (
+    DatasetDrift,
+    FeatureDrift,
+    Reference,
+    Sketch,
+    compare,
+    drift_frames,
+    drift_of,
+    reference_from_baseline,
+    reference_from_values,
+    sketch_many,
+    window_ids,
+)
 from dockline.monitor.freshness import dataset_freshness, since_freshness, vector_freshness
 from dockline.monitor.health import (
     classify_deployment,
@@ -18,23 +31,36 @@ from dockline.monitor.health import (
     deployment_health,
     max_gap,
 )
-from dockline.monitor.predictions import read_prediction_log
+from dockline.monitor.predictions import feature_matrix, numeric_columns, read_prediction_log
 from dockline.monitor.windows import BadLine, WindowScan, dedupe_key, parse_window, read_windows
 
 __all__ = [
     "BadLine",
+    "DatasetDrift",
+    "FeatureDrift",
+    "Reference",
+    "Sketch",
     "WindowScan",
     "adapt_p4_bundle",
     "classify_deployment",
+    "compare",
     "count_missing_windows",
     "dataset_freshness",
     "dedupe_key",
     "deployment_health",
+    "drift_frames",
+    "drift_of",
+    "feature_matrix",
     "max_gap",
+    "numeric_columns",
     "parse_window",
     "read_prediction_log",
     "read_windows",
+    "reference_from_baseline",
+    "reference_from_values",
     "run_checks",
     "since_freshness",
+    "sketch_many",
     "vector_freshness",
+    "window_ids",
 ]

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -18,7 +20,7 @@ from dockline.core.contracts import TS_TYPE
 from dockline.core.errors import StorageError
 from dockline.core.time import ensure_utc
 
-__all__ = ["read_prediction_log"]
+__all__ = ["feature_matrix", "numeric_columns", "read_prediction_log"]
 
 
 def _day(path: Path) -> str | None:
@@ -76,3 +78,33 @@ def read_prediction_log(
     if mask is not None:
         table = table.filter(mask)
     return table.sort_by("logged_at")
+
+
+def feature_matrix(
+    table: pa.Table, width: int, column: str = "features"
+) -> npt.NDArray[np.float64]:
+    """The ``features`` list column as an ``[n, width]`` float matrix; a row whose list is
+    null or of another length is all NaN (counted as nulls, never dropped silently)."""
+    n = table.num_rows
+    out = np.full((n, width), np.nan, dtype=np.float64)
+    if n == 0:
+        return out
+    lists = table[column].combine_chunks()
+    lengths = pc.fill_null(pc.list_value_length(lists), -1).to_numpy(zero_copy_only=False)
+    ok = lengths == width
+    if ok.any():
+        good = lists.filter(pa.array(ok))
+        values = pc.list_flatten(good).to_numpy(zero_copy_only=False).astype(np.float64)
+        out[ok] = values.reshape(-1, width)
+    return out
+
+
+def numeric_columns(table: pa.Table) -> dict[str, npt.NDArray[np.float64]]:
+    """Every integer, floating or boolean column of ``table`` as float64 (nulls → NaN)."""
+    out: dict[str, npt.NDArray[np.float64]] = {}
+    for field in table.schema:
+        kind = field.type
+        if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
+            column = table[field.name].combine_chunks().cast(pa.float64())
+            out[field.name] = column.to_numpy(zero_copy_only=False)
+    return out

@@ -9,27 +9,47 @@ offline manifests, registry and bundles, fed to the pure functions of :mod:`dock
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from dockline.core.bundle import load_bundle
 from dockline.core.contracts import DatasetMetadata
-from dockline.core.errors import DocklineError
+from dockline.core.errors import ContractError, DocklineError, NotFoundError
 from dockline.core.monitoring import CheckReport, DeploymentHealthState, FreshnessResult
 from dockline.core.time import ensure_utc
 from dockline.monitor import (
     BadLine,
+    DatasetDrift,
+    compare,
     dataset_freshness,
     deployment_health,
+    drift_frames,
+    feature_matrix,
+    numeric_columns,
     read_prediction_log,
     read_windows,
+    reference_from_baseline,
     run_checks,
     since_freshness,
+    sketch_many,
     vector_freshness,
 )
 from dockline.pipeline.platform import Platform
 
-__all__ = ["FreshnessRun", "HealthRun", "check", "freshness", "health"]
+__all__ = [
+    "DriftRun",
+    "FreshnessRun",
+    "HealthRun",
+    "check",
+    "drift_live",
+    "drift_tables",
+    "freshness",
+    "health",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,3 +185,97 @@ def _champion_training_data(platform: Platform, when: datetime) -> FreshnessResu
 def check(metadata: Path) -> CheckReport:
     """Seed 003's five checks over a metadata file."""
     return run_checks(metadata)
+
+
+# ------------------------------------------------------------------------------------- drift
+
+
+@dataclass(frozen=True, slots=True)
+class DriftRun:
+    """Drift of one bundle's live inputs and predictions over one window."""
+
+    bundle_id: str
+    model_name: str
+    model_version: int
+    window_start: datetime
+    window_end: datetime
+    rows: int
+    result: DatasetDrift
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready: the result's keys, then which bundle and window."""
+        return {
+            **self.result.to_dict(),
+            "bundle_id": self.bundle_id,
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "window_start": self.window_start.isoformat(),
+            "window_end": self.window_end.isoformat(),
+            "rows": self.rows,
+        }
+
+
+def drift_tables(platform: Platform, reference: Path, current: Path) -> DatasetDrift:
+    """Drift of ``current`` against ``reference`` (Parquet files; their shared numeric columns)."""
+    frames = []
+    for path in (reference, current):
+        try:
+            frames.append(numeric_columns(pq.read_table(path)))
+        except FileNotFoundError:
+            raise NotFoundError("no such Parquet file", where=str(path)) from None
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise ContractError(f"not a readable Parquet file: {exc}", where=str(path)) from exc
+    return drift_frames(frames[0], frames[1], platform.config.monitor.drift)
+
+
+def drift_live(
+    platform: Platform, *, window: timedelta | None = None, at: datetime | None = None
+) -> list[DriftRun]:
+    """Drift per bundle of the prediction log's last ``window`` (default ``[monitor.drift]``'s)
+    before ``at`` against each bundle's drift baseline, most rows first.
+    """
+    config = platform.config.monitor.drift
+    span = window or config.window
+    end = _now(platform, at)
+    start = end - span
+    table = read_prediction_log(
+        platform.data.serving_predictions,
+        start=start,
+        end=end,
+        columns=["bundle_id", "model_name", "model_version", "features", "probability"],
+    )
+    runs: list[DriftRun] = []
+    if table.num_rows == 0:
+        return runs
+    ids = table["bundle_id"].to_numpy(zero_copy_only=False)
+    for bundle_id in sorted(set(ids.tolist())):
+        rows = table.filter(pa.array(ids == bundle_id))
+        bundle = load_bundle(platform.data.bundles / bundle_id)
+        baseline = bundle.drift_baseline()
+        names = bundle.manifest.features
+        matrix = feature_matrix(rows, len(names))
+        column = {name: i for i, name in enumerate(names)}
+        refs = [
+            reference_from_baseline(fb, categorical_max_values=config.categorical_max_values)
+            for fb in baseline.features
+            if fb.name in column and fb.bin_counts
+        ]
+        sketches = {r.name: sketch_many(r, matrix[:, column[r.name]])[0] for r in refs}
+        prediction = None
+        if baseline.prediction is not None and baseline.prediction.bin_counts:
+            ref = reference_from_baseline(baseline.prediction, categorical_max_values=0)
+            probs = rows["probability"].to_numpy(zero_copy_only=False).astype(np.float64)
+            prediction = (ref, sketch_many(ref, probs)[0])
+        runs.append(
+            DriftRun(
+                bundle_id=bundle_id,
+                model_name=str(rows["model_name"][0]),
+                model_version=int(rows["model_version"][0].as_py()),
+                window_start=start,
+                window_end=end,
+                rows=rows.num_rows,
+                result=compare(refs, sketches, config, prediction=prediction),
+            )
+        )
+    runs.sort(key=lambda r: (-r.rows, r.bundle_id))
+    return runs
