@@ -3,31 +3,16 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import pytest
-import typer
-from typer.testing import CliRunner
+from monitor_helpers import T0, make_bundle, root, runner
 
-from dockline.cli._monitor import monitor_app
 from dockline.core.errors import ConfigError
 from dockline.core.time import FixedClock, to_micros
 from dockline.serve._telemetry import ModelStamp, ServiceIdentity, Telemetry
-
-T0 = datetime(2026, 4, 7, 10, 0, tzinfo=UTC)
-
-root = typer.Typer()
-
-
-@root.callback()
-def _root(data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None) -> None:
-    """The root app's --data-dir, as dockline's root callback declares it."""
-
-
-root.add_typer(monitor_app, name="monitor")
-runner = CliRunner()
 
 
 def run(*args: str) -> Any:
@@ -254,48 +239,6 @@ def test_drift_options_must_pair(tmp_path: Path) -> None:
         run("monitor", "drift", "--reference", str(tmp_path / "x.parquet"))
 
 
-def _bundle(root: Path, features: list[str], train: Any, scores: Any) -> str:
-    from dockline.core.bundle import (
-        BundleManifest,
-        Calibration,
-        Lineage,
-        OnnxSpec,
-        ParityReport,
-        ThresholdChoice,
-        write_bundle,
-    )
-    from dockline.train.export import drift_baseline
-
-    manifest = BundleManifest(
-        project="bikeshare",
-        model_name="bikeshare-empty_next_hour",
-        label="empty_next_hour",
-        candidate="logistic",
-        features=features,
-        onnx=OnnxSpec(input_name="x", output_name="p", opset=17),
-        calibration=Calibration(method="none"),
-        threshold=ThresholdChoice(
-            policy="target_precision", threshold=0.5, precision=0.5, recall=0.5
-        ),
-        parity=ParityReport(rows=1, max_abs_diff=0.0, tolerance=1e-5, passed=True),
-        lineage=Lineage(
-            dataset_name="week",
-            dataset_hash="h",
-            plan_hash="p",
-            config_hash="c",
-            code_version="0",
-            seed=0,
-        ),
-        train_start=T0 - timedelta(days=7),
-        test_end=T0 - timedelta(days=1),
-    )
-    # The model bytes are not read by drift; the drift baseline is training's own.
-    bundle = write_bundle(
-        root, manifest, {"model.onnx": b"onnx"}, drift_baseline(train, features, scores)
-    )
-    return bundle.bundle_id
-
-
 def test_drift_live_from_the_prediction_log(tmp_path: Path) -> None:
     import numpy as np
 
@@ -307,7 +250,7 @@ def test_drift_live_from_the_prediction_log(tmp_path: Path) -> None:
     train = np.column_stack(
         [rng.normal(10, 3, 50_000), rng.normal(5, 2, 50_000), rng.exponential(60, 50_000)]
     )
-    bundle_id = _bundle(data / "bundles", names, train, rng.beta(2, 5, 50_000))
+    bundle_id = make_bundle(data / "bundles", names, train, rng.beta(2, 5, 50_000))
     log = PredictionLog(
         data / "serving" / "predictions",
         flush_rows=100_000,

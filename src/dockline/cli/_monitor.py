@@ -285,3 +285,84 @@ def drift(
             f" {run.window_start:%F %H:%M}–{run.window_end:%H:%M}Z: {verdict}"
         )
         console.print(_drift_table(title, run.result))
+
+
+# ------------------------------------------------------------------------------- performance
+
+
+@monitor_app.command("performance")
+def performance(
+    ctx: typer.Context,
+    window: Annotated[
+        str | None, typer.Option("--window", help="Window, e.g. 1h (default [monitor.drift]).")
+    ] = None,
+    lookback: Annotated[
+        str, typer.Option("--lookback", help="Predictions of this last period, e.g. 1d.")
+    ] = "1d",
+    at: AtOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Live PR-AUC, Brier, ECE, precision and recall per bundle and window, from the prediction
+    log and the labels known so far, with bootstrap intervals and a label-free (CBPE) estimate.
+
+    Example: dockline monitor performance --window 1h --lookback 1d --json
+    """
+    from dockline.core.time import parse_duration
+    from dockline.pipeline import monitor as pipeline
+
+    run = pipeline.performance(
+        _platform(ctx),
+        window=None if window is None else parse_duration(window),
+        lookback=parse_duration(lookback),
+        at=parse_at(at),
+    )
+    if json_out:
+        print_json(
+            {
+                "start": run.start.isoformat(),
+                "end": run.end.isoformat(),
+                "rows": run.rows,
+                "windows": [{"bundle_id": b, **w.to_dict()} for b, w in run.windows],
+                "reference": run.reference,
+            }
+        )
+        return
+    if not run.windows:
+        console.print("no model predictions logged in the period")
+        return
+    table = Table(title=f"live performance {run.start:%F %H:%M}–{run.end:%F %H:%M}Z")
+    for column in (
+        "bundle",
+        "v",
+        "window",
+        "n",
+        "labelled",
+        "metric",
+        "live [95% CI]",
+        "estimate",
+        "test",
+    ):
+        table.add_column(column)
+    from dockline.core.time import from_micros
+
+    for bundle_id, w in run.windows:
+        for name, estimate in w.estimate.items():
+            m = w.metrics.get(name)
+            live = (
+                "-"
+                if m is None or m.value is None
+                else f"{m.value:.3f} [{m.low or 0:.3f}, {m.high or 0:.3f}]"
+            )
+            test = run.reference.get(bundle_id, {}).get(name)
+            table.add_row(
+                bundle_id,
+                str(w.model_version),
+                f"{from_micros(w.window_start_us):%m-%d %H:%M}",
+                f"{w.predictions:,}",
+                f"{w.labelled:,}",
+                name,
+                live,
+                "-" if estimate is None else f"{estimate:.3f}",
+                "-" if test is None else f"{test:.3f}",
+            )
+    console.print(table)

@@ -31,13 +31,17 @@ from dockline.monitor.health import (
     deployment_health,
     max_gap,
 )
+from dockline.monitor.performance import METRICS, MetricValue, PerformanceWindow, live_performance
 from dockline.monitor.predictions import feature_matrix, numeric_columns, read_prediction_log
 from dockline.monitor.windows import BadLine, WindowScan, dedupe_key, parse_window, read_windows
 
 __all__ = [
+    "METRICS",
     "BadLine",
     "DatasetDrift",
     "FeatureDrift",
+    "MetricValue",
+    "PerformanceWindow",
     "Reference",
     "Sketch",
     "WindowScan",
@@ -51,6 +55,7 @@ __all__ = [
     "drift_frames",
     "drift_of",
     "feature_matrix",
+    "live_performance",
     "max_gap",
     "numeric_columns",
     "parse_window",

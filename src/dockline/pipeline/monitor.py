@@ -13,11 +13,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dockline.core.bundle import load_bundle
-from dockline.core.contracts import DatasetMetadata
+from dockline.core.contracts import TS_TYPE, DatasetMetadata
 from dockline.core.errors import ContractError, DocklineError, NotFoundError
 from dockline.core.monitoring import CheckReport, DeploymentHealthState, FreshnessResult
 from dockline.core.time import ensure_utc
@@ -38,17 +40,20 @@ from dockline.monitor import (
     sketch_many,
     vector_freshness,
 )
+from dockline.monitor.performance import PerformanceWindow, live_performance
 from dockline.pipeline.platform import Platform
 
 __all__ = [
     "DriftRun",
     "FreshnessRun",
     "HealthRun",
+    "PerformanceRun",
     "check",
     "drift_live",
     "drift_tables",
     "freshness",
     "health",
+    "performance",
 ]
 
 
@@ -279,3 +284,92 @@ def drift_live(
         )
     runs.sort(key=lambda r: (-r.rows, r.bundle_id))
     return runs
+
+
+# ------------------------------------------------------------------------------- performance
+
+
+@dataclass(frozen=True, slots=True)
+class PerformanceRun:
+    """Live performance per bundle and window, with the bundle's test metrics beside it."""
+
+    windows: list[tuple[str, PerformanceWindow]]
+    reference: dict[str, dict[str, float]]
+    """Per bundle id: the test-split metrics in its manifest."""
+    start: datetime
+    end: datetime
+    rows: int
+
+
+def _labels_for(platform: Platform, rows: pa.Table, at: datetime) -> npt.NDArray[np.float64]:
+    """The plan's label at each row's (entity, logged_at), NaN until ``label_available_at``
+    has passed at ``at`` (or where the offline store cannot say)."""
+    from dockline.pipeline.features import load_plan, offline_executor
+
+    plan = load_plan(platform)
+    label = platform.config.train.label
+    spine = pa.table({plan.key: rows["entity"], "as_of": rows["logged_at"].cast(TS_TYPE)})
+    unique = spine.group_by([plan.key, "as_of"]).aggregate([])
+    with offline_executor(platform, plan) as offline:
+        known = offline.features(unique, labels=True).select(
+            [plan.key, "as_of", label, "label_available_at"]
+        )
+    ready = pc.and_(
+        pc.is_valid(known[label]),
+        pc.less_equal(known["label_available_at"], pa.scalar(at, type=TS_TYPE)),
+    )
+    known = known.filter(ready).select([plan.key, "as_of", label])
+    positions = spine.append_column("_row", pa.array(np.arange(spine.num_rows)))
+    joined = positions.join(known, [plan.key, "as_of"], join_type="inner")
+    out = np.full(spine.num_rows, np.nan)
+    idx = joined["_row"].to_numpy()
+    out[idx] = joined[label].cast(pa.float64()).to_numpy(zero_copy_only=False)
+    return out
+
+
+def performance(
+    platform: Platform,
+    *,
+    window: timedelta | None = None,
+    lookback: timedelta = timedelta(days=1),
+    at: datetime | None = None,
+) -> PerformanceRun:
+    """PR-AUC, Brier, ECE, precision and recall per bundle and ``window`` (default
+    ``[monitor.drift] window``) of the served predictions of the last ``lookback`` before
+    ``at``, against the labels known at ``at``; a CBPE estimate for every window.
+    """
+    end = _now(platform, at)
+    start = end - lookback
+    span = window or platform.config.monitor.drift.window
+    rows = read_prediction_log(
+        platform.data.serving_predictions,
+        start=start,
+        end=end,
+        columns=["entity", "bundle_id", "model_version", "probability", "served", "source"],
+    )
+    if rows.num_rows:
+        rows = rows.filter(
+            pc.and_(pc.equal(rows["source"], "model"), pc.is_valid(rows["probability"]))
+        )
+    windows: list[tuple[str, PerformanceWindow]] = []
+    reference: dict[str, dict[str, float]] = {}
+    if rows.num_rows == 0:
+        return PerformanceRun(windows, reference, start, end, 0)
+    labels = _labels_for(platform, rows, end)
+    ids = rows["bundle_id"].to_numpy(zero_copy_only=False)
+    times = pc.cast(rows["logged_at"].cast(TS_TYPE), pa.int64()).to_numpy()
+    span_us = int(span / timedelta(microseconds=1))
+    for bundle_id in sorted(set(ids.tolist())):
+        mask = ids == bundle_id
+        manifest = load_bundle(platform.data.bundles / bundle_id).manifest
+        reference[bundle_id] = dict(manifest.metrics)
+        subset = rows.filter(pa.array(mask))
+        for result in live_performance(
+            subset["model_version"].to_numpy(),
+            times[mask] // span_us * span_us,
+            subset["probability"].to_numpy(zero_copy_only=False),
+            labels[mask],
+            threshold=manifest.threshold.threshold,
+        ):
+            windows.append((bundle_id, result))
+    return PerformanceRun(windows, reference, start, end, rows.num_rows)
