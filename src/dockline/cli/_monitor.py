@@ -1,4 +1,4 @@
-"""``dockline monitor ...``: health, freshness, checks and drift (P6).
+"""``dockline monitor ...``: health, freshness, checks, drift and live performance (P6).
 
 Registered by the root app with ``app.add_typer(monitor_app, name="monitor")``. Every command
 takes ``--json``; the data directory is the root's ``--data-dir`` (or this group's own).
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["monitor_app"]
 
 monitor_app = typer.Typer(
-    help="Watch the predictions: deployment health, freshness, checks and drift.",
+    help="Watch the predictions: deployment health, freshness, checks, drift, live performance.",
     no_args_is_help=True,
 )
 
@@ -250,8 +250,10 @@ def drift(
     at: AtOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Feature and prediction drift: the prediction log's last window against each bundle's
-    drift baseline, or --current against --reference (their shared numeric columns).
+    """Feature and prediction drift, by effect size, against each bundle's baseline.
+
+    The prediction log's last --window per bundle against the bundle's drift baseline, or
+    --current against --reference (Parquet; their shared numeric columns).
 
     Example: dockline monitor drift --reference train.parquet --current today.parquet --json
     """
@@ -302,8 +304,10 @@ def performance(
     at: AtOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Live PR-AUC, Brier, ECE, precision and recall per bundle and window, from the prediction
-    log and the labels known so far, with bootstrap intervals and a label-free (CBPE) estimate.
+    """Live PR-AUC, Brier, ECE, precision and recall per bundle and window.
+
+    From the prediction log and the labels known so far (the plan's label, once its
+    label_available_at has passed), with bootstrap intervals and a label-free (CBPE) estimate.
 
     Example: dockline monitor performance --window 1h --lookback 1d --json
     """
