@@ -296,6 +296,70 @@ def test_drift_live_from_the_prediction_log(tmp_path: Path) -> None:
     assert flagged == ["bikes"]
     assert payload["prediction"]["drift"] is False
     assert [b["bundle_id"] for b in payload["bundles"]] == [bundle_id]
+    assert payload["dataset_window"]["rows"] == n and payload["window_drift"] is False
+    assert payload["dataset_window"]["drifted"] == ["bikes"]
+    # Earlier the same day the other two features ran far off: the dataset-level verdict over
+    # the trailing 24 h sees them (merged sketches), the last hour's feature verdicts do not.
+    older = rng.normal(0, 1, (n, 3)) * [3, 2, 60] + [10, 5 + 4, 60 * 3]
+    for i in range(n):
+        log.append(
+            (
+                f"o{i}",
+                base - 3 * 3_600_000_000 + i * 600_000,
+                "/v1/predict",
+                "s",
+                "champion",
+                True,
+                "bikeshare-empty_next_hour",
+                3,
+                bundle_id,
+                0.2,
+                False,
+                "ok",
+                None,
+                "model",
+                None,
+                20.0,
+                1.0,
+                [float(v) for v in older[i]],
+            )
+        )
+    log.flush()
+    payload = json.loads(
+        run("--data-dir", str(data), "monitor", "drift", "--at", at, "--json").stdout
+    )
+    assert payload["drift"] is True and payload["window_drift"] is False
+    assert payload["dataset_window"]["drifted"] == ["age", "bikes", "docks"]
+    assert [n for n, f in payload["features"].items() if f["drift"]] == ["bikes"]
+    assert payload["rows"] == n and payload["dataset_window"]["rows"] == 2 * n
     # A window before any prediction: nothing to compare.
     early = run("--data-dir", str(data), "monitor", "drift", "--at", T0.isoformat(), "--json")
     assert json.loads(early.stdout) == {"drift": False, "features": {}, "bundles": []}
+
+
+def test_drift_exclude_setting(tmp_path: Path) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(2)
+    ref = _parquet(
+        tmp_path / "r.parquet", {"a": rng.normal(0, 1, 5000), "b": rng.normal(0, 1, 5000)}
+    )
+    cur = _parquet(
+        tmp_path / "c.parquet", {"a": rng.normal(2, 1, 5000), "b": rng.normal(0, 1, 5000)}
+    )
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / "dockline.toml").write_text('[monitor.drift]\nexclude = ["a"]\n')
+    out = run(
+        "--data-dir",
+        str(data),
+        "monitor",
+        "drift",
+        "--reference",
+        str(ref),
+        "--current",
+        str(cur),
+        "--json",
+    )
+    payload = json.loads(out.stdout)
+    assert list(payload["features"]) == ["b"] and payload["drift"] is False

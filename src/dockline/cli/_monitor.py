@@ -281,10 +281,12 @@ def drift(
         console.print("no predictions logged in the window; nothing to compare")
         return
     for run in runs:
-        verdict = "[red]DRIFT[/]" if run.result.drift else "[green]no drift[/]"
+        verdict = "[red]DRIFT[/]" if run.dataset.drift else "[green]no drift[/]"
         title = (
-            f"{run.model_name} v{run.model_version} ({run.bundle_id}), {run.rows:,} rows"
-            f" {run.window_start:%F %H:%M}–{run.window_end:%H:%M}Z: {verdict}"
+            f"{run.model_name} v{run.model_version} ({run.bundle_id}): dataset {verdict}"
+            f" ({run.dataset.share:.0%} of features over {run.dataset_rows:,} rows since"
+            f" {run.dataset_start:%F %H:%M}Z); features over {run.rows:,} rows"
+            f" {run.window_start:%F %H:%M}–{run.window_end:%H:%M}Z"
         )
         console.print(_drift_table(title, run.result))
 

@@ -202,6 +202,11 @@ class MonitorDriftConfig(_Frozen):
     """``[monitor.drift]``: effect-size thresholds, and when a classical test decides instead."""
 
     window: Duration = timedelta(hours=1)
+    """Per-feature verdicts on the prediction log's last ``window``."""
+    dataset_window: Duration = timedelta(hours=24)
+    """The dataset-level verdict (the retraining trigger) on the merged sketches of this
+    trailing period: a whole daily cycle has the training data's mix of hours, one hour of a
+    diurnal process never does."""
     psi_threshold: float = Field(default=0.2, gt=0)
     wasserstein_threshold: float = Field(default=0.1, gt=0)
     """Wasserstein-1 distance divided by the reference standard deviation."""
@@ -213,6 +218,8 @@ class MonitorDriftConfig(_Frozen):
     """Dataset-level drift when at least this share of the features drifted."""
     categorical_max_values: int = Field(default=12, ge=2)
     """A reference with at most this many distinct integer values is treated as categorical."""
+    exclude: tuple[str, ...] = ()
+    """Features left out of drift (e.g. ones that grow without bound by design)."""
 
 
 class MonitorConfig(_Frozen):

@@ -22,7 +22,7 @@ from dockline.core.bundle import load_bundle
 from dockline.core.contracts import TS_TYPE, DatasetMetadata
 from dockline.core.errors import ContractError, DocklineError, NotFoundError
 from dockline.core.monitoring import CheckReport, DeploymentHealthState, FreshnessResult
-from dockline.core.time import ensure_utc
+from dockline.core.time import ensure_utc, to_micros
 from dockline.monitor import (
     BadLine,
     DatasetDrift,
@@ -206,17 +206,33 @@ class DriftRun:
     window_end: datetime
     rows: int
     result: DatasetDrift
+    """Per-feature verdicts over ``window``."""
+    dataset: DatasetDrift
+    """The verdicts over the trailing ``dataset_window`` (merged sketches)."""
+    dataset_start: datetime
+    dataset_rows: int
 
     def to_dict(self) -> dict[str, object]:
-        """JSON-ready: the result's keys, then which bundle and window."""
+        """JSON-ready: ``drift`` and ``share`` are the dataset-level verdict (over the dataset
+        window), ``features`` and ``prediction`` the last window's; then bundle and windows."""
+        window = self.result.to_dict()
         return {
-            **self.result.to_dict(),
+            **window,
+            "drift": self.dataset.drift,
+            "share": self.dataset.share,
             "bundle_id": self.bundle_id,
             "model_name": self.model_name,
             "model_version": self.model_version,
             "window_start": self.window_start.isoformat(),
             "window_end": self.window_end.isoformat(),
             "rows": self.rows,
+            "window_drift": self.result.drift,
+            "window_share": self.result.share,
+            "dataset_window": {
+                "start": self.dataset_start.isoformat(),
+                "rows": self.dataset_rows,
+                "drifted": sorted(n for n, f in self.dataset.features.items() if f.drift),
+            },
         }
 
 
@@ -230,22 +246,33 @@ def drift_tables(platform: Platform, reference: Path, current: Path) -> DatasetD
             raise NotFoundError("no such Parquet file", where=str(path)) from None
         except (OSError, pa.ArrowInvalid) as exc:
             raise ContractError(f"not a readable Parquet file: {exc}", where=str(path)) from exc
-    return drift_frames(frames[0], frames[1], platform.config.monitor.drift)
+    config = platform.config.monitor.drift
+    reference_columns = {k: v for k, v in frames[0].items() if k not in config.exclude}
+    return drift_frames(reference_columns, frames[1], config)
 
 
 def drift_live(
-    platform: Platform, *, window: timedelta | None = None, at: datetime | None = None
+    platform: Platform,
+    *,
+    window: timedelta | None = None,
+    dataset_window: timedelta | None = None,
+    at: datetime | None = None,
 ) -> list[DriftRun]:
-    """Drift per bundle of the prediction log's last ``window`` (default ``[monitor.drift]``'s)
-    before ``at`` against each bundle's drift baseline, most rows first.
+    """Drift per bundle of the prediction log before ``at`` against each bundle's drift
+    baseline, most rows first: per-feature verdicts over the last ``window``, the dataset-level
+    verdict over the trailing ``dataset_window`` (defaults from ``[monitor.drift]``).
+
+    The sketches are built once per hour-sized window and merged, so the dataset window costs
+    its rows once, not once per verdict.
     """
     config = platform.config.monitor.drift
     span = window or config.window
+    whole = max(dataset_window or config.dataset_window, span)
     end = _now(platform, at)
-    start = end - span
+    start, first = end - span, end - whole
     table = read_prediction_log(
         platform.data.serving_predictions,
-        start=start,
+        start=first,
         end=end,
         columns=["bundle_id", "model_name", "model_version", "features", "probability"],
     )
@@ -253,8 +280,15 @@ def drift_live(
     if table.num_rows == 0:
         return runs
     ids = table["bundle_id"].to_numpy(zero_copy_only=False)
+    times = pc.cast(table["logged_at"].cast(TS_TYPE), pa.int64()).to_numpy()
+    # Window 1 is the last `span`, window 0 the rest of the dataset window.
+    recent = (times >= to_micros(start)).astype(np.intp)
     for bundle_id in sorted(set(ids.tolist())):
-        rows = table.filter(pa.array(ids == bundle_id))
+        mask = ids == bundle_id
+        if not recent[mask].any():
+            continue  # this bundle served in the dataset window but not in the last window
+        rows = table.filter(pa.array(mask))
+        which = recent[mask]
         bundle = load_bundle(platform.data.bundles / bundle_id)
         baseline = bundle.drift_baseline()
         names = bundle.manifest.features
@@ -263,14 +297,24 @@ def drift_live(
         refs = [
             reference_from_baseline(fb, categorical_max_values=config.categorical_max_values)
             for fb in baseline.features
-            if fb.name in column and fb.bin_counts
+            if fb.name in column and fb.bin_counts and fb.name not in config.exclude
         ]
-        sketches = {r.name: sketch_many(r, matrix[:, column[r.name]])[0] for r in refs}
-        prediction = None
+        parts = {r.name: sketch_many(r, matrix[:, column[r.name]], which, 2) for r in refs}
+        prediction = whole_prediction = None
         if baseline.prediction is not None and baseline.prediction.bin_counts:
             ref = reference_from_baseline(baseline.prediction, categorical_max_values=0)
             probs = rows["probability"].to_numpy(zero_copy_only=False).astype(np.float64)
-            prediction = (ref, sketch_many(ref, probs)[0])
+            older, last = sketch_many(ref, probs, which, 2)
+            prediction, whole_prediction = (ref, last), (ref, older.merge(last))
+        last_window = compare(
+            refs, {n: p[1] for n, p in parts.items()}, config, prediction=prediction
+        )
+        dataset = compare(
+            refs,
+            {n: p[0].merge(p[1]) for n, p in parts.items()},
+            config,
+            prediction=whole_prediction,
+        )
         runs.append(
             DriftRun(
                 bundle_id=bundle_id,
@@ -278,8 +322,11 @@ def drift_live(
                 model_version=int(rows["model_version"][0].as_py()),
                 window_start=start,
                 window_end=end,
-                rows=rows.num_rows,
-                result=compare(refs, sketches, config, prediction=prediction),
+                rows=int(which.sum()),
+                result=last_window,
+                dataset=dataset,
+                dataset_start=first,
+                dataset_rows=rows.num_rows,
             )
         )
     runs.sort(key=lambda r: (-r.rows, r.bundle_id))
