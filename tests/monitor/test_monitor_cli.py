@@ -363,3 +363,11 @@ def test_drift_exclude_setting(tmp_path: Path) -> None:
     )
     payload = json.loads(out.stdout)
     assert list(payload["features"]) == ["b"] and payload["drift"] is False
+
+
+def test_monitoring_never_creates_the_data_dir(tmp_path: Path) -> None:
+    metrics = tmp_path / "m"
+    serve_minutes(metrics, 2)
+    data = tmp_path / "absent"
+    run("--data-dir", str(data), "monitor", "health", "--windows", str(metrics), "--json")
+    assert not data.exists()
