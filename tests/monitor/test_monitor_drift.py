@@ -135,3 +135,15 @@ def test_bundle_baseline_reference_is_accurate(dist: str) -> None:
     moved = drift_of(r, sketch_many(r, draw(100_000) + 0.25 * train.std())[0], CONFIG)
     assert not same.drift and same.score < 0.02
     assert moved.drift and moved.score == pytest.approx(0.25, abs=0.03)
+
+
+def test_thresholds_are_strict() -> None:
+    rng = np.random.default_rng(7)
+    r = reference_from_values("x", rng.normal(0, 1, 50_000))
+    (s,) = sketch_many(r, rng.normal(0.2, 1, 20_000))
+    score = drift_of(r, s, CONFIG).score
+    at = MonitorDriftConfig(wasserstein_threshold=score)
+    below = MonitorDriftConfig(wasserstein_threshold=score - 1e-6)
+    above = MonitorDriftConfig(wasserstein_threshold=score + 1e-6)
+    assert not drift_of(r, s, at).drift  # exactly at the threshold: no drift
+    assert drift_of(r, s, below).drift and not drift_of(r, s, above).drift

@@ -273,3 +273,16 @@ def test_same_window_other_endpoint_is_kept(tmp_path: Path) -> None:
 def test_missing_directory_is_one_error(tmp_path: Path) -> None:
     with pytest.raises(NotFoundError, match="no serving metrics"):
         read_windows(tmp_path / "nope")
+
+
+@pytest.mark.parametrize(("offset", "judged"), [(-US, 1), (timedelta(0), 0), (US, 0)])
+def test_lookback_boundary(offset: timedelta, judged: int) -> None:
+    # A window ending 1 µs less than `lookback` before `at` is judged; exactly `lookback`
+    # before, or earlier, it is out.
+    old = window(0, failure_count=60)
+    at = old.window_end + timedelta(minutes=15) + offset
+    recent = window((at - T0).total_seconds() / 60 - 1)  # ends at `at`
+    (state,) = deployment_health(
+        [old, recent], MonitorHealthConfig(max_gap_minutes=60, max_missing_windows=99), at
+    )
+    assert state.evaluated_windows == 1 + judged
