@@ -28,6 +28,7 @@ from dockline.serve._errors import ServeError
 
 __all__ = [
     "BASELINE_FILE",
+    "SCHEMA_MISMATCH",
     "Baseline",
     "LoadedModel",
     "ModelRuntime",
@@ -37,6 +38,8 @@ __all__ = [
 ]
 
 BASELINE_FILE = "baseline.json"
+SCHEMA_MISMATCH = "feature_schema_mismatch"
+"""The reason when the online group's layout or plan is not the one a bundle was trained on."""
 HOURS_PER_WEEK = 168
 
 _log = logging.getLogger(__name__)
@@ -106,7 +109,7 @@ class LoadedModel:
         if missing:
             raise ContractError(
                 f"the online store has no column for model features {', '.join(missing[:5])}",
-                reason="bundle_invalid",
+                reason=SCHEMA_MISMATCH,
                 where=str(bundle.path),
             )
         self.role = role
@@ -117,7 +120,7 @@ class LoadedModel:
         self.bundle_id = bundle.bundle_id
         self.features: tuple[str, ...] = tuple(manifest.features)
         self.threshold = manifest.threshold.threshold
-        self.columns = tuple(columns)
+        self.columns = tuple(columns)  # the layout ``index`` was computed for
         self.index: tuple[int, ...] = tuple(position[name] for name in manifest.features)
         self.how_index: tuple[int, int] | None = (
             (position["hour_of_day"], position["day_of_week"])
@@ -190,14 +193,29 @@ class LoadedModel:
 
 
 def load_model(
-    version: ModelVersion, columns: Sequence[str], *, role: str, loader: Callable[[Path], Bundle]
+    version: ModelVersion,
+    columns: Sequence[str],
+    *,
+    role: str,
+    loader: Callable[[Path], Bundle],
+    plan_hash: str | None = None,
 ) -> LoadedModel:
-    """Load and verify the bundle of ``version``; the registry's bundle id must match its bytes."""
+    """Load and verify the bundle of ``version``; the registry's bundle id must match its bytes,
+    and the bundle must have been trained on the plan ``plan_hash`` (when given) that built the
+    online group whose layout is ``columns``."""
     bundle = loader(Path(version.bundle_path))
     if bundle.bundle_id != version.bundle_id:
         raise ContractError(
             f"bundle id {bundle.bundle_id} does not match the registered {version.bundle_id}",
             reason="bundle_tampered",
+            where=version.bundle_path,
+        )
+    trained_on = bundle.manifest.lineage.plan_hash
+    if plan_hash and trained_on and trained_on != plan_hash:  # both known, and they differ
+        raise ContractError(
+            f"the bundle was trained on feature plan {trained_on[:12]}; the online features"
+            f" come from plan {plan_hash[:12]}",
+            reason=SCHEMA_MISMATCH,
             where=version.bundle_path,
         )
     return LoadedModel(version, bundle, columns, role=role)
@@ -239,12 +257,16 @@ class ModelRuntime:
         *,
         on_load_error: Callable[[str, DocklineError], None] | None = None,
         on_swap: Callable[[ModelSet], None] | None = None,
+        plan_hash: str | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
         self.model_name = model_name
         self.group = group
+        self.plan_hash = plan_hash
         self.models = ModelSet()
+        self.errors: dict[str, DocklineError] = {}
+        """The failed loads of the last reload, by role."""
         self._on_load_error = on_load_error
         self._on_swap = on_swap
         self._lock = threading.Lock()
@@ -275,7 +297,36 @@ class ModelRuntime:
                 self.models = fresh  # the swap: one reference assignment
                 if self._on_swap is not None:
                     self._on_swap(fresh)
+            self.errors = errors
             return ReloadResult(changed=changed, models=self.models, errors=errors)
+
+    def unavailable(self) -> ServeError:
+        """Why no champion answers: its layout mismatch when that refused it, else no_model."""
+        failure = self.errors.get("champion")
+        if failure is not None and failure.reason == SCHEMA_MISMATCH:
+            return ServeError(failure.message, reason=SCHEMA_MISMATCH, where="champion")
+        return ServeError("no champion model is loaded", reason="no_model", where="champion")
+
+    def layout_error(self, models: ModelSet) -> ServeError | None:
+        """A ``feature_schema_mismatch`` error when the group's columns are no longer the ones a
+        loaded model maps its inputs from (re-registered since: scoring would misalign them).
+
+        Runs per request: a dict lookup and, while nothing changed, an identity comparison.
+        """
+        try:
+            columns = self.store.columns(self.group)
+        except DocklineError:
+            return None  # the store's own failure is reported where vectors are read
+        for model in (models.champion, models.challenger):
+            if model is not None and columns is not model.columns and columns != model.columns:
+                return ServeError(
+                    f"the online group {self.group!r} was re-registered with other columns"
+                    f" since {model.role} {model.name} v{model.version_number} loaded;"
+                    " re-materialize with its plan or promote a model trained on the new one",
+                    reason=SCHEMA_MISMATCH,
+                    where=self.group,
+                )
+        return None
 
     def _resolve(self, role: str, previous: LoadedModel | None) -> LoadedModel | None:
         # The poller runs on the serving core every few seconds. Reading and hashing an
@@ -292,7 +343,7 @@ class ModelRuntime:
         if version is None:
             return None
         columns = self.store.columns(self.group)
-        return load_model(version, columns, role=role, loader=load_bundle)
+        return load_model(version, columns, role=role, loader=load_bundle, plan_hash=self.plan_hash)
 
     def _registry_call(
         self, call: Callable[[str, str], ModelVersion | None], role: str
