@@ -158,6 +158,16 @@ class ServeConfig(_Frozen):
     prediction_flush_interval: Duration = timedelta(seconds=2)
     deployment_id: str = "local"
     environment: str = "development"
+    # -- serving under hostile clients and write failures (issue 12 §3, §5) -----------------
+    request_timeout: Duration = timedelta(seconds=10)
+    """A request's headers, and then its body, must each arrive within this (else 408)."""
+    keep_alive_timeout: Duration = timedelta(seconds=5)
+    """An idle keep-alive connection is closed after this."""
+    max_connections: int = Field(default=2000, ge=1)
+    """Open connections at most (also capped below the process's file limit)."""
+    write_buffer_rows: int = Field(default=100_000, ge=1)
+    """Prediction-log rows kept in memory while the disk refuses writes; beyond, dropped
+    and counted (``dockline_serving_rows_dropped_total``)."""
 
 
 class DocklineConfig(_Frozen):

@@ -22,7 +22,7 @@ from dockline.features.materialize import FEATURES_GROUP
 from dockline.pipeline.features import load_plan, open_online_store
 from dockline.pipeline.platform import Platform
 from dockline.pipeline.train import model_name_for
-from dockline.serve import create_app
+from dockline.serve import GuardedHttpProtocol, configure_protocol, create_app, uvicorn_options
 from dockline.train.registry import MlflowRegistry
 
 __all__ = [
@@ -51,6 +51,7 @@ def create_serving_app(platform: Platform) -> FastAPI:
     store = open_online_store(platform)
     registry = MlflowRegistry.for_data_dir(platform.data, platform.clock)
     config = platform.config.serve
+    configure_protocol(config)  # this process's uvicorn protocol (see run_server)
     deployment = config.deployment_id
     if int(os.environ.get(WORKERS_ENV, "1")) > 1:
         # Each worker counts its own requests: one window series per process, not one
@@ -65,6 +66,7 @@ def create_serving_app(platform: Platform) -> FastAPI:
         clock=platform.clock,
         group=FEATURES_GROUP,
         deployment_id=deployment,
+        plan_hash=load_plan(platform).hash,
         on_close=[store.close],
     )
 
@@ -88,6 +90,9 @@ def run_server(platform: Platform, host: str, port: int, workers: int = 1) -> No
         workers=workers,
         log_level="warning",
         access_log=False,
+        # The guarded protocol class and keep-alive timeout; workers import the class by name
+        # and the app factory sets its limits (configure_protocol).
+        **uvicorn_options(platform.config.serve, GuardedHttpProtocol),
     )
 
 
@@ -98,7 +103,12 @@ class BackgroundServer:
         import uvicorn
 
         self.app = app
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+        # The app's client limits (create_app puts them in app.state): read deadlines, JSON
+        # protocol errors, keep-alive timeout.
+        options = getattr(app.state, "uvicorn_options", {})
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level="warning", lifespan="on", **options
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="dockline-serve", daemon=True)
         self.thread.start()

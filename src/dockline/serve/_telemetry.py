@@ -44,6 +44,8 @@ _REASON_FIELDS: dict[str, tuple[str, ...]] = {
     "unknown_entity": ("feature_lookup_error_count",),
     "store_unavailable": ("feature_lookup_error_count", "dependency_error_count"),
     "registry_unavailable": ("dependency_error_count",),
+    "feature_schema_mismatch": ("feature_lookup_error_count",),
+    "body_timeout": ("timeout_count",),
     "stale_features": ("rejected_count",),
     "batch_too_large": ("rejected_count",),
     "body_too_large": ("rejected_count",),
