@@ -52,7 +52,12 @@ from dockline.serve._schemas import (
     openapi_components,
 )
 from dockline.serve._service import BATCH, PREDICT, Predictor, Routing
-from dockline.serve._telemetry import ModelStamp, ServiceIdentity, Telemetry
+from dockline.serve._telemetry import (
+    PREDICTION_LOG_SINK,
+    ModelStamp,
+    ServiceIdentity,
+    Telemetry,
+)
 
 __all__ = ["ADMIN_TOKEN_ENV", "SERVICE_NAME", "create_app"]
 
@@ -188,9 +193,10 @@ def create_app(
         data_dir.serving_predictions if data_dir is not None else None,
         flush_rows=cfg.prediction_flush_rows,
         flush_interval_s=cfg.prediction_flush_interval.total_seconds(),
-        max_queue=max(10 * cfg.prediction_flush_rows, 10_000),
+        max_queue=max(cfg.write_buffer_rows, 2 * cfg.prediction_flush_rows),
         on_written=telemetry.log_rows.inc,
-        on_dropped=telemetry.log_dropped.inc,
+        on_dropped=lambda n: telemetry.rows_dropped.labels(PREDICTION_LOG_SINK).inc(n),
+        on_write_failed=telemetry.write_failures.labels(PREDICTION_LOG_SINK).inc,
     )
     predictor = Predictor(
         runtime=runtime,
