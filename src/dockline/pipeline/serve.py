@@ -66,7 +66,6 @@ def create_serving_app(platform: Platform) -> FastAPI:
         clock=platform.clock,
         group=FEATURES_GROUP,
         deployment_id=deployment,
-        plan_hash=load_plan(platform).hash,
         on_close=[store.close],
     )
 

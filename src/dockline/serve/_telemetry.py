@@ -217,6 +217,7 @@ class Telemetry:
         self._max_unwritten = max_unwritten
         self._emit_lock = threading.Lock()
         self._failing = False
+        self._last_files: list[Path] = []
         self.generation = 0
         """Bumped by every change a checkpoint would save (requests, rolls, writes)."""
         self.after_tick: Callable[[], None] | None = None
@@ -459,6 +460,7 @@ class Telemetry:
                 for window in batch:
                     by_file.setdefault(window_path(self.metrics_dir, window), []).append(window)
                 error: OSError | None = None
+                self._last_files = list(by_file)
                 for path, group in by_file.items():
                     data = b"".join(w.model_dump_json().encode() + b"\n" for w in group)
                     try:
@@ -493,6 +495,39 @@ class Telemetry:
                 error,
             )
         self._failing = True
+
+    def model_stamp(self) -> ModelStamp:
+        """The champion windows are attributed to right now."""
+        return self._model_stamp()
+
+    def snapshot(self) -> tuple[list[tuple[str, WindowCounts]], list[Path]]:
+        """Copies of the windows in memory (closed-unwritten and current) and the files last
+        appended to: what a crash checkpoint saves."""
+        with self._lock:
+            windows = [*self._closed, *self._current.items()]
+            copies = []
+            for endpoint, window in windows:
+                copy = WindowCounts(window.start_us, window.end_us)
+                copy.counts.update(window.counts)
+                copy.latencies_ms = array("d", window.latencies_ms)
+                copies.append((endpoint, copy))
+        return copies, list(self._last_files)
+
+    def merge(
+        self, endpoint: str, start_us: int, counts: dict[str, int], latencies: array[float]
+    ) -> bool:
+        """Add a predecessor's counts to the current window of ``endpoint`` if it is the same
+        window (same start); False otherwise."""
+        with self._lock:
+            window = self._current.get(endpoint)
+            if window is None or window.start_us != start_us:
+                return False
+            for name, value in counts.items():
+                if name in window.counts:
+                    window.counts[name] += value
+            window.latencies_ms.extend(latencies)
+            self.generation += 1
+        return True
 
     @property
     def unwritten(self) -> list[ServingMetricsWindow]:

@@ -41,6 +41,7 @@ from dockline.serve._http import (
 )
 from dockline.serve._predlog import PredictionLog
 from dockline.serve._protocol import uvicorn_options
+from dockline.serve._recovery import CrashCheckpoint, recover
 from dockline.serve._runtime import LoadedModel, ModelRuntime, ModelSet
 from dockline.serve._schemas import (
     EXAMPLES,
@@ -214,9 +215,20 @@ def create_app(
     # before decoding.
     max_body = 64 * 1024 + cfg.max_batch * 300
 
+    # Crash checkpoints of the in-memory telemetry (see _recovery): serving/state/.
+    state_dir = data_dir.serving_metrics.parent / "state" if data_dir is not None else None
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(runtime.reload)
+        checkpoint = None
+        if state_dir is not None:
+            # Before our own checkpoint exists: take over what killed predecessors left.
+            app.state.recovery = await run_in_threadpool(
+                recover, state_dir, telemetry, prediction_log.root
+            )
+            checkpoint = CrashCheckpoint(state_dir, telemetry, prediction_log)
+            telemetry.after_tick = checkpoint.save
         # Everything loaded so far (MLflow, pandas, ONNX, the bundle: ~300k objects) lives as
         # long as the process. A full collection scanned it all in ~180 ms with the event loop
         # stalled: that was the p99 under load. Frozen objects are never scanned again.
@@ -232,6 +244,8 @@ def create_app(
             runtime.stop()
             prediction_log.close()
             telemetry.stop()
+            if checkpoint is not None:
+                checkpoint.close()
             for close in on_close:
                 close()
 
