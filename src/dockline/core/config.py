@@ -165,7 +165,7 @@ class ServeConfig(_Frozen):
     """An idle keep-alive connection is closed after this."""
     max_connections: int = Field(default=2000, ge=1)
     """Open connections at most (also capped below the process's file limit)."""
-    write_buffer_rows: int = Field(default=100_000, ge=1)
+    write_buffer_rows: int = Field(default=50_000, ge=1)
     """Prediction-log rows kept in memory while the disk refuses writes; beyond, dropped
     and counted (``dockline_serving_rows_dropped_total``)."""
 

@@ -26,7 +26,10 @@ REASON_STATUS: dict[str, int] = {
     "batch_too_large": 413,
     "body_too_large": 413,
     "body_timeout": 408,
+    # answered by the HTTP protocol itself (GuardedHttpProtocol), listed for completeness
+    "request_timeout": 408,
     "bad_request": 400,
+    "too_many_connections": 503,
     # the service cannot answer well enough
     "stale_features": 503,
     "no_model": 503,
