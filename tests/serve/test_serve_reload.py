@@ -225,6 +225,45 @@ def test_a_changed_group_layout_answers_503_instead_of_misaligned_scores(
     store.close()
 
 
+def test_vectors_of_another_width_answer_503_though_the_store_cache_lags(
+    world: World, tmp_path: Path
+) -> None:
+    store = _own_store(tmp_path / "online.sqlite", STORE_COLUMNS)
+    app = create_app(
+        store=store,
+        registry=world.registry,
+        model_name="main",
+        config=ServeConfig(reload_poll="1h"),
+        data_dir=DataDir(tmp_path / "out"),
+        clock=FixedClock(T0),
+    )
+    with Server(app) as server, httpx.Client(base_url=server.url) as client:
+        assert client.post("/v1/predict", json={"entity": FRESH[1]}).status_code == 200
+        # Another process (the materializer) re-registers with one more column; the serving
+        # handle's cached columns do not see it, but the vectors' width does.
+        other = SqliteOnlineStore(tmp_path / "online.sqlite")
+        other.register(GROUP, ["new_first", *STORE_COLUMNS])
+        rows = [vector(e) for e in FRESH[:3]]
+        table = pa.table(
+            {
+                "station_id": FRESH[:3],
+                "as_of": pa.array([T0 - FRESH_AGE] * 3, TS_TYPE),
+                "new_first": [1.0] * 3,
+                **{c: [r[c] for r in rows] for c in STORE_COLUMNS},
+            }
+        )
+        other.write(GROUP, table, key="station_id", as_of="as_of", written_at_us=to_micros(T0))
+        other.close()
+        for path, body in (
+            ("/v1/predict", {"entity": FRESH[1]}),
+            ("/v1/predict/batch", {"entities": FRESH[:2]}),
+        ):
+            r = client.post(path, json=body)
+            assert r.status_code == 503, r.text
+            assert r.json()["reason"] == "feature_schema_mismatch"
+    store.close()
+
+
 def test_a_bundle_trained_on_another_plan_is_refused(world: World, tmp_path: Path) -> None:
     # The test bundles were trained on plan "1" * 64; the online group comes from another one.
     app = create_app(

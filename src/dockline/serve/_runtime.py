@@ -139,8 +139,20 @@ class LoadedModel:
         self._local = threading.local()
         self.score_matrix(np.zeros((1, len(self.features)), dtype=np.float32))  # warm up ONNX
 
+    def _width_error(self, width: int) -> ServeError:
+        # The store's cached layout can lag a re-registration by another process; a vector of
+        # another width shows it (a reorder of as many columns cannot be seen here).
+        return ServeError(
+            f"a feature vector has {width} values; {self.name} v{self.version_number} was loaded"
+            f" for {len(self.columns)} columns: the online group's layout changed",
+            reason=SCHEMA_MISMATCH,
+            where="features",
+        )
+
     def fill(self, values: Sequence[OnlineValue]) -> npt.NDArray[np.float32]:
         """The model's ``[1, k]`` input row for one vector in store column order."""
+        if len(values) != len(self.columns):
+            raise self._width_error(len(values))
         row: npt.NDArray[np.float32] | None = getattr(self._local, "row", None)
         if row is None:
             row = np.empty((1, len(self.index)), dtype=np.float32)
@@ -165,6 +177,10 @@ class LoadedModel:
         matrix = out if out is not None else np.empty((n, len(self.index)), dtype=np.float32)
         if n == 0:
             return matrix
+        width = len(self.columns)
+        for r in rows:
+            if len(r) != width:
+                raise self._width_error(len(r))
         picked = [[r[i] for i in self.index] for r in rows]
         try:
             matrix[:] = np.array(picked, dtype=np.float64)  # None -> nan via float conversion
