@@ -159,6 +159,28 @@ def test_half_sent_requests_are_timed_out_and_never_starve_new_ones(serve: Serve
     r = httpx.post(f"{server.url}/v1/predict", json={"entity": FRESH[1]}, timeout=5)
     assert r.status_code == 200
 
+    # A route that answers without reading the body: the connection is still closed when the
+    # rest of the body never comes.
+    dripping = []
+    for _ in range(20):
+        sock = _connect(server.url)
+        sock.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{")
+        dripping.append(sock)
+    deadline = time.monotonic() + 10
+    for sock in dripping:
+        received = b""
+        while chunk := _recv_until_closed(sock, deadline):
+            received += chunk
+        assert received.startswith(b"HTTP/1.1 200"), received[:40]
+        sock.close()
+
+
+def _recv_until_closed(sock: socket.socket, deadline: float) -> bytes:
+    sock.settimeout(max(0.1, deadline - time.monotonic()))
+    data = sock.recv(65536)
+    assert data or time.monotonic() < deadline, "the connection was never closed"
+    return data
+
 
 def test_hostile_json_answers_4xx_with_a_reason(serve: ServeFactory) -> None:
     server, _ = serve()

@@ -46,6 +46,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
+        self._body_due: float | None = None  # loop time the body must have arrived by
 
     # -- deadlines ----------------------------------------------------------------------------
 
@@ -61,6 +62,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def _timed_out(self) -> None:
         self._deadline = None
         if self.transport.is_closing():
+            return
+        due = self._body_due
+        if due is not None and due > self.loop.time():  # headers came in time; the body may too
+            self._deadline = self.loop.call_at(due, self._timed_out)
             return
         if self.cycle is None or self.cycle.response_complete:  # nothing answered yet: say why
             self._send_json(408, "request_timeout", "the request did not arrive in time")
@@ -78,16 +83,23 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         """A new request on the connection: its headers get a deadline."""
         super().on_message_begin()
+        self._body_due = None
         self._arm(self.request_timeout_s)
 
     def on_headers_complete(self) -> None:
-        """Headers arrived: the body gets its own deadline (the backstop of the app's)."""
+        """Headers arrived: the body gets its own deadline (the backstop of the app's).
+
+        Most requests arrive whole in one read, so the timer is not moved here (that would
+        cost a reschedule per request): when it fires during the body, it waits on until
+        this deadline.
+        """
         super().on_headers_complete()
-        self._arm(self.request_timeout_s + _BODY_GRACE_S)
+        self._body_due = self.loop.time() + self.request_timeout_s + _BODY_GRACE_S
 
     def on_message_complete(self) -> None:
         """The whole request arrived: no deadline while the app answers."""
         super().on_message_complete()
+        self._body_due = None
         self._disarm()
 
     def connection_lost(self, exc: Exception | None) -> None:
