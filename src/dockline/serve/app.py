@@ -223,12 +223,15 @@ def create_app(
         await run_in_threadpool(runtime.reload)
         checkpoint = None
         if state_dir is not None:
-            # Before our own checkpoint exists: take over what killed predecessors left.
-            app.state.recovery = await run_in_threadpool(
-                recover, state_dir, telemetry, prediction_log.root
-            )
-            checkpoint = CrashCheckpoint(state_dir, telemetry, prediction_log)
-            telemetry.after_tick = checkpoint.save
+            try:
+                # Before our own checkpoint exists: take over what killed predecessors left.
+                app.state.recovery = await run_in_threadpool(
+                    recover, state_dir, telemetry, prediction_log.root
+                )
+                checkpoint = CrashCheckpoint(state_dir, telemetry, prediction_log)
+                telemetry.after_tick = checkpoint.save
+            except OSError as exc:  # serve without crash recovery rather than not at all
+                _log.warning("no crash checkpoint (a kill will lose more than a tick): %s", exc)
         # Everything loaded so far (MLflow, pandas, ONNX, the bundle: ~300k objects) lives as
         # long as the process. A full collection scanned it all in ~180 ms with the event loop
         # stalled: that was the p99 under load. Frozen objects are never scanned again.
