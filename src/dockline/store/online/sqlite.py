@@ -100,7 +100,7 @@ class SqliteOnlineStore:
         self._db = SqliteDatabase(self.path, init=_init_schema, synchronous=synchronous)
         self._columns: dict[str, tuple[str, ...]] = {}
         self._cache_lock = threading.Lock()
-        self._decode = msgspec.msgpack.Decoder(tuple[OnlineValue, ...]).decode
+        self._decode = msgspec.msgpack.Decoder(tuple).decode  # typed unions cannot mix str and bytes
         self._db.connection()  # fail fast on a bad path or a foreign file
 
     def _error(self, exc: Exception) -> StorageError:
