@@ -167,7 +167,7 @@ def measure_consistency(
     every feature of the plan.
     """
     executor = OnlineExecutor(plan, batch_provider=batch_provider)
-    ingested_at = {s.table: s.ingested_at for s in reversed(plan.sources)}
+    ingested_at = executor.ingested_at_columns
     cursor = Cursor(log, executor.tables, max_records, ingested_at)
     rng = random.Random(seed)
     reservoir: list[tuple[str, int, dict[str, Value]]] = []

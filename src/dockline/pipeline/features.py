@@ -35,6 +35,7 @@ __all__ = [
     "load_plan",
     "materialize",
     "offline_executor",
+    "offline_sources",
     "open_online_store",
 ]
 
@@ -78,7 +79,8 @@ def load_plan(platform: Platform, project: str | Path | None = None) -> Plan:
     return compile_project(load_project(_project_path(platform, project)))
 
 
-def _offline_sources(platform: Platform, plan: Plan) -> dict[str, str]:
+def offline_sources(platform: Platform, plan: Plan) -> dict[str, str]:
+    """Per source table of ``plan``, the offline store directory holding its Parquet files."""
     sources: dict[str, str] = {}
     for spec in plan.sources:
         root = platform.data.offline(spec.table)
@@ -97,7 +99,7 @@ def offline_executor(platform: Platform, plan: Plan) -> Iterator[OfflineExecutor
     """An offline executor over the platform's offline store (closed on exit)."""
     executor = OfflineExecutor(
         plan,
-        _offline_sources(platform, plan),
+        offline_sources(platform, plan),
         memory_limit=platform.config.features.memory_limit,
     )
     try:
