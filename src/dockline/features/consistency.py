@@ -7,6 +7,9 @@ them with the offline executor and compares every feature: equal when both are n
 finite with ``|a - b| <= 1e-9 · max(1, |a|, |b|)``. The state part of a vector is taken during
 the replay; batch and derived features (which need no state) only for the kept points, after it.
 
+:func:`measure_served_consistency` does it Chronon's way, from what was really served: the
+vectors logged by serving at their request times, recomputed offline at those times.
+
 :func:`heal` recomputes vectors offline and overwrites the online store with them.
 """
 
@@ -35,10 +38,12 @@ __all__ = [
     "FeatureAgreement",
     "HealReport",
     "Mismatch",
+    "ServedConsistencyReport",
     "OfflineFeatures",
     "OfflineSource",
     "heal",
     "measure_consistency",
+    "measure_served_consistency",
     "values_match",
 ]
 
@@ -218,6 +223,81 @@ def measure_consistency(
         per_feature=per_feature,
         examples=examples,
         overall_match_rate=1.0 - mismatches / compared if compared else 1.0,
+    )
+
+
+class ServedConsistencyReport(msgspec.Struct):
+    """Result of :func:`measure_served_consistency`: served vectors vs offline at their times.
+
+    ``compared`` counts (entity, request time) points, ``mismatches`` the points where any
+    feature disagreed; ``features`` has per feature the values compared, mismatches and up to
+    five examples.
+    """
+
+    compared: int
+    mismatches: int
+    features: dict[str, dict[str, Any]]
+    skipped: dict[str, int]
+
+    def to_json(self) -> bytes:
+        """The report as JSON."""
+        return msgspec.json.encode(self)
+
+
+def measure_served_consistency(
+    plan: Plan, offline: OfflineSource, served: pa.Table, *, chunk: int = 50_000
+) -> ServedConsistencyReport:
+    """Compare logged served vectors with the offline values at their request times.
+
+    ``served`` has columns ``entity`` (string), ``logged_at`` (timestamp: the request time the
+    vector was evaluated at) and ``vector`` (list of float64 in ``plan.feature_names`` order).
+    Identical points (a shadow row beside its champion row) count once. Rows whose vector is
+    null (an unknown entity, an override-only request) or has another length are skipped and
+    counted by reason in ``skipped``.
+    """
+    names = plan.feature_names
+    skipped: dict[str, int] = {}
+    points: dict[tuple[str, int], list[Any]] = {}
+    entities = served.column("entity").to_pylist()
+    times = _python_column(served.column("logged_at"))
+    vectors = served.column("vector").to_pylist()
+    for entity, t, vector in zip(entities, times, vectors, strict=True):
+        if vector is None:
+            skipped["no_vector"] = skipped.get("no_vector", 0) + 1
+        elif len(vector) != len(names):
+            skipped["other_plan"] = skipped.get("other_plan", 0) + 1
+        else:
+            points.setdefault((entity, t), vector)
+    features: dict[str, dict[str, Any]] = {
+        name: {"compared": 0, "mismatches": 0, "examples": []} for name in names
+    }
+    bad_points = 0
+    ordered = sorted(points, key=lambda p: (p[1], p[0]))
+    for lo in range(0, len(ordered), chunk):
+        part = ordered[lo : lo + chunk]
+        offline_rows = _offline_rows(plan, offline, part)
+        for point in part:
+            theirs = offline_rows.get(point, {})
+            ours = points[point]
+            bad = False
+            for i, name in enumerate(names):
+                entry = features[name]
+                entry["compared"] += 1
+                if not values_match(ours[i], theirs.get(name)):
+                    bad = True
+                    entry["mismatches"] += 1
+                    if len(entry["examples"]) < _EXAMPLES:
+                        entry["examples"].append(
+                            {
+                                "entity": point[0],
+                                "t_us": point[1],
+                                "served": ours[i],
+                                "offline": theirs.get(name),
+                            }
+                        )
+            bad_points += bad
+    return ServedConsistencyReport(
+        compared=len(points), mismatches=bad_points, features=features, skipped=skipped
     )
 
 
