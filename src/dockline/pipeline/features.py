@@ -280,10 +280,10 @@ def check_served_consistency(
             ).fetchall()
         }
         vector = "vector" if "vector" in names else "null::double[] as vector"
-        served = con.execute(
+        served = con.sql(
             f"select entity, logged_at, {vector}"
             f" from read_parquet(?, union_by_name = true) {clause}",
-            params,
+            params=params,
         ).to_arrow_table()
     with offline_executor(platform, plan) as offline:
         return measure_served_consistency(plan, offline, served)
