@@ -16,7 +16,6 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
@@ -77,7 +76,7 @@ def quiet_city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QuietCity]:
     features = [
         n
         for n in plan.feature_names
-        if n.endswith("__last") and "is_" not in n or n in ("hour_of_day", "day_of_week")
+        if (n.endswith("__last") and "is_" not in n) or n in ("hour_of_day", "day_of_week")
     ]
     bundle = make_bundle(root / "staging", 0, baseline=False, features=features)
     registry = MlflowRegistry.for_data_dir(platform.data)
