@@ -550,6 +550,7 @@ def features_heal(
             if report.changed
             else ""
         )
+        + (f"; kept {report.kept_newer:,} newer vectors" if report.kept_newer else "")
     )
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import msgspec
@@ -105,12 +105,18 @@ class ConsistencyReport(msgspec.Struct):
 
 
 class HealReport(msgspec.Struct):
-    """Result of :func:`heal`: vectors written, how many differed, and per feature how often."""
+    """Result of :func:`heal`: vectors written, how many differed, and per feature how often.
+
+    ``changed_entities``/``changed`` compare like with like: a stored vector against the offline
+    value at the stored vector's own ``as_of`` (an entity without one counts as changed).
+    ``kept_newer`` counts stored vectors newer than ``t_us``, which heal never replaces.
+    """
 
     t_us: int
     entities: int
     changed_entities: int
     changed: dict[str, int]
+    kept_newer: int = 0
 
 
 def _compared_columns(plan: Plan) -> tuple[str, ...]:
@@ -312,10 +318,10 @@ def heal(
 ) -> HealReport:
     """Recompute the vectors of ``entities`` at ``t_us`` offline and overwrite the online store.
 
-    Reports how many entities were written, how many had a different (or no) stored vector, and
-    per feature how many entities it changed for.
+    A stored vector newer than ``t_us`` is kept (heal never goes back in time). Differences are
+    judged like with like — each stored vector against the offline value at its own ``as_of`` —
+    and reported per feature.
     """
-    unique = list(dict.fromkeys(entities))
     columns = plan.feature_names
     try:
         registered = store.columns(FEATURES_GROUP)
@@ -323,21 +329,32 @@ def heal(
         registered = ()
     if tuple(registered) != columns:
         store.register(FEATURES_GROUP, columns)
+    requested = list(dict.fromkeys(entities))
+    found = store.read_many(requested, [FEATURES_GROUP])
+    before = {e: r.get(FEATURES_GROUP) for e, r in zip(requested, found, strict=True)}
+    unique = [e for e in requested if (v := before[e]) is None or v.as_of_us <= t_us]
+    kept_newer = len(requested) - len(unique)
     if not unique:
-        return HealReport(t_us=t_us, entities=0, changed_entities=0, changed={})
-    offline_rows = _offline_rows(plan, offline_executor, [(e, t_us) for e in unique])
-    before = store.read_many(unique, [FEATURES_GROUP])
+        return HealReport(
+            t_us=t_us, entities=0, changed_entities=0, changed={}, kept_newer=kept_newer
+        )
+    points = {(e, t_us) for e in unique}
+    points |= {(e, v.as_of_us) for e in unique if (v := before[e]) is not None}
+    offline_rows = _offline_rows(plan, offline_executor, sorted(points, key=lambda p: (p[1], p[0])))
     changed = dict.fromkeys(columns, 0)
     changed_entities = 0
-    for entity, stored in zip(unique, before, strict=True):
-        vector = stored.get(FEATURES_GROUP)
-        old: Mapping[str, Any] = (
-            dict(zip(columns, vector.values, strict=True)) if vector is not None else {}
-        )
-        new = offline_rows.get((entity, t_us), {})
-        differs = vector is None
+    for entity in unique:
+        vector = before[entity]
+        if vector is None:
+            changed_entities += 1
+            for name in columns:
+                changed[name] += 1
+            continue
+        old = dict(zip(columns, vector.values, strict=True))
+        then = offline_rows.get((entity, vector.as_of_us), {})
+        differs = False
         for name in columns:
-            if vector is None or not values_match(old.get(name), new.get(name)):
+            if not values_match(old.get(name), then.get(name)):
                 changed[name] += 1
                 differs = True
         changed_entities += differs
@@ -361,4 +378,5 @@ def heal(
         entities=written,
         changed_entities=changed_entities,
         changed={name: n for name, n in changed.items() if n},
+        kept_newer=kept_newer,
     )
