@@ -18,6 +18,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from dockline.core.config import DATA_DIR_ENV
+from dockline.core.time import to_micros
 from dockline.features.offline import OfflineExecutor
 from dockline.features.served import ServedVectors
 from dockline.pipeline.features import load_plan, offline_sources, open_online_store
@@ -60,6 +61,8 @@ def create_serving_app(platform: Platform) -> FastAPI:
     )
     store = open_online_store(platform)
     features = ServedVectors(plan, store, batch_provider=offline.batch_run)
+    clock = platform.clock
+    features.prefetch(lambda: to_micros(clock.now()))
     registry = MlflowRegistry.for_data_dir(platform.data, platform.clock)
     config = platform.config.serve
     deployment = config.deployment_id
