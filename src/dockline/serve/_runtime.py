@@ -23,7 +23,7 @@ import orjson
 from dockline.core.bundle import Bundle, BundleScorer, load_bundle
 from dockline.core.contracts import ModelVersion
 from dockline.core.errors import ContractError, DocklineError
-from dockline.core.ports import ModelRegistry, OnlineStore, OnlineValue
+from dockline.core.ports import ModelRegistry, OnlineValue
 from dockline.serve._errors import ServeError
 
 __all__ = [
@@ -267,18 +267,16 @@ class ModelRuntime:
     def __init__(
         self,
         registry: ModelRegistry,
-        store: OnlineStore,
+        columns: Callable[[], Sequence[str]],
         model_name: str,
-        group: str,
         *,
         on_load_error: Callable[[str, DocklineError], None] | None = None,
         on_swap: Callable[[ModelSet], None] | None = None,
         plan_hash: str | None = None,
     ) -> None:
         self.registry = registry
-        self.store = store
+        self.columns = columns  # the feature reader's column order, read at each load
         self.model_name = model_name
-        self.group = group
         self.plan_hash = plan_hash
         self.models = ModelSet()
         self.errors: dict[str, DocklineError] = {}
@@ -324,23 +322,25 @@ class ModelRuntime:
         return ServeError("no champion model is loaded", reason="no_model", where="champion")
 
     def layout_error(self, models: ModelSet) -> ServeError | None:
-        """A ``feature_schema_mismatch`` error when the group's columns are no longer the ones a
-        loaded model maps its inputs from (re-registered since: scoring would misalign them).
+        """A ``feature_schema_mismatch`` error when the feature reader's columns are no longer
+        the ones a loaded model maps its inputs from (the group was re-registered since, e.g.
+        by another plan: scoring would misalign them).
 
-        Runs per request: a dict lookup and, while nothing changed, an identity comparison.
+        Runs per request: the reader's cached tuple and, while nothing changed, an identity
+        comparison.
         """
         try:
-            columns = self.store.columns(self.group)
+            columns = tuple(self.columns())
         except DocklineError:
-            return None  # the store's own failure is reported where vectors are read
+            return None  # the reader's own failure is reported where vectors are read
         for model in (models.champion, models.challenger):
             if model is not None and columns is not model.columns and columns != model.columns:
                 return ServeError(
-                    f"the online group {self.group!r} was re-registered with other columns"
-                    f" since {model.role} {model.name} v{model.version_number} loaded;"
-                    " re-materialize with its plan or promote a model trained on the new one",
+                    "the online features were re-registered with other columns since"
+                    f" {model.role} {model.name} v{model.version_number} loaded; rebuild"
+                    " them with its plan or promote a model trained on the new one",
                     reason=SCHEMA_MISMATCH,
-                    where=self.group,
+                    where="features",
                 )
         return None
 
@@ -358,8 +358,9 @@ class ModelRuntime:
         version = self._registry_call(self.registry.resolve, role)
         if version is None:
             return None
-        columns = self.store.columns(self.group)
-        return load_model(version, columns, role=role, loader=load_bundle, plan_hash=self.plan_hash)
+        return load_model(
+            version, self.columns(), role=role, loader=load_bundle, plan_hash=self.plan_hash
+        )
 
     def _registry_call(
         self, call: Callable[[str, str], ModelVersion | None], role: str

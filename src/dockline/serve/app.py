@@ -29,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 
 from dockline.core.config import DataDir, ServeConfig
 from dockline.core.errors import ConfigError, DocklineError
-from dockline.core.ports import ModelRegistry, OnlineStore
+from dockline.core.ports import FeatureReader, ModelRegistry, OnlineStore
 from dockline.core.time import Clock, SystemClock
 from dockline.serve._errors import ServeError
 from dockline.serve._http import (
@@ -42,7 +42,7 @@ from dockline.serve._http import (
 from dockline.serve._predlog import PredictionLog
 from dockline.serve._protocol import uvicorn_options
 from dockline.serve._recovery import CrashCheckpoint, recover
-from dockline.serve._runtime import LoadedModel, ModelRuntime, ModelSet
+from dockline.serve._runtime import SCHEMA_MISMATCH, LoadedModel, ModelRuntime, ModelSet
 from dockline.serve._schemas import (
     EXAMPLES,
     BatchRequest,
@@ -53,6 +53,7 @@ from dockline.serve._schemas import (
     openapi_components,
 )
 from dockline.serve._service import BATCH, PREDICT, Predictor, Routing
+from dockline.serve._stored import StoredVectors
 from dockline.serve._telemetry import (
     PREDICTION_LOG_SINK,
     ModelStamp,
@@ -120,7 +121,7 @@ def _body(schema: str) -> dict[str, Any]:
 
 def create_app(
     *,
-    store: OnlineStore,
+    store: OnlineStore | None = None,
     registry: ModelRegistry,
     model_name: str,
     config: ServeConfig | None = None,
@@ -131,10 +132,13 @@ def create_app(
     deployment_id: str | None = None,
     plan_hash: str | None = None,
     on_close: Sequence[Callable[[], None]] = (),
+    features: FeatureReader | None = None,
 ) -> FastAPI:
     """The serving app for ``model_name``'s ``champion`` (and ``challenger``) in ``registry``.
 
-    ``store`` holds the feature vectors in ``group``; ``data_dir`` (None: no files) receives the
+    ``features`` gives each request's vectors as of its time (dockline's wiring passes the
+    read-time reader of ``dockline.features.served``); without it, the ready-made vectors of
+    ``group`` in ``store`` are served as written. ``data_dir`` (None: no files) receives the
     metrics windows and the prediction log; ``clock`` dates vectors' ages and windows. The admin
     token is ``admin_token``, else ``$DOCKLINE_ADMIN_TOKEN``, else ``config.admin_token``; with
     none, admin endpoints always answer 401, and an empty one is a ``ConfigError``.
@@ -143,6 +147,11 @@ def create_app(
     """
     cfg = config or ServeConfig()
     clk = clock or SystemClock()
+    if features is None:
+        if store is None:
+            raise TypeError("create_app needs features= (a FeatureReader) or store=")
+        features = StoredVectors(store, group)
+    reader = features
     token = admin_token_from(admin_token, cfg.admin_token)
     runtime_box: list[ModelRuntime] = []
 
@@ -182,9 +191,8 @@ def create_app(
 
     runtime = ModelRuntime(
         registry,
-        store,
+        reader.columns,
         model_name,
-        group,
         on_load_error=lambda role, exc: telemetry.model_load_error(role, exc.reason),
         on_swap=swapped,
         plan_hash=plan_hash,
@@ -201,8 +209,7 @@ def create_app(
     )
     predictor = Predictor(
         runtime=runtime,
-        store=store,
-        group=group,
+        features=reader,
         clock=clk,
         max_feature_age_s=cfg.max_feature_age.total_seconds(),
         stale_policy=cfg.stale_policy,
@@ -337,7 +344,7 @@ def create_app(
         }
         reason = None if models.champion is not None else runtime.unavailable().reason
         try:
-            store.read("__dockline_ready_probe__", (group,))
+            reader.read_at(["__dockline_ready_probe__"], predictor.now_us())
             fresh, age = predictor.freshness()
             checks["store"] = {"ok": True}
             checks["features"] = {
@@ -353,8 +360,10 @@ def create_app(
             if failure != ready_failures[-1]:
                 ready_failures.append(failure)
                 _log.warning("readiness: the online store failed: %s", exc)
-            checks["store"] = {"ok": False, "reason": "store_unavailable"}
-            reason = reason or "store_unavailable"
+            if failure != SCHEMA_MISMATCH:
+                failure = "store_unavailable"
+            checks["store"] = {"ok": False, "reason": failure}
+            reason = reason or failure
         mismatch = runtime.layout_error(models)
         checks["layout"] = {"ok": mismatch is None}
         if mismatch is not None:
