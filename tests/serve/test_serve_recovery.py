@@ -21,6 +21,7 @@ from dockline.core.contracts import ServingMetricsWindow
 from dockline.core.time import FixedClock
 
 HERE = Path(__file__).parent
+PREDICT = "/v1/predict"
 ENTITIES = [e for e in FRESH if not e.endswith("7")]
 
 
@@ -51,11 +52,15 @@ def _sample(app: object, name: str, sink: str) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("deployment", ["local", "other"])
 def test_a_restart_after_kill_9_recovers_windows_and_counts_what_was_lost(
     child: tuple[subprocess.Popen[str], str, DataDir],
     serve: ServeFactory,
     caplog: pytest.LogCaptureFixture,
+    deployment: str,
 ) -> None:
+    """``local``: the same deployment restarts in the same minute, the killed windows merge
+    into its own; ``other``: another deployment takes over, they are written as they were."""
     proc, url, out = child
     with httpx.Client(base_url=url) as client:
         for e in ENTITIES[:7]:
@@ -80,10 +85,11 @@ def test_a_restart_after_kill_9_recovers_windows_and_counts_what_was_lost(
     assert not list(out.serving_metrics.rglob("*.jsonl")), "a window was written before the kill"
 
     caplog.set_level(logging.WARNING)
-    clock = FixedClock(T0)  # the same minute: the killed windows merge into the new ones
-    server, app = serve(data=out, clock=clock)
+    clock = FixedClock(T0)  # the same minute as the killed windows
+    server, app = serve(data=out, clock=clock, deployment_id=deployment)
     report = app.state.recovery
-    assert (report.predecessors, report.windows_recovered, report.windows_merged) == (1, 2, 2)
+    merged = 2 if deployment == "local" else 0
+    assert (report.predecessors, report.windows_recovered, report.windows_merged) == (1, 2, merged)
     assert report.rows_missing == 10  # 7 single + 3 batch rows, accepted and never written
     assert report.partial_files == 1 and not torn_tmp.exists()
     assert _sample(app, "dockline_serving_restart_missing_total", "prediction_log") == 10
@@ -100,11 +106,19 @@ def test_a_restart_after_kill_9_recovers_windows_and_counts_what_was_lost(
         for f in out.serving_metrics.rglob("*.jsonl")
         for line in f.read_bytes().splitlines()
     ]
-    single = [w for w in lines if w.endpoint_name == "/v1/predict"]
-    batch = [w for w in lines if w.endpoint_name == "/v1/predict/batch"]
-    assert [(w.window_start, w.request_count) for w in single] == [(T0, 8)]  # 7 killed + 1
-    assert [(w.window_start, w.request_count, w.prediction_count) for w in batch] == [(T0, 1, 3)]
-    assert single[0].latency_p50_ms is not None
+    single = [(w.deployment_id, w.request_count) for w in lines if w.endpoint_name == PREDICT]
+    batch = [
+        (w.deployment_id, w.request_count, w.prediction_count)
+        for w in lines
+        if w.endpoint_name == "/v1/predict/batch" and w.request_count
+    ]
+    assert {w.window_start for w in lines} == {T0}
+    assert all(w.latency_p50_ms is not None for w in lines if w.request_count)
+    if deployment == "local":  # one window per key: 7 killed requests + 1
+        assert single == [("local", 8)]
+    else:  # the killed deployment's windows as they were, and the new one's own
+        assert sorted(single) == [("local", 7), ("other", 1)]
+    assert batch == [("local", 1, 3)]
     assert not list(state.glob("*.ckpt")) and not list(state.glob("*.lock"))  # a clean stop
 
 
