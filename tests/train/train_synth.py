@@ -34,9 +34,17 @@ FEATURES = [
 
 
 def write_synthetic(
-    root: Path, *, stations: int = 12, days: int = 4, seed: int = 0, name: str = "synth"
+    root: Path,
+    *,
+    stations: int = 12,
+    days: int = 4,
+    seed: int = 0,
+    name: str = "synth",
+    label: str = "empty_next_hour",
+    project: str | None = None,
 ) -> Path:
-    """Write ``root/data.parquet`` and ``root/_metadata.json``; return ``root``."""
+    """Write ``root/data.parquet`` and ``root/_metadata.json`` (built for ``label``); return
+    ``root``."""
     rng = np.random.default_rng(seed)
     steps = days * 24 * 4
     start_us = int(T0.timestamp() * 1_000_000)
@@ -109,9 +117,10 @@ def write_synthetic(
         ],
         content_hash=digest,
         feature_count=len(FEATURES),
-        target="empty_next_hour",
+        target=label,
         extra={
-            "label": "empty_next_hour",
+            "label": label,
+            **({"project": project} if project else {}),
             "horizon_us": HORIZON_US,
             "labels": "empty_next_hour,full_next_hour,bikes_in_60m",
             "plan_hash": "p" * 64,
