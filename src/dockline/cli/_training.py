@@ -140,7 +140,7 @@ def dataset_build(
         )
         return
     for line in build_lines(published, label):
-        console.print(line, markup=False)
+        console.print(line, markup=False, soft_wrap=True)
 
 
 # ------------------------------------------------------------------------------------ train
@@ -263,6 +263,6 @@ def train(
         return
     for item in train_tables(summary):
         if isinstance(item, str):
-            console.print(item, markup=False)
+            console.print(item, markup=False, soft_wrap=True)
         else:
             console.print(item)
