@@ -69,7 +69,7 @@ class TrainSummary:
     primary_metric: str
     gate: GateVerdict
     alias: str | None
-    """The alias the new version took (``champion``, ``challenger``), or None."""
+    """The alias the version holds after the run (``champion``, ``challenger``), or None."""
     test_metrics: dict[str, float]
     candidates: dict[str, dict[str, float]]
     baselines: dict[str, dict[str, float]]
@@ -276,6 +276,8 @@ def train_model(
         # the very bytes are registered already: another version would be a duplicate
         verdict = same.gate or _verdict(registry, name, outcome, config)
         version, alias, run_ids = same, (same.aliases[0] if same.aliases else None), {}
+        if promote and verdict.passed and CHAMPION not in same.aliases:
+            alias = _place(registry, same, verdict, promote=True, actor=actor or current_actor())
     else:
         verdict = _verdict(registry, name, outcome, config)
         run_ids = {
