@@ -97,7 +97,9 @@ def test_bikeshare_training_set_on_a_simulated_city(
     assert ghost.column("empty_next_hour").to_pylist() == [False] * ghost.num_rows
     again = DatasetMetadata.read(tmp_path / "ds" / "_metadata.json")
     assert again == meta
+    assert meta.dataset_name == "empty" and meta.path == str(tmp_path / "ds")
     assert meta.extra["plan_hash"] == plan.hash and meta.target == "empty_next_hour"
+    assert meta.extra["features"] == ",".join(plan.feature_names)
     assert meta.extra["horizon_us"] == 3_600_000_000
     assert meta.extra["source_hash.station_status"] == "abc"
     assert meta.feature_count == len(plan.feature_names)
@@ -186,6 +188,7 @@ def test_a_dataset_is_never_overwritten(tmp_path: Path, platform: Platform) -> N
     )
     first = build(start=day, end=day + timedelta(hours=3))
     assert first.status == "written" and first.metadata.path == str(out)
+    assert first.metadata.dataset_name == "sep"
     data = (out / "data.parquet").read_bytes()
     again = build(start=day, end=day + timedelta(hours=3))
     assert again.status == "unchanged" and again.metadata == first.metadata

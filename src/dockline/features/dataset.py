@@ -150,8 +150,8 @@ def build_training_set(
         "labels": ",".join(plan.label_names),
         "features": ",".join(plan.feature_names),
     }
-    for name, u in unknown.items():
-        extra[f"unknown_rows.{name}"] = u.rows
+    for label_name, u in unknown.items():
+        extra[f"unknown_rows.{label_name}"] = u.rows
     target = unknown.get(label) if label is not None else None
     if target is not None:
         known = target.known_until_us
