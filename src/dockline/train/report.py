@@ -147,14 +147,16 @@ def _pr_plot(
 ) -> str:
     fig = _figure()
     ax = fig.add_subplot()
-    ax.step(np.r_[0.0, recall], np.r_[1.0, precision], where="post", label="model", zorder=3)
+    # Point i's precision holds over recall (r[i-1], r[i]]: "pre" steps (with "post" a score
+    # with few distinct values, like persistence, drew each precision one step too far right).
+    ax.step(np.r_[0.0, recall], np.r_[1.0, precision], where="pre", label="model", zorder=3)
     for (name, (b_precision, b_recall)), style in zip(
         sorted(baselines.items()), ("--", "-."), strict=False
     ):
         ax.step(
             np.r_[0.0, b_recall],
             np.r_[1.0, b_precision],
-            where="post",
+            where="pre",
             linestyle=style,
             linewidth=1,
             label=f"baseline: {name}",
@@ -196,6 +198,9 @@ def _threshold_plot(curve: Mapping[str, list[float]], choice: Mapping[str, Any])
         ax.plot(t, curve.get("precision", []), label="precision")
         ax.plot(t, curve.get("recall", []), label="recall")
         ax.set_ylabel("precision / recall")
+        reached = choice.get("precision")
+        if isinstance(reached, float | int):
+            ax.plot([chosen], [float(reached)], marker="o", color="crimson", zorder=4)
         target = choice.get("target_precision")
         if isinstance(target, float | int):
             ax.axhline(
