@@ -218,3 +218,27 @@ def test_a_dataset_is_never_overwritten(tmp_path: Path, platform: Platform) -> N
         build(start=day, end=day + timedelta(hours=3), force=True)
     assert info.value.reason == "dataset_in_use"
     assert DatasetMetadata.read(out / "_metadata.json") == replaced.metadata
+
+
+def test_an_output_that_holds_something_else_is_refused(tmp_path: Path, platform: Platform) -> None:
+    day = START + timedelta(days=7)
+    build = functools.partial(
+        build_dataset_published,
+        platform,
+        label="empty_next_hour",
+        start=day,
+        end=day + timedelta(hours=1),
+        every=timedelta(minutes=30),
+        project=REPO / "examples" / "bikeshare",
+    )
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(DatasetExistsError, match="holds no dataset"):
+        build(out=tmp_path / "notes")
+    assert [p.name for p in (tmp_path / "notes").iterdir()] == ["todo.txt"]
+    (tmp_path / "file").write_text("x", encoding="utf-8")
+    with pytest.raises(DatasetExistsError, match="is a file"):
+        build(out=tmp_path / "file")
+    (tmp_path / "empty").mkdir()
+    assert build(out=tmp_path / "empty").status == "written"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "file", "notes"]
