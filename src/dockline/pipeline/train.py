@@ -5,6 +5,10 @@ baseline (``dockline.train``) → export the selected candidate as an ONNX bundl
 ONNX matches the native model) → score the current champion on the same test window → the
 promotion gate → MLflow runs, a registered version carrying the gate's verdict → aliases.
 
+The label is ``--label``, else the one the dataset was built for; the model is named after it.
+A bundle that is already registered (same data, config and seed give the same bytes) is not
+registered again: the run returns that version and says so.
+
 A version that passes the gate becomes ``champion`` when there is none yet (or ``promote`` is
 asked for) and ``challenger`` otherwise; promoting a challenger later is ``dockline models
 promote``, which the registry refuses for a version whose verdict failed.
@@ -77,6 +81,7 @@ class TrainSummary:
     run_ids: dict[str, str]
     dataset: str
     rows: int
+    """Rows trained and evaluated on: those with a known label (after ``train.max_rows``)."""
     seconds: float
     reproducible: bool | None = None
     parity_max_abs_diff: float = 0.0
