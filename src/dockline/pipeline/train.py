@@ -281,8 +281,7 @@ def train_model(
         # the very bytes are registered already: another version would be a duplicate
         verdict = same.gate or _verdict(registry, name, outcome, config)
         version, alias, run_ids = same, (same.aliases[0] if same.aliases else None), {}
-        if promote and verdict.passed and CHAMPION not in same.aliases:
-            alias = _place(registry, same, verdict, promote=True, actor=actor or current_actor())
+        # aliases are not moved here: `dockline models promote` promotes a registered version
     else:
         verdict = _verdict(registry, name, outcome, config)
         run_ids = {
