@@ -446,18 +446,7 @@ def train_candidates(
         if is_better(primary, value, trained[selected].validation_metrics[primary]):
             selected = name
     baselines = {b: results[b] for b in BASELINES}
-    _write_summary(
-        out_dir,
-        data,
-        config,
-        composition,
-        splits.embargo_us,
-        trained,
-        baselines,
-        selected,
-        (d_hash, c_hash),
-    )
-    return TrainOutcome(
+    outcome = TrainOutcome(
         label=data.label,
         features=data.features,
         primary_metric=primary,
@@ -474,18 +463,12 @@ def train_candidates(
         out_dir=out_dir,
         composition=composition,
     )
+    _write_summary(outcome, data, config, (d_hash, c_hash))
+    return outcome
 
 
 def _write_summary(
-    out_dir: Path,
-    data: TrainingData,
-    config: TrainConfig,
-    composition: dict[str, dict[str, Any]],
-    embargo_us: int,
-    trained: dict[str, CandidateResult],
-    baselines: dict[str, CandidateResult],
-    selected: str,
-    hashes: tuple[str, str],
+    outcome: TrainOutcome, data: TrainingData, config: TrainConfig, hashes: tuple[str, str]
 ) -> None:
     def row(r: CandidateResult) -> dict[str, Any]:
         return {
@@ -500,15 +483,16 @@ def _write_summary(
     summary = {
         "label": data.label,
         "primary_metric": config.primary_metric,
-        "selected": selected,
+        "selected": outcome.selected,
         "selected_by": "validation",
+        "why_selected": outcome.why_selected(),
         "dataset_hash": hashes[0],
         "config_hash": hashes[1],
         "seed": config.seed,
-        "splits": composition,
-        "embargo_us": embargo_us,
+        "splits": outcome.composition,
+        "embargo_us": outcome.splits.embargo_us,
         "unlabeled_rows": data.unlabeled_rows,
-        "candidates": {n: row(r) for n, r in {**trained, **baselines}.items()},
+        "candidates": {n: row(r) for n, r in {**outcome.candidates, **outcome.baselines}.items()},
     }
     text = json.dumps(json_safe(summary), sort_keys=True, indent=2, allow_nan=False) + "\n"
-    (out_dir / SUMMARY_FILE).write_text(text, encoding="utf-8")
+    (outcome.out_dir / SUMMARY_FILE).write_text(text, encoding="utf-8")
