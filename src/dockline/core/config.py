@@ -160,6 +160,18 @@ class ServeConfig(_Frozen):
     environment: str = "development"
 
 
+class ClockConfig(_Frozen):
+    """Which clock "now" is read from (serving's request times and feature ages).
+
+    ``system``: the wall clock. ``data``: simulated or replayed data — the clock starts, when a
+    command opens the data dir, at the newest ingestion time in the offline store and runs at
+    ``speed``; ``dockline demo`` sets it, so serving its data later answers fresh, not years old.
+    """
+
+    kind: Literal["system", "data"] = "system"
+    speed: float = Field(default=1.0, gt=0)
+
+
 class DocklineConfig(_Frozen):
     """All of dockline's settings, loaded from ``<data-dir>/dockline.toml`` when present."""
 
@@ -170,6 +182,7 @@ class DocklineConfig(_Frozen):
     features: FeaturesConfig = FeaturesConfig()
     train: TrainConfig = TrainConfig()
     serve: ServeConfig = ServeConfig()
+    clock: ClockConfig = ClockConfig()
 
     @classmethod
     def load(cls, path: Path | None) -> Self:
