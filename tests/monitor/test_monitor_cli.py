@@ -168,6 +168,8 @@ def test_freshness_of_a_data_dir_with_a_prediction_log(tmp_path: Path) -> None:
                 age,
                 1.0,
                 [1.0],
+                None,
+                None,
             )
         )
     log.flush()
@@ -284,6 +286,8 @@ def test_drift_live_from_the_prediction_log(tmp_path: Path) -> None:
                 20.0,
                 1.0,
                 [float(v) for v in live[i]],
+                None,
+                None,
             )
         )
     log.flush()
@@ -322,6 +326,8 @@ def test_drift_live_from_the_prediction_log(tmp_path: Path) -> None:
                 20.0,
                 1.0,
                 [float(v) for v in older[i]],
+                None,
+                None,
             )
         )
     log.flush()

@@ -63,6 +63,8 @@ def test_live_performance_from_the_offline_store(tmp_path: Path) -> None:
                     10.0,
                     1.0,
                     [0.0],
+                    None,
+                    None,
                 )
             )
             n += 1

@@ -38,6 +38,8 @@ def _log(root: Path, times: list[datetime], features: list[list[float] | None]) 
                 1.0,
                 1.0,
                 f,
+                None,
+                None,
             )
         )
     log.flush()

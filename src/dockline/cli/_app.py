@@ -447,17 +447,60 @@ def features_consistency(
     end: Annotated[str | None, typer.Option(help="Until this time (ISO-8601, UTC).")] = None,
     sample: Annotated[int, typer.Option(help="Points (entity, time) to compare.")] = 2000,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    served: Annotated[
+        bool,
+        typer.Option(
+            "--served",
+            help="Check what serving really served: the prediction log's vectors, recomputed"
+            " offline at their request times.",
+        ),
+    ] = False,
     project: ProjectOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Replay the log online, recompute sampled vectors offline, report mismatches per feature.
 
     Example: dockline features consistency --start 2013-10-01 --end 2013-11-01 --json
+
+    Example: dockline features consistency --served --json
     """
     from rich.table import Table
 
-    from dockline.pipeline.features import check_consistency
+    from dockline.pipeline.features import check_consistency, check_served_consistency
 
+    if served:
+        served_report = check_served_consistency(
+            _platform(),
+            start=_parse_time(start, "--start"),
+            end=_parse_time(end, "--end"),
+            project=project,
+        )
+        if json_out:
+            print_json(served_report)
+            if served_report.mismatches:
+                raise typer.Exit(1)
+            return
+        table = Table(
+            title=f"served vs offline at {served_report.compared:,} request points",
+            title_justify="left",
+        )
+        table.add_column("feature")
+        table.add_column("compared", justify="right")
+        table.add_column("mismatches", justify="right")
+        for name, entry in served_report.features.items():
+            table.add_row(name, f"{entry['compared']:,}", f"{entry['mismatches']:,}")
+        console.print(table)
+        console.print(
+            f"points with any mismatch: [bold]{served_report.mismatches:,}[/bold]"
+            f" of {served_report.compared:,}"
+            + (f"; skipped {served_report.skipped}" if served_report.skipped else "")
+        )
+        for name, entry in served_report.features.items():
+            for example in entry["examples"][:2]:
+                console.print(f"  {name}: {example}", markup=False)
+        if served_report.mismatches:
+            raise typer.Exit(1)
+        return
     report = check_consistency(
         _platform(),
         start=_parse_time(start, "--start"),
@@ -507,6 +550,7 @@ def features_heal(
             if report.changed
             else ""
         )
+        + (f"; kept {report.kept_newer:,} newer vectors" if report.kept_newer else "")
     )
 
 

@@ -56,14 +56,18 @@ def _monitor(
 def _platform(ctx: typer.Context) -> Platform:
     """The platform of the data directory, opened read-only: monitoring never creates it."""
     from dockline.core.config import DataDir, resolve_data_dir
-    from dockline.pipeline.platform import Platform  # lazily: keeps `--help` fast
+    from dockline.pipeline.platform import (  # lazily: keeps `--help` fast
+        Platform,
+        configured_clock,
+    )
 
     data_dir = ctx.obj if isinstance(ctx.obj, Path) else None
     if data_dir is None:
         root = ctx.find_root().params.get("data_dir")
         data_dir = Path(root) if root else None
     data = DataDir(resolve_data_dir(data_dir))
-    return Platform(data=data, config=data.config())
+    config = data.config()
+    return Platform(data=data, config=config, clock=configured_clock(data, config))
 
 
 def parse_at(value: str | None) -> datetime | None:

@@ -162,6 +162,28 @@ class ServeConfig(_Frozen):
     prediction_flush_interval: Duration = timedelta(seconds=2)
     deployment_id: str = "local"
     environment: str = "development"
+    # -- serving under hostile clients and write failures (issue 12 §3, §5) -----------------
+    request_timeout: Duration = timedelta(seconds=10)
+    """A request's headers, and then its body, must each arrive within this (else 408)."""
+    keep_alive_timeout: Duration = timedelta(seconds=5)
+    """An idle keep-alive connection is closed after this."""
+    max_connections: int = Field(default=2000, ge=1)
+    """Open connections at most (also capped below the process's file limit)."""
+    write_buffer_rows: int = Field(default=50_000, ge=1)
+    """Prediction-log rows kept in memory while the disk refuses writes; beyond, dropped
+    and counted (``dockline_serving_rows_dropped_total``)."""
+
+
+class ClockConfig(_Frozen):
+    """Which clock "now" is read from (serving's request times and feature ages).
+
+    ``system``: the wall clock. ``data``: simulated or replayed data — the clock starts, when a
+    command opens the data dir, at the newest ingestion time in the offline store and runs at
+    ``speed``; ``dockline demo`` sets it, so serving its data later answers fresh, not years old.
+    """
+
+    kind: Literal["system", "data"] = "system"
+    speed: float = Field(default=1.0, gt=0)
 
 
 # -- monitor (P6) ------------------------------------------------------------------------------
@@ -243,6 +265,7 @@ class DocklineConfig(_Frozen):
     features: FeaturesConfig = FeaturesConfig()
     train: TrainConfig = TrainConfig()
     serve: ServeConfig = ServeConfig()
+    clock: ClockConfig = ClockConfig()
     monitor: MonitorConfig = MonitorConfig()
 
     @classmethod

@@ -18,11 +18,13 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from dockline.core.config import DATA_DIR_ENV
-from dockline.features.materialize import FEATURES_GROUP
-from dockline.pipeline.features import load_plan, open_online_store
+from dockline.core.time import to_micros
+from dockline.features.offline import OfflineExecutor
+from dockline.features.served import ServedVectors
+from dockline.pipeline.features import load_plan, offline_sources, open_online_store
 from dockline.pipeline.platform import Platform
 from dockline.pipeline.train import model_name_for
-from dockline.serve import create_app
+from dockline.serve import GuardedHttpProtocol, configure_protocol, create_app, uvicorn_options
 from dockline.train.registry import MlflowRegistry
 
 __all__ = [
@@ -47,25 +49,38 @@ def model_name(platform: Platform) -> str:
 
 
 def create_serving_app(platform: Platform) -> FastAPI:
-    """The serving app over ``platform``'s online store and registry (closed at shutdown)."""
+    """The serving app over ``platform``'s online store and registry (closed at shutdown).
+
+    Vectors are evaluated at each request's time from the entities' state in the online store
+    (:class:`~dockline.features.served.ServedVectors`); batch features (profiles,
+    neighbourhoods) come from the offline store's runs, computed once per run and cached.
+    """
+    plan = load_plan(platform)
+    offline = OfflineExecutor(
+        plan, offline_sources(platform, plan), memory_limit=platform.config.features.memory_limit
+    )
     store = open_online_store(platform)
+    features = ServedVectors(plan, store, batch_provider=offline.batch_run)
+    clock = platform.clock
+    features.prefetch(lambda: to_micros(clock.now()))
     registry = MlflowRegistry.for_data_dir(platform.data, platform.clock)
     config = platform.config.serve
+    configure_protocol(config)  # this process's uvicorn protocol (see run_server)
     deployment = config.deployment_id
     if int(os.environ.get(WORKERS_ENV, "1")) > 1:
         # Each worker counts its own requests: one window series per process, not one
         # deployment-wide series that P6's deduplication would collapse.
         deployment = f"{deployment}-{os.getpid()}"
     return create_app(
-        store=store,
+        features=features,
         registry=registry,
         model_name=model_name(platform),
         config=config,
         data_dir=platform.data,
         clock=platform.clock,
-        group=FEATURES_GROUP,
         deployment_id=deployment,
-        on_close=[store.close],
+        plan_hash=plan.hash,  # the plan evaluating the features: bundles of another are refused
+        on_close=[features.close, offline.close],
     )
 
 
@@ -88,6 +103,9 @@ def run_server(platform: Platform, host: str, port: int, workers: int = 1) -> No
         workers=workers,
         log_level="warning",
         access_log=False,
+        # The guarded protocol class and keep-alive timeout; workers import the class by name
+        # and the app factory sets its limits (configure_protocol).
+        **uvicorn_options(platform.config.serve, GuardedHttpProtocol),
     )
 
 
@@ -98,7 +116,12 @@ class BackgroundServer:
         import uvicorn
 
         self.app = app
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+        # The app's client limits (create_app puts them in app.state): read deadlines, JSON
+        # protocol errors, keep-alive timeout.
+        options = getattr(app.state, "uvicorn_options", {})
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level="warning", lifespan="on", **options
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="dockline-serve", daemon=True)
         self.thread.start()
