@@ -4,9 +4,10 @@ Pure functions over the artifacts the other layers write — serving metrics win
 prediction log, dataset metadata, bundles' drift baselines — to seed 003's outputs:
 :func:`deployment_health` (healthy / degraded / unhealthy per deployment), freshness
 (:func:`dataset_freshness`, :func:`vector_freshness`), :func:`run_checks` (a
-:class:`~dockline.core.monitoring.CheckReport`) and drift (:func:`compare`). Reading files is at
-the edges (:func:`read_windows`); the wiring lives in ``dockline.pipeline.monitor``. Imports only
-``dockline.core``.
+:class:`~dockline.core.monitoring.CheckReport`), drift (:func:`compare` over mergeable
+:class:`Sketch` es) and live performance (:func:`live_performance`). Reading files is at the
+edges (:func:`read_windows`, :func:`read_prediction_log`); the wiring lives in
+``dockline.pipeline.monitor``. Imports only ``dockline.core`` and third-party libraries.
 """
 
 from dockline.monitor.adapters import adapt_p4_bundle
