@@ -1,0 +1,247 @@
+"""The loop on the real serving app and the real MLflow registry: a bad challenger is rolled back
+automatically within two analysis windows; a healthy one (the champion's own model) is promoted,
+never rolled back; every step is in the alias history with its evidence."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from skl2onnx import to_onnx
+from sklearn.linear_model import LogisticRegression
+
+from dockline.core.bundle import (
+    Bundle,
+    BundleManifest,
+    Calibration,
+    DriftBaseline,
+    FeatureBaseline,
+    Lineage,
+    OnnxSpec,
+    ParityReport,
+    ThresholdChoice,
+    write_bundle,
+)
+from dockline.core.contracts import GateVerdict, IngestSummary
+from dockline.core.time import FixedClock
+from dockline.pipeline.features import load_plan, materialize
+from dockline.pipeline.ingest import ingest_feed, sink_offline
+from dockline.pipeline.loop import HttpServingControl, TrainResult, load_state, run_cycle
+from dockline.pipeline.platform import Platform
+from dockline.pipeline.serve import BackgroundServer, create_serving_app
+from dockline.sim import City, CityConfig, SimServer
+from dockline.train.registry import MlflowRegistry
+
+TOKEN = "loop-test-token"
+WINDOW = timedelta(minutes=2)
+
+
+def _verdict() -> GateVerdict:
+    return GateVerdict(
+        passed=True, primary_metric="pr_auc", higher_is_better=True, value=0.5, margin=0.0,
+        ece=0.01, max_ece=0.05,
+    )  # fmt: skip
+
+
+def _bundle(root: Path, features: list[str], plan_hash: str, *, constant: float | None) -> Bundle:
+    """A logistic regression over ``features`` (seeded, so the same every time) as a real
+    bundle; ``constant`` zeroes its weights so it answers that probability for everything."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, len(features))).astype(np.float32)
+    y = (x @ rng.normal(size=len(features)) + rng.normal(scale=0.5, size=400)) > 0
+    model = LogisticRegression().fit(x, y)
+    model.coef_ = model.coef_ / 20.0  # raw feature scales: keep the probabilities spread
+    if constant is not None:
+        model.coef_ = np.zeros_like(model.coef_)
+        model.intercept_ = np.array([np.log(constant / (1 - constant))])
+    onx = to_onnx(model, x[:1], options={id(model): {"zipmap": False}}, target_opset=17)
+    tag = "constant" if constant is not None else "model"
+    manifest = BundleManifest(
+        project="loop-tests",
+        model_name="m",
+        label="y",
+        candidate="logistic",
+        features=features,
+        onnx=OnnxSpec(input_name="X", output_name="probabilities", opset=17),
+        calibration=Calibration(method="none"),
+        threshold=ThresholdChoice(
+            policy="target_precision", threshold=0.5, precision=0.6, recall=0.5
+        ),
+        parity=ParityReport(rows=400, max_abs_diff=1e-7, tolerance=1e-5, passed=True),
+        lineage=Lineage(
+            dataset_name=f"loop-{tag}",
+            dataset_hash="0" * 64,
+            plan_hash=plan_hash,
+            config_hash="2" * 64,
+            code_version="0.1.0",
+            seed=0,
+        ),
+        train_start=datetime(2024, 4, 1, tzinfo=UTC),
+        test_end=datetime(2024, 4, 30, tzinfo=UTC),
+    )
+    drift = DriftBaseline(
+        features=[FeatureBaseline(name=n, count=400, null_fraction=0) for n in features]
+    )
+    return write_bundle(root, manifest, {"model.onnx": onx.SerializeToString()}, drift)
+
+
+@dataclasses.dataclass
+class City_:
+    platform: Platform
+    stations: list[str]
+    end: datetime
+    features: list[str]
+    plan_hash: str
+    root: Path
+
+
+@pytest.fixture(scope="module")
+def small_city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[City_]:
+    root = tmp_path_factory.mktemp("loop-city")
+    city = City(CityConfig(stations=40, seed=5))
+    clock = FixedClock(city.time)
+    platform = Platform.open(root / "data", clock=clock)
+    end = city.time + timedelta(minutes=20)
+    with SimServer(city, speed=6000.0, clock=clock) as server:
+
+        def advance(summary: IngestSummary) -> None:
+            clock.advance(timedelta(minutes=1))
+
+        ingest_feed(
+            platform,
+            server.url + "/gbfs.json",
+            stop=lambda: clock.now() >= end,
+            clock_source="feed",
+            on_progress=advance,
+        )
+    sink_offline(platform)
+    materialize(platform)
+    plan = load_plan(platform)
+    features = [n for n in plan.feature_names if n.endswith("__last") and "is_" not in n]
+    yield City_(platform, list(city.station_ids), end, features, plan.hash, root)
+
+
+def _fresh(city: City_, name: str) -> tuple[Platform, FixedClock, MlflowRegistry]:
+    """A data directory of its own (copied), with a champion registered under ``name``."""
+    import shutil
+
+    data = city.root / name
+    shutil.copytree(city.platform.data.root, data)
+    clock = FixedClock(city.end + timedelta(seconds=5))
+    (data / "dockline.toml").write_text(
+        f'[serve]\nmodel_name = "{name}"\nreload_poll = "1h"\nadmin_token = "{TOKEN}"\n'
+        'prediction_flush_interval = "100ms"\n[clock]\nkind = "data"\n'
+        '[monitor.canary]\nanalysis_window = "2m"\nmin_requests = 30\nsuccess_windows = 2\n'
+    )
+    platform = Platform.open(data, clock=clock)
+    registry = MlflowRegistry.for_data_dir(platform.data, clock)
+    champion = _bundle(
+        city.root / f"{name}-staging-a", city.features, city.plan_hash, constant=None
+    )
+    version = registry.register(name, champion.path, run_id=None, gate=_verdict()).version
+    registry.set_alias(name, "champion", version, actor="test", reason="seed", action="promote")
+    return platform, clock, registry
+
+
+def _trainer(registry: MlflowRegistry, name: str, bundle: Bundle):  # type: ignore[no-untyped-def]
+    def train(platform: Platform, at: datetime) -> TrainResult:
+        version = registry.register(name, bundle.path, run_id=None, gate=_verdict()).version
+        registry.set_alias(
+            name, "challenger", version, actor="train", reason="gate passed", action="register"
+        )
+        return TrainResult(version, "challenger", True)
+
+    return train
+
+
+def _drive(
+    platform: Platform,
+    clock: FixedClock,
+    stations: list[str],
+    trainer,  # type: ignore[no-untyped-def]
+    max_windows: int,
+) -> list[object]:
+    """Serve, start the loop, then per window: traffic over the window, a cycle after it."""
+    reports = []
+    with (
+        BackgroundServer(create_serving_app(platform)) as server,
+        httpx.Client(base_url=server.url, timeout=10) as client,
+    ):
+        control = HttpServingControl(server.url, TOKEN)
+        first = run_cycle(platform, control, trainer=trainer, force_train=True)
+        assert first.phase == "shadow", first.to_dict()
+        reports.append(first)
+        for _ in range(max_windows):
+            for _ in range(4):  # four rounds over every station per two-minute window
+                for station in stations:
+                    r = client.post("/v1/predict", json={"entity": station})
+                    assert r.status_code == 200, r.text
+                clock.advance(WINDOW / 4)
+            clock.advance(timedelta(seconds=1))
+            time.sleep(0.4)  # the prediction log's flush interval is 100 ms
+            report = run_cycle(platform, control, trainer=trainer)
+            reports.append(report)
+            if report.phase == "idle":
+                break
+        routing = client.get("/v1/admin/routing", headers={"authorization": f"Bearer {TOKEN}"})
+        reports.append(routing.json())
+    return reports
+
+
+@pytest.mark.slow
+def test_a_constant_challenger_is_rolled_back_within_two_windows(small_city: City_) -> None:
+    platform, clock, registry = _fresh(small_city, "bad")
+    bad = _bundle(small_city.root / "bad-staging-b", small_city.features, small_city.plan_hash,
+                  constant=0.03)  # fmt: skip
+    reports = _drive(platform, clock, small_city.stations, _trainer(registry, "bad", bad), 4)
+    routing = reports.pop()
+    cycles = reports[1:]
+    analyses = [a for c in cycles for a in c.analyses]  # type: ignore[attr-defined]
+    assert cycles[-1].phase == "idle", [(a.verdict, a.reason) for a in analyses]
+    assert len(analyses) <= 2
+    assert [a.verdict for a in analyses] == ["fail"] * len(analyses)
+    shift = next(m for m in analyses[0].metrics if m.name == "prediction_shift")
+    assert shift.verdict == "fail"
+    assert routing["mode"] == "champion"
+    assert registry.peek("bad", "challenger") is None
+    assert registry.peek("bad", "champion").version == 1  # type: ignore[union-attr]
+    history = registry.history("bad")
+    rollback = history[-1]
+    assert rollback.action == "rollback" and rollback.alias == "challenger"
+    assert "automatic rollback of v2" in rollback.reason and "prediction_shift" in rollback.reason
+    assert rollback.evidence["decision"]["action"] == "rollback"
+    assert len(rollback.evidence["analyses"]) == len(analyses)
+    stages = [e.reason.split(":")[0] for e in history if e.action == "stage"]
+    assert stages[0] == "shadow"
+    state = load_state(platform)
+    assert state.phase == "idle" and state.last_outcome["outcome"] == "rolled_back"  # type: ignore[index]
+
+
+@pytest.mark.slow
+def test_the_champions_own_model_as_challenger_is_promoted_not_rolled_back(
+    small_city: City_,
+) -> None:
+    platform, clock, registry = _fresh(small_city, "good")
+    same = _bundle(small_city.root / "good-staging-b", small_city.features, small_city.plan_hash,
+                   constant=None)  # fmt: skip
+    reports = _drive(platform, clock, small_city.stations, _trainer(registry, "good", same), 5)
+    routing = reports.pop()
+    cycles = reports[1:]
+    analyses = [a for c in cycles for a in c.analyses]  # type: ignore[attr-defined]
+    assert all(a.verdict == "pass" for a in analyses), [a.to_dict() for a in analyses]
+    assert cycles[-1].phase == "idle"  # type: ignore[attr-defined]
+    assert registry.peek("good", "champion").version == 2  # type: ignore[union-attr]
+    assert routing["mode"] == "champion"
+    actions = [(e.alias, e.action) for e in registry.history("good")]
+    assert ("challenger", "rollback") not in actions
+    assert ("champion", "promote") in actions
+    promote = next(
+        e for e in registry.history("good") if e.alias == "champion" and e.to_version == 2
+    )
+    assert promote.evidence["decision"]["passed"] == 2
