@@ -7,28 +7,17 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
-from skl2onnx import to_onnx
-from sklearn.linear_model import LogisticRegression
+from loop_helpers import TOKEN, bundle, verdict
 
 from dockline.core.bundle import (
     Bundle,
-    BundleManifest,
-    Calibration,
-    DriftBaseline,
-    FeatureBaseline,
-    Lineage,
-    OnnxSpec,
-    ParityReport,
-    ThresholdChoice,
-    write_bundle,
 )
-from dockline.core.contracts import GateVerdict, IngestSummary
+from dockline.core.contracts import IngestSummary
 from dockline.core.time import FixedClock
 from dockline.pipeline.features import load_plan, materialize
 from dockline.pipeline.ingest import ingest_feed, sink_offline
@@ -38,57 +27,7 @@ from dockline.pipeline.serve import BackgroundServer, create_serving_app
 from dockline.sim import City, CityConfig, SimServer
 from dockline.train.registry import MlflowRegistry
 
-TOKEN = "loop-test-token"
 WINDOW = timedelta(minutes=2)
-
-
-def _verdict() -> GateVerdict:
-    return GateVerdict(
-        passed=True, primary_metric="pr_auc", higher_is_better=True, value=0.5, margin=0.0,
-        ece=0.01, max_ece=0.05,
-    )  # fmt: skip
-
-
-def _bundle(root: Path, features: list[str], plan_hash: str, *, constant: float | None) -> Bundle:
-    """A logistic regression over ``features`` (seeded, so the same every time) as a real
-    bundle; ``constant`` zeroes its weights so it answers that probability for everything."""
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(400, len(features))).astype(np.float32)
-    y = (x @ rng.normal(size=len(features)) + rng.normal(scale=0.5, size=400)) > 0
-    model = LogisticRegression().fit(x, y)
-    model.coef_ = model.coef_ / 20.0  # raw feature scales: keep the probabilities spread
-    if constant is not None:
-        model.coef_ = np.zeros_like(model.coef_)
-        model.intercept_ = np.array([np.log(constant / (1 - constant))])
-    onx = to_onnx(model, x[:1], options={id(model): {"zipmap": False}}, target_opset=17)
-    tag = "constant" if constant is not None else "model"
-    manifest = BundleManifest(
-        project="loop-tests",
-        model_name="m",
-        label="y",
-        candidate="logistic",
-        features=features,
-        onnx=OnnxSpec(input_name="X", output_name="probabilities", opset=17),
-        calibration=Calibration(method="none"),
-        threshold=ThresholdChoice(
-            policy="target_precision", threshold=0.5, precision=0.6, recall=0.5
-        ),
-        parity=ParityReport(rows=400, max_abs_diff=1e-7, tolerance=1e-5, passed=True),
-        lineage=Lineage(
-            dataset_name=f"loop-{tag}",
-            dataset_hash="0" * 64,
-            plan_hash=plan_hash,
-            config_hash="2" * 64,
-            code_version="0.1.0",
-            seed=0,
-        ),
-        train_start=datetime(2024, 4, 1, tzinfo=UTC),
-        test_end=datetime(2024, 4, 30, tzinfo=UTC),
-    )
-    drift = DriftBaseline(
-        features=[FeatureBaseline(name=n, count=400, null_fraction=0) for n in features]
-    )
-    return write_bundle(root, manifest, {"model.onnx": onx.SerializeToString()}, drift)
 
 
 @dataclasses.dataclass
@@ -141,17 +80,15 @@ def _fresh(city: City_, name: str) -> tuple[Platform, FixedClock, MlflowRegistry
     )
     platform = Platform.open(data, clock=clock)
     registry = MlflowRegistry.for_data_dir(platform.data, clock)
-    champion = _bundle(
-        city.root / f"{name}-staging-a", city.features, city.plan_hash, constant=None
-    )
-    version = registry.register(name, champion.path, run_id=None, gate=_verdict()).version
+    champion = bundle(city.root / f"{name}-staging-a", city.features, city.plan_hash, constant=None)
+    version = registry.register(name, champion.path, run_id=None, gate=verdict()).version
     registry.set_alias(name, "champion", version, actor="test", reason="seed", action="promote")
     return platform, clock, registry
 
 
 def _trainer(registry: MlflowRegistry, name: str, bundle: Bundle):  # type: ignore[no-untyped-def]
     def train(platform: Platform, at: datetime) -> TrainResult:
-        version = registry.register(name, bundle.path, run_id=None, gate=_verdict()).version
+        version = registry.register(name, bundle.path, run_id=None, gate=verdict()).version
         registry.set_alias(
             name, "challenger", version, actor="train", reason="gate passed", action="register"
         )
@@ -166,6 +103,7 @@ def _drive(
     stations: list[str],
     trainer,  # type: ignore[no-untyped-def]
     max_windows: int,
+    rounds: list[int] | None = None,
 ) -> list[object]:
     """Serve, start the loop, then per window: traffic over the window, a cycle after it."""
     reports = []
@@ -177,12 +115,15 @@ def _drive(
         first = run_cycle(platform, control, trainer=trainer, force_train=True)
         assert first.phase == "shadow", first.to_dict()
         reports.append(first)
-        for _ in range(max_windows):
-            for _ in range(4):  # four rounds over every station per two-minute window
+        for window in range(max_windows):
+            # four rounds over every station per two-minute window (0: a quiet window)
+            n = 4 if rounds is None else rounds[window]
+            for _ in range(n):
                 for station in stations:
                     r = client.post("/v1/predict", json={"entity": station})
                     assert r.status_code == 200, r.text
-                clock.advance(WINDOW / 4)
+                clock.advance(WINDOW / n)
+            clock.advance(WINDOW if n == 0 else timedelta(0))
             clock.advance(timedelta(seconds=1))
             time.sleep(0.4)  # the prediction log's flush interval is 100 ms
             report = run_cycle(platform, control, trainer=trainer)
@@ -197,7 +138,7 @@ def _drive(
 @pytest.mark.slow
 def test_a_constant_challenger_is_rolled_back_within_two_windows(small_city: City_) -> None:
     platform, clock, registry = _fresh(small_city, "bad")
-    bad = _bundle(small_city.root / "bad-staging-b", small_city.features, small_city.plan_hash,
+    bad = bundle(small_city.root / "bad-staging-b", small_city.features, small_city.plan_hash,
                   constant=0.03)  # fmt: skip
     reports = _drive(platform, clock, small_city.stations, _trainer(registry, "bad", bad), 4)
     routing = reports.pop()
@@ -228,7 +169,7 @@ def test_the_champions_own_model_as_challenger_is_promoted_not_rolled_back(
     small_city: City_,
 ) -> None:
     platform, clock, registry = _fresh(small_city, "good")
-    same = _bundle(small_city.root / "good-staging-b", small_city.features, small_city.plan_hash,
+    same = bundle(small_city.root / "good-staging-b", small_city.features, small_city.plan_hash,
                    constant=None)  # fmt: skip
     reports = _drive(platform, clock, small_city.stations, _trainer(registry, "good", same), 5)
     routing = reports.pop()
@@ -245,3 +186,23 @@ def test_the_champions_own_model_as_challenger_is_promoted_not_rolled_back(
         e for e in registry.history("good") if e.alias == "champion" and e.to_version == 2
     )
     assert promote.evidence["decision"]["passed"] == 2
+
+
+@pytest.mark.slow
+def test_low_traffic_pauses_the_canary_and_traffic_resumes_it(small_city: City_) -> None:
+    platform, clock, registry = _fresh(small_city, "quiet")
+    same = bundle(small_city.root / "quiet-staging-b", small_city.features, small_city.plan_hash,
+                  constant=None)  # fmt: skip
+    # shadow passes, then three silent windows (inconclusive_limit 2), then traffic again
+    traffic = [4, 0, 0, 0, 4, 4, 4]
+    reports = _drive(platform, clock, small_city.stations, _trainer(registry, "quiet", same),
+                     len(traffic), traffic)  # fmt: skip
+    reports.pop()
+    cycles = reports[1:]
+    verdicts = [a.verdict for c in cycles for a in c.analyses]  # type: ignore[attr-defined]
+    assert verdicts[:4] == ["pass", "inconclusive", "inconclusive", "inconclusive"]
+    stages = [e.reason.split(":")[0] for e in registry.history("quiet") if e.action == "stage"]
+    assert stages == ["shadow", "canary", "pause", "resume"]
+    # never rolled back for lack of traffic, never promoted on it: promoted once it passed
+    assert registry.peek("quiet", "champion").version == 2  # type: ignore[union-attr]
+    assert not any(e.action == "rollback" for e in registry.history("quiet"))

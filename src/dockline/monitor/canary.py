@@ -221,6 +221,46 @@ def _metric(
     return MetricResult(name, verdict, score, champion, challenger, warn, fail, dry, detail)
 
 
+BURST_ALPHA = 0.01
+"""Below the minimum sample, errors fail only when this unlikely under the fail limit."""
+
+
+def _few_requests_errors(
+    champion: Side, challenger: Side, config: MonitorCanaryConfig
+) -> MetricResult:
+    """The error rate under low traffic: inconclusive, unless the challenger's errors are too
+    many to be chance at the fail limit (one-sided binomial test, ``BURST_ALPHA``): 10 errors
+    in 20 requests is a failure at any traffic, 1 in 3 is not evidence of anything."""
+    from scipy.stats import binom
+
+    ce = champion.errors / champion.requests if champion.requests else 0.0
+    n, k = challenger.requests, challenger.errors
+    xe = k / n if n else None
+    limit = min(1.0, ce + config.error_rate_fail)
+    if n and k and float(binom.sf(k - 1, n, limit)) < BURST_ALPHA:
+        return MetricResult(
+            "error_rate",
+            "fail",
+            (xe or 0.0) - ce,
+            ce,
+            xe,
+            config.error_rate_warn,
+            config.error_rate_fail,
+            "error_rate" in config.dry_run,
+            f"{k} errors in {n} requests: significant below the minimum sample",
+        )
+    return _metric(
+        "error_rate",
+        None,
+        ce,
+        xe,
+        config.error_rate_warn,
+        config.error_rate_fail,
+        config,
+        detail="too few requests",
+    )
+
+
 def _p95(values: Floats) -> float | None:
     finite = values[np.isfinite(values)]
     return float(np.percentile(finite, 95)) if finite.size else None
@@ -271,18 +311,7 @@ def analyze_window(
             )
         )
     else:
-        metrics.append(
-            _metric(
-                "error_rate",
-                None,
-                None,
-                None,
-                config.error_rate_warn,
-                config.error_rate_fail,
-                config,
-                detail="too few requests",
-            )
-        )
+        metrics.append(_few_requests_errors(champion, challenger, config))
     # latency
     cp, xp = _p95(champion.latencies_ms), _p95(challenger.latencies_ms)
     latency_score = None

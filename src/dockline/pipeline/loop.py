@@ -51,6 +51,7 @@ __all__ = [
     "ServingControl",
     "TrainResult",
     "Trainer",
+    "control_for",
     "fresh_data_trainer",
     "load_state",
     "run_cycle",
@@ -107,6 +108,15 @@ class HttpServingControl:
     def reload(self) -> None:
         """POST /v1/admin/reload."""
         self._post("/v1/admin/reload")
+
+
+def control_for(platform: Platform, url: str | None = None) -> HttpServingControl:
+    """The admin API of the serving app at ``url`` (default ``monitor.loop.serve_url``), with
+    the token serving itself would use (``$DOCKLINE_ADMIN_TOKEN``, else ``serve.admin_token``)."""
+    from dockline.serve.app import admin_token_from
+
+    token = admin_token_from(None, platform.config.serve.admin_token)
+    return HttpServingControl(url or platform.config.monitor.loop.serve_url, token)
 
 
 @dataclass(frozen=True, slots=True)
