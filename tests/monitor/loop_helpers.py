@@ -33,19 +33,31 @@ def verdict() -> GateVerdict:
     )  # fmt: skip
 
 
-def bundle(root: Path, features: list[str], plan_hash: str, *, constant: float | None) -> Bundle:
+def bundle(
+    root: Path,
+    features: list[str],
+    plan_hash: str,
+    *,
+    constant: float | None,
+    shuffle: bool = False,
+    scale: float = 1.0,
+) -> Bundle:
     """A logistic regression over ``features`` (seeded, so the same every time) as a real
-    bundle; ``constant`` zeroes its weights so it answers that probability for everything."""
+    bundle; ``constant`` zeroes its weights so it answers that probability for everything;
+    ``shuffle`` fits it on shuffled labels (no signal left); ``scale`` multiplies its weights
+    (a retrain that moved a little: 1.02; negative: a model that learned the opposite)."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(400, len(features))).astype(np.float32)
     y = (x @ rng.normal(size=len(features)) + rng.normal(scale=0.5, size=400)) > 0
+    if shuffle:
+        y = rng.permutation(y)
     model = LogisticRegression().fit(x, y)
-    model.coef_ = model.coef_ / 20.0  # raw feature scales: keep the probabilities spread
+    model.coef_ = model.coef_ / 20.0 * scale  # raw feature scales: keep the probabilities spread
     if constant is not None:
         model.coef_ = np.zeros_like(model.coef_)
         model.intercept_ = np.array([np.log(constant / (1 - constant))])
     onx = to_onnx(model, x[:1], options={id(model): {"zipmap": False}}, target_opset=17)
-    tag = "constant" if constant is not None else "model"
+    tag = f"constant{constant}" if constant is not None else f"model-{shuffle}-{scale}"
     manifest = BundleManifest(
         project="loop-tests",
         model_name="m",

@@ -64,6 +64,7 @@ def test_the_same_model_passes_every_metric() -> None:
         "error_rate": "pass",
         "latency_p95": "pass",
         "prediction_shift": "pass",
+        "prediction_spread": "pass",
         "live_brier": "inconclusive",  # no labels yet: reported, never blocks
     }
 
@@ -103,6 +104,28 @@ def test_a_constant_model_fails_on_prediction_shift() -> None:
     assert "prediction_shift" in analysis.reason
 
 
+def test_a_constant_near_the_champions_usual_answer_fails_on_spread() -> None:
+    # shift alone would call it marginal at most: the constant sits at the champion's mean
+    analysis = _analyze(_side(p=0.3), _constant(0.3))
+    assert _metric(analysis, "prediction_shift").verdict != "fail"
+    spread = _metric(analysis, "prediction_spread")
+    assert spread.verdict == "fail" and spread.score == float("inf")
+    assert "prediction_spread inf > 1.099" in analysis.reason
+
+
+@pytest.mark.parametrize(
+    ("ratio", "verdict"), [(1.4, "pass"), (1.6, "marginal"), (2.9, "marginal"), (3.1, "fail")]
+)
+def test_spread_at_its_limits(ratio: float, verdict: str) -> None:
+    rng = np.random.default_rng(7)
+    base = rng.normal(0, 1, 400)
+    base = (base - base.mean()) / base.std()
+    champion = Side.of(requests=400, probabilities=0.5 + 0.02 * base)
+    challenger = Side.of(requests=400, probabilities=0.5 + 0.02 * ratio * base)
+    analysis = _analyze(champion, challenger)
+    assert _metric(analysis, "prediction_spread").verdict == verdict
+
+
 def test_shift_reference_replaces_the_champions_own_entities() -> None:
     # canary: the champion answers other entities (lower risk); against the champion's
     # predictions for the canary's own entities the same model shows no shift
@@ -139,14 +162,14 @@ def test_low_traffic_is_inconclusive_not_a_pass_but_errors_still_fail() -> None:
 
 
 def test_dry_run_metrics_are_recorded_but_never_decide() -> None:
-    config = CONFIG.model_copy(update={"dry_run": ("prediction_shift",)})
-    constant = Side.of(
-        requests=200, latencies_ms=np.full(200, 3.0), probabilities=np.full(200, 0.9)
-    )
-    analysis = _analyze(_side(), constant, config)
-    shift = _metric(analysis, "prediction_shift")
-    assert shift.verdict == "fail" and shift.dry_run
-    assert analysis.verdict == "pass"
+    # a constant at the champion's mean: only the spread (on probation here) would fail it
+    config = CONFIG.model_copy(update={"dry_run": ("prediction_spread",)})
+    analysis = _analyze(_side(p=0.3), _constant(0.3), config)
+    spread = _metric(analysis, "prediction_spread")
+    assert spread.verdict == "fail" and spread.dry_run
+    assert analysis.verdict == "marginal"  # the shift's own verdict; the spread decided nothing
+    assert "prediction_spread" not in analysis.reason
+    assert _analyze(_side(p=0.3), _constant(0.3)).verdict == "fail"  # off probation, it decides
 
 
 def _window(verdict: str, phase: str = "canary") -> WindowAnalysis:

@@ -66,7 +66,7 @@ def small_city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[City_]:
     yield City_(platform, list(city.station_ids), end, features, plan.hash, root)
 
 
-def _fresh(city: City_, name: str) -> tuple[Platform, FixedClock, MlflowRegistry]:
+def _fresh(city: City_, name: str, extra: str = "") -> tuple[Platform, FixedClock, MlflowRegistry]:
     """A data directory of its own (copied), with a champion registered under ``name``."""
     import shutil
 
@@ -76,7 +76,7 @@ def _fresh(city: City_, name: str) -> tuple[Platform, FixedClock, MlflowRegistry
     (data / "dockline.toml").write_text(
         f'[serve]\nmodel_name = "{name}"\nreload_poll = "1h"\nadmin_token = "{TOKEN}"\n'
         'prediction_flush_interval = "100ms"\n[clock]\nkind = "data"\n'
-        '[monitor.canary]\nanalysis_window = "2m"\nmin_requests = 30\nsuccess_windows = 2\n'
+        '[monitor.canary]\nanalysis_window = "2m"\nmin_requests = 30\nsuccess_windows = 2\n' + extra
     )
     platform = Platform.open(data, clock=clock)
     registry = MlflowRegistry.for_data_dir(platform.data, clock)
@@ -113,7 +113,7 @@ def _drive(
     ):
         control = HttpServingControl(server.url, TOKEN)
         first = run_cycle(platform, control, trainer=trainer, force_train=True)
-        assert first.phase == "shadow", first.to_dict()
+        assert first.phase in ("shadow", "canary"), first.to_dict()
         reports.append(first)
         for window in range(max_windows):
             # four rounds over every station per two-minute window (0: a quiet window)
@@ -206,3 +206,43 @@ def test_low_traffic_pauses_the_canary_and_traffic_resumes_it(small_city: City_)
     # never rolled back for lack of traffic, never promoted on it: promoted once it passed
     assert registry.peek("quiet", "champion").version == 2  # type: ignore[union-attr]
     assert not any(e.action == "rollback" for e in registry.history("quiet"))
+
+
+@pytest.mark.slow
+def test_a_challenger_whose_answers_serving_refuses_is_rolled_back_in_canary(
+    small_city: City_,
+) -> None:
+    """Straight to canary: its predictions (NaN) are refused with a 500, so they never reach
+    the prediction log; the metrics windows' counts are charged to the challenger."""
+    from dockline.core.bundle import load_bundle
+    from dockline.pipeline.demo_loop import constant_bundle
+
+    platform, clock, registry = _fresh(small_city, "refused", "shadow_windows = 0\n")
+    champion = load_bundle(Path(registry.resolve("refused", "champion").bundle_path))  # type: ignore[union-attr]
+    refused = constant_bundle(champion, small_city.root / "refused-staging-b", float("nan"))
+    trainer = _trainer(registry, "refused", refused)
+    with (
+        BackgroundServer(create_serving_app(platform)) as server,
+        httpx.Client(base_url=server.url, timeout=10) as client,
+    ):
+        control = HttpServingControl(server.url, TOKEN)
+        assert run_cycle(platform, control, trainer=trainer, force_train=True).phase == "canary"
+        statuses: dict[int, int] = {}
+        cycles = 0
+        for _ in range(2):
+            for _ in range(4):
+                for station in small_city.stations:
+                    r = client.post("/v1/predict", json={"entity": station})
+                    statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+                clock.advance(WINDOW / 4)
+            clock.advance(timedelta(seconds=1))
+            time.sleep(1.2)  # the metrics windows reach disk on the writer's next tick
+            report = run_cycle(platform, control, trainer=trainer)
+            cycles += 1
+            if report.phase == "idle":
+                break
+    assert statuses.get(500, 0) > 0  # the canary's entities were refused
+    assert report.phase == "idle" and cycles == 2  # failure_limit 1: the second failure
+    error = next(m for m in report.analyses[-1].metrics if m.name == "error_rate")
+    assert error.verdict == "fail" and error.challenger == 1.0
+    assert registry.history("refused")[-1].action == "rollback"

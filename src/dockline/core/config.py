@@ -281,6 +281,9 @@ class MonitorCanaryConfig(_Frozen):
     shift_warn: float = Field(default=0.05, ge=0)
     """Prediction shift: Wasserstein-1 distance between the two sides' probabilities."""
     shift_fail: float = Field(default=0.15, ge=0)
+    spread_warn: float = Field(default=0.405, ge=0)
+    """Prediction spread: |ln(challenger's std ÷ champion's)|; 0.405 = 1.5×, 1.099 = 3×."""
+    spread_fail: float = Field(default=1.099, ge=0)
     brier_warn: float = Field(default=0.01, ge=0)
     """Live Brier score of the challenger minus the champion's, once labels land."""
     brier_fail: float = Field(default=0.03, ge=0)

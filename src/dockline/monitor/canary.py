@@ -22,6 +22,8 @@ Metrics, each challenger against champion in the same window:
 ``error_rate``      challenger's error share minus the champion's
 ``latency_p95``     challenger's p95 latency ÷ (champion's p95 + ``latency_slack_ms``)
 ``prediction_shift``Wasserstein-1 distance between the two sides' probabilities
+``prediction_spread``|ln(challenger's std ÷ champion's)| of the probabilities: ∞ for a
+                    constant model, wherever its constant lies
 ``live_brier``      challenger's Brier score minus the champion's, on labelled predictions
 =================== ==================================================================
 """
@@ -54,7 +56,13 @@ Verdict = Literal["pass", "marginal", "fail", "inconclusive"]
 Phase = Literal["shadow", "canary"]
 Action = Literal["continue", "advance", "promote", "rollback", "pause"]
 
-CANARY_METRICS = ("error_rate", "latency_p95", "prediction_shift", "live_brier")
+CANARY_METRICS = (
+    "error_rate",
+    "latency_p95",
+    "prediction_shift",
+    "prediction_spread",
+    "live_brier",
+)
 
 Floats = npt.NDArray[np.float64]
 
@@ -213,7 +221,7 @@ def _metric(
     detail: str = "",
 ) -> MetricResult:
     dry = name in config.dry_run
-    if score is None or not np.isfinite(score):
+    if score is None or np.isnan(score):
         return MetricResult(
             name, "inconclusive", None, champion, challenger, warn, fail, dry, detail
         )
@@ -259,6 +267,16 @@ def _few_requests_errors(
         config,
         detail="too few requests",
     )
+
+
+def _spread_ratio(champion: float, challenger: float) -> float:
+    """|ln(challenger std ÷ champion std)|: 0 for the same spread, ∞ for a constant model."""
+    floor = 1e-9  # float32 noise of a constant output is not spread
+    if champion <= floor and challenger <= floor:
+        return 0.0
+    if champion <= floor or challenger <= floor:
+        return float("inf")
+    return abs(float(np.log(challenger / champion)))
 
 
 def _p95(values: Floats) -> float | None:
@@ -352,6 +370,23 @@ def analyze_window(
             + ("" if shift_reference is None else " to the champion on the same entities"),
         )
     )
+    # spread: a model that learned nothing answers (almost) the same for everyone — wherever
+    # that constant lies, even close to the champion's usual answer
+    spread = None
+    if min(cprob.size, xprob.size) >= config.min_requests:
+        spread = _spread_ratio(float(cprob.std()), float(xprob.std()))
+    metrics.append(
+        _metric(
+            "prediction_spread",
+            spread,
+            float(cprob.std()) if cprob.size else None,
+            float(xprob.std()) if xprob.size else None,
+            config.spread_warn,
+            config.spread_fail,
+            config,
+            detail="standard deviations; score = |ln(challenger / champion)|",
+        )
+    )
     # live performance, once labels have landed on both sides
     (cb, cn), (xb, xn) = _brier(champion), _brier(challenger)
     brier_score = None
@@ -400,7 +435,7 @@ def analyze_window(
 
 def _describe(m: MetricResult) -> str:
     limit = m.fail if m.verdict == "fail" else m.warn
-    return f"{m.name} {m.score:.4g} > {limit:g}"
+    return f"{m.name} {m.score:.4g} > {limit:.4g}"
 
 
 def decide(

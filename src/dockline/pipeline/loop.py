@@ -410,10 +410,14 @@ def _champion_on(
 
 
 def _failed_requests(platform: Platform, start: datetime, end: datetime) -> int:
-    """Requests the deployment failed in model loading or inference within ``[start, end)``."""
+    """Requests the deployment failed in model loading or inference, or answered with a
+    prediction it refused to serve (NaN, outside [0, 1]), within ``[start, end)``."""
     scan = read_windows(platform.data.serving_metrics)
     return sum(
-        w.inference_runtime_error_count + w.model_load_error_count
+        w.inference_runtime_error_count
+        + w.model_load_error_count
+        + w.prediction_non_finite_count
+        + w.prediction_out_of_range_count
         for w in scan.windows
         if start <= w.window_start and w.window_end <= end
     )
