@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Annotated
 
+import pytest
 import typer
 from loop_helpers import bundle, verdict
 from typer.testing import CliRunner
@@ -43,6 +44,7 @@ def _data_dir(tmp_path: Path) -> tuple[Path, MlflowRegistry]:
     return data, registry
 
 
+@pytest.mark.slow
 def test_a_quiet_cycle_reports_every_trigger(tmp_path: Path) -> None:
     data, _ = _data_dir(tmp_path)
     # the bundle was tested up to 2024-04-30: five days later it is not stale yet
@@ -62,6 +64,7 @@ def test_a_quiet_cycle_reports_every_trigger(tmp_path: Path) -> None:
     assert text.exit_code == 0 and "trigger stale_model: ok" in text.output
 
 
+@pytest.mark.slow
 def test_unreachable_serving_is_one_clear_error_and_nothing_moves(tmp_path: Path) -> None:
     data, registry = _data_dir(tmp_path)
     other = bundle(tmp_path / "b", ["f0", "f1"], "1" * 64, constant=0.5)
@@ -76,7 +79,24 @@ def test_unreachable_serving_is_one_clear_error_and_nothing_moves(tmp_path: Path
 
 
 def test_once_and_follow_exclude_each_other(tmp_path: Path) -> None:
-    data, _ = _data_dir(tmp_path)
-    result = runner.invoke(root, ["--data-dir", str(data), "monitor", "run", "--once", "--follow"])
+    result = runner.invoke(
+        root, ["--data-dir", str(tmp_path), "monitor", "run", "--once", "--follow"]
+    )
     assert result.exit_code != 0
     assert "exclude each other" in str(result.exception)
+
+
+@pytest.mark.slow
+def test_stage_events_carry_evidence_and_never_move_the_alias_stack(tmp_path: Path) -> None:
+    _, registry = _data_dir(tmp_path)
+    other = bundle(tmp_path / "b", ["f0", "f1"], "1" * 64, constant=0.5)
+    registry.register("m", other.path, run_id=None, gate=verdict())
+    registry.promote("m", 2, actor="t", reason="better", evidence={"windows": 3})
+    registry.set_alias(
+        "m", "champion", 2, actor="t", reason="canary: x", action="stage", evidence={"k": [1]}
+    )
+    history = registry.history("m")
+    assert history[-2].evidence == {"windows": 3} and history[-1].evidence == {"k": [1]}
+    assert history[-1].action == "stage" and history[-1].from_version == 2
+    # without the stage rule the stack would be [None, 1, 2, 2] and the rollback a no-op
+    assert registry.rollback("m", actor="t", reason="undo").to_version == 1
