@@ -8,7 +8,8 @@ prediction log, dataset metadata, bundles' drift baselines — to seed 003's out
 :class:`Sketch` es), live performance (:func:`live_performance`), canary analysis
 (:func:`analyze_window`, :func:`decide`) and retraining triggers (:func:`evaluate_triggers`).
 Reading files is at the edges (:func:`read_windows`, :func:`read_prediction_log`); the wiring
-lives in ``dockline.pipeline.monitor`` and ``dockline.pipeline.loop``. Imports only ``dockline.core`` and third-party libraries.
+lives in ``dockline.pipeline.monitor`` and ``dockline.pipeline.loop``. Imports only
+``dockline.core`` and third-party libraries.
 """
 
 from dockline.monitor.adapters import adapt_p4_bundle
