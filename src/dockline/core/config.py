@@ -308,6 +308,9 @@ class MonitorLoopConfig(_Frozen):
     """Fresh data: the training set spans this long, ending where labels are known."""
     train_every: Duration = timedelta(minutes=15)
     """The training set's spine step."""
+    retrain_cooldown: Duration = timedelta(hours=6)
+    """After a loop training, triggers wait this long before training again (a trigger that
+    stays fired — a stale model whose retrain was rolled back — must not retrain every cycle)."""
     follow_interval: Duration = timedelta(minutes=1)
     """``monitor run --follow``: the pause between cycles."""
 
