@@ -453,10 +453,12 @@ def _print_monitor(console: Console, monitor: dict[str, Any]) -> None:
     for state in monitor["health"]:
         console.print(f"  health {state['deployment']}: {state['status']} — {state['detail']}")
     for run in monitor["drift"]:
+        drifted = run["drifted"]
+        names = ", ".join(drifted[:4]) + (f" +{len(drifted) - 4} more" if len(drifted) > 4 else "")
         console.print(
-            f"  drift v{run['model_version']} over {run['rows']:,} predictions: window drift"
-            f" {run['window_drift']}, features drifted {run['drifted'] or 'none'},"
-            f" prediction drift {run['prediction_drift']}"
+            f"  drift v{run['model_version']} over {run['rows']:,} predictions in the last hour:"
+            f" {'drift' if run['window_drift'] else 'no drift'}"
+            f" ({len(drifted)} features moved{': ' + names if drifted else ''})"
         )
     for window in monitor["performance"]:
         console.print(
