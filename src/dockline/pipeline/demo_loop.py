@@ -10,6 +10,7 @@ reason from the alias history — plus the monitor's health, drift and live perf
 from __future__ import annotations
 
 import dataclasses
+import math
 import tempfile
 import time
 from datetime import timedelta
@@ -26,8 +27,9 @@ BAD_PROBABILITY = 0.9
 """What the bad challenger answers for every station: "it will be empty"."""
 DEMO_TOKEN = "dockline-demo-admin"
 WINDOW = timedelta(minutes=2)
-ROUNDS = 2
-"""Requests per station per analysis window (kept small: the demo stays under 3 minutes)."""
+MIN_ROUNDS = 2
+"""Requests per station per analysis window, at least (kept small: the demo stays under 3
+minutes); more for a small city, so each side of the canary reaches ``min_requests``."""
 
 
 def constant_onnx(width: int, probability: float) -> bytes:
@@ -118,6 +120,9 @@ def run_loop_demo(platform: Platform, model_name: str, stations: list[str]) -> d
         reason=f"demo: a deliberately bad challenger (answers {BAD_PROBABILITY} for everything)",
         action="register",
     )
+    canary_config = config.monitor.canary
+    side = len(stations) * min(canary_config.canary_share, 1 - canary_config.canary_share)
+    rounds = max(MIN_ROUNDS, math.ceil(1.5 * canary_config.min_requests / max(side, 1.0)))
     windows: list[dict[str, Any]] = []
     outcome: dict[str, Any] = {}
     began = time.perf_counter()
@@ -128,10 +133,10 @@ def run_loop_demo(platform: Platform, model_name: str, stations: list[str]) -> d
         control = HttpServingControl(server.url, DEMO_TOKEN)
         run_cycle(platform, control)  # adopts the challenger: shadow
         for _ in range(4):
-            for _ in range(ROUNDS):
+            for _ in range(rounds):
                 for station in stations:
                     client.post("/v1/predict", json={"entity": station})
-                clock.advance(WINDOW / ROUNDS)
+                clock.advance(WINDOW / rounds)
             clock.advance(timedelta(seconds=1))
             time.sleep(0.3)  # the prediction log's flush interval
             report = run_cycle(platform, control)
