@@ -100,3 +100,31 @@ def test_stage_events_carry_evidence_and_never_move_the_alias_stack(tmp_path: Pa
     assert history[-1].action == "stage" and history[-1].from_version == 2
     # without the stage rule the stack would be [None, 1, 2, 2] and the rollback a no-op
     assert registry.rollback("m", actor="t", reason="undo").to_version == 1
+
+
+@pytest.mark.slow
+def test_a_trigger_that_stays_fired_waits_out_the_retrain_cooldown(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from dockline.pipeline.loop import HttpServingControl, TrainResult, run_cycle
+    from dockline.pipeline.platform import Platform
+
+    data, _ = _data_dir(tmp_path)
+    platform = Platform.open(data)
+    calls: list[datetime] = []
+
+    def failing_trainer(platform: Platform, at: datetime) -> TrainResult:
+        calls.append(at)
+        return TrainResult(3, None, False, ["pr_auc 0.1 does not beat the champion"])
+
+    control = HttpServingControl("http://127.0.0.1:9", None)  # never reached: no challenger
+    at = datetime(2024, 5, 10, tzinfo=UTC)  # the champion's data is 10 days old: stale
+    first = run_cycle(platform, control, trainer=failing_trainer, at=at)
+    assert [a["action"] for a in first.actions] == ["train", "gate_failed"]
+    assert "does not beat the champion" in first.actions[1]["reason"]
+    just_under = at + timedelta(hours=6) - timedelta(seconds=1)
+    within = run_cycle(platform, control, trainer=failing_trainer, at=just_under)
+    assert [a["action"] for a in within.actions] == ["cooldown"] and len(calls) == 1
+    # exactly the cooldown later it has been waited out
+    after = run_cycle(platform, control, trainer=failing_trainer, at=at + timedelta(hours=6))
+    assert after.actions[0]["action"] == "train" and len(calls) == 2
