@@ -1,0 +1,57 @@
+"""``dockline demo`` and ``dockline init``: a first run and a first project."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dockline.cli._common import JsonOpt, open_platform
+from dockline.cli._output import console
+from dockline.core.errors import ConfigError
+
+
+def demo(
+    stations: Annotated[int, typer.Option(help="Stations in the simulated city.")] = 200,
+    hours: Annotated[float, typer.Option(help="Simulated hours to ingest live.")] = 4.0,
+    speed: Annotated[float, typer.Option(help="Simulated seconds per real second.")] = 900.0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    history_days: Annotated[
+        float, typer.Option(help="Days of history imported first (what the model learns from).")
+    ] = 7.0,
+    train: Annotated[
+        bool, typer.Option(help="Train and register a champion on the history.")
+    ] = True,
+    json_out: JsonOpt = False,
+) -> None:
+    """The whole loop on a simulated city with embedded defaults; prints where to look."""
+    from dockline.pipeline.demo import run_demo
+
+    run_demo(
+        open_platform(),
+        stations=stations,
+        hours=hours,
+        speed=speed,
+        seed=seed,
+        history_days=history_days,
+        train=train,
+        json_out=json_out,
+    )
+
+
+def init(
+    path: Annotated[Path, typer.Argument(help="Directory to create the project in.")],
+) -> None:
+    """Scaffold a project from the bike-share reference project."""
+    import shutil
+
+    from dockline.pipeline.features import EXAMPLE_PROJECT
+
+    source = Path("examples/bikeshare") if Path("examples/bikeshare").is_dir() else EXAMPLE_PROJECT
+    target = path / "project.py"
+    if target.exists():
+        raise ConfigError("a project already exists there", where=str(target))
+    path.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source / "project.py", target)
+    console.print(f"created {target}; point dockline at it with --project {path}")

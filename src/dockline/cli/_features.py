@@ -1,0 +1,167 @@
+"""``dockline features`` and ``dockline dataset``: online vectors, consistency, training sets."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dockline.cli._common import JsonOpt, ProjectOpt, open_platform, parse_time
+from dockline.cli._output import console, print_json
+from dockline.core.time import parse_duration
+
+features_app = typer.Typer(
+    help="Materialize online vectors, measure online/offline consistency, heal.",
+    no_args_is_help=True,
+)
+dataset_app = typer.Typer(help="Point-in-time training sets.", no_args_is_help=True)
+
+
+@features_app.command("materialize")
+def features_materialize(
+    follow: Annotated[bool, typer.Option("--follow", help="Keep following the log.")] = False,
+    duration: Annotated[
+        str | None, typer.Option(help="With --follow: stop after this long, e.g. 10m.")
+    ] = None,
+    project: ProjectOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write the latest feature vector of every entity to the online store.
+
+    Examples:
+      dockline features materialize
+      dockline features materialize --follow --duration 1h
+    """
+    from dockline.pipeline.features import materialize
+
+    limit = (
+        None if duration is None else time.monotonic() + parse_duration(duration).total_seconds()
+    )
+    report = materialize(
+        open_platform(),
+        project=project,
+        follow=follow,
+        stop=None if limit is None else (lambda: time.monotonic() >= limit),
+    )
+    if json_out:
+        print_json(report)
+        return
+    console.print(
+        f"materialized {report.events:,} events into {report.vectors:,} vectors for"
+        f" {report.entities:,} entities in {report.micro_batches:,} micro-batches"
+        f" ({report.seconds:.1f} s)"
+    )
+
+
+@features_app.command("consistency")
+def features_consistency(
+    start: Annotated[str | None, typer.Option(help="From this time (ISO-8601, UTC).")] = None,
+    end: Annotated[str | None, typer.Option(help="Until this time (ISO-8601, UTC).")] = None,
+    sample: Annotated[int, typer.Option(help="Points (entity, time) to compare.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    project: ProjectOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Replay the log online, recompute sampled vectors offline, report mismatches per feature.
+
+    Example: dockline features consistency --start 2013-10-01 --end 2013-11-01 --json
+    """
+    from rich.table import Table
+
+    from dockline.pipeline.features import check_consistency
+
+    report = check_consistency(
+        open_platform(),
+        start=parse_time(start, "--start"),
+        end=parse_time(end, "--end"),
+        sample=sample,
+        seed=seed,
+        project=project,
+    )
+    if json_out:
+        print_json(report)
+        return
+    table = Table(title=f"online vs offline at {report.points:,} points", title_justify="left")
+    table.add_column("feature")
+    table.add_column("compared", justify="right")
+    table.add_column("mismatches", justify="right")
+    table.add_column("match", justify="right")
+    for name, agreement in report.per_feature.items():
+        table.add_row(
+            name, f"{agreement.compared:,}", f"{agreement.mismatches:,}", f"{agreement.rate:.2%}"
+        )
+    console.print(table)
+    console.print(f"overall match rate: [bold]{report.overall_match_rate:.4%}[/bold]")
+    for name, examples in report.examples.items():
+        for example in examples[:2]:
+            console.print(f"  {name}: {example}", markup=False)
+
+
+@features_app.command("heal")
+def features_heal(
+    at: Annotated[
+        str | None, typer.Option(help="Recompute as of this time (default: newest ingestion).")
+    ] = None,
+    project: ProjectOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Recompute online vectors from the offline store and report what changed."""
+    from dockline.pipeline.features import heal_online
+
+    report = heal_online(open_platform(), at=parse_time(at, "--at"), project=project)
+    if json_out:
+        print_json(report)
+        return
+    console.print(
+        f"healed {report.entities:,} entities: {report.changed_entities:,} vectors changed"
+        + (
+            f" ({', '.join(f'{k}: {v}' for k, v in sorted(report.changed.items()))})"
+            if report.changed
+            else ""
+        )
+    )
+
+
+@dataset_app.command("build")
+def dataset_build(
+    label: Annotated[str, typer.Option(help="The label the dataset is for, e.g. empty_next_hour.")],
+    start: Annotated[str, typer.Option(help="First spine time (ISO-8601, UTC).")],
+    end: Annotated[str, typer.Option(help="End of the spine (exclusive).")],
+    out: Annotated[Path, typer.Option(help="Output directory.")],
+    every: Annotated[str, typer.Option(help="Spine step, e.g. 5m.")] = "5m",
+    name: Annotated[
+        str | None, typer.Option(help="Dataset name (default: the directory name).")
+    ] = None,
+    project: ProjectOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Build a point-in-time training set: every station × every step in [start, end).
+
+    Example:
+      dockline dataset build --label empty_next_hour --start 2013-09-01 --end 2013-10-01 \\
+        --every 5m --out datasets/sep
+    """
+    from dockline.pipeline.features import build_dataset
+
+    begin, until = parse_time(start, "--start"), parse_time(end, "--end")
+    assert begin is not None and until is not None
+    meta = build_dataset(
+        open_platform(),
+        label=label,
+        start=begin,
+        end=until,
+        every=parse_duration(every),
+        out=out,
+        name=name,
+        project=project,
+    )
+    if json_out:
+        print_json(meta.model_dump(mode="json"))
+        return
+    console.print(
+        f"wrote {meta.row_count:,} rows × {meta.feature_count} features to {out}"
+        f" (label {label}: rate {meta.extra.get('label_rate')},"
+        f" plan {str(meta.extra.get('plan_hash'))[:12]})"
+    )

@@ -1,0 +1,184 @@
+"""``dockline ingest`` and ``dockline deadletters``: the edge and what it rejected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from dockline.cli._common import JsonOpt, open_platform
+from dockline.cli._output import console, counts_table, print_json, progress_bar
+from dockline.core.contracts import IngestSummary
+from dockline.core.errors import ConfigError
+from dockline.core.time import parse_duration
+
+
+def _print_summary(
+    summary: IngestSummary, json_out: bool, extra: dict[str, object] | None = None
+) -> None:
+    if json_out:
+        payload: dict[str, object] = {
+            "source": summary.source,
+            "received": summary.received,
+            "accepted": summary.accepted,
+            "unchanged": summary.unchanged,
+            "dead_letters": dict(sorted(summary.dead_letters.items())),
+            "documents": summary.documents,
+            "stations": summary.stations,
+            "seconds": round(summary.seconds, 3),
+            "records_per_second": round(summary.received / summary.seconds)
+            if summary.seconds
+            else None,
+        }
+        payload.update(extra or {})
+        print_json(payload)
+        return
+    rate = f" ({summary.received / summary.seconds:,.0f} records/s)" if summary.seconds else ""
+    console.print(
+        f"[bold]{summary.source}[/bold]: received {summary.received:,} records, accepted"
+        f" {summary.accepted:,} from {summary.stations:,} stations in {summary.seconds:.1f} s{rate}"
+    )
+    if summary.unchanged:
+        console.print(
+            f"{summary.unchanged:,} records repeated a station's newest accepted event"
+            " (no new report since the last poll): already stored, not appended again"
+        )
+    if summary.dead_letters:
+        console.print(counts_table("dead letters by reason", summary.dead_letters))
+    else:
+        console.print("no dead letters")
+
+
+def ingest(
+    feed: Annotated[
+        str | None, typer.Option(help="GBFS auto-discovery URL (gbfs.json) to follow.")
+    ] = None,
+    archive: Annotated[
+        Path | None, typer.Option(help="Archive: GBFS JSON directory or Parquet/CSV.")
+    ] = None,
+    duration: Annotated[
+        str | None, typer.Option(help="With --feed: stop after this long, e.g. 10m.")
+    ] = None,
+    source: Annotated[
+        str | None, typer.Option(help="Source name (default derived from the feed/archive).")
+    ] = None,
+    mapping: Annotated[
+        str | None,
+        typer.Option(
+            "--map",
+            help="Archive column mapping, e.g. 'obs_ts=event_ts,bikes=num_bikes_available'.",
+        ),
+    ] = None,
+    clock: Annotated[
+        str,
+        typer.Option(help="ingested_at from the 'local' clock or the 'feed' (simulator) clock."),
+    ] = "local",
+    json_out: JsonOpt = False,
+) -> None:
+    """Ingest a live GBFS feed or an archive into the event log and the offline store.
+
+    Examples:
+      dockline ingest --feed http://127.0.0.1:8080/gbfs.json --duration 10m
+      dockline ingest --archive ../shared/data/divvy --json
+    """
+    from dockline.pipeline.ingest import ingest_archive, ingest_feed, sink_offline
+
+    if (feed is None) == (archive is None):
+        raise ConfigError("give exactly one of --feed URL or --archive PATH")
+    if clock not in ("local", "feed"):
+        raise ConfigError(f"--clock must be 'local' or 'feed'; got {clock!r}")
+    clock_source: Literal["local", "feed"] = "feed" if clock == "feed" else "local"
+    platform = open_platform()
+    with progress_bar(quiet=json_out) as progress:
+        task = progress.add_task("ingesting", total=None, info="")
+
+        def update(summary: IngestSummary) -> None:
+            progress.update(
+                task,
+                completed=summary.received,
+                info=f"{summary.accepted:,} accepted, {summary.rejected:,} dead letters",
+            )
+
+        if archive is not None:
+            summary = ingest_archive(
+                platform,
+                archive,
+                source=source,
+                mapping=_parse_mapping(mapping),
+                on_progress=update,
+            )
+        else:
+            assert feed is not None
+            summary = ingest_feed(
+                platform,
+                feed,
+                source=source,
+                duration=None if duration is None else parse_duration(duration),
+                clock_source=clock_source,
+                on_progress=update,
+            )
+        progress.update(task, description="writing offline store", info="")
+        reports = sink_offline(platform)
+    _print_summary(
+        summary,
+        json_out,
+        {"offline_rows_written": {topic: report.records for topic, report in reports.items()}},
+    )
+
+
+def _parse_mapping(text: str | None) -> dict[str, str] | None:
+    if not text:
+        return None
+    mapping: dict[str, str] = {}
+    for part in text.split(","):
+        source, sep, target = part.partition("=")
+        if not sep or not source.strip() or not target.strip():
+            raise ConfigError(f"--map entries must look like source=target; got {part!r}")
+        mapping[source.strip()] = target.strip()
+    return mapping
+
+
+def deadletters(
+    reason: Annotated[str | None, typer.Option(help="Only this reason.")] = None,
+    examples: Annotated[int, typer.Option(help="Examples to show per reason.")] = 2,
+    replay: Annotated[
+        bool, typer.Option("--replay", help="Re-ingest pending dead letters.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show dead letters by reason with examples; --replay re-ingests them after a fix.
+
+    Examples:
+      dockline deadletters
+      dockline deadletters --reason late --examples 5
+      dockline deadletters --replay --json
+    """
+    from dockline.pipeline.deadletters import replay_dead_letters, summarize_dead_letters
+
+    platform = open_platform()
+    if replay:
+        result = replay_dead_letters(platform, reason=reason)
+        if json_out:
+            print_json(result)
+        else:
+            console.print(
+                f"replayed {result['replayed']:,} dead letters: {result['accepted']:,} accepted,"
+                f" {result['still_rejected']:,} still rejected"
+            )
+        return
+    report = summarize_dead_letters(platform, reason=reason, examples=examples)
+    if json_out:
+        print_json(report)
+        return
+    if not report["counts"]:
+        console.print("no dead letters")
+        return
+    console.print(counts_table("dead letters by reason", report["counts"]))
+    for why, letters in report["examples"].items():
+        console.print(f"[bold]{why}[/bold]")
+        for letter in letters:
+            console.print(f"  {letter['source']} {letter['key'] or '-'}: {letter['detail']}")
+            console.print(
+                f"    raw: {letter['raw'][:160]}", markup=False, no_wrap=True, overflow="ellipsis"
+            )

@@ -1,0 +1,178 @@
+"""``dockline train`` and ``dockline models``: candidates, the gate, the registry's aliases."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dockline.cli._common import JsonOpt, open_platform
+from dockline.cli._output import console, print_json
+from dockline.core.contracts import PromotionEvent
+
+models_app = typer.Typer(
+    help="Registered model versions, aliases (champion, challenger) and their history.",
+    no_args_is_help=True,
+)
+
+
+def train(
+    dataset: Annotated[
+        Path, typer.Option(help="Training set directory (from `dockline dataset build`).")
+    ],
+    label: Annotated[
+        str | None, typer.Option(help="Label to train for (default: config train.label).")
+    ] = None,
+    trials: Annotated[
+        int | None, typer.Option(help="Optuna trials per candidate (default: config).")
+    ] = None,
+    promote: Annotated[
+        bool, typer.Option(help="Make the new version champion if it passes the gate.")
+    ] = False,
+    check_reproducible: Annotated[
+        bool,
+        typer.Option(
+            "--check-reproducible", help="Train twice and require byte-identical bundles."
+        ),
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train candidates and baselines, calibrate, threshold, report, export, gate and register.
+
+    Example: dockline train --dataset .dockline/datasets/sep --trials 20
+    """
+    from rich.table import Table
+
+    from dockline.pipeline.train import train_model
+
+    summary = train_model(
+        open_platform(),
+        dataset=dataset,
+        label=label,
+        n_trials=trials,
+        progress=not json_out,
+        check_reproducible=check_reproducible,
+        promote=promote,
+    )
+    if json_out:
+        print_json(dataclasses.asdict(summary) | {"gate": summary.gate.model_dump(mode="json")})
+        return
+    metrics = ("pr_auc", "roc_auc", "brier", "log_loss", "ece")
+    table = Table(title=f"test window, {summary.rows:,} rows in all", title_justify="left")
+    table.add_column("model")
+    for name in metrics:
+        table.add_column(name, justify="right")
+    rows = {**summary.candidates, **{f"baseline: {k}": v for k, v in summary.baselines.items()}}
+    for name, values in rows.items():
+        mark = " ◀" if name == summary.selected else ""
+        table.add_row(name + mark, *(f"{values.get(m, float('nan')):.4f}" for m in metrics))
+    console.print(table)
+    gate = summary.gate
+    verdict = "passed" if gate.passed else "failed: " + "; ".join(gate.reasons)
+    console.print(
+        f"registered [bold]{summary.model_name}[/bold] version {summary.version}"
+        f" (bundle {summary.bundle_id}, ONNX parity {summary.parity_max_abs_diff:.1e});"
+        f" gate {verdict}; alias: {summary.alias or '-'}"
+    )
+    if summary.reproducible:
+        console.print("reproducible: a second run gave the same bundle id")
+    console.print(f"report: {summary.report}")
+
+
+ModelArg = Annotated[
+    str, typer.Argument(help="Registered model name, e.g. bikeshare-empty_next_hour.")
+]
+ReasonOpt = Annotated[str, typer.Option(help="Why (recorded in the history).")]
+
+
+@models_app.command("list")
+def models_list(name: ModelArg, json_out: JsonOpt = False) -> None:
+    """Every version of a model with its bundle, aliases and gate verdict."""
+    from dockline.pipeline.train import open_registry
+
+    versions = open_registry(open_platform()).versions(name)
+    if json_out:
+        print_json({"model": name, "versions": [v.model_dump(mode="json") for v in versions]})
+        return
+    from rich.table import Table
+
+    table = Table(title=name, title_justify="left")
+    for column in ("version", "aliases", "bundle", "created", "gate", "primary metric"):
+        table.add_column(column)
+    for v in versions:
+        gate = v.gate
+        table.add_row(
+            str(v.version),
+            ", ".join(v.aliases) or "-",
+            v.bundle_id,
+            v.created_at.isoformat(timespec="seconds"),
+            "-" if gate is None else ("passed" if gate.passed else "failed"),
+            "-" if gate is None else f"{gate.primary_metric} {gate.value:.4f}",
+        )
+    console.print(table)
+
+
+@models_app.command("promote")
+def models_promote(
+    name: ModelArg,
+    version: Annotated[int, typer.Argument(help="Version to make champion.")],
+    reason: ReasonOpt = "promoted by hand",
+    json_out: JsonOpt = False,
+) -> None:
+    """Make a version champion (refused unless its promotion gate passed)."""
+    from dockline.pipeline.train import current_actor, open_registry
+
+    event = open_registry(open_platform()).promote(
+        name, version, actor=current_actor(), reason=reason
+    )
+    _print_event(event, json_out)
+
+
+@models_app.command("rollback")
+def models_rollback(
+    name: ModelArg, reason: ReasonOpt = "rolled back by hand", json_out: JsonOpt = False
+) -> None:
+    """Point champion back at the version it held before."""
+    from dockline.pipeline.train import current_actor, open_registry
+
+    event = open_registry(open_platform()).rollback(name, actor=current_actor(), reason=reason)
+    _print_event(event, json_out)
+
+
+@models_app.command("history")
+def models_history(name: ModelArg, json_out: JsonOpt = False) -> None:
+    """The append-only alias history: who moved which alias, when, from which version, why."""
+    from dockline.pipeline.train import open_registry
+
+    events = open_registry(open_platform()).history(name)
+    if json_out:
+        print_json({"model": name, "history": [e.model_dump(mode="json") for e in events]})
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{name}: alias history", title_justify="left")
+    for column in ("at", "action", "alias", "from", "to", "who", "why"):
+        table.add_column(column)
+    for e in events:
+        table.add_row(
+            e.at.isoformat(timespec="seconds"),
+            e.action,
+            e.alias,
+            "-" if e.from_version is None else str(e.from_version),
+            "-" if e.to_version is None else str(e.to_version),
+            e.actor,
+            e.reason,
+        )
+    console.print(table)
+
+
+def _print_event(event: PromotionEvent, json_out: bool) -> None:
+    if json_out:
+        print_json(event.model_dump(mode="json"))
+        return
+    console.print(
+        f"{event.name}: {event.alias} {event.from_version or '-'} → {event.to_version or '-'}"
+        f" ({event.action} by {event.actor}: {event.reason})"
+    )
