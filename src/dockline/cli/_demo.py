@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from dockline.cli._common import JsonOpt, open_platform
+from dockline.cli._common import DataDirOpt, JsonOpt, open_platform, want_json
 from dockline.cli._output import console
 from dockline.core.errors import ConfigError
 
@@ -23,13 +23,22 @@ def demo(
     train: Annotated[
         bool, typer.Option(help="Train and register a champion on the history.")
     ] = True,
+    data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """The whole loop on a simulated city with embedded defaults; prints where to look."""
+    """The whole loop on a simulated city with embedded defaults; prints where to look.
+
+    It needs a new (or empty) data dir: the city starts at the same instant every run.
+
+    Examples:
+      dockline demo --data-dir .dockline-demo
+      dockline demo --data-dir /tmp/quick --stations 50 --history-days 3 --no-train
+    """
     from dockline.pipeline.demo import run_demo
 
+    json_out = want_json(json_out)
     run_demo(
-        open_platform(),
+        open_platform(data_dir, existing=False),
         stations=stations,
         hours=hours,
         speed=speed,
@@ -43,12 +52,18 @@ def demo(
 def init(
     path: Annotated[Path, typer.Argument(help="Directory to create the project in.")],
 ) -> None:
-    """Scaffold a project from the bike-share reference project."""
+    """Scaffold a project (project.py) from the bike-share reference project.
+
+    Examples:
+      dockline init my-city
+      dockline --data-dir .dockline ingest --archive ./archive && dockline features materialize
+      --project my-city
+    """
     import shutil
 
     from dockline.pipeline.features import EXAMPLE_PROJECT
 
-    source = Path("examples/bikeshare") if Path("examples/bikeshare").is_dir() else EXAMPLE_PROJECT
+    source = EXAMPLE_PROJECT
     target = path / "project.py"
     if target.exists():
         raise ConfigError("a project already exists there", where=str(target))

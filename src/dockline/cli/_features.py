@@ -8,15 +8,34 @@ from typing import Annotated
 
 import typer
 
-from dockline.cli._common import JsonOpt, ProjectOpt, open_platform, parse_time
-from dockline.cli._output import console, print_json
-from dockline.core.time import parse_duration
+from dockline.cli._common import (
+    DataDirOpt,
+    JsonOpt,
+    ProjectOpt,
+    open_platform,
+    parse_cli_duration,
+    parse_time,
+    want_json,
+)
+from dockline.cli._output import console, print_json, spinner
 
 features_app = typer.Typer(
-    help="Materialize online vectors, measure online/offline consistency, heal.",
+    help="""Materialize online vectors, measure online/offline consistency, heal.
+
+    Examples:
+      dockline features materialize --data-dir .dockline-demo
+      dockline features consistency --sample 500 --json
+    """,
     no_args_is_help=True,
 )
-dataset_app = typer.Typer(help="Point-in-time training sets.", no_args_is_help=True)
+dataset_app = typer.Typer(
+    help="""Point-in-time training sets.
+
+    Example: dockline dataset build --label empty_next_hour --start 2024-05-01 --end 2024-05-08
+    --out datasets/week
+    """,
+    no_args_is_help=True,
+)
 
 
 @features_app.command("materialize")
@@ -26,6 +45,7 @@ def features_materialize(
         str | None, typer.Option(help="With --follow: stop after this long, e.g. 10m.")
     ] = None,
     project: ProjectOpt = None,
+    data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Write the latest feature vector of every entity to the online store.
@@ -36,15 +56,20 @@ def features_materialize(
     """
     from dockline.pipeline.features import materialize
 
+    json_out = want_json(json_out)
     limit = (
-        None if duration is None else time.monotonic() + parse_duration(duration).total_seconds()
+        None
+        if duration is None
+        else time.monotonic() + parse_cli_duration(duration, "--duration").total_seconds()
     )
-    report = materialize(
-        open_platform(),
-        project=project,
-        follow=follow,
-        stop=None if limit is None else (lambda: time.monotonic() >= limit),
-    )
+    platform = open_platform(data_dir)
+    with spinner("materializing", quiet=json_out or follow):
+        report = materialize(
+            platform,
+            project=project,
+            follow=follow,
+            stop=None if limit is None else (lambda: time.monotonic() >= limit),
+        )
     if json_out:
         print_json(report)
         return
@@ -62,6 +87,7 @@ def features_consistency(
     sample: Annotated[int, typer.Option(help="Points (entity, time) to compare.")] = 2000,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
     project: ProjectOpt = None,
+    data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Replay the log online, recompute sampled vectors offline, report mismatches per feature.
@@ -72,14 +98,17 @@ def features_consistency(
 
     from dockline.pipeline.features import check_consistency
 
-    report = check_consistency(
-        open_platform(),
-        start=parse_time(start, "--start"),
-        end=parse_time(end, "--end"),
-        sample=sample,
-        seed=seed,
-        project=project,
-    )
+    json_out = want_json(json_out)
+    platform = open_platform(data_dir)
+    with spinner("replaying the log and comparing online with offline", quiet=json_out):
+        report = check_consistency(
+            platform,
+            start=parse_time(start, "--start"),
+            end=parse_time(end, "--end"),
+            sample=sample,
+            seed=seed,
+            project=project,
+        )
     if json_out:
         print_json(report)
         return
@@ -105,12 +134,21 @@ def features_heal(
         str | None, typer.Option(help="Recompute as of this time (default: newest ingestion).")
     ] = None,
     project: ProjectOpt = None,
+    data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Recompute online vectors from the offline store and report what changed."""
+    """Recompute online vectors from the offline store and report what changed.
+
+    Examples:
+      dockline features heal
+      dockline features heal --at 2024-05-06T12:00:00 --json
+    """
     from dockline.pipeline.features import heal_online
 
-    report = heal_online(open_platform(), at=parse_time(at, "--at"), project=project)
+    json_out = want_json(json_out)
+    platform = open_platform(data_dir)
+    with spinner("recomputing online vectors offline", quiet=json_out):
+        report = heal_online(platform, at=parse_time(at, "--at"), project=project)
     if json_out:
         print_json(report)
         return
@@ -135,6 +173,7 @@ def dataset_build(
         str | None, typer.Option(help="Dataset name (default: the directory name).")
     ] = None,
     project: ProjectOpt = None,
+    data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Build a point-in-time training set: every station × every step in [start, end).
@@ -145,18 +184,22 @@ def dataset_build(
     """
     from dockline.pipeline.features import build_dataset
 
+    json_out = want_json(json_out)
     begin, until = parse_time(start, "--start"), parse_time(end, "--end")
     assert begin is not None and until is not None
-    meta = build_dataset(
-        open_platform(),
-        label=label,
-        start=begin,
-        end=until,
-        every=parse_duration(every),
-        out=out,
-        name=name,
-        project=project,
-    )
+    step = parse_cli_duration(every, "--every")
+    platform = open_platform(data_dir)
+    with spinner(f"building {out.name} (every {every})", quiet=json_out):
+        meta = build_dataset(
+            platform,
+            label=label,
+            start=begin,
+            end=until,
+            every=step,
+            out=out,
+            name=name,
+            project=project,
+        )
     if json_out:
         print_json(meta.model_dump(mode="json"))
         return

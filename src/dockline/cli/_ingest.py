@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import enum
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 
-from dockline.cli._common import JsonOpt, open_platform
-from dockline.cli._output import console, counts_table, print_json, progress_bar
-from dockline.core.contracts import IngestSummary
+from dockline.cli._common import DataDirOpt, JsonOpt, open_platform, parse_cli_duration, want_json
+from dockline.cli._output import console, counts_table, print_json, progress_bar, spinner
+from dockline.core.contracts import IngestSummary, RejectReason
 from dockline.core.errors import ConfigError
-from dockline.core.time import parse_duration
+
+
+class ClockChoice(enum.StrEnum):
+    """Where ``ingested_at`` comes from."""
+
+    LOCAL = "local"
+    FEED = "feed"
 
 
 def _print_summary(
@@ -71,9 +78,10 @@ def ingest(
         ),
     ] = None,
     clock: Annotated[
-        str,
+        ClockChoice,
         typer.Option(help="ingested_at from the 'local' clock or the 'feed' (simulator) clock."),
-    ] = "local",
+    ] = ClockChoice.LOCAL,
+    data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Ingest a live GBFS feed or an archive into the event log and the offline store.
@@ -81,15 +89,16 @@ def ingest(
     Examples:
       dockline ingest --feed http://127.0.0.1:8080/gbfs.json --duration 10m
       dockline ingest --archive ../shared/data/divvy --json
+      dockline ingest --archive ./my-archive --map 'obs_ts=event_ts,bikes=num_bikes_available'
     """
+    json_out = want_json(json_out)
     from dockline.pipeline.ingest import ingest_archive, ingest_feed, sink_offline
 
     if (feed is None) == (archive is None):
         raise ConfigError("give exactly one of --feed URL or --archive PATH")
-    if clock not in ("local", "feed"):
-        raise ConfigError(f"--clock must be 'local' or 'feed'; got {clock!r}")
     clock_source: Literal["local", "feed"] = "feed" if clock == "feed" else "local"
-    platform = open_platform()
+    limit = None if duration is None else parse_cli_duration(duration, "--duration")
+    platform = open_platform(data_dir, existing=False)
     with progress_bar(quiet=json_out) as progress:
         task = progress.add_task("ingesting", total=None, info="")
 
@@ -114,7 +123,7 @@ def ingest(
                 platform,
                 feed,
                 source=source,
-                duration=None if duration is None else parse_duration(duration),
+                duration=limit,
                 clock_source=clock_source,
                 on_progress=update,
             )
@@ -140,11 +149,15 @@ def _parse_mapping(text: str | None) -> dict[str, str] | None:
 
 
 def deadletters(
-    reason: Annotated[str | None, typer.Option(help="Only this reason.")] = None,
+    reason: Annotated[
+        RejectReason | None,
+        typer.Option(help="Only this reason (meanings and fixes: docs/deadletters.md)."),
+    ] = None,
     examples: Annotated[int, typer.Option(help="Examples to show per reason.")] = 2,
     replay: Annotated[
         bool, typer.Option("--replay", help="Re-ingest pending dead letters.")
     ] = False,
+    data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Show dead letters by reason with examples; --replay re-ingests them after a fix.
@@ -156,9 +169,11 @@ def deadletters(
     """
     from dockline.pipeline.deadletters import replay_dead_letters, summarize_dead_letters
 
-    platform = open_platform()
+    json_out = want_json(json_out)
+    platform = open_platform(data_dir)
     if replay:
-        result = replay_dead_letters(platform, reason=reason)
+        with spinner("replaying dead letters", quiet=json_out):
+            result = replay_dead_letters(platform, reason=reason)
         if json_out:
             print_json(result)
         else:

@@ -8,12 +8,17 @@ from typing import Annotated
 
 import typer
 
-from dockline.cli._common import JsonOpt, open_platform
+from dockline.cli._common import DataDirOpt, JsonOpt, open_platform, want_json
 from dockline.cli._output import console, print_json
 from dockline.core.contracts import PromotionEvent
 
 models_app = typer.Typer(
-    help="Registered model versions, aliases (champion, challenger) and their history.",
+    help="""Registered model versions, aliases (champion, challenger) and their history.
+
+    Examples:
+      dockline models list
+      dockline models promote bikeshare-empty_next_hour 2 --reason "beats v1 on pr_auc"
+    """,
     no_args_is_help=True,
 )
 
@@ -37,18 +42,46 @@ def train(
             "--check-reproducible", help="Train twice and require byte-identical bundles."
         ),
     ] = False,
+    fail_on_gate: Annotated[
+        bool,
+        typer.Option("--fail-on-gate", help="Exit 1 when the new version fails the gate (CI)."),
+    ] = False,
+    data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Train candidates and baselines, calibrate, threshold, report, export, gate and register.
 
-    Example: dockline train --dataset .dockline/datasets/sep --trials 20
+    Examples:
+      dockline train --dataset .dockline/datasets/sep --trials 20
+      dockline train --dataset datasets/week --promote --fail-on-gate --json
     """
+    json_out = want_json(json_out)
+    try:
+        _train(dataset, label, trials, promote, check_reproducible, data_dir, json_out)
+    except _GateFailed:
+        if fail_on_gate:
+            raise typer.Exit(1) from None
+
+
+class _GateFailed(Exception):
+    pass
+
+
+def _train(
+    dataset: Path,
+    label: str | None,
+    trials: int | None,
+    promote: bool,
+    check_reproducible: bool,
+    data_dir: Path | None,
+    json_out: bool,
+) -> None:
     from rich.table import Table
 
     from dockline.pipeline.train import train_model
 
     summary = train_model(
-        open_platform(),
+        open_platform(data_dir, existing=False),
         dataset=dataset,
         label=label,
         n_trials=trials,
@@ -58,6 +91,8 @@ def train(
     )
     if json_out:
         print_json(dataclasses.asdict(summary) | {"gate": summary.gate.model_dump(mode="json")})
+        if not summary.gate.passed:
+            raise _GateFailed
         return
     metrics = ("pr_auc", "roc_auc", "brier", "log_loss", "ece")
     table = Table(title=f"test window, {summary.rows:,} rows in all", title_justify="left")
@@ -79,6 +114,8 @@ def train(
     if summary.reproducible:
         console.print("reproducible: a second run gave the same bundle id")
     console.print(f"report: {summary.report}")
+    if not gate.passed:
+        raise _GateFailed
 
 
 ModelArg = Annotated[
@@ -88,30 +125,56 @@ ReasonOpt = Annotated[str, typer.Option(help="Why (recorded in the history).")]
 
 
 @models_app.command("list")
-def models_list(name: ModelArg, json_out: JsonOpt = False) -> None:
-    """Every version of a model with its bundle, aliases and gate verdict."""
-    from dockline.pipeline.train import open_registry
+def models_list(
+    name: Annotated[
+        str | None, typer.Argument(help="Registered model name (default: every registered model).")
+    ] = None,
+    data_dir: DataDirOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Every version of a model (or of every model) with its bundle, aliases and gate verdict.
 
-    versions = open_registry(open_platform()).versions(name)
-    if json_out:
-        print_json({"model": name, "versions": [v.model_dump(mode="json") for v in versions]})
+    Examples:
+      dockline models list
+      dockline models list bikeshare-empty_next_hour --json
+    """
+    from dockline.pipeline.train import open_registry
+    from dockline.train.registry import mlflow_client
+
+    registry = open_registry(open_platform(data_dir))
+    if name is not None:
+        names = [name]
+    else:
+        found = mlflow_client(registry.tracking_uri).search_registered_models()
+        names = sorted(str(model.name) for model in found)
+    listed = {model: registry.versions(model) for model in names}
+    if want_json(json_out):
+        dumped = [
+            {"model": model, "versions": [v.model_dump(mode="json") for v in versions]}
+            for model, versions in listed.items()
+        ]
+        print_json(dumped[0] if name is not None else {"models": dumped})
+        return
+    if not listed:
+        console.print("no registered models yet (`dockline train` registers one)")
         return
     from rich.table import Table
 
-    table = Table(title=name, title_justify="left")
-    for column in ("version", "aliases", "bundle", "created", "gate", "primary metric"):
-        table.add_column(column)
-    for v in versions:
-        gate = v.gate
-        table.add_row(
-            str(v.version),
-            ", ".join(v.aliases) or "-",
-            v.bundle_id,
-            v.created_at.isoformat(timespec="seconds"),
-            "-" if gate is None else ("passed" if gate.passed else "failed"),
-            "-" if gate is None else f"{gate.primary_metric} {gate.value:.4f}",
-        )
-    console.print(table)
+    for model, versions in listed.items():
+        table = Table(title=model, title_justify="left")
+        for column in ("version", "aliases", "bundle", "created", "gate", "primary metric"):
+            table.add_column(column)
+        for v in versions:
+            gate = v.gate
+            table.add_row(
+                str(v.version),
+                ", ".join(v.aliases) or "-",
+                v.bundle_id,
+                v.created_at.isoformat(timespec="seconds"),
+                "-" if gate is None else ("passed" if gate.passed else "failed"),
+                "-" if gate is None else f"{gate.primary_metric} {gate.value:.4f}",
+            )
+        console.print(table)
 
 
 @models_app.command("promote")
@@ -119,35 +182,50 @@ def models_promote(
     name: ModelArg,
     version: Annotated[int, typer.Argument(help="Version to make champion.")],
     reason: ReasonOpt = "promoted by hand",
+    data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Make a version champion (refused unless its promotion gate passed)."""
+    """Make a version champion (refused unless its promotion gate passed).
+
+    Example: dockline models promote bikeshare-empty_next_hour 3 --reason "beats v2"
+    """
     from dockline.pipeline.train import current_actor, open_registry
 
-    event = open_registry(open_platform()).promote(
+    event = open_registry(open_platform(data_dir)).promote(
         name, version, actor=current_actor(), reason=reason
     )
-    _print_event(event, json_out)
+    _print_event(event, want_json(json_out))
 
 
 @models_app.command("rollback")
 def models_rollback(
-    name: ModelArg, reason: ReasonOpt = "rolled back by hand", json_out: JsonOpt = False
+    name: ModelArg,
+    reason: ReasonOpt = "rolled back by hand",
+    data_dir: DataDirOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
-    """Point champion back at the version it held before."""
+    """Point champion back at the version it held before.
+
+    Example: dockline models rollback bikeshare-empty_next_hour --reason "v3 drifted"
+    """
     from dockline.pipeline.train import current_actor, open_registry
 
-    event = open_registry(open_platform()).rollback(name, actor=current_actor(), reason=reason)
-    _print_event(event, json_out)
+    event = open_registry(open_platform(data_dir)).rollback(
+        name, actor=current_actor(), reason=reason
+    )
+    _print_event(event, want_json(json_out))
 
 
 @models_app.command("history")
-def models_history(name: ModelArg, json_out: JsonOpt = False) -> None:
-    """The append-only alias history: who moved which alias, when, from which version, why."""
+def models_history(name: ModelArg, data_dir: DataDirOpt = None, json_out: JsonOpt = False) -> None:
+    """The append-only alias history: who moved which alias, when, from which version, why.
+
+    Example: dockline models history bikeshare-empty_next_hour --json
+    """
     from dockline.pipeline.train import open_registry
 
-    events = open_registry(open_platform()).history(name)
-    if json_out:
+    events = open_registry(open_platform(data_dir)).history(name)
+    if want_json(json_out):
         print_json({"model": name, "history": [e.model_dump(mode="json") for e in events]})
         return
     from rich.table import Table

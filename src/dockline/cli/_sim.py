@@ -10,12 +10,17 @@ from typing import Annotated
 
 import typer
 
-from dockline.cli._common import JsonOpt, parse_start
+from dockline.cli._common import JsonOpt, parse_cli_duration, parse_start, want_json
 from dockline.cli._output import console, err_console, print_json, progress_bar
-from dockline.core.time import parse_duration
 
 sim_app = typer.Typer(
-    help="The simulated city: serve its GBFS feed or write an archive.", no_args_is_help=True
+    help="""The simulated city: serve its GBFS feed or write an archive.
+
+    Examples:
+      dockline sim serve --stations 300 --speed 60 --port 8080 --faults all
+      dockline sim archive --stations 50 --days 2 --out ./city-archive
+    """,
+    no_args_is_help=True,
 )
 
 
@@ -49,7 +54,7 @@ def sim_serve(
     if begin is not None:
         config_kwargs["start"] = begin
     city = City(CityConfig(**config_kwargs))  # type: ignore[arg-type]
-    limit = None if duration is None else parse_duration(duration).total_seconds()
+    limit = None if duration is None else parse_cli_duration(duration, "--duration").total_seconds()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with SimServer(city, port=port, speed=speed) as server:
@@ -85,6 +90,8 @@ def sim_archive(
     Example: dockline sim archive --stations 300 --days 7 --seed 1 --out ./city-archive
     """
     from dockline.sim import CityConfig, write_archive
+
+    json_out = want_json(json_out)
 
     config_kwargs: dict[str, object] = {"stations": stations, "seed": seed}
     begin = parse_start(start)

@@ -9,6 +9,7 @@ One data directory holds all state; its layout is stable (DESIGN.md, "Names and 
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from datetime import timedelta
@@ -32,6 +33,9 @@ __all__ = [
     "OnlineConfig",
     "ServeConfig",
     "TrainConfig",
+    "config_errors",
+    "read_toml",
+    "record_project",
     "resolve_data_dir",
 ]
 
@@ -100,8 +104,10 @@ class OnlineConfig(_Frozen):
 class FeaturesConfig(_Frozen):
     """The project whose features are materialized and served."""
 
-    project: str = "examples/bikeshare"
-    """Path of the project (a directory with ``project.py``, or the file)."""
+    project: str | None = None
+    """Path of the project (a directory with ``project.py``, or the file); a relative path is
+    relative to the data dir. None: the bike-share example shipped with dockline. Recorded here
+    the first time a command is given ``--project`` (env ``DOCKLINE_PROJECT`` overrides)."""
     memory_limit: str = "2GB"
     """DuckDB's memory limit for offline feature computation (it spills beyond)."""
 
@@ -176,15 +182,55 @@ class DocklineConfig(_Frozen):
         """Read ``path`` (TOML); a missing ``path`` gives the defaults."""
         if path is None or not path.exists():
             return cls()
+        raw = read_toml(path)
         try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
             return cls.model_validate(raw)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"not valid TOML: {exc}", where=str(path)) from exc
         except PydanticValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
-            raise ConfigError(f"{loc}: {err['msg']}", where=str(path)) from exc
+            problems = "; ".join(f"{loc}: {msg}" for loc, msg in config_errors(exc))
+            raise ConfigError(problems, where=str(path)) from exc
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The TOML document at ``path`` (``{}`` when absent)."""
+    if not path.exists():
+        return {}
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", where=str(path)) from exc
+
+
+def config_errors(exc: PydanticValidationError) -> list[tuple[str, str]]:
+    """Every problem in a validation error as ``(dotted.key, message)``, not just the first."""
+    return [(".".join(str(p) for p in err["loc"]), err["msg"]) for err in exc.errors()]
+
+
+def record_project(config_file: Path, project: Path) -> bool:
+    """Write ``[features] project = "<project>"`` into ``config_file`` unless a project is set.
+
+    The data dir then knows its project, so later commands run from any directory find it. The
+    file is edited as text (other settings and comments are kept); returns whether it wrote.
+    """
+    raw = read_toml(config_file)
+    features = raw.get("features", {})
+    if isinstance(features, dict) and features.get("project"):
+        return False
+    line = f"project = {json.dumps(str(project))}\n"  # a JSON string is a TOML basic string
+    text = config_file.read_text(encoding="utf-8") if config_file.exists() else ""
+    lines = text.splitlines(keepends=True)
+    for number, existing in enumerate(lines):
+        if existing.split("#")[0].strip() == "[features]":
+            lines.insert(number + 1, line)
+            break
+    else:
+        if lines and not lines[-1].endswith("\n"):
+            lines[-1] += "\n"
+        lines.append(("\n" if lines else "") + "[features]\n" + line)
+    config_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = config_file.with_suffix(".toml.tmp")
+    tmp.write_text("".join(lines), encoding="utf-8")
+    tmp.replace(config_file)
+    return True
 
 
 def resolve_data_dir(value: str | Path | None = None) -> Path:
@@ -263,6 +309,22 @@ class DataDir:
     @property
     def lineage(self) -> Path:
         return self.root / "lineage"
+
+    STATE_ENTRIES = (
+        "dockline.toml",
+        "log",
+        "offline",
+        "deadletters",
+        "online.sqlite",
+        "mlruns",
+        "bundles",
+        "datasets",
+    )
+    """What makes a directory a dockline data dir: any one of these."""
+
+    def has_state(self) -> bool:
+        """Whether this directory holds any dockline state (or configuration)."""
+        return any((self.root / entry).exists() for entry in self.STATE_ENTRIES)
 
     def config(self) -> DocklineConfig:
         """The configuration stored in this data directory (defaults when absent)."""

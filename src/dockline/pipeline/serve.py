@@ -74,8 +74,13 @@ def create_app_from_data_dir() -> FastAPI:
     return create_serving_app(Platform.open(os.environ.get(DATA_DIR_ENV)))
 
 
-def run_server(platform: Platform, host: str, port: int, workers: int = 1) -> None:
-    """Serve ``platform`` on ``host:port``; ``workers > 1`` runs separate processes."""
+def run_server(
+    platform: Platform, host: str, port: int, workers: int = 1, *, access_log: bool = False
+) -> None:
+    """Serve ``platform`` on ``host:port``; ``workers > 1`` runs separate processes.
+
+    ``access_log`` logs every request (uvicorn's access log, at INFO) on stderr.
+    """
     import uvicorn
 
     os.environ[DATA_DIR_ENV] = str(Path(platform.data.root).resolve())
@@ -86,8 +91,8 @@ def run_server(platform: Platform, host: str, port: int, workers: int = 1) -> No
         host=host,
         port=port,
         workers=workers,
-        log_level="warning",
-        access_log=False,
+        log_level="info" if access_log else "warning",
+        access_log=access_log,
     )
 
 
