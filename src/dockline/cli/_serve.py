@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from dockline.cli._common import DataDirOpt, ProjectOpt, open_platform
+from dockline.cli._config import format_value
 from dockline.cli._output import err_console
 from dockline.core.time import from_micros, to_micros
 
@@ -36,9 +37,10 @@ def _online_entities(platform: Platform) -> str:
     if not entities:
         return "the online store is empty: run `dockline features materialize` first"
     age = from_micros(now_us) - from_micros(int(newest))
+    max_age = format_value(config.serve.max_feature_age)
     return (
         f"{entities:,} entities in the online store, {fresh:,} with features fresher than"
-        f" serve.max_feature_age ({config.serve.max_feature_age}); newest features as of"
+        f" serve.max_feature_age ({max_age}); newest features as of"
         f" {from_micros(int(newest)).isoformat(timespec='seconds')}"
         f" ({age.total_seconds() / 3600:,.1f} h before the serving clock)"
     )
