@@ -72,6 +72,7 @@ def _locations(db: Path) -> list[str]:
     return [str(row[0]) for row in rows]
 
 
+@pytest.mark.slow  # MLflow's store migrations and imports: ~15 s here
 def test_a_copied_data_dir_keeps_its_mlflow_artifacts_to_itself(tmp_path: Path) -> None:
     original = tmp_path / "original"
     (original / "mlruns").mkdir(parents=True)

@@ -63,9 +63,11 @@ def _register(db: Path, name: str, *, passed: bool) -> None:
     )
 
 
+@pytest.mark.slow  # MLflow creates its store and answers six commands: about a minute here
 def test_models_list_without_a_name_lists_every_model(data_copy: Path, tmp_path: Path) -> None:
     empty = run("models", "list", "--data-dir", str(data_copy), cwd=tmp_path)
     assert empty.returncode == 0 and "no registered models yet" in empty.stdout
+    assert not (data_copy / "mlruns").exists()
     db = data_copy / "mlruns" / "mlflow.db"
     _register(db, "alpha", passed=True)
     _register(db, "beta", passed=False)
@@ -205,6 +207,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.mark.slow
 def test_serve_says_what_it_serves_and_logs_requests(filled_data_dir: Path, tmp_path: Path) -> None:
     port = _free_port()
     args = ["serve", "--data-dir", str(filled_data_dir), "--port", str(port), "--access-log"]

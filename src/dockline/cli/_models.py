@@ -141,7 +141,14 @@ def models_list(
     from dockline.pipeline.train import open_registry
     from dockline.train.registry import mlflow_client
 
-    registry = open_registry(open_platform(data_dir))
+    platform = open_platform(data_dir)
+    if not platform.data.mlflow_db.exists():  # nothing trained here yet: create no registry
+        if want_json(json_out):
+            print_json({"model": name, "versions": []} if name else {"models": []})
+        else:
+            console.print("no registered models yet (`dockline train` registers one)")
+        return
+    registry = open_registry(platform)
     if name is not None:
         names = [name]
     else:

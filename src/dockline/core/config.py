@@ -58,16 +58,21 @@ Duration = Annotated[timedelta, BeforeValidator(_duration)]
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Attribute docstrings become field descriptions: the reference page (docs/reference/config.md)
+    # is generated from them.
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
 
 class LogConfig(_Frozen):
     """Which event log, and how it is laid out."""
 
     kind: Literal["sqlite"] = "sqlite"
+    """The event log implementation (only the embedded SQLite log so far)."""
     partitions: int = Field(default=4, ge=1, le=256)
+    """Partitions of a new topic; events are keyed by station, so order holds per station."""
     # FULL survives power loss; NORMAL (WAL) survives process crashes, which is what kill -9 needs.
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    """SQLite's durability: NORMAL survives a crashed process, FULL a power loss (slower)."""
 
 
 class IngestConfig(_Frozen):
@@ -96,9 +101,11 @@ class OnlineConfig(_Frozen):
     """Which online store serves the latest feature vectors."""
 
     kind: Literal["sqlite", "redis"] = "sqlite"
+    """The online store: ``online.sqlite`` in the data dir, or a Redis server at ``url``."""
     url: str = "redis://127.0.0.1:6379/0"
     """For ``kind = "redis"``."""
     namespace: str = "dockline"
+    """Prefix of every Redis key, so several deployments can share one server."""
 
 
 class FeaturesConfig(_Frozen):
@@ -116,29 +123,39 @@ class TrainConfig(_Frozen):
     """How ``dockline train`` splits, tunes, calibrates, thresholds and gates."""
 
     label: str = "empty_next_hour"
+    """The project's label ``dockline train`` trains for (``--label`` overrides)."""
     model_name: str | None = None
     """Registered model name; defaults to ``<project>-<label>``."""
     candidates: tuple[str, ...] = ("logistic", "lightgbm", "extra_trees")
     """Trained candidates; the baselines ``persistence`` and ``hour_of_week`` always run."""
     seed: int = 0
+    """Seed of every random choice in training: same data, config and seed, same bundle."""
     split: tuple[float, float, float, float] = (0.6, 0.1, 0.1, 0.2)
     """Fractions of the time range for train, validation, calibration and test, in time order."""
     embargo: Duration | None = None
     """Gap between consecutive splits; at least the label horizon (None: exactly the horizon)."""
     cv_folds: int = Field(default=3, ge=2)
+    """Rolling-origin cross-validation folds inside the train split, for tuning."""
     n_trials: int = Field(default=12, ge=0)
     """Optuna trials per tuned candidate (0: defaults only)."""
     tuning_storage: str | None = None
     """Optuna storage URL; None: SQLite in the data directory."""
     primary_metric: Literal["pr_auc", "roc_auc", "brier", "log_loss"] = "pr_auc"
+    """The metric that selects the candidate and that the promotion gate compares."""
     threshold_policy: Literal["target_precision", "expected_cost"] = "target_precision"
+    """How the decision threshold is chosen on the calibration split."""
     target_precision: float = Field(default=0.5, gt=0, le=1)
+    """With ``target_precision``: the lowest threshold reaching this precision."""
     cost_false_alarm: float = Field(default=1.0, gt=0)
+    """With ``expected_cost``: the cost of flagging a station that stays fine."""
     cost_miss: float = Field(default=5.0, gt=0)
+    """With ``expected_cost``: the cost of missing a station that runs empty."""
     gate_margin: float = Field(default=0.0, ge=0)
     """The primary metric must beat baselines and the champion by at least this (absolute)."""
     max_ece: float = Field(default=0.05, gt=0)
+    """The gate refuses a model whose expected calibration error on test exceeds this."""
     parity_tolerance: float = Field(default=1e-5, gt=0)
+    """Largest |ONNX - native| probability on the test rows before the bundle is refused."""
     max_rows: int | None = Field(default=None, ge=1000)
     """Subsample training rows (by entity-hash, deterministic) beyond this; None: all."""
 
@@ -147,23 +164,37 @@ class ServeConfig(_Frozen):
     """How ``dockline serve`` answers, gates freshness and reports."""
 
     host: str = "127.0.0.1"
+    """Interface ``dockline serve`` binds (``--host`` overrides)."""
     port: int = Field(default=8000, ge=0, le=65535)
+    """Port ``dockline serve`` binds (``--port`` overrides)."""
     workers: int = Field(default=1, ge=1)
+    """Worker processes (``--workers`` overrides)."""
     model_name: str | None = None
     """Defaults to the train section's model name."""
     max_feature_age: Duration = timedelta(minutes=10)
+    """Features older than this (on the serving clock) are stale; see ``stale_policy``."""
     stale_policy: Literal["flag", "baseline", "reject"] = "flag"
+    """On stale features: answer and flag it, answer the baseline, or refuse (503)."""
     max_batch: int = Field(default=256, ge=1)
+    """Most entities in one ``/v1/predict/batch`` request."""
     admin_token: str | None = None
     """Bearer token for ``/v1/admin/*`` (env ``DOCKLINE_ADMIN_TOKEN`` overrides); unset: 401."""
     reload_poll: Duration = timedelta(seconds=5)
+    """How often the server checks the registry for a new champion (hot reload)."""
     routing: Literal["champion", "shadow", "canary"] = "champion"
+    """champion: it answers alone; shadow: the challenger also scores, unseen; canary: a share."""
     canary_share: float = Field(default=0.1, ge=0, le=1)
+    """With ``routing = "canary"``: the share of entities the challenger answers."""
     metrics_window: Duration = timedelta(seconds=60)
+    """Length of a serving metrics window (``serving/metrics/``)."""
     prediction_flush_rows: int = Field(default=2000, ge=1)
+    """The prediction log writes a file after this many predictions…"""
     prediction_flush_interval: Duration = timedelta(seconds=2)
+    """…or after this long, whichever comes first."""
     deployment_id: str = "local"
+    """Names this deployment in metrics windows and the prediction log."""
     environment: str = "development"
+    """Free-form label recorded with metrics (development, staging, production)."""
 
 
 class DocklineConfig(_Frozen):
