@@ -156,3 +156,21 @@ def test_an_unknown_filter_value_lists_the_valid_ones(
     line = one_line_error(result, 2, "--reason", "'lat'")
     for valid in ("late", "stale", "duplicate", "missing_field"):
         assert valid in line
+
+
+def test_a_data_dir_moves_with_the_project_inside_it(data_copy: Path, tmp_path: Path) -> None:
+    assert run("init", str(data_copy / "proj"), cwd=tmp_path).returncode == 0
+    source = data_copy / "proj" / "project.py"
+    source.write_text(source.read_text().replace('name="bikeshare"', 'name="inside"'))
+    first = run(
+        "features", "materialize", "--project", str(data_copy / "proj"), "--data-dir",
+        str(data_copy), cwd=tmp_path,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    assert 'project = "proj"' in (data_copy / "dockline.toml").read_text()
+    moved = tmp_path / "moved"
+    data_copy.rename(moved)
+    again = run("features", "heal", "--data-dir", "moved", "--json", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    shown = ok_json(run("config", "show", "--data-dir", "moved", "--json", cwd=tmp_path))
+    assert {r["key"]: r["value"] for r in shown["settings"]}["features.project"] == "proj"

@@ -268,3 +268,21 @@ def test_config_check_reports_every_error_at_once(tmp_path: Path) -> None:
         "serve.port",
         "train.target_precision",
     )
+
+
+@pytest.mark.slow  # trains twice on a small dataset: about 40 s here
+def test_a_failed_gate_exits_1_behind_fail_on_gate(data_copy: Path, tmp_path: Path) -> None:
+    data = str(data_copy)
+    ok_json(
+        run(
+            "dataset", "build", "--label", "empty_next_hour", "--start", "2024-05-06T06:00:00",
+            "--end", "2024-05-07T04:00:00", "--every", "10m", "--out", str(tmp_path / "ds"),
+            "--data-dir", data, "--json", cwd=tmp_path,
+        )
+    )  # fmt: skip
+    args = ("train", "--dataset", str(tmp_path / "ds"), "--trials", "0", "--data-dir", data)
+    gated = run(*args, "--fail-on-gate", "--json", cwd=tmp_path)
+    summary = orjson.loads(gated.stdout)
+    assert not summary["gate"]["passed"]  # a day of 12 stations does not beat persistence
+    assert gated.returncode == 1
+    assert run(*args, "--json", cwd=tmp_path).returncode == 0  # without the flag: a result

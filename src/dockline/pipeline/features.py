@@ -104,7 +104,12 @@ def project_path(platform: Platform, project: str | Path | None = None) -> tuple
         where = {"flag": "--project", "env": PROJECT_ENV, "file": "features.project"}[origin]
         raise ConfigError(f"project not found (from {where}; pass --project PATH)", where=str(path))
     if origin == "flag":
-        record_project(platform.data.config_file, path.resolve())
+        # A project inside the data dir is recorded relative to it, so the two move together.
+        resolved, root = path.resolve(), platform.data.root.resolve()
+        record_project(
+            platform.data.config_file,
+            resolved.relative_to(root) if resolved.is_relative_to(root) else resolved,
+        )
     return path, origin
 
 
