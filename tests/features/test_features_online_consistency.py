@@ -127,6 +127,32 @@ def test_heal_overwrites_what_differs_and_reports_it(log: SqliteEventLog, tmp_pa
         assert dict(zip(plan.feature_names, vector.values, strict=True)) == pytest.approx(
             {k: v for k, v in mat.executor.vector("s000", t).items() if k in plan.feature_names}
         )
+        # never back in time: a heal at an earlier time keeps the newer vectors
+        earlier = heal(plan, offline, store, stations, t - 10 * M, clock=clock)
+        assert earlier.entities == 0 and earlier.kept_newer == 4
+        after = store.read("s001", [FEATURES_GROUP])[FEATURES_GROUP]
+        assert after is not None and after.as_of_us == t
+        # like with like: a correct vector stored at an older time is not "changed" by a heal
+        # at a later time, though the later values differ
+        older = t - 7 * M
+        old_row = ReferenceOffline(plan, {STATUS: status}).features(
+            pa.table({"station_id": ["s002"], "as_of": pa.array([older], TS_TYPE)})
+        )
+        store.write(
+            FEATURES_GROUP,
+            pa.table(
+                {
+                    "station_id": ["s002"],
+                    "as_of": pa.array([older], TS_TYPE),
+                    **{n: old_row.column(n) for n in plan.feature_names},
+                }
+            ),
+            key="station_id",
+            as_of="as_of",
+            written_at_us=1,
+        )
+        later = heal(plan, offline, store, ["s002"], t, clock=clock)
+        assert later.entities == 1 and later.changed_entities == 0, later.changed
     finally:
         store.close()
 

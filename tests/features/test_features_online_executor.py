@@ -185,7 +185,7 @@ def test_future_stamped_events_wait_for_their_time() -> None:
 
 def test_unknown_tables_are_ignored_and_bad_input_is_rejected() -> None:
     ex = OnlineExecutor(full_plan())
-    assert ex.tables == ("info", "s")
+    assert ex.tables == ("info", "s", "s.confirmed")  # a source's confirmations too
     assert ex.update_many("elsewhere", status_table([ev(0, 1)])) == set()
     with pytest.raises(ValidationError, match="column 'x'"):
         ex.update_many("s", status_table([ev(0, 1)]).drop_columns(["x"]))

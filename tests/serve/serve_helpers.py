@@ -56,11 +56,14 @@ def _verdict() -> GateVerdict:
     )
 
 
-def make_bundle(root: Path, seed: int, *, baseline: bool) -> Bundle:
+def make_bundle(
+    root: Path, seed: int, *, baseline: bool, features: list[str] | None = None
+) -> Bundle:
     """A logistic regression on synthetic data as a real bundle (ONNX, zipmap off)."""
+    names = features or MODEL_FEATURES
     rng = np.random.default_rng(seed)
-    x = rng.normal(size=(500, len(MODEL_FEATURES))).astype(np.float32)
-    w = rng.normal(size=len(MODEL_FEATURES))
+    x = rng.normal(size=(500, len(names))).astype(np.float32)
+    w = rng.normal(size=len(names))
     y = (x @ w + rng.normal(scale=0.5, size=500)) > 0
     model = LogisticRegression().fit(x, y)
     onx = to_onnx(model, x[:1], options={id(model): {"zipmap": False}}, target_opset=17)
@@ -69,7 +72,7 @@ def make_bundle(root: Path, seed: int, *, baseline: bool) -> Bundle:
         model_name="m",
         label="y",
         candidate="logistic",
-        features=MODEL_FEATURES,
+        features=names,
         onnx=OnnxSpec(input_name="X", output_name="probabilities", opset=17),
         calibration=Calibration(method="none"),
         threshold=ThresholdChoice(
@@ -91,7 +94,7 @@ def make_bundle(root: Path, seed: int, *, baseline: bool) -> Bundle:
     if baseline:
         files["baseline.json"] = orjson.dumps({"global_rate": 0.25, "hour_of_week": HOUR_OF_WEEK})
     drift = DriftBaseline(
-        features=[FeatureBaseline(name=n, count=500, null_fraction=0) for n in MODEL_FEATURES]
+        features=[FeatureBaseline(name=n, count=500, null_fraction=0) for n in names]
     )
     return write_bundle(root, manifest, files, drift)
 

@@ -17,7 +17,7 @@ def _row(i: int) -> LogRow:
     return (
         f"r{i}", 1_714_564_800_000_000 + i, "/v1/predict", f"s{i}", "champion", True, "m", 1,
         "b" * 16, 0.25, False, "ok", None, "model", 1_714_564_700_000_000, 100.0, 0.2,
-        [1.0, 2.0],
+        [1.0, 2.0], 1_714_564_790_000_000, [1.0, None, 2.5],
     )  # fmt: skip
 
 

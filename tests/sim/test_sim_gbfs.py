@@ -88,7 +88,7 @@ def test_every_unfaulted_document_validates(gbfs_dir: Path, version: GbfsVersion
 
 def served(city: City, injector: FaultInjector, version: GbfsVersion) -> list[dict[str, Any]]:
     """One publication as a client would parse it."""
-    status = city.status()
+    status = injector.hold(city.time_s, city.status())
     past = city.past_counts(30)
     plan = injector.plan(
         city.time_s,
@@ -102,8 +102,18 @@ def served(city: City, injector: FaultInjector, version: GbfsVersion) -> list[di
     return records
 
 
-def classify(rec: dict[str, Any], version: str, now_s: int, seen: Counter[str]) -> list[str]:
-    """Every rejecting fault visible in ``rec`` (a consumer's view, written independently)."""
+def classify(
+    rec: dict[str, Any],
+    version: str,
+    now_s: int,
+    seen: Counter[str],
+    held: dict[str, Any] | None = None,
+) -> list[str]:
+    """Every rejecting fault visible in ``rec`` (a consumer's view, written independently).
+
+    ``held``: each station's previously published record; the same record again is a quiet
+    station's (held) report, old but no fault.
+    """
     bikes_key = "num_bikes_available" if version == "2.3" else "num_vehicles_available"
     required = ("station_id", bikes_key, "num_docks_available", "is_renting", "last_reported")
     found = []
@@ -116,6 +126,7 @@ def classify(rec: dict[str, Any], version: str, now_s: int, seen: Counter[str]) 
     elif any(c < 0 for c in counts):
         found.append("negative_count")
     ts = rec["last_reported"]
+    sid = str(rec["station_id"])
     if version == "2.3" and ts > 1e11:
         ts //= 1000
     seconds = ts if version == "2.3" else int(datetime.fromisoformat(ts).timestamp())
@@ -123,9 +134,20 @@ def classify(rec: dict[str, Any], version: str, now_s: int, seen: Counter[str]) 
         found.append("stale")
     elif seconds > now_s + 3600:
         found.append("future")
-    elif seconds < now_s - 20 * 60:
+    elif held is None and seconds < now_s - 20 * 60:
         found.append("out_of_order")
-    sid = str(rec["station_id"])
+    elif held is not None and not seen[sid]:
+        # a consumer's watermark: older than the newest accepted record is late; the newest
+        # accepted record again is a quiet station's held report (unchanged, no fault)
+        snapshot = (seconds, counts, rec["is_renting"], rec.get("is_returning"))
+        newest = held.get(sid)
+        if newest is not None and seconds < newest[0]:
+            found.append("out_of_order")
+        elif newest == snapshot:
+            seen[sid] += 1
+            return []
+        elif not found:
+            held[sid] = snapshot
     if seen[sid]:
         found.append("duplicate")
     seen[sid] += 1
@@ -140,13 +162,14 @@ def test_fault_counts_are_exact_and_one_per_record(version: GbfsVersion) -> None
     observed: Counter[str] = Counter()
     published = millis = numeric = 0
     unnamed = 0
+    held: dict[str, Any] = {}
     for _ in range(60):
         city.step()
         records = served(city, injector, version)
         published += len(records)
         seen: Counter[str] = Counter()
         for rec in records:
-            kinds = classify(rec, version, city.time_s, seen)
+            kinds = classify(rec, version, city.time_s, seen, held)
             assert len(kinds) <= 1, rec
             observed.update(kinds)
             if "station_id" in rec:
@@ -185,6 +208,48 @@ def test_vanished_stations_disappear_and_come_back() -> None:
                 missing_runs[sid] += 1
                 assert absent.pop(sid) == 3  # gone exactly vanish_minutes publications
     assert injector.counts["vanish"] >= sum(missing_runs.values()) > 0
+
+
+FIELDS = ("num_bikes_available", "num_docks_available", "is_renting", "is_returning")
+
+
+def test_quiet_dead_and_on_change_stations_republish_their_previous_record() -> None:
+    faults = FaultConfig(quiet=0.01, quiet_minutes=(10, 20), dead=0.002, on_change=0.3)
+    city = City(CityConfig(stations=150, seed=5, faults=faults))
+    injector = FaultInjector(faults, seed=5, n_stations=city.n)
+    previous: dict[str, dict[str, Any]] = {}
+    repeats: Counter[str] = Counter()
+    runs: dict[str, int] = {}
+    longest = 0
+    for _ in range(90):
+        city.step()
+        records = {r["station_id"]: r for r in served(city, injector, "2.3")}
+        for sid, rec in records.items():
+            before = previous.get(sid)
+            if before is not None and rec["last_reported"] == before["last_reported"]:
+                # a held record is the previous one, counts and all
+                assert all(rec[f] == before[f] for f in FIELDS), sid
+                repeats[sid] += 1
+                runs[sid] = runs.get(sid, 0) + 1
+                longest = max(longest, runs[sid])
+            else:
+                runs[sid] = 0
+            previous[sid] = rec
+    counts = injector.counts
+    assert counts.held_records == sum(repeats.values()) > 0
+    assert counts["quiet"] > 0 and counts["dead"] > 0 and counts["on_change"] > 0
+    assert longest >= 10  # a quiet spell lasts quiet_minutes publications at least
+    assert counts.to_dict()["held_records"] == counts.held_records
+    # nothing but held stations repeat: the city's own stations report every minute
+    clean = City(CityConfig(stations=150, seed=5))
+    plain = FaultInjector(FaultConfig(), seed=5, n_stations=clean.n)
+    last: dict[str, int] = {}
+    for _ in range(20):
+        clean.step()
+        for rec in served(clean, plain, "2.3"):
+            assert rec["last_reported"] != last.get(rec["station_id"])
+            last[rec["station_id"]] = rec["last_reported"]
+    assert plain.counts.held_records == 0
 
 
 def test_out_of_order_records_carry_an_older_snapshot() -> None:

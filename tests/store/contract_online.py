@@ -195,6 +195,25 @@ class OnlineStoreContract:
         assert b.values[:5] == (None, None, None, None, -math.inf)
         assert b.values[6] == 2**64 - 1
 
+    def test_binary_values_round_trip_as_bytes(self, store: OnlineStore) -> None:
+        # read-time evaluation keeps each entity's state as one binary value
+        store.register("state", ["blob", "n"])
+        blob = bytes(range(256)) * 40  # every byte value, 10 KiB
+        rows = pa.table(
+            {
+                "id": ["a", "b"],
+                "ts": ts([T0_US, T0_US]),
+                "blob": pa.array([blob, b""], pa.binary()),
+                "n": pa.array([1, 2], pa.int64()),
+            }
+        )
+        assert store.write("state", rows, key="id", as_of="ts", written_at_us=WRITTEN_US) == 2
+        found = store.read_many(["a", "b"], ["state"])
+        a, b = found[0]["state"], found[1]["state"]
+        assert a is not None and b is not None
+        assert a.values == (blob, 1) and type(a.values[0]) is bytes
+        assert b.values == (b"", 2)
+
     def test_timestamps_of_any_unit_are_microseconds(self, store: OnlineStore) -> None:
         store.register("g", ["t"])
         nanos = pa.array([T0_US * 1000 + 999], pa.timestamp("ns", tz="UTC"))

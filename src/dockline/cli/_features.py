@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -18,6 +18,9 @@ from dockline.cli._common import (
     want_json,
 )
 from dockline.cli._output import console, print_json, spinner
+
+if TYPE_CHECKING:
+    from dockline.pipeline.platform import Platform
 
 features_app = typer.Typer(
     help="""Materialize online vectors, measure online/offline consistency, heal.
@@ -86,6 +89,14 @@ def features_consistency(
     end: Annotated[str | None, typer.Option(help="Until this time (ISO-8601, UTC).")] = None,
     sample: Annotated[int, typer.Option(help="Points (entity, time) to compare.")] = 2000,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    served: Annotated[
+        bool,
+        typer.Option(
+            "--served",
+            help="Check what serving really served: the prediction log's vectors, recomputed"
+            " offline at their request times.",
+        ),
+    ] = False,
     project: ProjectOpt = None,
     data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
@@ -93,6 +104,8 @@ def features_consistency(
     """Replay the log online, recompute sampled vectors offline, report mismatches per feature.
 
     Example: dockline features consistency --start 2013-10-01 --end 2013-11-01 --json
+
+    Example: dockline features consistency --served --json
     """
     from rich.table import Table
 
@@ -100,6 +113,9 @@ def features_consistency(
 
     json_out = want_json(json_out)
     platform = open_platform(data_dir)
+    if served:
+        _served_consistency(platform, start, end, project, json_out)
+        return
     with spinner("replaying the log and comparing online with offline", quiet=json_out):
         report = check_consistency(
             platform,
@@ -126,6 +142,48 @@ def features_consistency(
     for name, examples in report.examples.items():
         for example in examples[:2]:
             console.print(f"  {name}: {example}", markup=False)
+
+
+def _served_consistency(
+    platform: Platform, start: str | None, end: str | None, project: Path | None, json_out: bool
+) -> None:
+    """``consistency --served``: exit 1 when a served vector differs from offline."""
+    from rich.table import Table
+
+    from dockline.pipeline.features import check_served_consistency
+
+    with spinner("recomputing served vectors offline", quiet=json_out):
+        served_report = check_served_consistency(
+            platform,
+            start=parse_time(start, "--start"),
+            end=parse_time(end, "--end"),
+            project=project,
+        )
+    if json_out:
+        print_json(served_report)
+        if served_report.mismatches:
+            raise typer.Exit(1)
+        return
+    table = Table(
+        title=f"served vs offline at {served_report.compared:,} request points",
+        title_justify="left",
+    )
+    table.add_column("feature")
+    table.add_column("compared", justify="right")
+    table.add_column("mismatches", justify="right")
+    for name, entry in served_report.features.items():
+        table.add_row(name, f"{entry['compared']:,}", f"{entry['mismatches']:,}")
+    console.print(table)
+    console.print(
+        f"points with any mismatch: [bold]{served_report.mismatches:,}[/bold]"
+        f" of {served_report.compared:,}"
+        + (f"; skipped {served_report.skipped}" if served_report.skipped else "")
+    )
+    for name, entry in served_report.features.items():
+        for example in entry["examples"][:2]:
+            console.print(f"  {name}: {example}", markup=False)
+    if served_report.mismatches:
+        raise typer.Exit(1)
 
 
 @features_app.command("heal")
@@ -159,6 +217,7 @@ def features_heal(
             if report.changed
             else ""
         )
+        + (f"; kept {report.kept_newer:,} newer vectors" if report.kept_newer else "")
     )
 
 

@@ -197,6 +197,20 @@ class ServeConfig(_Frozen):
     """Free-form label recorded with metrics (development, staging, production)."""
 
 
+class ClockConfig(_Frozen):
+    """Which clock "now" is read from (serving's request times and feature ages).
+
+    ``system``: the wall clock. ``data``: simulated or replayed data — the clock starts, when a
+    command opens the data dir, at the newest ingestion time in the offline store and runs at
+    ``speed``; ``dockline demo`` sets it, so serving its data later answers fresh, not years old.
+    """
+
+    kind: Literal["system", "data"] = "system"
+    """``system``: the wall clock; ``data``: the data's own time (see the section above)."""
+    speed: float = Field(default=1.0, gt=0)
+    """With ``kind = "data"``: simulated seconds per real second."""
+
+
 class DocklineConfig(_Frozen):
     """All of dockline's settings, loaded from ``<data-dir>/dockline.toml`` when present."""
 
@@ -207,6 +221,7 @@ class DocklineConfig(_Frozen):
     features: FeaturesConfig = FeaturesConfig()
     train: TrainConfig = TrainConfig()
     serve: ServeConfig = ServeConfig()
+    clock: ClockConfig = ClockConfig()
 
     @classmethod
     def load(cls, path: Path | None) -> Self:

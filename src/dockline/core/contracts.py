@@ -44,6 +44,7 @@ __all__ = [
     "ServingMetricsWindow",
     "TrainingMetadata",
     "UtcDatetime",
+    "confirmations_topic",
     "dead_letter_id",
 ]
 
@@ -52,6 +53,17 @@ TS_TYPE = pa.timestamp("us", tz="UTC")
 
 TOPIC_STATION_STATUS = "station_status"
 TOPIC_STATION_INFORMATION = "station_information"
+
+
+def confirmations_topic(topic: str) -> str:
+    """The log topic of ``topic``'s confirmations: ``station_status.confirmed``.
+
+    A poll that re-sees an entity's newest event (a quiet station) appends no event, but a row
+    ``(<key>, event_ts, ingested_at)`` here: the feed confirmed at ``ingested_at`` that the event
+    of ``event_ts`` is still current. Serving ages its knowledge from the last confirmation.
+    """
+    return f"{topic}.confirmed"
+
 
 STATION_STATUS_SCHEMA = pa.schema(
     [

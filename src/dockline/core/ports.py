@@ -25,11 +25,13 @@ __all__ = [
     "AppendResult",
     "DeadLetterStore",
     "EventLog",
+    "FeatureReader",
     "ModelRegistry",
     "OnlineStore",
     "OnlineValue",
     "OnlineVector",
     "ProducerState",
+    "ServedVector",
     "stable_partition",
 ]
 
@@ -152,8 +154,9 @@ class DeadLetterStore(Protocol):
         ...
 
 
-OnlineValue = int | float | str | bool | None
-"""A feature value as stored online (Arrow scalars become Python scalars)."""
+OnlineValue = int | float | str | bool | bytes | None
+"""A value as stored online (Arrow scalars become Python scalars; binary columns hold the
+per-entity state that read-time evaluation decodes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +209,41 @@ class OnlineStore(Protocol):
 
     def close(self) -> None:
         """Release the backend's resources."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ServedVector:
+    """One entity's feature vector evaluated at a request time ``t_us``.
+
+    ``values`` follow :meth:`FeatureReader.columns`; they equal the offline value at
+    ``(entity, t_us)`` given what was known at ``known_us`` (the reader's knowledge watermark:
+    every event ingested up to then is in). ``confirmed_us`` is when the feed last confirmed the
+    entity's newest event (a new event, or the same one re-seen on a newer poll): the age that
+    serving reports and gates on is ``t_us - confirmed_us``. Microseconds since the epoch, UTC.
+    """
+
+    values: tuple[OnlineValue, ...]
+    t_us: int
+    confirmed_us: int
+    known_us: int
+
+
+@runtime_checkable
+class FeatureReader(Protocol):
+    """Feature vectors as of a request time, for serving (Tecton/Chronon-style read-time
+    evaluation: windows slide, ``time_since`` grows and the calendar moves on with ``t``)."""
+
+    def columns(self) -> tuple[str, ...]:
+        """The feature names, in the order of :attr:`ServedVector.values`."""
+        ...
+
+    def read_at(self, entities: Sequence[str], t_us: int) -> list[ServedVector | None]:
+        """Each entity's vector at ``t_us`` (``None`` for an entity with no state), in order."""
+        ...
+
+    def close(self) -> None:
+        """Release the reader's resources."""
         ...
 
 

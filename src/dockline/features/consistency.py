@@ -7,6 +7,9 @@ them with the offline executor and compares every feature: equal when both are n
 finite with ``|a - b| <= 1e-9 · max(1, |a|, |b|)``. The state part of a vector is taken during
 the replay; batch and derived features (which need no state) only for the kept points, after it.
 
+:func:`measure_served_consistency` does it Chronon's way, from what was really served: the
+vectors logged by serving at their request times, recomputed offline at those times.
+
 :func:`heal` recomputes vectors offline and overwrites the online store with them.
 """
 
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import msgspec
@@ -37,8 +40,10 @@ __all__ = [
     "Mismatch",
     "OfflineFeatures",
     "OfflineSource",
+    "ServedConsistencyReport",
     "heal",
     "measure_consistency",
+    "measure_served_consistency",
     "values_match",
 ]
 
@@ -100,12 +105,18 @@ class ConsistencyReport(msgspec.Struct):
 
 
 class HealReport(msgspec.Struct):
-    """Result of :func:`heal`: vectors written, how many differed, and per feature how often."""
+    """Result of :func:`heal`: vectors written, how many differed, and per feature how often.
+
+    ``changed_entities``/``changed`` compare like with like: a stored vector against the offline
+    value at the stored vector's own ``as_of`` (an entity without one counts as changed).
+    ``kept_newer`` counts stored vectors newer than ``t_us``, which heal never replaces.
+    """
 
     t_us: int
     entities: int
     changed_entities: int
     changed: dict[str, int]
+    kept_newer: int = 0
 
 
 def _compared_columns(plan: Plan) -> tuple[str, ...]:
@@ -167,7 +178,7 @@ def measure_consistency(
     every feature of the plan.
     """
     executor = OnlineExecutor(plan, batch_provider=batch_provider)
-    ingested_at = {s.table: s.ingested_at for s in reversed(plan.sources)}
+    ingested_at = executor.ingested_at_columns
     cursor = Cursor(log, executor.tables, max_records, ingested_at)
     rng = random.Random(seed)
     reservoir: list[tuple[str, int, dict[str, Value]]] = []
@@ -221,6 +232,81 @@ def measure_consistency(
     )
 
 
+class ServedConsistencyReport(msgspec.Struct):
+    """Result of :func:`measure_served_consistency`: served vectors vs offline at their times.
+
+    ``compared`` counts (entity, request time) points, ``mismatches`` the points where any
+    feature disagreed; ``features`` has per feature the values compared, mismatches and up to
+    five examples.
+    """
+
+    compared: int
+    mismatches: int
+    features: dict[str, dict[str, Any]]
+    skipped: dict[str, int]
+
+    def to_json(self) -> bytes:
+        """The report as JSON."""
+        return msgspec.json.encode(self)
+
+
+def measure_served_consistency(
+    plan: Plan, offline: OfflineSource, served: pa.Table, *, chunk: int = 50_000
+) -> ServedConsistencyReport:
+    """Compare logged served vectors with the offline values at their request times.
+
+    ``served`` has columns ``entity`` (string), ``logged_at`` (timestamp: the request time the
+    vector was evaluated at) and ``vector`` (list of float64 in ``plan.feature_names`` order).
+    Identical points (a shadow row beside its champion row) count once. Rows whose vector is
+    null (an unknown entity, an override-only request) or has another length are skipped and
+    counted by reason in ``skipped``.
+    """
+    names = plan.feature_names
+    skipped: dict[str, int] = {}
+    points: dict[tuple[str, int], list[Any]] = {}
+    entities = served.column("entity").to_pylist()
+    times = _python_column(served.column("logged_at"))
+    vectors = served.column("vector").to_pylist()
+    for entity, t, vector in zip(entities, times, vectors, strict=True):
+        if vector is None:
+            skipped["no_vector"] = skipped.get("no_vector", 0) + 1
+        elif len(vector) != len(names):
+            skipped["other_plan"] = skipped.get("other_plan", 0) + 1
+        else:
+            points.setdefault((entity, t), vector)
+    features: dict[str, dict[str, Any]] = {
+        name: {"compared": 0, "mismatches": 0, "examples": []} for name in names
+    }
+    bad_points = 0
+    ordered = sorted(points, key=lambda p: (p[1], p[0]))
+    for lo in range(0, len(ordered), chunk):
+        part = ordered[lo : lo + chunk]
+        offline_rows = _offline_rows(plan, offline, part)
+        for point in part:
+            theirs = offline_rows.get(point, {})
+            ours = points[point]
+            bad = False
+            for i, name in enumerate(names):
+                entry = features[name]
+                entry["compared"] += 1
+                if not values_match(ours[i], theirs.get(name)):
+                    bad = True
+                    entry["mismatches"] += 1
+                    if len(entry["examples"]) < _EXAMPLES:
+                        entry["examples"].append(
+                            {
+                                "entity": point[0],
+                                "t_us": point[1],
+                                "served": ours[i],
+                                "offline": theirs.get(name),
+                            }
+                        )
+            bad_points += bad
+    return ServedConsistencyReport(
+        compared=len(points), mismatches=bad_points, features=features, skipped=skipped
+    )
+
+
 def heal(
     plan: Plan,
     offline_executor: OfflineSource,
@@ -232,10 +318,10 @@ def heal(
 ) -> HealReport:
     """Recompute the vectors of ``entities`` at ``t_us`` offline and overwrite the online store.
 
-    Reports how many entities were written, how many had a different (or no) stored vector, and
-    per feature how many entities it changed for.
+    A stored vector newer than ``t_us`` is kept (heal never goes back in time). Differences are
+    judged like with like — each stored vector against the offline value at its own ``as_of`` —
+    and reported per feature.
     """
-    unique = list(dict.fromkeys(entities))
     columns = plan.feature_names
     try:
         registered = store.columns(FEATURES_GROUP)
@@ -243,21 +329,32 @@ def heal(
         registered = ()
     if tuple(registered) != columns:
         store.register(FEATURES_GROUP, columns)
+    requested = list(dict.fromkeys(entities))
+    found = store.read_many(requested, [FEATURES_GROUP])
+    before = {e: r.get(FEATURES_GROUP) for e, r in zip(requested, found, strict=True)}
+    unique = [e for e in requested if (v := before[e]) is None or v.as_of_us <= t_us]
+    kept_newer = len(requested) - len(unique)
     if not unique:
-        return HealReport(t_us=t_us, entities=0, changed_entities=0, changed={})
-    offline_rows = _offline_rows(plan, offline_executor, [(e, t_us) for e in unique])
-    before = store.read_many(unique, [FEATURES_GROUP])
+        return HealReport(
+            t_us=t_us, entities=0, changed_entities=0, changed={}, kept_newer=kept_newer
+        )
+    points = {(e, t_us) for e in unique}
+    points |= {(e, v.as_of_us) for e in unique if (v := before[e]) is not None}
+    offline_rows = _offline_rows(plan, offline_executor, sorted(points, key=lambda p: (p[1], p[0])))
     changed = dict.fromkeys(columns, 0)
     changed_entities = 0
-    for entity, stored in zip(unique, before, strict=True):
-        vector = stored.get(FEATURES_GROUP)
-        old: Mapping[str, Any] = (
-            dict(zip(columns, vector.values, strict=True)) if vector is not None else {}
-        )
-        new = offline_rows.get((entity, t_us), {})
-        differs = vector is None
+    for entity in unique:
+        vector = before[entity]
+        if vector is None:
+            changed_entities += 1
+            for name in columns:
+                changed[name] += 1
+            continue
+        old = dict(zip(columns, vector.values, strict=True))
+        then = offline_rows.get((entity, vector.as_of_us), {})
+        differs = False
         for name in columns:
-            if vector is None or not values_match(old.get(name), new.get(name)):
+            if not values_match(old.get(name), then.get(name)):
                 changed[name] += 1
                 differs = True
         changed_entities += differs
@@ -281,4 +378,5 @@ def heal(
         entities=written,
         changed_entities=changed_entities,
         changed={name: n for name, n in changed.items() if n},
+        kept_newer=kept_newer,
     )

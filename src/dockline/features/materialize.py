@@ -17,7 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
+import pyarrow as pa
 
+from dockline.core.contracts import TS_TYPE
 from dockline.core.errors import ConfigError
 from dockline.core.ports import EventLog, OnlineStore
 from dockline.core.time import Clock, to_micros
@@ -25,10 +27,24 @@ from dockline.features._online_replay import Cursor, feed_round
 from dockline.features.online import BatchProvider, OnlineExecutor
 from dockline.features.plan import Plan
 
-__all__ = ["FEATURES_GROUP", "MaterializeReport", "Materializer", "save_state"]
+__all__ = [
+    "FEATURES_GROUP",
+    "STATE_COLUMNS",
+    "STATE_GROUP",
+    "MaterializeReport",
+    "Materializer",
+    "save_state",
+]
 
 FEATURES_GROUP = "features"
 """The online-store group holding the full vector, columns in ``plan.feature_names`` order."""
+
+STATE_GROUP = "entity_state"
+"""The online-store group holding each entity's state for read-time evaluation: columns
+:data:`STATE_COLUMNS`; its ``as_of`` is the knowledge watermark (every event ingested up to then
+is in the state)."""
+
+STATE_COLUMNS = ("state", "confirmed_at", "plan_hash")
 
 
 def _percentile(values: list[int], q: float) -> int | None:
@@ -115,13 +131,10 @@ class Materializer:
             except ConfigError:
                 pass  # state of another plan (definitions changed): rebuild from offset 0
         self.resumed = resumed
-        self._ingested_at = {
-            s.table: s.ingested_at
-            for s in reversed(plan.sources)
-            if s.table in self.executor.tables
-        }
+        self._ingested_at = self.executor.ingested_at_columns
         self._cursor = Cursor(log, self.executor.tables, max_records, self._ingested_at)
         store.register(FEATURES_GROUP, plan.feature_names)
+        store.register(STATE_GROUP, STATE_COLUMNS)
 
     def run_once(self) -> MaterializeReport:
         """Consume everything appended so far; write the touched vectors; save; commit."""
@@ -150,16 +163,37 @@ class Materializer:
                 touched_in_round |= touched
                 last_t = t_us
             if touched_in_round and last_t is not None:
-                rows = self.executor.vectors(sorted(touched_in_round), last_t)
+                order = sorted(touched_in_round)
+                rows = self.executor.vectors(order, last_t)
                 written_at = to_micros(self.clock.now())
                 report.vectors += self.store.write(
                     FEATURES_GROUP, rows, key=self.plan.key, as_of="as_of", written_at_us=written_at
+                )
+                self.store.write(
+                    STATE_GROUP,
+                    self._states(order, last_t),
+                    key=self.plan.key,
+                    as_of="as_of",
+                    written_at_us=written_at,
                 )
                 report.freshness_us.append(written_at - last_t)
                 entities |= touched_in_round
             self._persist()
         report.seconds = time.perf_counter() - started
         return report
+
+    def _states(self, entities: list[str], t_us: int) -> pa.Table:
+        """The :data:`STATE_GROUP` rows of ``entities``, known as of ``t_us``."""
+        executor = self.executor
+        return pa.table(
+            {
+                self.plan.key: pa.array(entities, pa.string()),
+                "as_of": pa.array([t_us] * len(entities), TS_TYPE),
+                "state": pa.array([executor.entity_state(e) for e in entities], pa.binary()),
+                "confirmed_at": pa.array([executor.confirmed(e) for e in entities], pa.int64()),
+                "plan_hash": pa.array([self.plan.hash] * len(entities), pa.string()),
+            }
+        )
 
     def follow(self, *, stop: Callable[[], bool], poll_interval: float = 0.05) -> MaterializeReport:
         """:meth:`run_once` until ``stop()``; sleeps ``poll_interval`` s when nothing was new.

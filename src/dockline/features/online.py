@@ -37,7 +37,7 @@ import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dockline.core.contracts import TS_TYPE
+from dockline.core.contracts import TS_TYPE, confirmations_topic
 from dockline.core.errors import ConfigError, ValidationError
 from dockline.core.time import EPOCH
 from dockline.features._online_state import (
@@ -274,23 +274,38 @@ class _Snapshot(msgspec.Struct, frozen=True):
     format: int
     plan_hash: str
     sources: dict[str, dict[str, _BufferState]]
+    confirmed: dict[str, int] = {}
+
+
+class _EntityState(msgspec.Struct, array_like=True, frozen=True):
+    """One entity's kept events per source: what read-time evaluation needs."""
+
+    plan_hash: str
+    sources: dict[str, _BufferState]
+    confirmed: int | None
 
 
 _encoder = msgspec.msgpack.Encoder(order="deterministic")
 _decoder = msgspec.msgpack.Decoder(_Snapshot)
+_entity_decoder = msgspec.msgpack.Decoder(_EntityState)
 
 
 class PreparedEvents:
     """Events of one source table converted once by :meth:`OnlineExecutor.prepare`."""
 
-    __slots__ = ("num_rows", "rows", "table")
+    __slots__ = ("confirmations", "num_rows", "rows", "table")
 
     def __init__(
-        self, table: str, num_rows: int, rows: tuple[tuple[_Layout, list[str], list[Event]], ...]
+        self,
+        table: str,
+        num_rows: int,
+        rows: tuple[tuple[_Layout, list[str], list[Event]], ...],
+        confirmations: tuple[list[str], list[int]] | None = None,
     ) -> None:
         self.table = table
         self.num_rows = num_rows
         self.rows = rows  # per layout fed by the table: keys and event tuples, row-aligned
+        self.confirmations = confirmations  # (keys, ingested_at µs) of a confirmations topic
 
 
 class OnlineExecutor:
@@ -324,6 +339,13 @@ class OnlineExecutor:
         self._calendar_tz = ZoneInfo(plan.calendar.tz) if plan.calendar is not None else None
         self._profile_tz = {p.name: ZoneInfo(plan.source(p.source).tz) for p in plan.profiles}
         self._state: dict[str, dict[str, EntityEvents]] = {name: {} for name in self._layouts}
+        # confirmations of the group sources' events (polls that re-saw them): topic → key column
+        self._confirm_tables = {
+            confirmations_topic(layout.source.table): layout.source.key
+            for layout in self._layouts.values()
+            if any(g.source == layout.source.name for g in plan.groups)
+        }
+        self._confirmed: dict[str, int] = {}
         self._batch_provider = batch_provider
         self._runs: OrderedDict[int, dict[str, dict[str, Any]]] = OrderedDict()
         self._calendar_cache: tuple[int, dict[str, float]] | None = None
@@ -332,8 +354,22 @@ class OnlineExecutor:
 
     @property
     def tables(self) -> tuple[str, ...]:
-        """The source tables (log topics) the executor consumes, sorted."""
-        return tuple(sorted(self._by_table))
+        """The log topics the executor consumes, sorted: source tables and their confirmations
+        (:func:`~dockline.core.contracts.confirmations_topic`)."""
+        return tuple(sorted([*self._by_table, *self._confirm_tables]))
+
+    @property
+    def ingested_at_columns(self) -> dict[str, str]:
+        """Per consumed topic, its ``ingested_at`` column (what replays order by)."""
+        out = {t: "ingested_at" for t in self._confirm_tables}
+        for table, layouts in self._by_table.items():
+            out[table] = layouts[0].source.ingested_at
+        return out
+
+    def confirmed(self, entity: str) -> int | None:
+        """When the feed last confirmed ``entity``'s newest event (µs): its newest
+        ``ingested_at`` over the group sources, or a newer poll that re-saw it."""
+        return self._confirmed.get(entity)
 
     def entities(self) -> set[str]:
         """Every entity with kept state in any source."""
@@ -356,6 +392,11 @@ class OnlineExecutor:
         The replay converts a whole round of the log at once and feeds its micro-batches as
         row ranges: Arrow → Python conversion per micro-batch would dominate otherwise.
         """
+        key = self._confirm_tables.get(table)
+        if key is not None and events.num_rows:
+            keys = _column(events, key, table).cast(pa.string()).to_pylist()
+            ing = _required_micros(events, "ingested_at", table).to_pylist()
+            return PreparedEvents(table, events.num_rows, (), (keys, ing))
         rows = tuple(
             self._convert(layout, table, events)
             for layout in self._by_table.get(table, ())
@@ -374,6 +415,13 @@ class OnlineExecutor:
             return touched
         for layout, keys, events in prepared.rows:
             touched |= self._feed_source(layout, keys[start:end], events[start:end])
+        if prepared.confirmations is not None:
+            keys, times = prepared.confirmations
+            confirmed = self._confirmed
+            for entity, ing in zip(keys[start:end], times[start:end], strict=True):
+                if ing > confirmed.get(entity, -1):
+                    confirmed[entity] = ing
+                    touched.add(entity)
         return touched
 
     def _convert(
@@ -402,6 +450,11 @@ class OnlineExecutor:
         buffers = self._state[layout.source.name]
         n_survivors = len(layout.retention.survivor_flags)
         newest_added: dict[str, int] = {}  # per entity, the newest event_ts that was new
+        if confirmations_topic(layout.source.table) in self._confirm_tables:
+            confirmed = self._confirmed
+            for entity, event in zip(keys, events, strict=True):
+                if event[ING] > confirmed.get(entity, -1):
+                    confirmed[entity] = event[ING]
         for entity, event in zip(keys, events, strict=True):
             buffer = buffers.get(entity)
             if buffer is None:
@@ -611,7 +664,48 @@ class OnlineExecutor:
             }
             for name, buffers in self._state.items()
         }
-        return _encoder.encode(_Snapshot(_SNAPSHOT_FORMAT, self.plan.hash, sources))
+        return _encoder.encode(
+            _Snapshot(_SNAPSHOT_FORMAT, self.plan.hash, sources, dict(self._confirmed))
+        )
+
+    def entity_state(self, entity: str) -> bytes:
+        """``entity``'s kept events and confirmation as deterministic msgpack: all that
+        :meth:`vector_from_state` needs to evaluate it at any later ``t``."""
+        sources = {
+            name: _BufferState(b.watermark, b.events, b.survivors)
+            for name, buffers in self._state.items()
+            if (b := buffers.get(entity)) is not None
+        }
+        return _encoder.encode(_EntityState(self.plan.hash, sources, self._confirmed.get(entity)))
+
+    def vector_from_state(self, entity: str, state: bytes, t_us: int) -> dict[str, Value]:
+        """:meth:`vector` of ``entity`` at ``t_us`` from its :meth:`entity_state` bytes.
+
+        Exact for any ``t_us`` at or after the newest ``ingested_at`` the state had seen. The
+        executor's own state for ``entity`` is left as it was.
+        """
+        try:
+            decoded = _entity_decoder.decode(state)
+        except msgspec.DecodeError as exc:
+            raise ValidationError(
+                f"online state of {entity!r} is unreadable: {exc}", reason="bad_value"
+            ) from exc
+        if decoded.plan_hash != self.plan.hash:
+            raise ConfigError(
+                f"online state of {entity!r} was built by another plan"
+                f" (state {decoded.plan_hash[:12]}, plan {self.plan.hash[:12]});"
+                " materialize again with this one"
+            )
+        saved = {name: buffers.pop(entity, None) for name, buffers in self._state.items()}
+        try:
+            for name, b in decoded.sources.items():
+                self._state[name][entity] = EntityEvents(b.events, b.survivors, b.watermark)
+            return self.vector(entity, t_us)
+        finally:
+            for name, buffers in self._state.items():
+                buffers.pop(entity, None)
+                if saved[name] is not None:
+                    buffers[entity] = saved[name]  # type: ignore[assignment]
 
     @classmethod
     def restore(
@@ -637,6 +731,7 @@ class OnlineExecutor:
                 entity: EntityEvents(list(b.events), list(b.survivors), b.watermark)
                 for entity, b in buffers.items()
             }
+        executor._confirmed = dict(snap.confirmed)
         return executor
 
 

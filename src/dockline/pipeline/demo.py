@@ -30,7 +30,12 @@ from rich.table import Table
 from dockline.core.contracts import TOPIC_STATION_STATUS, IngestSummary
 from dockline.core.errors import ConfigError, ContractError
 from dockline.core.time import FixedClock, ScaledClock
-from dockline.pipeline.features import build_dataset, check_consistency, materialize
+from dockline.pipeline.features import (
+    build_dataset,
+    check_consistency,
+    check_served_consistency,
+    materialize,
+)
 from dockline.pipeline.ingest import ingest_archive, ingest_feed, sink_offline
 from dockline.pipeline.platform import Platform
 from dockline.sim import City, CityConfig, FaultConfig, SimServer, write_archive
@@ -70,6 +75,12 @@ def run_demo(
             where=str(platform.data.root),
         )
     console = Console(stderr=json_out, highlight=False)
+    if not platform.data.config_file.exists():
+        # the data runs on the simulated clock: serving it later starts from its last instant
+        platform.data.config_file.write_text(
+            '# written by dockline demo: the data is simulated\n[clock]\nkind = "data"\n',
+            encoding="utf-8",
+        )
     city = City(
         CityConfig(
             stations=stations,
@@ -131,9 +142,21 @@ def run_demo(
         report["model"] = _train(platform, Path(report["features"]["dataset"]))
         if report["model"]["alias"] == "champion":
             console.print("serving the champion and sending a burst of requests …")
-            # the served vectors are as of the simulated end: judge their age on that clock
+            # requests at simulated times after the feed stopped: every station is quiet, its
+            # windows slide and its age grows; the served vectors are checked against offline
             serving = dataclasses.replace(platform, clock=FixedClock(end + timedelta(seconds=30)))
             report["serving"] = _serve(serving, list(city.station_ids))
+            served = check_served_consistency(platform)
+            report["serving"]["consistency"] = {
+                "compared": served.compared,
+                "mismatches": served.mismatches,
+            }
+            if served.mismatches:
+                raise ContractError(
+                    f"served vectors differ from offline at {served.mismatches} of"
+                    f" {served.compared} request points",
+                    reason="consistency",
+                )
     if json_out:
         sys.stdout.write(orjson.dumps(report, option=orjson.OPT_SORT_KEYS).decode() + "\n")
     else:
@@ -177,11 +200,15 @@ def _serve(platform: Platform, stations: list[str]) -> dict[str, Any]:
     statuses: dict[str, int] = {}
     latencies: list[float] = []
     examples: list[dict[str, Any]] = []
+    clock = platform.clock
+    assert isinstance(clock, FixedClock)
     with (
         BackgroundServer(create_serving_app(platform)) as server,
         httpx.Client(base_url=server.url, timeout=10) as client,
     ):
         for i in range(DEMO_REQUESTS):
+            if i and i % 20 == 0:
+                clock.advance(timedelta(seconds=61))  # 15 simulated minutes over the burst
             began = time.perf_counter()
             response = client.post("/v1/predict", json={"entity": stations[i % len(stations)]})
             latencies.append((time.perf_counter() - began) * 1000)
@@ -287,6 +314,7 @@ def _report(
     return {
         "data_dir": str(platform.data.root),
         "published_records": stats["published_records"],
+        "held_records": stats["held_records"],
         "publications": stats["publications"],
         "injected": {k: v for k, v in stats["faults"].items() if v},
         "expected_dead_letters": stats["expected_rejections"],
@@ -326,6 +354,11 @@ def _print(console: Console, report: dict[str, Any]) -> None:
     table.add_column("dockline", justify="right")
     table.add_row("station records", f"{report['published_records']:,}", f"{report['received']:,}")
     table.add_row("accepted", "", f"{report['accepted']:,}")
+    table.add_row(
+        "unchanged (a quiet station re-seen)",
+        f"{report['held_records']:,} held",
+        f"{report['unchanged']:,}",
+    )
     reasons = sorted(set(report["expected_dead_letters"]) | set(report["dead_letters"]))
     for reason in reasons:
         table.add_row(
@@ -373,6 +406,12 @@ def _print(console: Console, report: dict[str, Any]) -> None:
         )
         for example in serving["examples"]:
             console.print(f"  {example}", markup=False)
+        served = serving.get("consistency")
+        if served:
+            console.print(
+                f"served vectors recomputed offline at their request times:"
+                f" {served['mismatches']} mismatching of {served['compared']:,} points"
+            )
     root = report["data_dir"]
     console.print(
         "[bold]where to look[/bold]\n"

@@ -21,7 +21,14 @@ from dockline.core.errors import ConfigError
 from dockline.core.ports import OnlineStore
 from dockline.core.time import from_micros, to_micros
 from dockline.features import Plan, compile_project, load_project
-from dockline.features.consistency import ConsistencyReport, HealReport, heal, measure_consistency
+from dockline.features.consistency import (
+    ConsistencyReport,
+    HealReport,
+    ServedConsistencyReport,
+    heal,
+    measure_consistency,
+    measure_served_consistency,
+)
 from dockline.features.dataset import build_training_set
 from dockline.features.materialize import Materializer, MaterializeReport
 from dockline.features.offline import OfflineExecutor, grid_spine
@@ -34,10 +41,12 @@ __all__ = [
     "PROJECT_ENV",
     "build_dataset",
     "check_consistency",
+    "check_served_consistency",
     "heal_online",
     "load_plan",
     "materialize",
     "offline_executor",
+    "offline_sources",
     "open_online_store",
     "project_path",
 ]
@@ -122,7 +131,8 @@ def load_plan(platform: Platform, project: str | Path | None = None) -> Plan:
     return compile_project(load_project(_project_path(platform, project)))
 
 
-def _offline_sources(platform: Platform, plan: Plan) -> dict[str, str]:
+def offline_sources(platform: Platform, plan: Plan) -> dict[str, str]:
+    """Per source table of ``plan``, the offline store directory holding its Parquet files."""
     sources: dict[str, str] = {}
     for spec in plan.sources:
         root = platform.data.offline(spec.table)
@@ -141,7 +151,7 @@ def offline_executor(platform: Platform, plan: Plan) -> Iterator[OfflineExecutor
     """An offline executor over the platform's offline store (closed on exit)."""
     executor = OfflineExecutor(
         plan,
-        _offline_sources(platform, plan),
+        offline_sources(platform, plan),
         memory_limit=platform.config.features.memory_limit,
     )
     try:
@@ -276,6 +286,51 @@ def check_consistency(
             )
     finally:
         log.close()
+
+
+def check_served_consistency(
+    platform: Platform,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    project: str | Path | None = None,
+) -> ServedConsistencyReport:
+    """Recompute offline, at their request times, the vectors serving logged in ``[start, end)``.
+
+    Reads ``serving/predictions/`` (every row that carries its served vector); a log written
+    before vectors were logged has none and is counted under ``skipped``.
+    """
+    plan = load_plan(platform, project)
+    files = sorted(platform.data.serving_predictions.rglob("*.parquet"))
+    if not files:
+        raise ConfigError(
+            "no prediction log to check; serve some requests first",
+            reason="not_found",
+            where=str(platform.data.serving_predictions),
+        )
+    where, params = [], [[str(f) for f in files]]
+    if start is not None:
+        where.append("logged_at >= ?")
+        params.append(start)  # type: ignore[arg-type]
+    if end is not None:
+        where.append("logged_at < ?")
+        params.append(end)  # type: ignore[arg-type]
+    clause = f"where {' and '.join(where)}" if where else ""
+    with duckdb.connect() as con:
+        names = {
+            r[0]
+            for r in con.execute(
+                "describe select * from read_parquet(?, union_by_name = true)", params[:1]
+            ).fetchall()
+        }
+        vector = "vector" if "vector" in names else "null::double[] as vector"
+        served = con.sql(
+            f"select entity, logged_at, {vector}"
+            f" from read_parquet(?, union_by_name = true) {clause}",
+            params=params,
+        ).to_arrow_table()
+    with offline_executor(platform, plan) as offline:
+        return measure_served_consistency(plan, offline, served)
 
 
 def heal_online(

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+
+import pyarrow.parquet as pq
 
 from dockline.core.config import DataDir, DocklineConfig, LogConfig, resolve_data_dir
 from dockline.core.errors import ConfigError
 from dockline.core.ports import DeadLetterStore, EventLog
-from dockline.core.time import Clock, SystemClock
+from dockline.core.time import Clock, ScaledClock, SystemClock, ensure_utc
 from dockline.store.deadletters import SqliteDeadLetterStore
 from dockline.store.log.sqlite import SqliteEventLog
 from dockline.store.offline import OfflineStore
 
-__all__ = ["LOG_FACTORIES", "Platform"]
+__all__ = ["LOG_FACTORIES", "Platform", "configured_clock", "newest_ingestion"]
 
 
 def _sqlite_log(data: DataDir, config: LogConfig) -> EventLog:
@@ -31,6 +34,33 @@ def _sqlite_log(data: DataDir, config: LogConfig) -> EventLog:
 
 LOG_FACTORIES: dict[str, Callable[[DataDir, LogConfig], EventLog]] = {"sqlite": _sqlite_log}
 """Event log implementations by ``LogConfig.kind``."""
+
+
+def newest_ingestion(data: DataDir) -> datetime | None:
+    """The newest ``ingested_at`` in the offline store (from Parquet statistics), or None."""
+    files = sorted((data.root / "offline").glob("*/date=*/*.parquet"))
+    newest: datetime | None = None
+    for path in files:
+        meta = pq.ParquetFile(path).metadata
+        names = meta.schema.names
+        if "ingested_at" not in names:
+            continue
+        column = names.index("ingested_at")
+        for i in range(meta.num_row_groups):
+            stats = meta.row_group(i).column(column).statistics
+            if stats is not None and stats.has_min_max:
+                top = ensure_utc(stats.max)
+                newest = top if newest is None or top > newest else newest
+    return newest
+
+
+def configured_clock(data: DataDir, config: DocklineConfig) -> Clock:
+    """The clock ``[clock]`` selects; ``data`` on an empty offline store is the wall clock."""
+    if config.clock.kind == "data":
+        start = newest_ingestion(data)
+        if start is not None:
+            return ScaledClock(start, config.clock.speed)
+    return SystemClock()
 
 
 @dataclass(frozen=True)
@@ -72,7 +102,8 @@ class Platform:
                 )
         else:
             data.root.mkdir(parents=True, exist_ok=True)
-        return cls(data=data, config=data.config(), clock=clock or SystemClock())
+        config = data.config()
+        return cls(data=data, config=config, clock=clock or configured_clock(data, config))
 
     def open_log(self) -> EventLog:
         """The configured event log."""

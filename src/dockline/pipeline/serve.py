@@ -18,8 +18,9 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from dockline.core.config import DATA_DIR_ENV
-from dockline.features.materialize import FEATURES_GROUP
-from dockline.pipeline.features import load_plan, open_online_store
+from dockline.features.offline import OfflineExecutor
+from dockline.features.served import ServedVectors
+from dockline.pipeline.features import load_plan, offline_sources, open_online_store
 from dockline.pipeline.platform import Platform
 from dockline.pipeline.train import model_name_for
 from dockline.serve import create_app
@@ -47,8 +48,18 @@ def model_name(platform: Platform) -> str:
 
 
 def create_serving_app(platform: Platform) -> FastAPI:
-    """The serving app over ``platform``'s online store and registry (closed at shutdown)."""
+    """The serving app over ``platform``'s online store and registry (closed at shutdown).
+
+    Vectors are evaluated at each request's time from the entities' state in the online store
+    (:class:`~dockline.features.served.ServedVectors`); batch features (profiles,
+    neighbourhoods) come from the offline store's runs, computed once per run and cached.
+    """
+    plan = load_plan(platform)
+    offline = OfflineExecutor(
+        plan, offline_sources(platform, plan), memory_limit=platform.config.features.memory_limit
+    )
     store = open_online_store(platform)
+    features = ServedVectors(plan, store, batch_provider=offline.batch_run)
     registry = MlflowRegistry.for_data_dir(platform.data, platform.clock)
     config = platform.config.serve
     deployment = config.deployment_id
@@ -57,15 +68,14 @@ def create_serving_app(platform: Platform) -> FastAPI:
         # deployment-wide series that P6's deduplication would collapse.
         deployment = f"{deployment}-{os.getpid()}"
     return create_app(
-        store=store,
+        features=features,
         registry=registry,
         model_name=model_name(platform),
         config=config,
         data_dir=platform.data,
         clock=platform.clock,
-        group=FEATURES_GROUP,
         deployment_id=deployment,
-        on_close=[store.close],
+        on_close=[features.close, offline.close],
     )
 
 

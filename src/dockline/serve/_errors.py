@@ -29,6 +29,7 @@ REASON_STATUS: dict[str, int] = {
     "stale_features": 503,
     "no_model": 503,
     "store_unavailable": 503,
+    "feature_schema_mismatch": 503,
     "not_ready": 503,
     "registry_unavailable": 503,
     # admin actions that were refused

@@ -43,6 +43,11 @@ PREDICTION_LOG_SCHEMA = pa.schema(
         pa.field("feature_age_s", pa.float64()),
         pa.field("latency_ms", pa.float64(), nullable=False),
         pa.field("features", pa.list_(pa.float32())),  # model input, in manifest.features order
+        # the served vector: the feature reader's values at logged_at, in its column order, as
+        # float64 (what `features consistency --served` recomputes offline), and the reader's
+        # knowledge watermark (every event ingested by then was in)
+        pa.field("known_at", TS_TYPE),
+        pa.field("vector", pa.list_(pa.float64())),
     ]
 )
 """Columns of the prediction log files."""
@@ -66,6 +71,8 @@ LogRow = tuple[
     float | None,  # feature_age_s
     float,  # latency_ms
     list[float] | None,  # features
+    int | None,  # known_at (µs)
+    list[float | None] | None,  # vector
 ]
 """One prediction, in :data:`PREDICTION_LOG_SCHEMA` order (times as µs)."""
 

@@ -23,7 +23,7 @@ import orjson
 from dockline.core.bundle import Bundle, BundleScorer, load_bundle
 from dockline.core.contracts import ModelVersion
 from dockline.core.errors import ContractError, DocklineError
-from dockline.core.ports import ModelRegistry, OnlineStore, OnlineValue
+from dockline.core.ports import ModelRegistry, OnlineValue
 from dockline.serve._errors import ServeError
 
 __all__ = [
@@ -233,17 +233,15 @@ class ModelRuntime:
     def __init__(
         self,
         registry: ModelRegistry,
-        store: OnlineStore,
+        columns: Callable[[], Sequence[str]],
         model_name: str,
-        group: str,
         *,
         on_load_error: Callable[[str, DocklineError], None] | None = None,
         on_swap: Callable[[ModelSet], None] | None = None,
     ) -> None:
         self.registry = registry
-        self.store = store
+        self.columns = columns  # the feature reader's column order, read at each load
         self.model_name = model_name
-        self.group = group
         self.models = ModelSet()
         self._on_load_error = on_load_error
         self._on_swap = on_swap
@@ -291,8 +289,7 @@ class ModelRuntime:
         version = self._registry_call(self.registry.resolve, role)
         if version is None:
             return None
-        columns = self.store.columns(self.group)
-        return load_model(version, columns, role=role, loader=load_bundle)
+        return load_model(version, self.columns(), role=role, loader=load_bundle)
 
     def _registry_call(
         self, call: Callable[[str, str], ModelVersion | None], role: str

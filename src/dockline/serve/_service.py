@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from time import perf_counter
 
-from dockline.core.errors import DocklineError, NotFoundError, StorageError
-from dockline.core.ports import OnlineStore, OnlineValue, OnlineVector
+from dockline.core.errors import ConfigError, DocklineError, NotFoundError, StorageError
+from dockline.core.ports import FeatureReader, OnlineValue, ServedVector
 from dockline.core.time import Clock, from_micros, to_micros
 from dockline.serve._errors import ServeError
 from dockline.serve._predlog import PredictionLog
@@ -79,6 +79,14 @@ def _ref(model: LoadedModel, role: str) -> ModelRef:
     )
 
 
+def _floats(vector: ServedVector | None) -> list[float | None] | None:
+    """The served vector as logged: float64 values (bools as 0/1); nulls, and the odd
+    non-numeric column of a ready-made vector, as null."""
+    if vector is None:
+        return None
+    return [float(v) if isinstance(v, int | float) else None for v in vector.values]
+
+
 @dataclass(slots=True)
 class _Scored:
     probability: float
@@ -87,14 +95,18 @@ class _Scored:
 
 
 class Predictor:
-    """Answers predict requests from the online store and the loaded models."""
+    """Answers predict requests from the feature reader and the loaded models.
+
+    Vectors are read as of the request's own time (``now_us``, also logged): the reader
+    evaluates windows, ``time_since`` and the calendar at that instant, and the age that the
+    freshness gate judges is the time since the feed last confirmed the entity.
+    """
 
     def __init__(
         self,
         *,
         runtime: ModelRuntime,
-        store: OnlineStore,
-        group: str,
+        features: FeatureReader,
         clock: Clock,
         max_feature_age_s: float,
         stale_policy: str,
@@ -104,8 +116,7 @@ class Predictor:
         prediction_log: PredictionLog,
     ) -> None:
         self.runtime = runtime
-        self.store = store
-        self.group = group
+        self.features = features
         self.clock = clock
         self.max_age_us = round(max_feature_age_s * 1_000_000)
         self.stale_policy = stale_policy
@@ -115,7 +126,6 @@ class Predictor:
         self.log = prediction_log
         self.ids = _Ids()
         self.last_entity: str | None = None
-        self._groups = (group,)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -144,18 +154,23 @@ class Predictor:
             return challenger, "canary", None
         return champion, "champion", None
 
-    def _read(self, entity: str) -> OnlineVector | None:
+    def _read_many(self, entities: list[str], now_us: int) -> list[ServedVector | None]:
         try:
-            return self.store.read(entity, self._groups)[self.group]
-        except NotFoundError as exc:  # the group was never materialized
-            raise ServeError(str(exc), reason="store_unavailable", where=self.group) from exc
+            return self.features.read_at(entities, now_us)
+        except NotFoundError as exc:  # the features were never materialized
+            raise ServeError(str(exc), reason="store_unavailable", where="store") from exc
         except StorageError as exc:
             raise ServeError(str(exc), reason="store_unavailable", where="store") from exc
+        except ConfigError as exc:  # e.g. state built by another plan than the bundle's
+            raise ServeError(exc.message, reason=exc.reason, where=exc.where) from exc
+
+    def _read(self, entity: str, now_us: int) -> ServedVector | None:
+        return self._read_many([entity], now_us)[0]
 
     def _overlay(
         self,
         entity: str,
-        vector: OnlineVector | None,
+        vector: ServedVector | None,
         features: dict[str, float | None] | None,
         model: LoadedModel,
     ) -> tuple[Sequence[OnlineValue], bool]:
@@ -228,9 +243,9 @@ class Predictor:
             )
         models = self._models()
         model, role, shadow = self._route(entity, models, self.routing)
-        vector = self._read(entity)
+        vector = self._read(entity, now_us)
         values, stored = self._overlay(entity, vector, request.features, model)
-        as_of_us = vector.as_of_us if vector is not None else None
+        as_of_us = vector.confirmed_us if vector is not None else None
         age_us = now_us - as_of_us if as_of_us is not None else None
         stale = age_us is not None and age_us > self.max_age_us
         if age_us is not None and stale and self.stale_policy == "reject":
@@ -289,10 +304,12 @@ class Predictor:
                     age_s,
                     latency_ms,
                     features,
+                    vector.known_us if vector is not None else None,
+                    _floats(vector),
                 )
             )
         if shadow is not None:
-            self._shadow_one(shadow, values, request_id, now_us, entity, as_of_us, age_s)
+            self._shadow_one(shadow, values, request_id, now_us, entity, vector, age_s)
         telemetry.record(
             PREDICT,
             now_us,
@@ -311,7 +328,7 @@ class Predictor:
         request_id: str,
         now_us: int,
         entity: str,
-        as_of_us: int | None,
+        vector: ServedVector | None,
         age_s: float | None,
     ) -> None:
         t0 = perf_counter()
@@ -338,10 +355,12 @@ class Predictor:
                 "ok",
                 None,
                 "model",
-                as_of_us,
+                vector.confirmed_us if vector is not None else None,
                 age_s,
                 (perf_counter() - t0) * 1000.0,
                 row[0].tolist(),
+                vector.known_us if vector is not None else None,
+                _floats(vector),
             )
         )
 
@@ -368,17 +387,12 @@ class Predictor:
                 )
         models = self._models()
         routing = self.routing
-        try:
-            found = self.store.read_many(entities, self._groups)
-        except (NotFoundError, StorageError) as exc:
-            raise ServeError(str(exc), reason="store_unavailable", where="store") from exc
-        group = self.group
+        vectors = self._read_many(entities, now_us)
         items: list[BatchItem] = [BatchItem(entity=e, status="ok") for e in entities]
         # rows to score, per answering model: (item index, values)
         plan: dict[str, tuple[LoadedModel, str, list[int]]] = {}
         shadow_rows: list[int] = []
         shadow_model: LoadedModel | None = None
-        vectors: list[OnlineVector | None] = [r.get(group) for r in found]
         max_age = self.max_age_us
         fallbacks = 0
         baseline_models: dict[int, LoadedModel] = {}
@@ -388,8 +402,8 @@ class Predictor:
             if vector is None:
                 item.status, item.reason = "error", "unknown_entity"
                 continue
-            age_us = now_us - vector.as_of_us
-            item.as_of = from_micros(vector.as_of_us).isoformat()
+            age_us = now_us - vector.confirmed_us
+            item.as_of = from_micros(vector.confirmed_us).isoformat()
             item.age_s = age_us / 1e6
             model, role, shadow = self._route(entity, models, routing)
             if age_us > max_age:
@@ -479,10 +493,12 @@ class Predictor:
                     item.status if is_served else "ok",
                     item.reason if is_served else None,
                     item.source or "model" if is_served else "model",
-                    vector.as_of_us if vector is not None else None,
+                    vector.confirmed_us if vector is not None else None,
                     item.age_s,
                     latency_ms,
                     inputs_row,
+                    vector.known_us if vector is not None else None,
+                    _floats(vector),
                 )
             )
         degraded = any(it.status != "ok" for it in items)
@@ -506,8 +522,9 @@ class Predictor:
         entity = self.last_entity
         if entity is None:
             return None, None
-        vector = self._read(entity)
+        now_us = self.now_us()
+        vector = self._read(entity, now_us)
         if vector is None:
             return None, None
-        age_us = self.now_us() - vector.as_of_us
+        age_us = now_us - vector.confirmed_us
         return age_us <= self.max_age_us, age_us / 1e6

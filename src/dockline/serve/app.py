@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dockline.core.config import DataDir, ServeConfig
 from dockline.core.errors import DocklineError, NotFoundError
-from dockline.core.ports import ModelRegistry, OnlineStore
+from dockline.core.ports import FeatureReader, ModelRegistry, OnlineStore
 from dockline.core.time import Clock, SystemClock
 from dockline.serve._errors import ServeError, status_for
 from dockline.serve._predlog import PredictionLog
@@ -45,6 +45,7 @@ from dockline.serve._schemas import (
     openapi_components,
 )
 from dockline.serve._service import BATCH, PREDICT, Predictor, Routing
+from dockline.serve._stored import StoredVectors
 from dockline.serve._telemetry import ModelStamp, ServiceIdentity, Telemetry
 
 __all__ = ["ADMIN_TOKEN_ENV", "SERVICE_NAME", "create_app"]
@@ -93,7 +94,7 @@ def _body(schema: str) -> dict[str, Any]:
 
 def create_app(
     *,
-    store: OnlineStore,
+    store: OnlineStore | None = None,
     registry: ModelRegistry,
     model_name: str,
     config: ServeConfig | None = None,
@@ -103,10 +104,13 @@ def create_app(
     admin_token: str | None = None,
     deployment_id: str | None = None,
     on_close: Sequence[Callable[[], None]] = (),
+    features: FeatureReader | None = None,
 ) -> FastAPI:
     """The serving app for ``model_name``'s ``champion`` (and ``challenger``) in ``registry``.
 
-    ``store`` holds the feature vectors in ``group``; ``data_dir`` (None: no files) receives the
+    ``features`` gives each request's vectors as of its time (dockline's wiring passes the
+    read-time reader of ``dockline.features.served``); without it, the ready-made vectors of
+    ``group`` in ``store`` are served as written. ``data_dir`` (None: no files) receives the
     metrics windows and the prediction log; ``clock`` dates vectors' ages and windows. The admin
     token is ``admin_token``, else ``$DOCKLINE_ADMIN_TOKEN``, else ``config.admin_token``; with
     none, admin endpoints always answer 401. ``on_close`` callbacks run at shutdown (e.g. closing
@@ -114,6 +118,11 @@ def create_app(
     """
     cfg = config or ServeConfig()
     clk = clock or SystemClock()
+    if features is None:
+        if store is None:
+            raise TypeError("create_app needs features= (a FeatureReader) or store=")
+        features = StoredVectors(store, group)
+    reader = features
     token = admin_token or os.environ.get(ADMIN_TOKEN_ENV) or cfg.admin_token
     runtime_box: list[ModelRuntime] = []
 
@@ -153,9 +162,8 @@ def create_app(
 
     runtime = ModelRuntime(
         registry,
-        store,
+        reader.columns,
         model_name,
-        group,
         on_load_error=lambda role, exc: telemetry.model_load_error(role, exc.reason),
         on_swap=swapped,
     )
@@ -170,8 +178,7 @@ def create_app(
     )
     predictor = Predictor(
         runtime=runtime,
-        store=store,
-        group=group,
+        features=reader,
         clock=clk,
         max_feature_age_s=cfg.max_feature_age.total_seconds(),
         stale_policy=cfg.stale_policy,
@@ -308,7 +315,7 @@ def create_app(
         }
         reason = None if models.champion is not None else "no_model"
         try:
-            store.read("__dockline_ready_probe__", (group,))
+            reader.read_at(["__dockline_ready_probe__"], predictor.now_us())
             fresh, age = predictor.freshness()
             checks["store"] = {"ok": True}
             checks["features"] = {

@@ -11,11 +11,12 @@ a station record carries at most one of them, so each injection is exactly one d
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -46,8 +47,12 @@ REJECTING_FAULTS: tuple[str, ...] = (
 )
 """Faults a correct consumer rejects; code ``i + 1`` in :attr:`FaultPlan.codes`."""
 
-ACCEPTED_FAULTS: tuple[str, ...] = ("vanish", "numeric_ids", "millis")
-"""Faults a correct consumer accepts (after coercion)."""
+ACCEPTED_FAULTS: tuple[str, ...] = ("vanish", "numeric_ids", "millis", "quiet", "on_change", "dead")
+"""Faults a correct consumer accepts (after coercion). The last three are quiet feeds: a station
+republishes its previous record (same ``last_reported``, same counts) — for a spell of
+``quiet_minutes`` (``quiet``), whenever its counts did not change (``on_change``: that share of
+stations reports only on change, as many real systems do), or forever (``dead``: the station
+stopped reporting but stays listed). A consumer counts those records as unchanged."""
 
 FAULT_NAMES: tuple[str, ...] = REJECTING_FAULTS + ACCEPTED_FAULTS
 
@@ -97,8 +102,12 @@ class FaultConfig:
     vanish: float = 0.0
     numeric_ids: float = 0.0
     millis: float = 0.0
+    quiet: float = 0.0
+    on_change: float = 0.0
+    dead: float = 0.0
     out_of_order_lag: timedelta = timedelta(minutes=30)
     vanish_minutes: tuple[int, int] = (5, 60)
+    quiet_minutes: tuple[int, int] = (10, 120)
 
     def __post_init__(self) -> None:
         for name in FAULT_NAMES:
@@ -112,14 +121,18 @@ class FaultConfig:
             raise ConfigError(
                 f"out_of_order_lag must be > {_WATERMARK_WINDOW}; got {self.out_of_order_lag}"
             )
-        low, high = self.vanish_minutes
-        if not 1 <= low <= high:
-            raise ConfigError(f"vanish_minutes must be 1 <= low <= high; got {self.vanish_minutes}")
+        for name in ("vanish_minutes", "quiet_minutes"):
+            low, high = getattr(self, name)
+            if not 1 <= low <= high:
+                raise ConfigError(f"{name} must be 1 <= low <= high; got {(low, high)}")
 
     @classmethod
     def all(cls, rate: float = 0.005) -> FaultConfig:
-        """Every fault at ``rate`` (``--faults all``)."""
+        """Every fault at ``rate`` (``--faults all``), but ``dead`` at ``rate / 20`` (a station
+        that stops for good is rare) and ``on_change`` for ``10 × rate`` of the stations."""
         rates: dict[str, Any] = dict.fromkeys(FAULT_NAMES, rate)
+        rates["dead"] = rate / 20
+        rates["on_change"] = min(1.0, rate * 10)
         return cls(**rates)
 
     @property
@@ -136,7 +149,8 @@ class FaultConfig:
 def parse_faults(text: str | None) -> FaultConfig:
     """Parse the CLI spelling: ``"stale=0.01,duplicate=0.01"``, ``"all"``, ``"all=0.02"``, ``""``.
 
-    Besides rates, ``out_of_order_lag=15m`` (a duration) and ``vanish_minutes=5-60`` are accepted.
+    Besides rates, ``out_of_order_lag=15m`` (a duration), ``vanish_minutes=5-60`` and
+    ``quiet_minutes=10-120`` are accepted.
     """
     raw = (text or "").strip()
     if raw.lower() in ("", "none", "off"):
@@ -151,16 +165,17 @@ def parse_faults(text: str | None) -> FaultConfig:
         value = value.strip()
         if name == "all":
             rate = _parse_rate("all", value) if sep else 0.005
-            values.update({fault: rate for fault in FAULT_NAMES})
+            everything = FaultConfig.all(rate)
+            values.update({fault: getattr(everything, fault) for fault in FAULT_NAMES})
         elif name == "out_of_order_lag":
             values[name] = parse_duration(value)
-        elif name == "vanish_minutes":
+        elif name in ("vanish_minutes", "quiet_minutes"):
             low, _, high = value.partition("-")
             try:
                 values[name] = (int(low), int(high or low))
             except ValueError:
                 raise ConfigError(
-                    f"vanish_minutes must look like 5-60; got {value!r}", where="--faults"
+                    f"{name} must look like 5-60; got {value!r}", where="--faults"
                 ) from None
         elif name in FAULT_NAMES:
             values[name] = _parse_rate(name, value) if sep else 0.005
@@ -195,6 +210,7 @@ class FaultCounts(Mapping[str, int]):
     def __init__(self) -> None:
         self._counts: dict[str, int] = dict.fromkeys(FAULT_NAMES, 0)
         self.published_records = 0
+        self.held_records = 0
         self.publications = 0
         self._lock = threading.Lock()
 
@@ -207,12 +223,13 @@ class FaultCounts(Mapping[str, int]):
     def __len__(self) -> int:
         return len(self._counts)
 
-    def add(self, counts: Mapping[str, int], published_records: int) -> None:
-        """Count one served publication."""
+    def add(self, counts: Mapping[str, int], published_records: int, held_records: int = 0) -> None:
+        """Count one served publication (``held_records``: records republished unchanged)."""
         with self._lock:
             for name, n in counts.items():
                 self._counts[name] += n
             self.published_records += published_records
+            self.held_records += held_records
             self.publications += 1
 
     @property
@@ -226,6 +243,7 @@ class FaultCounts(Mapping[str, int]):
             return {
                 "faults": dict(self._counts),
                 "published_records": self.published_records,
+                "held_records": self.held_records,
                 "publications": self.publications,
                 "expected_rejections": self.expected_rejections,
             }
@@ -254,8 +272,42 @@ class FaultPlan:
     old_docks: np.ndarray | None
     counts: dict[str, int] = field(default_factory=dict)
     published_records: int = 0
+    held_records: int = 0
     _clean_last_reported: np.ndarray | None = None
     _clean_mask: np.ndarray | None = None
+
+
+class StatusArrays(Protocol):
+    """What :meth:`FaultInjector.hold` reads of a status (``sim.city.StationStatus``)."""
+
+    @property
+    def last_reported(self) -> np.ndarray: ...
+    @property
+    def num_bikes_available(self) -> np.ndarray: ...
+    @property
+    def num_docks_available(self) -> np.ndarray: ...
+    @property
+    def num_docks_disabled(self) -> np.ndarray: ...
+    @property
+    def is_installed(self) -> np.ndarray: ...
+    @property
+    def is_renting(self) -> np.ndarray: ...
+    @property
+    def is_returning(self) -> np.ndarray: ...
+
+
+StatusT = TypeVar("StatusT", bound=StatusArrays)
+
+_HELD_FIELDS = (
+    "last_reported",
+    "num_bikes_available",
+    "num_docks_available",
+    "num_docks_disabled",
+    "is_installed",
+    "is_renting",
+    "is_returning",
+)
+_COUNT_FIELDS = _HELD_FIELDS[1:]
 
 
 class FaultInjector:
@@ -276,6 +328,62 @@ class FaultInjector:
         self._edges = np.cumsum(np.asarray(rates, dtype=np.float64))
         self._rotation = dict.fromkeys(("missing_field", "bad_type", "negative_count"), 0)
         self._lock = threading.Lock()
+        # quiet feeds: what each station last published, spells, stopped stations
+        self._quiet_until_s = np.zeros(n_stations, dtype=np.int64)
+        self._dead = np.zeros(n_stations, dtype=bool)
+        self._on_change = np.zeros(n_stations, dtype=bool)
+        if config.on_change > 0:
+            self._on_change = self._rng.random(n_stations) < config.on_change
+        self._published: dict[str, np.ndarray] | None = None
+        self._held = np.zeros(n_stations, dtype=bool)
+        self._hold_counts: dict[str, int] = {}
+
+    def hold(self, time_s: int, status: StatusT) -> StatusT:
+        """Apply the quiet-feed faults to ``status`` (call once per publication, before
+        :meth:`plan`): held stations republish their previous record unchanged."""
+        cfg = self.config
+        n = self._n
+        with self._lock:
+            if cfg.dead > 0:
+                stop = ~self._dead & (self._rng.random(n) < cfg.dead)
+                self._dead |= stop
+                new_dead = int(stop.sum())
+            else:
+                new_dead = 0
+            new_quiet = 0
+            if cfg.quiet > 0:
+                eligible = (time_s >= self._quiet_until_s) & ~self._dead
+                starts = eligible & (self._rng.random(n) < cfg.quiet)
+                new_quiet = int(starts.sum())
+                if new_quiet:
+                    low, high = cfg.quiet_minutes
+                    minutes = self._rng.integers(low, high + 1, size=new_quiet)
+                    self._quiet_until_s[starts] = time_s + minutes * 60
+            current = {name: np.asarray(getattr(status, name)) for name in _HELD_FIELDS}
+            published = self._published
+            if published is None:  # the first publication is everyone's first report
+                held = np.zeros(n, dtype=bool)
+            else:
+                same = np.ones(n, dtype=bool)
+                for name in _COUNT_FIELDS:
+                    same &= current[name] == published[name]
+                unchanged = self._on_change & same
+                held = (time_s < self._quiet_until_s) | self._dead | unchanged
+            out = {
+                name: np.where(held, published[name], values) if published is not None else values
+                for name, values in current.items()
+            }
+            self._published = {name: values.copy() for name, values in out.items()}
+            self._held = held
+            self._hold_counts = {
+                "quiet": new_quiet,
+                "dead": new_dead,
+                "on_change": int((held & self._on_change).sum()),
+                "held_records": int(held.sum()),
+            }
+        if not held.any():
+            return status
+        return dataclasses.replace(status, **out)  # type: ignore[type-var]
 
     def plan(
         self,
@@ -302,10 +410,17 @@ class FaultInjector:
                     self._vanish_until_s[starts] = time_s + minutes * 60
                     present = present & ~starts
             codes = np.zeros(n, dtype=np.int8)
+            held = self._held
+            hold_counts = self._hold_counts
+            self._held = np.zeros(n, dtype=bool)
+            self._hold_counts = {}
             if cfg.any_rejecting:
                 u = self._rng.random(n)
                 k = np.searchsorted(self._edges, u, side="right")
-                codes = np.where(present & (k < len(REJECTING_FAULTS)), k + 1, 0).astype(np.int8)
+                # a held record repeats one the consumer has seen: it carries no new fault
+                codes = np.where(present & ~held & (k < len(REJECTING_FAULTS)), k + 1, 0).astype(
+                    np.int8
+                )
                 ooo = codes == CODE_BY_FAULT["out_of_order"]
                 if ooo.any():
                     # Late only if the consumer's watermark for the station is recent.
@@ -331,6 +446,9 @@ class FaultInjector:
         published = n_present + counts["duplicate"]
         counts["vanish"] = new_vanish
         counts["millis"] = int(millis.sum())
+        for name in ("quiet", "dead", "on_change"):
+            counts[name] = hold_counts.get(name, 0)
+        held_published = int((held & present).sum())
         counts["numeric_ids"] = published if cfg.numeric_ids > 0 else 0
         clean = present & ((codes == 0) | (codes == CODE_BY_FAULT["duplicate"]))
         return FaultPlan(
@@ -345,6 +463,7 @@ class FaultInjector:
             old_docks=old_docks,
             counts=counts,
             published_records=published,
+            held_records=held_published,
             _clean_last_reported=np.asarray(last_reported_s, dtype=np.int64),
             _clean_mask=clean,
         )
@@ -355,4 +474,4 @@ class FaultInjector:
             if plan._clean_mask is not None and plan._clean_last_reported is not None:
                 mask = plan._clean_mask
                 self._last_clean_s[mask] = plan._clean_last_reported[mask]
-        self.counts.add(plan.counts, plan.published_records)
+        self.counts.add(plan.counts, plan.published_records, plan.held_records)

@@ -221,7 +221,7 @@ class SimServer:
         city = self.city
         if self._pub is not None and self._pub.step_index == city.step_index:
             return self._pub
-        status = city.status()
+        status = self.injector.hold(city.time_s, city.status())
         lag_steps = math.ceil(city.config.faults.out_of_order_lag / city.config.step)
         past = city.past_counts(lag_steps)
         plan = self.injector.plan(

@@ -99,10 +99,12 @@ def _python_values(column: pa.ChunkedArray, name: str, group: str) -> list[Onlin
         or pa.types.is_boolean(kind)
         or pa.types.is_null(kind)
         or _is_string(kind)
+        or pa.types.is_binary(kind)
+        or pa.types.is_large_binary(kind)
     ):
         return column.to_pylist()  # type: ignore[no-any-return]
     raise ValidationError(
-        f"column {name!r} must be int, float, str, bool or timestamp; got {kind}",
+        f"column {name!r} must be int, float, str, bool, binary or timestamp; got {kind}",
         reason="bad_type",
         where=group,
     )

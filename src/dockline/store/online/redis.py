@@ -90,7 +90,7 @@ class RedisOnlineStore:
         self._schema_key = f"{namespace}:schema"
         self._columns: dict[str, tuple[str, ...]] = {}
         self._decode: Callable[[bytes], tuple[OnlineValue, ...]] = msgspec.msgpack.Decoder(
-            tuple[OnlineValue, ...]
+            tuple  # msgspec's typed unions cannot mix str and bytes
         ).decode
         self._closed = False
         with self._errors():

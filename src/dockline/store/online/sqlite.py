@@ -35,7 +35,7 @@ import msgspec
 import pyarrow as pa
 
 from dockline.core.errors import ConfigError, NotFoundError, StorageError
-from dockline.core.ports import OnlineValue, OnlineVector
+from dockline.core.ports import OnlineVector
 from dockline.store._sqlite import SqliteDatabase
 from dockline.store.online._rows import check_columns, check_group, check_written_at, table_rows
 
@@ -100,7 +100,8 @@ class SqliteOnlineStore:
         self._db = SqliteDatabase(self.path, init=_init_schema, synchronous=synchronous)
         self._columns: dict[str, tuple[str, ...]] = {}
         self._cache_lock = threading.Lock()
-        self._decode = msgspec.msgpack.Decoder(tuple[OnlineValue, ...]).decode
+        # untyped: msgspec's typed unions cannot mix str and bytes
+        self._decode = msgspec.msgpack.Decoder(tuple).decode
         self._db.connection()  # fail fast on a bad path or a foreign file
 
     def _error(self, exc: Exception) -> StorageError:
