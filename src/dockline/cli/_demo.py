@@ -56,8 +56,7 @@ def init(
 
     Examples:
       dockline init my-city
-      dockline --data-dir .dockline ingest --archive ./archive && dockline features materialize
-      --project my-city
+      dockline features materialize --project my-city   # recorded: later commands use it
     """
     import shutil
 

@@ -34,8 +34,9 @@ features_app = typer.Typer(
 dataset_app = typer.Typer(
     help="""Point-in-time training sets.
 
-    Example: dockline dataset build --label empty_next_hour --start 2024-05-01 --end 2024-05-08
-    --out datasets/week
+    Example:
+      dockline dataset build --label empty_next_hour --start 2024-05-01 --end 2024-05-08 \\
+        --out datasets/week
     """,
     no_args_is_help=True,
 )
