@@ -14,7 +14,7 @@ def filled_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """12 simulated stations' day, ingested and materialized; read-only for the tests."""
     work = tmp_path_factory.mktemp("filled")
     archive, data = work / "archive", work / "data"
-    args = ("--stations", "12", "--days", "1", "--seed", "3", "--out", str(archive), "--json")
+    args = ("--stations", "12", "--days", "1", "--seed", "0", "--out", str(archive), "--json")
     ok_json(run("sim", "archive", *args, cwd=work))
     ok_json(run("ingest", "--archive", str(archive), "--data-dir", str(data), "--json", cwd=work))
     ok_json(run("features", "materialize", "--data-dir", str(data), "--json", cwd=work))

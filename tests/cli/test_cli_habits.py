@@ -283,6 +283,7 @@ def test_a_failed_gate_exits_1_behind_fail_on_gate(data_copy: Path, tmp_path: Pa
     args = ("train", "--dataset", str(tmp_path / "ds"), "--trials", "0", "--data-dir", data)
     gated = run(*args, "--fail-on-gate", "--json", cwd=tmp_path)
     summary = orjson.loads(gated.stdout)
+    assert "gate" in summary, (gated.stdout, gated.stderr)
     assert not summary["gate"]["passed"]  # a day of 12 stations does not beat persistence
     assert gated.returncode == 1
     assert run(*args, "--json", cwd=tmp_path).returncode == 0  # without the flag: a result
