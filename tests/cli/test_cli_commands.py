@@ -145,21 +145,23 @@ def test_dead_letters_report_and_replay_after_a_fix(tmp_path: Path) -> None:
 
 
 def test_demo_accounts_for_every_published_record(tmp_path: Path) -> None:
-    report = json_of(
-        dockline(
-            "demo",
-            "--stations",
-            "40",
-            "--hours",
-            "0.5",
-            "--speed",
-            "1200",
-            "--history-days",
-            "0",
-            "--json",
-            data_dir=tmp_path,
-        )
+    result = dockline(
+        "demo",
+        "--stations",
+        "40",
+        "--hours",
+        "0.5",
+        "--speed",
+        "1200",
+        "--history-days",
+        "0",
+        "--json",
+        data_dir=tmp_path,
     )
+    report = json_of(result)
+    # Its report (on stderr with --json) is piped here: whole lines, not wrapped at 80 columns.
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("dockline demo") and first.rstrip().endswith(str(tmp_path)), first
     assert report["received"] == report["published_records"] > 0
     assert report["dead_letters"] == report["expected_dead_letters"]
     assert report["offline_distinct_rows"] == report["offline_rows"] == report["accepted"]

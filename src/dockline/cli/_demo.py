@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from dockline.cli._common import DataDirOpt, JsonOpt, open_platform, want_json
-from dockline.cli._output import console
+from dockline.cli._output import console, unwrap_piped_consoles
 from dockline.core.errors import ConfigError
 
 
@@ -37,6 +37,7 @@ def demo(
     from dockline.pipeline.demo import run_demo
 
     json_out = want_json(json_out)
+    unwrap_piped_consoles(stderr=json_out)  # the demo's report goes where its console writes
     run_demo(
         open_platform(data_dir, existing=False),
         stations=stations,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -36,6 +37,17 @@ UNWRAPPED_WIDTH = 1000
 
 console = _console(stderr=False)
 err_console = _console(stderr=True)
+
+
+def unwrap_piped_consoles(*, stderr: bool = False) -> None:
+    """Consoles the pipeline creates itself (the demo's report) do not wrap when piped either.
+
+    Rich reads ``COLUMNS`` when a console is created; called inside a command (after its help
+    was handled), so help screens keep their own width.
+    """
+    if not (err_console if stderr else console).is_terminal:
+        # An inherited COLUMNS describes some terminal, not this pipe (test runners set 80).
+        os.environ["COLUMNS"] = str(UNWRAPPED_WIDTH)
 
 
 def print_json(value: Any) -> None:
