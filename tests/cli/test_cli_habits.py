@@ -187,8 +187,14 @@ def _on_a_terminal(args: list[str], cwd: Path) -> tuple[int, str]:
         (["features", "materialize"], "materializing"),
         (["features", "heal"], "recomputing online vectors"),
         (["deadletters", "--replay"], "replaying dead letters"),
+        (["features", "consistency", "--sample", "20"], "replaying the log"),
+        (
+            ["dataset", "build", "--label", "empty_next_hour", "--start", "2024-05-06T08:00",
+             "--end", "2024-05-06T09:00", "--out", "ds"],
+            "building ds",
+        ),
     ],
-)
+)  # fmt: skip
 def test_long_work_shows_progress_on_a_terminal_only(
     data_copy: Path, tmp_path: Path, args: list[str], shown: str
 ) -> None:
