@@ -174,3 +174,11 @@ def test_a_data_dir_moves_with_the_project_inside_it(data_copy: Path, tmp_path: 
     assert again.returncode == 0, again.stderr
     shown = ok_json(run("config", "show", "--data-dir", "moved", "--json", cwd=tmp_path))
     assert {r["key"]: r["value"] for r in shown["settings"]}["features.project"] == "proj"
+
+
+def test_serve_takes_a_project(filled_data_dir: Path, tmp_path: Path) -> None:
+    result = run(
+        "serve", "--project", "no-such-project", "--data-dir", str(filled_data_dir), cwd=tmp_path
+    )
+    one_line_error(result, 2, "no-such-project", "project not found")
+    assert not (filled_data_dir / "dockline.toml").exists()  # a missing project is not recorded
