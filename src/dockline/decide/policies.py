@@ -222,14 +222,16 @@ def _oracle(
             need[i], removable[i], spill[i], room[i] = f.need, f.removable, f.spill, f.room
             empty_min[i], full_min[i] = f.empty_minutes, f.full_minutes
     ok = frame.renting
-    # Bikes in: what keeps it from emptying, not more than it can take without filling.
-    demand = np.where(ok, np.where(need > 0, np.minimum(need, np.maximum(room, 1)), room), 0)
-    demand = np.maximum(np.minimum(demand, frame.room), 0)
-    supply = np.where(ok, np.where(spill > 0, np.maximum(spill, removable), removable), 0)
-    supply = np.maximum(np.minimum(supply, frame.bikes), 0)
+    # The bikes-now interval that neither empties nor fills it within the horizon, and its middle
+    # as the target (when the interval is empty, the middle of the two bounds).
+    low = frame.bikes + need - removable
+    high = frame.bikes + room - spill
+    target = np.clip(np.rint((low + high) / 2.0), 0, frame.cap).astype(np.int64)
+    demand = np.where(ok, np.minimum(np.maximum(target - frame.bikes, 0), frame.room), 0)
+    supply = np.where(ok, np.maximum(frame.bikes - target, 0), 0)
     # Value in the predictive policy's unit (outage-hours avoided, ~ a probability) per bike.
-    value_in = np.where((need > 0) & ok, empty_min / 60.0 / np.maximum(need, 1), 0.0)
-    value_out = np.where((spill > 0) & ok, full_min / 60.0 / np.maximum(spill, 1), 0.0)
+    value_in = np.where((need > 0) & ok, empty_min / 60.0 / np.maximum(demand, 1), 0.0)
+    value_out = np.where((spill > 0) & ok, full_min / 60.0 / np.maximum(supply, 1), 0.0)
     plan = plan_flow(
         frame,
         supply,
