@@ -178,3 +178,74 @@ def decide_evaluate(
             f" {p.get('share_of_oracle_gain', float('nan')):.1%} of the oracle's gain"
         )
     err_console.print(f"report: {path}")
+
+
+@decide_app.command("run")
+def decide_run(
+    once: Annotated[bool, typer.Option("--once", help="Run one cycle and exit.")] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", help="Run a cycle every [decide] cycle of sim time.")
+    ] = False,
+    cycles: Annotated[int | None, typer.Option(help="With --follow: stop after n cycles.")] = None,
+    policy: Annotated[
+        str | None, typer.Option(help="none, reactive or predictive (default [decide] policy).")
+    ] = None,
+    serve_url: Annotated[
+        str | None, typer.Option(help="Serving API of the empty_next_hour model.")
+    ] = None,
+    full_serve_url: Annotated[
+        str | None, typer.Option(help="Serving API of the full_next_hour model, if one runs.")
+    ] = None,
+    sim_url: Annotated[
+        str | None, typer.Option(help="The simulated city (default [decide] sim_url).")
+    ] = None,
+    health: Annotated[
+        str | None,
+        typer.Option(help="Health verdict to use (healthy/degraded/unhealthy); default /ready."),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Decide and log, send no actions.")] = False,
+    data_dir: DataDirOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Decision cycles over HTTP: predictions from `dockline serve`, actions to the sim's trucks.
+
+    Example: dockline decide run --once --serve-url http://127.0.0.1:8000 --sim-url http://127.0.0.1:8080
+    """
+    from dockline.core.config import DataDir, resolve_data_dir
+    from dockline.core.decisions import HEALTH_VERDICTS
+    from dockline.pipeline.decide_run import CycleResult, run_follow, run_once
+
+    if once == follow:
+        raise ConfigError("give exactly one of --once and --follow")
+    if policy is not None and policy not in ("none", "reactive", "predictive"):
+        raise ConfigError(f"--policy must be none, reactive or predictive; got {policy!r}")
+    if health is not None and health not in HEALTH_VERDICTS:
+        raise ConfigError(f"--health must be one of {', '.join(HEALTH_VERDICTS)}; got {health!r}")
+    root = _data_dir(data_dir)
+    cfg = DataDir(resolve_data_dir(root)).config().decide
+    kw = {
+        "policy": policy,
+        "serve_url": serve_url,
+        "full_serve_url": full_serve_url,
+        "sim_url": sim_url,
+        "health": health,
+        "dry_run": dry_run,
+    }
+
+    def show(result: CycleResult) -> None:
+        if json_out:
+            print_json(result.to_json())
+            return
+        d = result.decision
+        applied = result.applied or {}
+        console.print(
+            f"{d.cycle_time:%Y-%m-%d %H:%M} {d.policy} gate={d.health_gate} "
+            f"moves={len(d.actions)} accepted={applied.get('accepted', 0)} "
+            f"refused={applied.get('refused', 0)} reasons={','.join(d.reasons)} "
+            f"id={d.decision_id[:12]}"
+        )
+
+    if once:
+        show(run_once(root, cfg, **kw))  # type: ignore[arg-type]
+    else:
+        run_follow(root, cfg, cycles=cycles, on_cycle=show, **kw)
