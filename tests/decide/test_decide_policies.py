@@ -176,3 +176,40 @@ def test_bad_inputs_are_contract_errors() -> None:
         decode_input(msgspec.json.encode(raw))
     with pytest.raises(ValidationError, match="policy must be"):
         decide("greedy", city())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_flow_planner_finds_the_best_set_of_moves(seed: int) -> None:
+    """Against brute force over every set of moves (each station once, at most `slots`)."""
+    from itertools import combinations
+
+    from dockline.decide._frame import build_frame
+    from dockline.decide.planner import plan_flow
+
+    rng = np.random.default_rng(seed)
+    frame = build_frame(city(seed, n=8, trucks=3, constraints=Constraints(moves_per_cycle=2)))
+    supply = rng.integers(1, 6, frame.n) * (rng.random(frame.n) < 0.5)
+    demand = rng.integers(1, 6, frame.n) * (supply == 0)
+    value_out = rng.random(frame.n) * (supply > 0) * 0.3
+    value_in = rng.random(frame.n) * (demand > 0)
+    plan = plan_flow(frame, supply, value_out, demand, value_in, km_cost=0.05, max_candidates=8)
+
+    def worth(j: int, i: int) -> float:
+        bikes = min(supply[j], demand[i], 12)
+        km = float(frame.pair_km(np.array([j]), np.array([i]))[0, 0])
+        return float(bikes * (value_in[i] + value_out[j]) - 0.05 * km)
+
+    def reachable(j: int, i: int) -> bool:
+        return min(frame.eta_minutes(t, j, i) for t in frame.trucks) <= 60.0
+
+    pairs = [(j, i) for j in range(frame.n) for i in range(frame.n)
+             if supply[j] > 0 and demand[i] > 0 and j != i and worth(j, i) > 0
+             and reachable(j, i)]  # fmt: skip
+    best = 0.0
+    for k in range(1, 3):
+        for combo in combinations(pairs, k):
+            if len({j for j, _ in combo}) == k and len({i for _, i in combo}) == k:
+                best = max(best, sum(worth(j, i) for j, i in combo))
+    got = sum(worth(s, d) for _, s, d, _ in plan.moves)
+    assert got == pytest.approx(best, abs=1e-9)
+    assert best > 0 and len(plan.moves) <= 2

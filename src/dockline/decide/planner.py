@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, linear_sum_assignment, milp
+from scipy.optimize import Bounds, LinearConstraint, linear_sum_assignment, linprog, milp
 from scipy.sparse import coo_matrix
 
 from dockline.core.decisions import travel_minutes
@@ -92,12 +92,16 @@ def plan_flow(
     km_cost: float,
     max_candidates: int,
 ) -> Plan:
-    """Moves surplus → deficit maximizing Σ bikes × (value_in[dst] + value_out[src]) minus
-    ``km_cost`` per km, as a mixed-integer min-cost flow (HiGHS): integer bikes per pair, a binary
-    per used pair (one truck move), at most ``frame.slots`` moves, bikes per move ≤ the largest
-    idle truck; then idle trucks are assigned to the chosen pairs by least deadhead time
-    (Hungarian), each move trimmed to its truck's capacity and dropped if it cannot arrive within
-    ``max_eta_min``."""
+    """Moves surplus → deficit as a min-cost flow solved by HiGHS.
+
+    A move (one truck) from source j to sink i carries ``b = min(truck, supply[j], demand[i])``
+    bikes and is worth ``b × (value_in[i] + value_out[j]) - km_cost × km``. The flow network
+    (super source → sources → sinks → super sink, unit capacities, at most ``frame.slots`` units)
+    picks the best set of moves, each station in at most one; its constraint matrix is totally
+    unimodular, so HiGHS's solution is integral at the root. Idle trucks are then assigned to
+    the chosen moves by least deadhead time (Hungarian); a move a truck cannot finish within
+    ``max_eta_min`` is dropped.
+    """
     plan = Plan()
     if frame.slots == 0 or not frame.trucks:
         return plan
@@ -116,69 +120,71 @@ def plan_flow(
         axis=0,
     )  # fmt: skip
     minutes = deadhead[:, None] + travel_minutes(km, c.speed_kmh, c.handling_min)
+    q = max(frame.truck_cap[t] for t in frame.trucks)
+    bikes = np.minimum(np.minimum(supply[src][:, None], demand[dst][None, :]), q)
     weight = value_out[src][:, None] + value_in[dst][None, :]
-    feasible = (weight > 0) & (src[:, None] != dst[None, :]) & (minutes <= c.max_eta_min)
-    if (weight > 0).any() and not feasible.any():
+    worth = bikes * weight - km_cost * km
+    useful = (worth > 0) & (src[:, None] != dst[None, :])
+    feasible = useful & (minutes <= c.max_eta_min)
+    if useful.any() and not feasible.all(where=useful):
         plan.binding.add("travel_time")
     js, is_ = np.nonzero(feasible)
     p = js.size
     if p == 0:
         return plan
-    q = max(frame.truck_cap[t] for t in frame.trucks)
-    w = weight[js, is_]
-    pkm = km[js, is_]
-    # Variables: x (bikes, integer) then y (move used, binary), one of each per pair.
-    cost = np.concatenate([-w, km_cost * pkm])
-    rows_s = coo_matrix((np.ones(p), (js, np.arange(p))), shape=(src.size, 2 * p))
-    rows_d = coo_matrix((np.ones(p), (is_, np.arange(p))), shape=(dst.size, 2 * p))
-    link = coo_matrix(
-        (np.concatenate([np.ones(p), -q * np.ones(p)]),
-         (np.tile(np.arange(p), 2), np.arange(2 * p))),
-        shape=(p, 2 * p),
-    )  # fmt: skip
-    count = coo_matrix((np.ones(p), (np.zeros(p, dtype=np.int64), p + np.arange(p))), (1, 2 * p))
-    constraints = [
-        LinearConstraint(rows_s, -np.inf, supply[src].astype(float)),
-        LinearConstraint(rows_d, -np.inf, demand[dst].astype(float)),
-        LinearConstraint(link, -np.inf, 0.0),
-        LinearConstraint(count, -np.inf, float(frame.slots)),
-    ]
-    upper = np.concatenate([np.full(p, float(q)), np.ones(p)])
-    result = milp(
-        cost,
-        constraints=constraints,
-        integrality=np.ones(2 * p),
-        bounds=Bounds(np.zeros(2 * p), upper),
-        options={"time_limit": 5.0, "mip_rel_gap": 1e-4},
+    cols = np.arange(p)
+    rows = np.concatenate([js, src.size + is_, np.full(p, src.size + dst.size)])
+    matrix = coo_matrix(
+        (np.ones(3 * p), (rows, np.tile(cols, 3))), shape=(src.size + dst.size + 1, p)
     )
-    if result.x is None:
+    upper = np.concatenate([np.ones(src.size + dst.size), [float(frame.slots)]])
+    # Totally unimodular: the dual simplex lands on an integral vertex; the MILP is the fallback
+    # should rounding ever leave it fractional.
+    lp = linprog(
+        -worth[js, is_],
+        A_ub=matrix.tocsr(),
+        b_ub=upper,
+        bounds=(0.0, 1.0),
+        method="highs-ds",
+    )
+    x = lp.x if lp.status == 0 else None
+    if x is None or np.abs(x - np.rint(x)).max() > 1e-6:
+        result = milp(
+            -worth[js, is_],
+            constraints=[LinearConstraint(matrix, -np.inf, upper)],
+            integrality=np.ones(p),
+            bounds=Bounds(np.zeros(p), np.ones(p)),
+            options={"time_limit": 2.0},
+        )
+        x = result.x
+    if x is None:
         return plan
-    x = np.rint(result.x[:p]).astype(np.int64)
-    chosen = np.flatnonzero((np.rint(result.x[p:]) > 0) & (x > 0))
+    chosen = np.flatnonzero(np.rint(x) > 0)
     if chosen.size == 0:
         return plan
-    # Trucks to pairs by deadhead time (deterministic: the Hungarian method breaks ties by index).
+    # Trucks to moves by deadhead time (deterministic: the Hungarian method breaks ties by index).
     trucks = frame.trucks
     dead: np.ndarray = np.stack(
         [travel_minutes(frame.truck_km_to(t, src[js[chosen]]), c.speed_kmh, c.handling_min)
          for t in trucks]
     )  # fmt: skip
-    rows, cols = linear_sum_assignment(dead)
-    for r, col in sorted(zip(rows.tolist(), cols.tolist(), strict=True), key=lambda rc: rc[1]):
+    rows_t, cols_m = linear_sum_assignment(dead)
+    order = sorted(zip(rows_t.tolist(), cols_m.tolist(), strict=True), key=lambda rc: rc[1])
+    for r, col in order:
         pair = int(chosen[col])
         truck = trucks[r]
         s, d = int(src[js[pair]]), int(dst[is_[pair]])
-        bikes = int(min(x[pair], frame.truck_cap[truck]))
+        load = int(min(bikes[js[pair], is_[pair]], frame.truck_cap[truck]))
         if frame.eta_minutes(truck, s, d) > c.max_eta_min:
             plan.binding.add("travel_time")
             continue
-        if bikes == frame.truck_cap[truck]:
+        if load == frame.truck_cap[truck]:
             plan.binding.add("truck_capacity")
-        plan.moves.append((truck, s, d, bikes))
-        plan.benefit += float(bikes * w[pair])
+        plan.moves.append((truck, s, d, load))
+        plan.benefit += float(load * weight[js[pair], is_[pair]])
     if chosen.size >= frame.slots:
-        wanted = int(np.count_nonzero(value_in[dst] > 0)) + int(
-            np.count_nonzero(value_out[src] > 0)
+        wanted = int(np.count_nonzero(useful.any(axis=1))) + int(
+            np.count_nonzero(useful.any(axis=0))
         )
         plan.binding.update(binding_slots(frame, wanted))
     return plan
