@@ -161,14 +161,21 @@ def decide_evaluate(
         f"({config.trucks} trucks, {config.moves_per_day} moves/day)",
         title_justify="left",
     )
-    cols = ("empty_minutes", "full_minutes", "outage_minutes", "outage_cost_usd",
-            "failed_rentals", "diverted_returns", "truck_km", "moves")  # fmt: skip
+    cols = {"empty_minutes": "empty min", "full_minutes": "full min",
+            "outage_minutes": "outage min", "outage_cost_usd": "cost $",
+            "failed_rentals": "failed", "diverted_returns": "diverted", "truck_km": "truck-km",
+            "moves": "moves"}  # fmt: skip
     table.add_column("policy")
-    for col in cols:
-        table.add_column(col.replace("_", " "), justify="right")
+    table.add_column("empty+full min [95% CI]", justify="right")
+    for label in cols.values():
+        table.add_column(label, justify="right")
     summary = payload["policies"]
     for name, m in summary.items():
-        table.add_row(name, *(f"{m[c]:,.0f} ±{(m[c + '_high'] - m[c]):,.0f}" for c in cols))
+        both = (
+            f"{m['empty_full_minutes']:,.0f} [{m['empty_full_minutes_low']:,.0f},"
+            f" {m['empty_full_minutes_high']:,.0f}]"
+        )
+        table.add_row(name, both, *(f"{m[c]:,.0f}" for c in cols))
     console.print(table)
     p = summary.get("predictive", {})
     if "reduction_vs_none" in p:

@@ -70,6 +70,7 @@ def write_plots(
         ax.set_title(metric.replace("_", " "), fontsize=9)
         ax.tick_params(axis="x", labelsize=8, rotation=20)
         ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
     out["bars"] = _png(fig)
     plt.close(fig)
     return out
