@@ -88,3 +88,17 @@ def test_bad_options_and_an_unreachable_sim_are_one_line_errors(tmp_path: Path) 
         ["run", "--once", "--sim-url", "http://127.0.0.1:9", "--data-dir", str(tmp_path)],
     )
     assert gone.exit_code != 0 and getattr(gone.exception, "reason", None) == "unreachable"
+
+
+def test_follow_runs_a_cycle_every_simulated_cycle(tmp_path: Path) -> None:
+    city = City(CityConfig(stations=60, seed=2, start=START))
+    with SimServer(city, speed=3600.0, fleet=Fleet(city, trucks=2)) as server:  # 1 s = 1 sim hour
+        args = ["run", "--follow", "--cycles", "2", "--policy", "reactive", "--sim-url"]
+        args += [server.url, "--data-dir", str(tmp_path), "--json"]
+        result = CliRunner().invoke(decide_app, args)
+    assert result.exit_code == 0, result.output
+    lines = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) == 2
+    first, second = (datetime.fromisoformat(x["decision"]["cycle_time"]) for x in lines)
+    assert second - first >= timedelta(minutes=15)
+    assert len(DecisionLog(tmp_path / "decisions").read()) == 2
