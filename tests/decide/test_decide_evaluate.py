@@ -46,7 +46,7 @@ def test_a_run_respects_the_day_budget_and_is_deterministic(policy: str) -> None
     assert [encode(d) for d in again] == [encode(d) for d in seen]
     if policy == "predictive":
         acted = [d for d in seen if d.actions]
-        assert acted and all(d.model_versions == ("poisson-rates",) for d in acted)
+        assert acted and all(d.model_versions == ("poisson-rates:sim-rates",) for d in acted)
 
 
 def test_none_is_the_same_city_whoever_runs_it() -> None:
@@ -76,3 +76,19 @@ def test_evaluate_cli_json_and_report(tmp_path: Path) -> None:
     assert "<img" in text and "poisson-rates" in text
     bad = runner.invoke(decide_app, ["evaluate", "--policies", "greedy", "--data-dir", "x"])
     assert bad.exit_code != 0
+
+
+def test_the_zone_rates_forecaster_knows_less_and_says_so() -> None:
+    from dockline.core.errors import ConfigError
+    from dockline.pipeline.decide import sim_predictions
+    from dockline.sim import City, CityConfig
+
+    city = City(CityConfig(stations=80, seed=1, start=MORNING))
+    city.run(120)
+    sharp = sim_predictions(city, 60, "sim-rates")
+    blunt = sim_predictions(city, 60, "zone-rates")
+    assert {p.model_version for p in blunt} == {"poisson-rates:zone-rates"}
+    nets = {p.expected_net for p in blunt}
+    assert len(nets) <= 3 < len({p.expected_net for p in sharp}), "one rate pair per zone"
+    with pytest.raises(ConfigError, match="forecaster"):
+        EvalConfig(forecaster="crystal-ball")

@@ -107,6 +107,13 @@ def decide_evaluate(
         int | None, typer.Option(help="Move budget per day (default: [decide] moves_per_day).")
     ] = None,
     stations: Annotated[int, typer.Option(help="Stations in the simulated city.")] = 300,
+    forecaster: Annotated[
+        str,
+        typer.Option(
+            help="The predictive policy's forecasts: sim-rates (each station's true rates) or"
+            " zone-rates (zone means by hour of week, fair weather)."
+        ),
+    ] = "sim-rates",
     policies: Annotated[
         str, typer.Option(help="Comma-separated policies.")
     ] = "none,reactive,predictive,oracle",
@@ -139,6 +146,7 @@ def decide_evaluate(
         trucks=trucks,
         moves_per_day=moves_per_day,
         stations=stations,
+        forecaster=forecaster,
     )
     chosen: list[PolicyName] = [p for p in POLICIES if p in names]
     with progress_bar(quiet=json_out) as progress:

@@ -42,6 +42,7 @@ from dockline.sim.city import City, CityConfig
 from dockline.sim.fleet import ActionRequest, Fleet, future_outlook
 
 __all__ = [
+    "FORECASTERS",
     "EvalConfig",
     "EvalResult",
     "city_inputs",
@@ -69,6 +70,11 @@ METRICS = (
 )
 
 
+FORECASTERS = ("sim-rates", "zone-rates")
+"""``sim-rates``: each station's true rates and the current weather; ``zone-rates``: only its
+zone's mean rates by hour of week in fair weather (what an hour-of-week baseline knows)."""
+
+
 @dataclass(frozen=True, slots=True)
 class EvalConfig:
     """One evaluation: the cities (stations, days, seeds), the fleet and budget, the cycle."""
@@ -82,6 +88,7 @@ class EvalConfig:
     moves_per_day: int = 192
     cycle_minutes: int = 15
     horizon_minutes: int = 60
+    forecaster: str = "sim-rates"
     start: datetime = CityConfig().start
     params: PolicyParams = field(default_factory=PolicyParams)
 
@@ -90,6 +97,10 @@ class EvalConfig:
             raise ConfigError(
                 "days must be > 0, seeds >= 1, trucks >= 0 and cycle_minutes >= 1; got "
                 f"{self.days}, {self.seeds}, {self.trucks}, {self.cycle_minutes}"
+            )
+        if self.forecaster not in FORECASTERS:
+            raise ConfigError(
+                f"forecaster must be one of {', '.join(FORECASTERS)}; got {self.forecaster!r}"
             )
 
     @property
@@ -159,17 +170,27 @@ class EvalResult:
                 "moves_per_day": c.moves_per_day,
                 "cycle_minutes": c.cycle_minutes,
                 "horizon_minutes": c.horizon_minutes,
-                "forecaster": POISSON_MODEL_VERSION,
+                "forecaster": f"{POISSON_MODEL_VERSION}:{c.forecaster}",
             },
             "per_seed": self.per_seed,
             "seconds": round(self.seconds, 1),
         }
 
 
-def sim_predictions(city: City, horizon_minutes: int) -> tuple[StationPrediction, ...]:
-    """The ``poisson-rates`` forecaster: the city's expected departures and arrivals over the
-    horizon → ``p_empty`` / ``p_full`` (Skellam) and the expected net flow."""
-    dep, arr = city.expected_flows(horizon_minutes)
+def sim_predictions(
+    city: City, horizon_minutes: int, forecaster: str = "sim-rates"
+) -> tuple[StationPrediction, ...]:
+    """The ``poisson-rates`` forecaster: expected departures and arrivals over the horizon →
+    ``p_empty`` / ``p_full`` (Skellam) and the expected net flow."""
+    if forecaster not in FORECASTERS:
+        raise ConfigError(f"forecaster must be one of {', '.join(FORECASTERS)}; got {forecaster!r}")
+    if forecaster == "sim-rates":
+        dep, arr = city.expected_flows(horizon_minutes)
+    else:
+        dep, arr = city.expected_flows(horizon_minutes, weather=False)
+        counts = np.maximum(np.bincount(city.zone, minlength=3), 1)
+        dep = (np.bincount(city.zone, weights=dep, minlength=3) / counts)[city.zone]
+        arr = (np.bincount(city.zone, weights=arr, minlength=3) / counts)[city.zone]
     pe, pf = poisson_risk(city.bikes, city.docks_available, dep, arr)
     net = arr - dep
     return tuple(
@@ -177,7 +198,7 @@ def sim_predictions(city: City, horizon_minutes: int) -> tuple[StationPrediction
             station_id=sid,
             p_empty=round(float(pe[i]), 6),
             p_full=round(float(pf[i]), 6),
-            model_version=POISSON_MODEL_VERSION,
+            model_version=f"{POISSON_MODEL_VERSION}:{forecaster}",
             bundle_id="none",
             expected_net=round(float(net[i]), 4),
         )
@@ -242,7 +263,11 @@ def run_policy(
     on_decision: Callable[[Decision], None] | None = None,
 ) -> tuple[dict[str, float], np.ndarray]:
     """Simulate ``config.days`` of one city under ``policy``: (KPIs, empty+full per minute)."""
-    city = City(CityConfig(stations=config.stations, seed=seed, start=config.start))
+    city = City(
+        CityConfig(
+            stations=config.stations, seed=seed, start=config.start, common_random_numbers=True
+        )
+    )
     fleet = Fleet(city, trucks=config.trucks, capacity=config.truck_capacity)
     total = round(config.days * 1440)
     tz = ZoneInfo(city.config.tz)
@@ -258,7 +283,9 @@ def run_policy(
         if policy != "none" and minute % config.cycle_minutes == 0:
             constraints = Constraints(**{**_fields(base), "moves_used_today": used_today})
             predictions = (
-                sim_predictions(city, config.horizon_minutes) if policy == "predictive" else ()
+                sim_predictions(city, config.horizon_minutes, config.forecaster)
+                if policy == "predictive"
+                else ()
             )
             future = future_outlook(city, config.horizon_minutes) if policy == "oracle" else None
             inputs = city_inputs(city, fleet, constraints, predictions=predictions, future=future)

@@ -86,6 +86,10 @@ class CityConfig:
     maintenance_per_station_day: float = 0.02
     system_id: str = "dockline_sim"
     system_name: str = "dockline simulated city"
+    common_random_numbers: bool = False
+    """Draw the randomness of every attempted trip, taken or failed, so the random stream does
+    not depend on the bikes: runs that differ only in truck moves then see the same riders
+    (policy evaluation). Off, a seed keeps the trajectory it always had."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.stations <= 100_000:
@@ -407,9 +411,8 @@ class City:
         self.last_demand = demand
         self.last_failed = demand - taken
         self.metrics.failed_rentals += wanted - started
-        if wanted:
-            # Draw every attempted trip's randomness, used or not, so the random stream does not
-            # depend on the bikes: runs that differ only in truck moves share their random numbers.
+        if self.config.common_random_numbers and wanted:
+            # Every attempted trip's randomness, used or not: the stream ignores the bikes.
             u = self._rng.random((3, wanted))
             if started:
                 self.bikes -= taken
@@ -417,6 +420,9 @@ class City:
                     first = np.repeat(np.cumsum(demand) - demand, demand)
                     u = u[:, (np.arange(wanted) - first) < np.repeat(taken, demand)]
                 self._start_trips(taken, started, u)
+        elif started:
+            self.bikes -= taken
+            self._start_trips(taken, started, self._rng.random((3, started)))
         self.step_index += 1
         self._now_us += self._step_us
         bikes = self.bikes
@@ -484,13 +490,15 @@ class City:
         self._truck_load -= bikes
         self._unload(station, bikes)
 
-    def expected_flows(self, minutes: float) -> tuple[np.ndarray, np.ndarray]:
+    def expected_flows(
+        self, minutes: float, *, weather: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Expected (departures, arrivals) per station over the next ``minutes`` at the demand
-        rates of the hours they fall in, the current weather held: the simulator's own forecast,
-        without its random numbers or the trips in flight."""
+        rates of the hours they fall in, the current weather held (``weather=False``: fair
+        weather): the simulator's own forecast, without its random numbers or trips in flight."""
         dep = np.zeros(self.n)
         arr = np.zeros(self.n)
-        factor = weather_factor(self.weather.temp_c, self.weather.precip_mm)
+        factor = weather_factor(self.weather.temp_c, self.weather.precip_mm) if weather else 1.0
         per_min = self.config.trips_per_station_hour / 60.0 * factor * self._popularity
         zone_pop = np.bincount(self.zone, weights=self._popularity, minlength=3)
         share = self._popularity / np.maximum(zone_pop[self.zone], 1e-12)
