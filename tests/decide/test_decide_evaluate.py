@@ -92,3 +92,16 @@ def test_the_zone_rates_forecaster_knows_less_and_says_so() -> None:
     assert len(nets) <= 3 < len({p.expected_net for p in sharp}), "one rate pair per zone"
     with pytest.raises(ConfigError, match="forecaster"):
         EvalConfig(forecaster="crystal-ball")
+
+
+def test_the_decide_sections_service_hours_reach_the_evaluation() -> None:
+    from dockline.core.config import DecideConfig
+    from dockline.pipeline.decide import eval_config_from
+
+    late = eval_config_from(
+        DecideConfig(service_start_hour=20), stations=60, days=0.2, seeds=1, start=MORNING
+    )
+    assert late.constraints.service_start_hour == 20 and late.constraints.moves_per_day == 192
+    kpis, _ = run_policy("reactive", 4, late)
+    assert kpis["moves"] == 0, "05:00-09:48 is outside 20:00-22:00"
+    assert kpis["outage_minutes"] > 0, "the outage KPI keeps the contract's 06:00-22:00"

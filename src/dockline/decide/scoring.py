@@ -18,9 +18,16 @@ import math
 import numpy as np
 from scipy import stats
 
-__all__ = ["COST_PER_MINUTE", "OUTAGE_GRACE_MINUTES", "OutageCounter", "summarize"]
+__all__ = [
+    "COST_PER_MINUTE",
+    "OUTAGE_GRACE_MINUTES",
+    "OUTAGE_HOURS",
+    "OutageCounter",
+    "summarize",
+]
 
 OUTAGE_GRACE_MINUTES = 10
+OUTAGE_HOURS = (6, 22)  # local time, [start, end): the contract's window, not the service hours
 COST_PER_MINUTE = 1.0  # USD
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgspec
 import numpy as np
 
 from dockline.core.config import DataDir, DecideConfig, resolve_data_dir
@@ -37,7 +38,7 @@ from dockline.core.errors import ConfigError
 from dockline.decide import POISSON_MODEL_VERSION, POLICIES, decide, poisson_risk
 from dockline.decide.audit import DecisionLog
 from dockline.decide.report import render_report, save_report, write_plots
-from dockline.decide.scoring import COST_PER_MINUTE, OutageCounter, summarize
+from dockline.decide.scoring import COST_PER_MINUTE, OUTAGE_HOURS, OutageCounter, summarize
 from dockline.sim.city import City, CityConfig
 from dockline.sim.fleet import ActionRequest, Fleet, future_outlook
 
@@ -103,9 +104,14 @@ class EvalConfig:
                 f"forecaster must be one of {', '.join(FORECASTERS)}; got {self.forecaster!r}"
             )
 
+    base: Constraints = field(default_factory=Constraints)
+    """Speed, handling time and service hours (the ``[decide]`` section's); the fields above
+    override its budget."""
+
     @property
     def constraints(self) -> Constraints:
-        return Constraints(
+        return msgspec.structs.replace(
+            self.base,
             moves_per_cycle=self.trucks,
             moves_per_day=self.moves_per_day,
             truck_capacity=self.truck_capacity,
@@ -268,20 +274,26 @@ def run_policy(
             stations=config.stations, seed=seed, start=config.start, common_random_numbers=True
         )
     )
-    fleet = Fleet(city, trucks=config.trucks, capacity=config.truck_capacity)
+    base = config.constraints
+    fleet = Fleet(
+        city,
+        trucks=config.trucks,
+        capacity=config.truck_capacity,
+        speed_kmh=base.speed_kmh,
+        handling_min=base.handling_min,
+    )
     total = round(config.days * 1440)
-    tz = ZoneInfo(city.config.tz)
-    window = _service_minutes(config.start, total, tz, config.constraints)
+    tz = ZoneInfo(base.tz)
+    window = _local_hours_in(config.start, total, tz, OUTAGE_HOURS)
     days = _local_days(config.start, total, tz)
     outages = OutageCounter(city.n)
     curve = np.zeros(total, dtype=np.int32)
     used_today, today = 0, days[0]
-    base = config.constraints
     for minute in range(total):
         if days[minute] != today:
             used_today, today = 0, days[minute]
         if policy != "none" and minute % config.cycle_minutes == 0:
-            constraints = Constraints(**{**_fields(base), "moves_used_today": used_today})
+            constraints = msgspec.structs.replace(base, moves_used_today=used_today)
             predictions = (
                 sim_predictions(city, config.horizon_minutes, config.forecaster)
                 if policy == "predictive"
@@ -345,16 +357,15 @@ def evaluate(
     )
 
 
-def _fields(c: Constraints) -> dict[str, Any]:
-    return {name: getattr(c, name) for name in c.__struct_fields__}
-
-
-def _service_minutes(start: datetime, total: int, tz: ZoneInfo, c: Constraints) -> np.ndarray:
-    hours = np.array(
+def _local_hours_in(
+    start: datetime, total: int, tz: ZoneInfo, hours: tuple[int, int]
+) -> np.ndarray:
+    """Per minute from ``start``: whether its local hour is in ``[hours[0], hours[1])``."""
+    local = np.array(
         [(start + timedelta(hours=h)).astimezone(tz).hour for h in range(total // 60 + 2)]
     )
-    minute_hour = hours[(np.arange(total) + start.minute) // 60]
-    out: np.ndarray = (minute_hour >= c.service_start_hour) & (minute_hour < c.service_end_hour)
+    minute_hour = local[(np.arange(total) + start.minute) // 60]
+    out: np.ndarray = (minute_hour >= hours[0]) & (minute_hour < hours[1])
     return out
 
 
@@ -407,6 +418,7 @@ def eval_config_from(cfg: DecideConfig, **overrides: Any) -> EvalConfig:
         "cycle_minutes": max(1, round(cfg.cycle.total_seconds() / 60)),
         "horizon_minutes": max(1, round(cfg.horizon.total_seconds() / 60)),
         "params": params_from(cfg),
+        "base": constraints_from(cfg),
     }
     base.update({k: v for k, v in overrides.items() if v is not None})
     return EvalConfig(**base)
