@@ -181,3 +181,20 @@ def test_expected_flows_and_future_outlook() -> None:
     # A station that runs empty in the next hour needs bikes; one that cannot spare any has none.
     assert ((out["empty_minutes"] > 0) <= (out["need"] > 0)).all()
     assert ((out["need"] > 0) <= (out["removable"] == 0)).all()
+
+
+def test_a_bad_content_length_is_a_400_not_a_dead_thread() -> None:
+    import socket
+
+    city = quiet_city()
+    with SimServer(city, clock=FixedClock(city.time)) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(
+                b"POST /v1/actions HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n"
+                b"Connection: close\r\n\r\n"
+            )
+            reply = b""
+            while chunk := sock.recv(4096):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 400") and b"bad_request" in reply
+        assert httpx.get(f"{server.url}/v1/trucks").status_code == 200, "the server still answers"

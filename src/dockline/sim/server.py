@@ -353,10 +353,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(response.body)
 
     def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length > 0 else b""
         try:
-            response = self.sim.handle_post(self.path, body)
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        try:
+            if length < 0:
+                detail = "Content-Length must be a whole number >= 0"
+                response = _Response(
+                    400, orjson.dumps({"reason": "bad_request", "detail": detail}), {}
+                )
+            else:
+                body = self.rfile.read(length) if length else b""
+                response = self.sim.handle_post(self.path, body)
         except Exception as exc:  # a bug must not kill the server thread; report it as 500
             response = _Response(
                 500, orjson.dumps({"reason": "internal_error", "detail": str(exc)}), {}
