@@ -24,6 +24,7 @@ from dockline.core.time import parse_duration
 __all__ = [
     "DATA_DIR_ENV",
     "DataDir",
+    "DecideConfig",
     "DocklineConfig",
     "FeaturesConfig",
     "IngestConfig",
@@ -255,6 +256,44 @@ class MonitorConfig(_Frozen):
 # -- end monitor ---------------------------------------------------------------------------------
 
 
+# -- decide (P7) ------------------------------------------------------------------------------
+
+
+class DecideConfig(_Frozen):
+    """The ``[decide]`` section: the policy, its gates, the fleet and the move budget."""
+
+    policy: Literal["none", "reactive", "predictive", "oracle"] = "predictive"
+    cycle: Duration = timedelta(minutes=15)
+    horizon: Duration = timedelta(hours=1)
+    """The predictions' horizon; no move is planned to arrive later than this."""
+    # The budget: about one truck per 40 stations of the 300-station simulated city (operators
+    # run roughly one van per 25-40 stations) and 24 moves per truck-day (1.5 an hour, 16 hours).
+    trucks: int = Field(default=8, ge=0)
+    truck_capacity: int = Field(default=20, ge=1)
+    moves_per_cycle: int = Field(default=8, ge=0)
+    moves_per_day: int = Field(default=192, ge=0)
+    truck_speed_kmh: float = Field(default=20.0, gt=0)
+    handling_minutes: float = Field(default=5.0, ge=0)
+    service_start_hour: int = Field(default=6, ge=0, le=24)
+    service_end_hour: int = Field(default=22, ge=0, le=24)
+    tz: str = "America/Chicago"
+    healthy_verdicts: tuple[Literal["healthy", "degraded", "unhealthy"], ...] = ("healthy",)
+    """Verdicts under which the predictive policy acts on the model."""
+    max_feature_age: Duration = timedelta(minutes=10)
+    act_threshold: float = Field(default=0.5, gt=0, le=1)
+    max_ambiguous_share: float = Field(default=0.5, ge=0, le=1)
+    min_coverage: float = Field(default=0.9, ge=0, le=1)
+    target_fill: float = Field(default=0.5, gt=0, lt=1)
+    km_cost: float = Field(default=0.05, ge=0)
+    serve_url: str = "http://127.0.0.1:8000"
+    """``dockline decide run`` reads predictions from this serving API."""
+    sim_url: str = "http://127.0.0.1:8080"
+    """… and sends the actions to this simulated city's truck API."""
+
+
+# -- end decide -------------------------------------------------------------------------------
+
+
 class DocklineConfig(_Frozen):
     """All of dockline's settings, loaded from ``<data-dir>/dockline.toml`` when present."""
 
@@ -267,6 +306,7 @@ class DocklineConfig(_Frozen):
     serve: ServeConfig = ServeConfig()
     clock: ClockConfig = ClockConfig()
     monitor: MonitorConfig = MonitorConfig()
+    decide: DecideConfig = DecideConfig()
 
     @classmethod
     def load(cls, path: Path | None) -> Self:
