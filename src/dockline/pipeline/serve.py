@@ -21,6 +21,7 @@ from dockline.core.config import DATA_DIR_ENV
 from dockline.core.time import to_micros
 from dockline.features.offline import OfflineExecutor
 from dockline.features.served import ServedVectors
+from dockline.pipeline.decide_api import add_decide_route
 from dockline.pipeline.features import load_plan, offline_sources, open_online_store
 from dockline.pipeline.platform import Platform
 from dockline.pipeline.train import model_name_for
@@ -71,7 +72,7 @@ def create_serving_app(platform: Platform) -> FastAPI:
         # Each worker counts its own requests: one window series per process, not one
         # deployment-wide series that P6's deduplication would collapse.
         deployment = f"{deployment}-{os.getpid()}"
-    return create_app(
+    app = create_app(
         features=features,
         registry=registry,
         model_name=model_name(platform),
@@ -82,6 +83,8 @@ def create_serving_app(platform: Platform) -> FastAPI:
         plan_hash=plan.hash,  # the plan evaluating the features: bundles of another are refused
         on_close=[features.close, offline.close],
     )
+    add_decide_route(app, platform.config.decide)  # POST /v1/decide (P7)
+    return app
 
 
 def create_app_from_data_dir() -> FastAPI:
