@@ -79,6 +79,7 @@ def main() -> None:
     parser.add_argument("--chunk", default="15m", help="replay step")
     parser.add_argument("--quiet-share", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--hours", type=float, default=24.0, help="how much of the day")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "served_consistency.json")
     args = parser.parse_args()
     day = datetime.fromisoformat(args.day).replace(tzinfo=UTC)
@@ -104,20 +105,24 @@ def main() -> None:
     )
     platform = Platform.open(tmp / "data")  # ingest on the wall clock (the archive is dated)
     serving = dataclasses.replace(platform, clock=clock)  # requests at replayed times
-    requests = statuses_ok = degraded = chunks = 0
+    requests = statuses_ok = degraded = chunks = accepted = 0
+    ages: list[float] = []
     server = None
     client = None
     try:
         t = day
-        while t < day + timedelta(days=1):
+        while t < day + timedelta(hours=args.hours):
             end = t + step
             part = rows.filter(pc.and_(pc.greater_equal(rows.column("obs_ts"), t),
                                        pc.less(rows.column("obs_ts"), end)))  # fmt: skip
             chunk_dir = tmp / f"chunk-{chunks:04d}"
             (chunk_dir / "station_status").mkdir(parents=True)
             pq.write_table(part, chunk_dir / "station_status" / f"{day:%Y-%m}.parquet")
-            shutil.copy(DIVVY / "station_information.parquet", chunk_dir)
-            ingest_archive(platform, chunk_dir, source="archive:divvy-replay")
+            if chunks == 0:  # stations are described once
+                shutil.copy(DIVVY / "station_information.parquet", chunk_dir)
+            # one source per chunk: an archive import resumes by source name
+            summary = ingest_archive(platform, chunk_dir, source=f"archive:divvy-{chunks:04d}")
+            accepted += summary.accepted
             sink_offline(platform)
             materialize(platform)
             chunks += 1
@@ -142,6 +147,7 @@ def main() -> None:
                     requests += 1
                     statuses_ok += item["status"] == "ok"
                     degraded += item["status"] == "degraded"
+                    ages.append(item["age_s"] if item["age_s"] is not None else -1.0)
     finally:
         if client is not None:
             client.close()
@@ -154,10 +160,12 @@ def main() -> None:
         "stations": len(stations),
         "quiet_stations": len(windows),
         "quiet_snapshots_removed": removed,
+        "accepted_events": accepted,
         "chunks": chunks,
         "requests": requests,
         "ok": statuses_ok,
         "degraded": degraded,
+        "age_s_p50": sorted(ages)[len(ages) // 2] if ages else None,
         "compared": report.compared,
         "mismatches": report.mismatches,
         "mismatching_features": {

@@ -242,7 +242,9 @@ def serve_dockline(root: Path, port: int, model: str) -> None:
         group=GROUP,
         on_close=[store.close],
     )
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    # The product's uvicorn settings: the guarded protocol (read deadlines) and keep-alive.
+    options = app.state.uvicorn_options
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, **options)
 
 
 def serve_common(root: Path, port: int) -> None:

@@ -19,6 +19,8 @@ PUBLIC = [
     "dockline.core.bundle",
     "dockline.train",
     "dockline.serve",
+    "dockline.core.monitoring",
+    "dockline.monitor",
 ]
 
 

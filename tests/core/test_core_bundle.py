@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -132,3 +135,48 @@ def test_platt_calibration_is_a_logistic_of_the_logit() -> None:
     np.testing.assert_allclose(apply_calibration(cal, p), 1 / (1 + np.exp(-(2 * logit - 1))))
     with pytest.raises(ContractError):
         apply_calibration(Calibration(method="platt"), p)
+
+
+def _relisted(bundle_path: Path, target: Path, extra: dict[str, bytes]) -> Path:
+    """A copy of the bundle at ``target`` whose manifest also lists ``extra`` (name -> bytes)."""
+    shutil.copytree(bundle_path, target, symlinks=True)
+    manifest = json.loads((target / "manifest.json").read_text())
+    for name, data in extra.items():
+        manifest["lineage"]["files"][name] = hashlib.sha256(data).hexdigest()
+    (target / "manifest.json").write_text(json.dumps(manifest, sort_keys=True, indent=2) + "\n")
+    return target
+
+
+def test_a_manifest_names_only_plain_files_inside_the_bundle(tmp_path: Path) -> None:
+    _, _, onnx_bytes = _model()
+    bundle = write_bundle(tmp_path / "b", _manifest(), {"model.onnx": onnx_bytes}, _drift())
+    outside = tmp_path / "x"
+    outside.write_bytes(b"secret")
+
+    escaping = _relisted(bundle.path, tmp_path / "escaping", {"../x": b"secret"})
+    with pytest.raises(ContractError, match=r"plain names.*'\.\./x'") as caught:
+        load_bundle(escaping)
+    assert caught.value.reason == "bundle_tampered"
+
+    absolute = _relisted(bundle.path, tmp_path / "absolute", {str(outside): b"secret"})
+    with pytest.raises(ContractError, match="plain names"):
+        load_bundle(absolute)
+
+    linked = _relisted(bundle.path, tmp_path / "linked", {"notes.txt": b"secret"})
+    (linked / "notes.txt").symlink_to(outside)
+    with pytest.raises(ContractError, match=r"notes\.txt must be a plain file"):
+        load_bundle(linked)
+
+    # The model itself replaced by a symlink to identical bytes: still refused.
+    model_link = tmp_path / "model_link"
+    shutil.copytree(bundle.path, model_link)
+    (tmp_path / "elsewhere.onnx").write_bytes(onnx_bytes)
+    (model_link / "model.onnx").unlink()
+    (model_link / "model.onnx").symlink_to(tmp_path / "elsewhere.onnx")
+    with pytest.raises(ContractError, match=r"model\.onnx must be a plain file"):
+        load_bundle(model_link)
+
+    with pytest.raises(ContractError, match="plain names"):
+        write_bundle(tmp_path / "w", _manifest(), {"model.onnx": onnx_bytes, "../y": b""}, _drift())
+    assert not (tmp_path / "y").exists()
+    load_bundle(bundle.path)  # the untouched bundle still loads

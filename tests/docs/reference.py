@@ -60,11 +60,13 @@ def config_page() -> str:
     ]
     section = ""
     for key, description, default in settings(DocklineConfig):
-        head, name = key.split(".")
+        head, name = key.rsplit(".", 1)
         if head != section:
             section = head
-            doc = DocklineConfig.model_fields[head].annotation.__doc__ or ""  # type: ignore[union-attr]
-            lines += ["", f"## [{head}]", "", _cell(doc), ""]
+            model: Any = DocklineConfig
+            for part in head.split("."):
+                model = model.model_fields[part].annotation
+            lines += ["", f"## [{head}]", "", _cell(model.__doc__ or ""), ""]
             lines += ["| key | default | meaning |", "|---|---|---|"]
         meaning = _cell(description)
         if key in ENV_OVERRIDES:

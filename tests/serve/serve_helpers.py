@@ -57,9 +57,15 @@ def _verdict() -> GateVerdict:
 
 
 def make_bundle(
-    root: Path, seed: int, *, baseline: bool, features: list[str] | None = None
+    root: Path,
+    seed: int,
+    *,
+    baseline: bool,
+    features: list[str] | None = None,
+    plan_hash: str = "1" * 64,
 ) -> Bundle:
-    """A logistic regression on synthetic data as a real bundle (ONNX, zipmap off)."""
+    """A logistic regression on synthetic data as a real bundle (ONNX, zipmap off), trained
+    (says its lineage) on the feature plan ``plan_hash``."""
     names = features or MODEL_FEATURES
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(500, len(names))).astype(np.float32)
@@ -82,7 +88,7 @@ def make_bundle(
         lineage=Lineage(
             dataset_name="serve-test-set",
             dataset_hash=f"{seed:064d}",
-            plan_hash="1" * 64,
+            plan_hash=plan_hash,
             config_hash="2" * 64,
             code_version="0.1.0",
             seed=seed,

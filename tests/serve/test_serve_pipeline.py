@@ -78,7 +78,9 @@ def quiet_city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QuietCity]:
         for n in plan.feature_names
         if (n.endswith("__last") and "is_" not in n) or n in ("hour_of_day", "day_of_week")
     ]
-    bundle = make_bundle(root / "staging", 0, baseline=False, features=features)
+    bundle = make_bundle(
+        root / "staging", 0, baseline=False, features=features, plan_hash=plan.hash
+    )
     registry = MlflowRegistry.for_data_dir(platform.data)
     version = registry.register("main", bundle.path, run_id=None, gate=_verdict()).version
     registry.set_alias("main", "champion", version, actor="test", reason="test", action="promote")

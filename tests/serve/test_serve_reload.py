@@ -7,9 +7,27 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
-from serve_helpers import FRESH, ServeFactory, World
+import pyarrow as pa
+from serve_helpers import (
+    FRESH,
+    FRESH_AGE,
+    GROUP,
+    STORE_COLUMNS,
+    T0,
+    ServeFactory,
+    Server,
+    World,
+    vector,
+)
+
+from dockline.core.config import DataDir, ServeConfig
+from dockline.core.contracts import TS_TYPE
+from dockline.core.time import FixedClock, to_micros
+from dockline.serve import create_app
+from dockline.store import SqliteOnlineStore
 
 AUTH = {"authorization": "Bearer secret"}
 
@@ -158,3 +176,107 @@ def test_a_reload_with_unmoved_aliases_reads_no_bundle(world: World, serve: Serv
         assert r.json()["changed"] is False
         p = httpx.post(f"{server.url}/v1/predict", json={"entity": "s001"})
         assert p.status_code == 200 and p.json()["model"]["version"] == v1
+
+
+def _own_store(path: Path, columns: list[str]) -> SqliteOnlineStore:
+    """A store of its own (re-registering the shared one would wipe every test's vectors)."""
+    store = SqliteOnlineStore(path)
+    store.register(GROUP, columns)
+    rows = [vector(e) for e in FRESH[:3]]
+    table = pa.table(
+        {
+            "station_id": FRESH[:3],
+            "as_of": pa.array([T0 - FRESH_AGE] * 3, TS_TYPE),
+            **{c: [r[c] for r in rows] for c in columns},
+        }
+    )
+    store.write(GROUP, table, key="station_id", as_of="as_of", written_at_us=to_micros(T0))
+    return store
+
+
+def test_a_changed_group_layout_answers_503_instead_of_misaligned_scores(
+    world: World, tmp_path: Path
+) -> None:
+    store = _own_store(tmp_path / "online.sqlite", STORE_COLUMNS)
+    app = create_app(
+        store=store,
+        registry=world.registry,
+        model_name="main",
+        config=ServeConfig(reload_poll="1h"),
+        data_dir=DataDir(tmp_path / "out"),
+        clock=FixedClock(T0),
+    )
+    with Server(app) as server, httpx.Client(base_url=server.url) as client:
+        assert client.post("/v1/predict", json={"entity": FRESH[1]}).status_code == 200
+        # A new plan re-registers the group with the same names in another order and writes
+        # its vectors: the loaded model's column index no longer fits them.
+        _own_store(tmp_path / "online.sqlite", list(reversed(STORE_COLUMNS))).close()
+        store.register(GROUP, list(reversed(STORE_COLUMNS)))  # this handle sees it too
+        for path, body in (
+            ("/v1/predict", {"entity": FRESH[1]}),
+            ("/v1/predict/batch", {"entities": FRESH[:2]}),
+        ):
+            r = client.post(path, json=body)
+            assert r.status_code == 503, r.text
+            assert r.json()["reason"] == "feature_schema_mismatch"
+        ready = client.get("/ready").json()
+        assert ready["reason"] == "feature_schema_mismatch"
+        assert ready["checks"]["layout"] == {"ok": False, "reason": "feature_schema_mismatch"}
+    store.close()
+
+
+def test_vectors_of_another_width_answer_503_though_the_store_cache_lags(
+    world: World, tmp_path: Path
+) -> None:
+    store = _own_store(tmp_path / "online.sqlite", STORE_COLUMNS)
+    app = create_app(
+        store=store,
+        registry=world.registry,
+        model_name="main",
+        config=ServeConfig(reload_poll="1h"),
+        data_dir=DataDir(tmp_path / "out"),
+        clock=FixedClock(T0),
+    )
+    with Server(app) as server, httpx.Client(base_url=server.url) as client:
+        assert client.post("/v1/predict", json={"entity": FRESH[1]}).status_code == 200
+        # Another process (the materializer) re-registers with one more column; the serving
+        # handle's cached columns do not see it, but the vectors' width does.
+        other = SqliteOnlineStore(tmp_path / "online.sqlite")
+        other.register(GROUP, ["new_first", *STORE_COLUMNS])
+        rows = [vector(e) for e in FRESH[:3]]
+        table = pa.table(
+            {
+                "station_id": FRESH[:3],
+                "as_of": pa.array([T0 - FRESH_AGE] * 3, TS_TYPE),
+                "new_first": [1.0] * 3,
+                **{c: [r[c] for r in rows] for c in STORE_COLUMNS},
+            }
+        )
+        other.write(GROUP, table, key="station_id", as_of="as_of", written_at_us=to_micros(T0))
+        other.close()
+        for path, body in (
+            ("/v1/predict", {"entity": FRESH[1]}),
+            ("/v1/predict/batch", {"entities": FRESH[:2]}),
+        ):
+            r = client.post(path, json=body)
+            assert r.status_code == 503, r.text
+            assert r.json()["reason"] == "feature_schema_mismatch"
+    store.close()
+
+
+def test_a_bundle_trained_on_another_plan_is_refused(world: World, tmp_path: Path) -> None:
+    # The test bundles were trained on plan "1" * 64; the online group comes from another one.
+    app = create_app(
+        store=world.store,
+        registry=world.registry,
+        model_name="main",
+        config=ServeConfig(reload_poll="1h"),
+        data_dir=DataDir(tmp_path / "out"),
+        clock=FixedClock(T0),
+        plan_hash="9" * 64,
+    )
+    with Server(app) as server, httpx.Client(base_url=server.url) as client:
+        r = client.post("/v1/predict", json={"entity": FRESH[1]})
+        assert r.status_code == 503 and r.json()["reason"] == "feature_schema_mismatch"
+        assert "plan" in r.json()["message"]
+        assert client.get("/ready").json()["reason"] == "feature_schema_mismatch"

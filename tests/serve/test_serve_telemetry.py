@@ -4,12 +4,14 @@ serving metrics windows against the contract, Prometheus counters."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pyarrow.dataset as ds
 import pytest
+from fastapi import FastAPI
 from serve_helpers import FRESH, STALE, T0, ServeFactory, World
 
 from dockline.core.config import DataDir
@@ -140,7 +142,106 @@ def test_metrics_windows_follow_the_clock_and_match_the_contract(
             "dockline_serve_prediction_probability_bucket",
             "dockline_serve_feature_age_seconds_count 8.0",
             'dockline_serve_model_info{bundle_id="',
-            "dockline_serve_prediction_log_dropped_total 0.0",
+            'dockline_serving_rows_dropped_total{sink="prediction_log"} 0.0',
+            'dockline_serving_rows_dropped_total{sink="metrics_windows"} 0.0',
             "dockline_serve_metrics_windows_total",
         ):
             assert needle in metrics, needle
+
+
+def _wait(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def _sample(app: FastAPI, name: str, sink: str) -> float:
+    value = app.state.telemetry.registry.get_sample_value(name, {"sink": sink})
+    return float(value or 0.0)
+
+
+def test_prediction_log_rows_survive_a_failing_disk_and_drops_are_counted(
+    serve: ServeFactory, tmp_path: Path
+) -> None:
+    data = DataDir(tmp_path / "failing-log")
+    blocker = data.serving_predictions
+    blocker.parent.mkdir(parents=True)
+    blocker.write_bytes(b"")  # a file where the log's directory belongs: every write fails
+    server, app = serve(
+        data=data,
+        prediction_flush_interval="0.05s",
+        prediction_flush_rows=5,
+        write_buffer_rows=10,
+    )
+    with httpx.Client(base_url=server.url) as client:
+        for e in ENTITIES[:8]:
+            assert client.post("/v1/predict", json={"entity": e}).status_code == 200
+        failures = "dockline_serving_write_failures_total"
+        _wait(lambda: _sample(app, failures, "prediction_log") >= 2, "no failed write was counted")
+        assert _sample(app, "dockline_serving_rows_dropped_total", "prediction_log") == 0
+        blocker.unlink()  # the disk is back: the kept rows are written by the next flush
+        _wait(lambda: len(list(blocker.rglob("*.parquet"))) > 0, "the kept rows were not written")
+        assert sorted(r["entity"] for r in _log(data.root)) == sorted(ENTITIES[:8])
+
+        blocker.rename(tmp_path / "moved-away")
+        blocker.write_bytes(b"")  # broken again: 10 rows fit the buffer, 5 are dropped
+        for e in ENTITIES[:15]:
+            assert client.post("/v1/predict", json={"entity": e}).status_code == 200
+        assert _sample(app, "dockline_serving_rows_dropped_total", "prediction_log") == 5
+    server.stop()  # still broken at shutdown: the 10 kept rows are lost, and counted
+    assert _sample(app, "dockline_serving_rows_dropped_total", "prediction_log") == 15
+
+
+def test_metrics_windows_survive_a_failing_disk(
+    world: World, serve: ServeFactory, tmp_path: Path
+) -> None:
+    clock = FixedClock(T0)
+    data = DataDir(tmp_path / "failing-windows")
+    blocker = data.serving_metrics
+    blocker.parent.mkdir(parents=True)
+    blocker.write_bytes(b"")
+    server, app = serve(clock=clock, data=data)
+    telemetry = app.state.telemetry
+    with httpx.Client(base_url=server.url) as client:
+        for e in ENTITIES[:4]:
+            assert client.post("/v1/predict", json={"entity": e}).status_code == 200
+        clock.advance(timedelta(seconds=61))
+        _wait(lambda: len(telemetry.unwritten) == 2, "the failed windows were not kept")
+        assert _sample(app, "dockline_serving_write_failures_total", "metrics_windows") >= 1
+        blocker.unlink()
+        _wait(lambda: not telemetry.unwritten, "the kept windows were not retried")
+    lines = [
+        ServingMetricsWindow.model_validate_json(line)
+        for f in blocker.rglob("*.jsonl")
+        for line in f.read_bytes().splitlines()
+    ]
+    single = [w for w in lines if w.endpoint_name == "/v1/predict" and w.window_start == T0]
+    assert len(single) == 1 and single[0].request_count == 4
+    assert _sample(app, "dockline_serving_rows_dropped_total", "metrics_windows") == 0
+
+
+def test_idle_minutes_are_heartbeat_windows_not_gaps(serve: ServeFactory, tmp_path: Path) -> None:
+    clock = FixedClock(T0)
+    data = DataDir(tmp_path / "heartbeats")
+    server, app = serve(clock=clock, data=data)
+    r = httpx.post(f"{server.url}/v1/predict", json={"entity": ENTITIES[0]})
+    assert r.status_code == 200
+    # The writer thread may not run between two minutes (a stalled process, a jumping clock):
+    # the minutes it missed are still written, as idle heartbeats.
+    clock.advance(timedelta(minutes=3, seconds=1))
+    hour_dir = data.serving_metrics / "2024-05-01" / "12"
+    _wait(lambda: len(app.state.telemetry.written) >= 6, "not every minute was written")
+    windows = [
+        ServingMetricsWindow.model_validate_json(line)
+        for f in hour_dir.glob("*.jsonl")
+        for line in f.read_bytes().splitlines()
+    ]
+    for endpoint in ("/v1/predict", "/v1/predict/batch"):
+        mine = sorted(
+            (w for w in windows if w.endpoint_name == endpoint), key=lambda w: w.window_start
+        )
+        assert [w.window_start for w in mine] == [T0 + timedelta(minutes=m) for m in range(3)]
+        counts = [w.request_count for w in mine]
+        assert counts == ([1, 0, 0] if endpoint == "/v1/predict" else [0, 0, 0])
+        assert all(w.heartbeat_emitted_at == T0 + timedelta(minutes=3, seconds=1) for w in mine)

@@ -67,12 +67,18 @@ def test_train_registers_a_reproducible_champion_and_the_gate_guards_promotion(
     assert bundle.name == first["bundle_id"] and (bundle / "model.onnx").is_file()
     assert list((data / "lineage" / "training").glob("*.json"))
 
-    # The same data again: a tie with the champion on its own test window fails the gate.
+    # The same data again: the same bundle, so its version comes back; nothing is registered.
+    again = json_of(dockline(data, "train", "--dataset", str(dataset), "--trials", "1", "--json"))
+    assert again["version"] == 1 and again["already_registered"]
+    assert again["bundle_id"] == first["bundle_id"]  # same data, config, seed: same bytes
+
+    # A stricter calibration bound: another bundle (another config), which fails the gate.
+    (data / "dockline.toml").write_text("[train]\nmax_ece = 1e-9\n", encoding="utf-8")
     second = json_of(dockline(data, "train", "--dataset", str(dataset), "--trials", "1", "--json"))
     assert second["version"] == 2 and second["alias"] is None
-    assert second["bundle_id"] == first["bundle_id"]  # same data, config, seed: same bytes
+    assert not second["already_registered"] and second["bundle_id"] != first["bundle_id"]
     assert not second["gate"]["passed"]
-    assert any("champion" in reason for reason in second["gate"]["reasons"])
+    assert any("calibration" in reason for reason in second["gate"]["reasons"])
 
     one_line_error(dockline(data, "models", "promote", name, "2"), "failed the promotion gate")
     one_line_error(dockline(data, "models", "rollback", name), "no previous champion")

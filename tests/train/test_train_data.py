@@ -5,11 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from train_synth import FEATURES, HORIZON_US, write_synthetic
 
-from dockline.core.errors import ConfigError
+from dockline.core.contracts import DatasetMetadata
+from dockline.core.errors import ConfigError, ContractError
+from dockline.core.files import sha256_file
 from dockline.train.data import load_training_set, select_stations
 
 
@@ -52,3 +56,89 @@ def test_row_cap_keeps_whole_stations_by_stable_hash(synth: Path) -> None:
     assert np.array_equal(capped.station_ids, again.station_ids)
     mask = select_stations(np.array(["a", "b", "c", "a"]), 10)
     assert mask.all()
+
+
+def rewrite(root: Path, table: pa.Table, **extra: str) -> None:
+    """Replace the data file and keep the metadata consistent with it (digest, columns)."""
+    pq.write_table(table, root / "data.parquet")
+    meta = DatasetMetadata.read(root / "_metadata.json")
+    digest = sha256_file(root / "data.parquet")
+    files = [meta.files[0].model_copy(update={"sha256": digest})]
+    meta.model_copy(
+        update={
+            "files": files,
+            "columns": table.column_names,
+            "content_hash": digest,
+            "extra": {**meta.extra, **extra},
+        }
+    ).write(root / "_metadata.json")
+
+
+def test_features_are_the_plans_names_in_plan_order_not_the_files_numeric_columns(
+    tmp_path: Path,
+) -> None:
+    root = write_synthetic(tmp_path / "ds", stations=3, days=2)
+    table = pq.read_table(root / "data.parquet")
+    # the file's columns in another order: the model's input order is the plan's
+    rewrite(root, table.select(list(reversed(table.column_names))))
+    data = load_training_set(root, None)
+    assert data.features == tuple(FEATURES)
+    j = FEATURES.index("capacity__static")
+    column = np.asarray(table.column("capacity__static").to_numpy(), dtype=np.float32)
+    order = np.lexsort(
+        (
+            np.asarray(table.column("station_id").to_pylist()),
+            table.column("as_of").cast(pa.int64()).to_numpy(),
+        )
+    )
+    assert np.array_equal(data.X[:, j], column[order])
+
+
+def test_a_column_the_plan_does_not_produce_is_refused_not_trained_on(tmp_path: Path) -> None:
+    root = write_synthetic(tmp_path / "ds", stations=3, days=2)
+    table = pq.read_table(root / "data.parquet")
+    leak = pc.cast(table.column("empty_next_hour"), pa.float64())
+    rewrite(root, table.append_column("future_leak", leak))
+    with pytest.raises(ContractError, match=r"does not match its plan.*future_leak") as info:
+        load_training_set(root, None)
+    assert info.value.reason == "dataset_plan_mismatch"
+    assert "\n" not in str(info.value)
+
+
+def test_a_plan_feature_missing_from_the_file_is_refused(tmp_path: Path) -> None:
+    root = write_synthetic(tmp_path / "ds", stations=3, days=2)
+    table = pq.read_table(root / "data.parquet")
+    rewrite(root, table.drop_columns(["noise"]))
+    with pytest.raises(ContractError, match="missing features noise"):
+        load_training_set(root, None)
+
+
+def test_a_dataset_without_recorded_feature_names_is_refused(tmp_path: Path) -> None:
+    root = write_synthetic(tmp_path / "ds", stations=3, days=2)
+    meta = DatasetMetadata.read(root / "_metadata.json")
+    extra = {k: v for k, v in meta.extra.items() if k != "features"}
+    meta.model_copy(update={"extra": extra}).write(root / "_metadata.json")
+    with pytest.raises(ContractError, match="no feature names"):
+        load_training_set(root, None)
+
+
+def test_a_data_file_changed_after_the_build_is_refused(tmp_path: Path) -> None:
+    root = write_synthetic(tmp_path / "ds", stations=3, days=2)
+    table = pq.read_table(root / "data.parquet")
+    pq.write_table(table.slice(0, table.num_rows - 1), root / "data.parquet")
+    with pytest.raises(ContractError, match="SHA-256 differs") as info:
+        load_training_set(root, None)
+    assert info.value.reason == "dataset_tampered"
+
+
+def test_rows_with_an_unknown_label_are_dropped_and_counted(tmp_path: Path) -> None:
+    root = write_synthetic(tmp_path / "ds", stations=3, days=2)
+    table = pq.read_table(root / "data.parquet")
+    labels = table.column("empty_next_hour").to_pylist()
+    unknown = set(range(0, len(labels), 7))
+    column = pa.array([None if i in unknown else v for i, v in enumerate(labels)], pa.bool_())
+    i = table.column_names.index("empty_next_hour")
+    rewrite(root, table.set_column(i, "empty_next_hour", column))
+    data = load_training_set(root, None)
+    assert data.n_rows == table.num_rows - len(unknown)
+    assert data.unlabeled_rows == len(unknown)

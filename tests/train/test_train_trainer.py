@@ -54,6 +54,8 @@ def test_every_candidate_and_baseline_is_evaluated_and_reported(run: TrainOutcom
         assert metrics["threshold"]["threshold"] == result.threshold.threshold
     summary = json.loads((run.out_dir / SUMMARY_FILE).read_text())
     assert summary["selected"] == run.selected
+    assert summary["why_selected"].startswith(f"best validation {CONFIG.primary_metric}")
+    assert summary["splits"]["test"]["rows"] == run.splits.test.size
 
 
 def test_models_learn_and_beat_the_baselines(run: TrainOutcome) -> None:

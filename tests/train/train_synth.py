@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dockline.core.contracts import DatasetMetadata, FileDigest
+from dockline.core.files import sha256_file
 
 T0 = datetime(2024, 5, 6, tzinfo=UTC)  # a Monday
 STEP_US = 15 * 60 * 1_000_000
@@ -33,9 +34,17 @@ FEATURES = [
 
 
 def write_synthetic(
-    root: Path, *, stations: int = 12, days: int = 4, seed: int = 0, name: str = "synth"
+    root: Path,
+    *,
+    stations: int = 12,
+    days: int = 4,
+    seed: int = 0,
+    name: str = "synth",
+    label: str = "empty_next_hour",
+    project: str | None = None,
 ) -> Path:
-    """Write ``root/data.parquet`` and ``root/_metadata.json``; return ``root``."""
+    """Write ``root/data.parquet`` and ``root/_metadata.json`` (built for ``label``); return
+    ``root``."""
     rng = np.random.default_rng(seed)
     steps = days * 24 * 4
     start_us = int(T0.timestamp() * 1_000_000)
@@ -89,7 +98,7 @@ def write_synthetic(
     table = pa.table(arrays)
     root.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, root / "data.parquet")
-    digest = f"{seed:064d}"
+    digest = sha256_file(root / "data.parquet")
     DatasetMetadata(
         dataset_name=name,
         dataset_version=digest[:16],
@@ -98,15 +107,24 @@ def write_synthetic(
         row_count=table.num_rows,
         event_ts="as_of",
         columns=table.column_names,
-        files=[FileDigest(path="data.parquet", rows=table.num_rows, bytes=1, sha256=digest)],
+        files=[
+            FileDigest(
+                path="data.parquet",
+                rows=table.num_rows,
+                bytes=(root / "data.parquet").stat().st_size,
+                sha256=digest,
+            )
+        ],
         content_hash=digest,
         feature_count=len(FEATURES),
-        target="empty_next_hour",
+        target=label,
         extra={
-            "label": "empty_next_hour",
+            "label": label,
+            **({"project": project} if project else {}),
             "horizon_us": HORIZON_US,
             "labels": "empty_next_hour,full_next_hour,bikes_in_60m",
             "plan_hash": "p" * 64,
+            "features": ",".join(FEATURES),
         },
     ).write(root / "_metadata.json")
     return root

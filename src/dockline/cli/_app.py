@@ -1,9 +1,9 @@
 """The root ``dockline`` app: global options, and every command registered in one place.
 
-Commands live in one module per family (``_ingest``, ``_features``, ``_models``, ``_serve``,
-``_sim``, ``_demo``, ``_config``); each exposes command functions or a ``typer.Typer`` sub-app,
-and this module is the only place they are attached to the root. A new family (e.g.
-``_monitor``, ``_decide``) adds one line to ``_register`` below.
+Commands live in one module per family (``_ingest``, ``_features``, ``_training``,
+``_models``, ``_serve``, ``_monitor``, ``_decide``, ``_sim``, ``_demo``, ``_config``); each
+exposes command functions or a ``typer.Typer`` sub-app, and this module is the only place they
+are attached to the root: a new family adds one line to ``_register`` below.
 """
 
 from __future__ import annotations
@@ -15,7 +15,18 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperOption
 
-from dockline.cli import _config, _demo, _features, _ingest, _models, _serve, _sim
+from dockline.cli import (
+    _config,
+    _decide,
+    _demo,
+    _features,
+    _ingest,
+    _models,
+    _monitor,
+    _serve,
+    _sim,
+    _training,
+)
 from dockline.cli._common import State
 from dockline.core.config import DATA_DIR_ENV
 
@@ -103,11 +114,14 @@ def _register() -> None:
     app.command("demo")(_demo.demo)
     app.command("init")(_demo.init)
     app.command("serve")(_serve.serve)
-    app.command("train")(_models.train)
+    app.command("train")(_training.train)
+    _features.dataset_app.command("build")(_training.dataset_build)
     app.add_typer(_sim.sim_app, name="sim")
     app.add_typer(_features.features_app, name="features")
     app.add_typer(_features.dataset_app, name="dataset")
     app.add_typer(_models.models_app, name="models")
+    app.add_typer(_monitor.monitor_app, name="monitor")
+    app.add_typer(_decide.decide_app, name="decide")
     app.add_typer(_config.config_app, name="config")
 
 

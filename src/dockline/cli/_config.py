@@ -53,15 +53,29 @@ def format_value(value: Any) -> Any:
     return value
 
 
-def settings(model: type[BaseModel]) -> list[tuple[str, str, Any]]:
-    """Every key of ``model`` as ``(section.key, description, default)``, in declaration order."""
+def settings(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, Any]]:
+    """Every key of ``model`` as ``(section.key, description, default)``, in declaration order.
+
+    Nested sections (``[monitor.drift]``) give dotted keys (``monitor.drift.window``).
+    """
     rows: list[tuple[str, str, Any]] = []
-    for section, field in model.model_fields.items():
-        sub = field.annotation
-        assert isinstance(sub, type) and issubclass(sub, BaseModel)
-        for key, info in sub.model_fields.items():
-            rows.append((f"{section}.{key}", info.description or "", info.get_default()))
+    for name, info in model.model_fields.items():
+        key = f"{prefix}{name}"
+        sub = info.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            rows += settings(sub, f"{key}.")
+        else:
+            rows.append((key, info.description or "", info.get_default()))
     return rows
+
+
+def _lookup(raw: dict[str, Any], key: str) -> tuple[bool, Any]:
+    node: Any = raw
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
 
 
 def _data_dir_origin() -> tuple[Path, str]:
@@ -86,11 +100,10 @@ def _effective(data_dir: Path | None) -> tuple[DataDir, str, dict[str, Any], lis
 def _rows(data: DataDir, origin: str, raw: dict[str, Any]) -> list[dict[str, Any]]:
     rows = [{"key": "data_dir", "value": str(data.root), "source": origin}]
     for key, _, default in settings(DocklineConfig):
-        section, name = key.split(".")
         value, source = default, "default"
-        in_file = raw.get(section, {})
-        if isinstance(in_file, dict) and name in in_file:
-            value, source = in_file[name], "file"
+        found, in_file = _lookup(raw, key)
+        if found:
+            value, source = in_file, "file"
         env = ENV_OVERRIDES.get(key)
         if env and os.environ.get(env):
             value, source = os.environ[env], "env"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -21,101 +19,6 @@ models_app = typer.Typer(
     """,
     no_args_is_help=True,
 )
-
-
-def train(
-    dataset: Annotated[
-        Path, typer.Option(help="Training set directory (from `dockline dataset build`).")
-    ],
-    label: Annotated[
-        str | None, typer.Option(help="Label to train for (default: config train.label).")
-    ] = None,
-    trials: Annotated[
-        int | None, typer.Option(help="Optuna trials per candidate (default: config).")
-    ] = None,
-    promote: Annotated[
-        bool, typer.Option(help="Make the new version champion if it passes the gate.")
-    ] = False,
-    check_reproducible: Annotated[
-        bool,
-        typer.Option(
-            "--check-reproducible", help="Train twice and require byte-identical bundles."
-        ),
-    ] = False,
-    fail_on_gate: Annotated[
-        bool,
-        typer.Option("--fail-on-gate", help="Exit 1 when the new version fails the gate (CI)."),
-    ] = False,
-    data_dir: DataDirOpt = None,
-    json_out: JsonOpt = False,
-) -> None:
-    """Train candidates and baselines, calibrate, threshold, report, export, gate and register.
-
-    Examples:
-      dockline train --dataset .dockline/datasets/sep --trials 20
-      dockline train --dataset datasets/week --promote --fail-on-gate --json
-    """
-    json_out = want_json(json_out)
-    try:
-        _train(dataset, label, trials, promote, check_reproducible, data_dir, json_out)
-    except _GateFailed:
-        if fail_on_gate:
-            raise typer.Exit(1) from None
-
-
-class _GateFailed(Exception):
-    pass
-
-
-def _train(
-    dataset: Path,
-    label: str | None,
-    trials: int | None,
-    promote: bool,
-    check_reproducible: bool,
-    data_dir: Path | None,
-    json_out: bool,
-) -> None:
-    from rich.table import Table
-
-    from dockline.pipeline.train import train_model
-
-    summary = train_model(
-        open_platform(data_dir, existing=False),
-        dataset=dataset,
-        label=label,
-        n_trials=trials,
-        progress=not json_out,
-        check_reproducible=check_reproducible,
-        promote=promote,
-    )
-    if json_out:
-        print_json(dataclasses.asdict(summary) | {"gate": summary.gate.model_dump(mode="json")})
-        if not summary.gate.passed:
-            raise _GateFailed
-        return
-    metrics = ("pr_auc", "roc_auc", "brier", "log_loss", "ece")
-    table = Table(title=f"test window, {summary.rows:,} rows in all", title_justify="left")
-    table.add_column("model")
-    for name in metrics:
-        table.add_column(name, justify="right")
-    rows = {**summary.candidates, **{f"baseline: {k}": v for k, v in summary.baselines.items()}}
-    for name, values in rows.items():
-        mark = " ◀" if name == summary.selected else ""
-        table.add_row(name + mark, *(f"{values.get(m, float('nan')):.4f}" for m in metrics))
-    console.print(table)
-    gate = summary.gate
-    verdict = "passed" if gate.passed else "failed: " + "; ".join(gate.reasons)
-    console.print(
-        f"registered [bold]{summary.model_name}[/bold] version {summary.version}"
-        f" (bundle {summary.bundle_id}, ONNX parity {summary.parity_max_abs_diff:.1e});"
-        f" gate {verdict}; alias: {summary.alias or '-'}"
-    )
-    if summary.reproducible:
-        console.print("reproducible: a second run gave the same bundle id")
-    console.print(f"report: {summary.report}")
-    if not gate.passed:
-        raise _GateFailed
 
 
 ModelArg = Annotated[

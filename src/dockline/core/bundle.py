@@ -207,6 +207,23 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _check_name(name: str, where: str) -> None:
+    """A bundle file name is one plain path component: no directories, no ``..``, not absolute."""
+    if (
+        not name
+        or name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or "\x00" in name
+        or Path(name).is_absolute()
+    ):
+        raise ContractError(
+            f"bundle file names must be plain names inside the bundle; got {name!r}",
+            reason="bundle_tampered",
+            where=where,
+        )
+
+
 def write_bundle(
     root: Path,
     manifest: BundleManifest,
@@ -220,6 +237,8 @@ def write_bundle(
     no-op that returns the existing bundle.
     """
     contents = dict(files)
+    for name in (*contents, manifest.onnx.file, manifest.drift_baseline):
+        _check_name(name, str(root))
     if manifest.onnx.file not in contents:
         raise ContractError(f"bundle has no {manifest.onnx.file}", where=str(root))
     if not manifest.parity.passed:
@@ -272,12 +291,19 @@ def load_bundle(path: Path) -> Bundle:
     """Load and verify a bundle directory; raise :class:`ContractError` on any mismatch.
 
     Verified: the manifest's contract, its digest against the directory name when that looks
-    like a bundle id, every listed file's SHA-256, that no unlisted file is present, and that the
-    model is ONNX. Nothing is deserialized beyond JSON.
+    like a bundle id, that every name it lists is a plain file inside the bundle (no ``../x``,
+    no absolute name, no symlink), every listed file's SHA-256, that no unlisted file is
+    present, and that the model is ONNX. Nothing is deserialized beyond JSON.
     """
     if not path.is_dir():
         raise NotFoundError("no bundle here", reason="unknown_bundle", where=str(path))
     manifest_path = path / MANIFEST_FILE
+    if manifest_path.is_symlink():
+        raise ContractError(
+            f"{MANIFEST_FILE} must be a plain file, not a symlink",
+            reason="bundle_tampered",
+            where=str(path),
+        )
     manifest = BundleManifest.read(manifest_path)
     raw = manifest_path.read_bytes()
     bundle_id = _sha256(raw)[:BUNDLE_ID_LENGTH]
@@ -288,6 +314,8 @@ def load_bundle(path: Path) -> Bundle:
             where=str(path),
         )
     listed = manifest.lineage.files
+    for name in (*listed, manifest.onnx.file, manifest.drift_baseline):
+        _check_name(name, str(path))
     if not manifest.onnx.file.endswith(".onnx") or manifest.onnx.file not in listed:
         raise ContractError("the model must be a listed .onnx file", where=str(path))
     present = {p.name for p in path.iterdir()} - {MANIFEST_FILE}
@@ -300,6 +328,12 @@ def load_bundle(path: Path) -> Bundle:
         )
     for name, digest in listed.items():
         file = path / name
+        if file.is_symlink():  # it could point anywhere, and its target could change after this
+            raise ContractError(
+                f"{name} must be a plain file, not a symlink",
+                reason="bundle_tampered",
+                where=str(path),
+            )
         if not file.is_file():
             raise ContractError(f"{name} is missing", reason="bundle_tampered", where=str(path))
         if _sha256(file.read_bytes()) != digest:

@@ -25,10 +25,15 @@ from dockline.core.time import parse_duration
 __all__ = [
     "DATA_DIR_ENV",
     "DataDir",
+    "DecideConfig",
     "DocklineConfig",
     "FeaturesConfig",
     "IngestConfig",
     "LogConfig",
+    "MonitorConfig",
+    "MonitorDriftConfig",
+    "MonitorFreshnessConfig",
+    "MonitorHealthConfig",
     "OfflineConfig",
     "OnlineConfig",
     "ServeConfig",
@@ -195,6 +200,16 @@ class ServeConfig(_Frozen):
     """Names this deployment in metrics windows and the prediction log."""
     environment: str = "development"
     """Free-form label recorded with metrics (development, staging, production)."""
+    # -- serving under hostile clients and write failures (issue 12 §3, §5) -----------------
+    request_timeout: Duration = timedelta(seconds=10)
+    """A request's headers, and then its body, must each arrive within this (else 408)."""
+    keep_alive_timeout: Duration = timedelta(seconds=5)
+    """An idle keep-alive connection is closed after this."""
+    max_connections: int = Field(default=2000, ge=1)
+    """Open connections at most (also capped below the process's file limit)."""
+    write_buffer_rows: int = Field(default=50_000, ge=1)
+    """Prediction-log rows kept in memory while the disk refuses writes; beyond, dropped
+    and counted (``dockline_serving_rows_dropped_total``)."""
 
 
 class ClockConfig(_Frozen):
@@ -211,6 +226,143 @@ class ClockConfig(_Frozen):
     """With ``kind = "data"``: simulated seconds per real second."""
 
 
+# -- monitor (P6) ------------------------------------------------------------------------------
+
+
+class MonitorHealthConfig(_Frozen):
+    """``[monitor.health]``: deployment health thresholds (seed 003's names and defaults).
+
+    Every comparison is strict: a value exactly at its threshold passes.
+    """
+
+    latency_p95_ms: float = Field(default=500.0, gt=0)
+    """Degraded when a window's p95 latency is over this (ms)."""
+    latency_p99_ms: float = Field(default=1000.0, gt=0)
+    """Degraded when a window's p99 latency is over this (ms)."""
+    failure_rate_pct: float = Field(default=5.0, ge=0, le=100)
+    """Degraded when failed requests over the lookback exceed this share (%)."""
+    rejection_rate_pct: float = Field(default=5.0, ge=0, le=100)
+    """Degraded when rejected requests over the lookback exceed this share (%)."""
+    expected_window_seconds: float = Field(default=60.0, gt=0)
+    """The metrics window length; keep it equal to ``serve.metrics_window``."""
+    max_allowed_gap_factor: float = Field(default=2.0, ge=1)
+    """Gaps over ``expected_window_seconds`` times this count as missing windows."""
+    max_missing_windows: int = Field(default=3, ge=0)
+    """Degraded when more windows than this are missing."""
+    max_gap_minutes: float = Field(default=5.0, gt=0)
+    """Degraded when the largest gap between window starts is over this (minutes)."""
+    max_staleness_minutes: float = Field(default=10.0, gt=0)
+    """Unhealthy when the newest window ended longer ago than this (minutes)."""
+    lookback: Duration = timedelta(minutes=15)
+    """Only windows ending in the last ``lookback`` are judged (staleness looks at all)."""
+    min_requests: int = Field(default=20, ge=1)
+    """Below this many requests in the lookback, the rate checks are inconclusive."""
+
+
+class MonitorFreshnessConfig(_Frozen):
+    """``[monitor.freshness]``: a dataset or vector is FRESH iff its age < threshold."""
+
+    threshold_seconds: float = Field(default=1800.0, gt=0)
+    """A dataset or vector is FRESH iff its age is below this (seconds)."""
+    online_lookback: Duration = timedelta(hours=1)
+    """Served vectors of this last period make the online-vector age distribution."""
+    training_max_age: Duration = timedelta(days=7)
+    """The champion's training data is FRESH iff its newest row is younger than this."""
+
+
+class MonitorDriftConfig(_Frozen):
+    """``[monitor.drift]``: effect-size thresholds, and when a classical test decides instead."""
+
+    window: Duration = timedelta(hours=1)
+    """Per-feature verdicts on the prediction log's last ``window``."""
+    dataset_window: Duration = timedelta(hours=24)
+    """The dataset-level verdict (the retraining trigger) on the merged sketches of this
+    trailing period: a whole daily cycle has the training data's mix of hours, one hour of a
+    diurnal process never does."""
+    psi_threshold: float = Field(default=0.2, gt=0)
+    """A feature drifted when its population stability index is over this."""
+    wasserstein_threshold: float = Field(default=0.1, gt=0)
+    """Wasserstein-1 distance divided by the reference standard deviation."""
+    jensenshannon_threshold: float = Field(default=0.1, gt=0, le=1)
+    """A categorical feature drifted when its Jensen-Shannon distance is over this."""
+    small_sample: int = Field(default=1000, ge=10)
+    """Below this many current values, a chi-square test (``alpha``) decides instead."""
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    """Significance level of the chi-square test used on small samples."""
+    drift_share: float = Field(default=0.5, gt=0, le=1)
+    """Dataset-level drift when at least this share of the features drifted."""
+    categorical_max_values: int = Field(default=12, ge=2)
+    """A reference with at most this many distinct integer values is treated as categorical."""
+    exclude: tuple[str, ...] = ()
+    """Features left out of drift (e.g. ones that grow without bound by design)."""
+
+
+class MonitorConfig(_Frozen):
+    """``[monitor]``: health, freshness and drift settings."""
+
+    health: MonitorHealthConfig = MonitorHealthConfig()
+    freshness: MonitorFreshnessConfig = MonitorFreshnessConfig()
+    drift: MonitorDriftConfig = MonitorDriftConfig()
+
+
+# -- end monitor ---------------------------------------------------------------------------------
+
+
+# -- decide (P7) ------------------------------------------------------------------------------
+
+
+class DecideConfig(_Frozen):
+    """The ``[decide]`` section: the policy, its gates, the fleet and the move budget."""
+
+    policy: Literal["none", "reactive", "predictive", "oracle"] = "predictive"
+    """The rebalancing policy ``dockline decide run`` applies."""
+    cycle: Duration = timedelta(minutes=15)
+    """One decision cycle every this much (simulated) time."""
+    horizon: Duration = timedelta(hours=1)
+    """The predictions' horizon; no move is planned to arrive later than this."""
+    # The budget: about one truck per 40 stations of the 300-station simulated city (operators
+    # run roughly one van per 25-40 stations) and 24 moves per truck-day (1.5 an hour, 16 hours).
+    trucks: int = Field(default=8, ge=0)
+    """Trucks in the fleet."""
+    truck_capacity: int = Field(default=20, ge=1)
+    """Bikes one truck carries."""
+    moves_per_cycle: int = Field(default=8, ge=0)
+    """Most moves planned in one cycle."""
+    moves_per_day: int = Field(default=192, ge=0)
+    """Most moves in one service day (the budget)."""
+    truck_speed_kmh: float = Field(default=20.0, gt=0)
+    """Truck speed, for travel times and what can arrive within the horizon."""
+    handling_minutes: float = Field(default=5.0, ge=0)
+    """Minutes to load or unload at a station."""
+    service_start_hour: int = Field(default=6, ge=0, le=24)
+    """Trucks work from this local hour…"""
+    service_end_hour: int = Field(default=22, ge=0, le=24)
+    """…until this local hour."""
+    tz: str = "America/Chicago"
+    """Time zone of the service hours (IANA name)."""
+    healthy_verdicts: tuple[Literal["healthy", "degraded", "unhealthy"], ...] = ("healthy",)
+    """Verdicts under which the predictive policy acts on the model."""
+    max_feature_age: Duration = timedelta(minutes=10)
+    """The freshness gate: the median station's feature age must be at most this."""
+    act_threshold: float = Field(default=0.5, gt=0, le=1)
+    """A station with p(empty) or p(full) at least this wants a move."""
+    max_ambiguous_share: float = Field(default=0.5, ge=0, le=1)
+    """The confidence gate: at most this share of at-risk predictions may be near 0.5."""
+    min_coverage: float = Field(default=0.9, ge=0, le=1)
+    """The coverage gate: predictions for at least this share of the stations."""
+    target_fill: float = Field(default=0.5, gt=0, lt=1)
+    """The fill ratio a move aims a station at."""
+    km_cost: float = Field(default=0.05, ge=0)
+    """Cost of one truck-km, against the value of a move."""
+    serve_url: str = "http://127.0.0.1:8000"
+    """``dockline decide run`` reads predictions from this serving API."""
+    sim_url: str = "http://127.0.0.1:8080"
+    """… and sends the actions to this simulated city's truck API."""
+
+
+# -- end decide -------------------------------------------------------------------------------
+
+
 class DocklineConfig(_Frozen):
     """All of dockline's settings, loaded from ``<data-dir>/dockline.toml`` when present."""
 
@@ -222,6 +374,8 @@ class DocklineConfig(_Frozen):
     train: TrainConfig = TrainConfig()
     serve: ServeConfig = ServeConfig()
     clock: ClockConfig = ClockConfig()
+    monitor: MonitorConfig = MonitorConfig()
+    decide: DecideConfig = DecideConfig()
 
     @classmethod
     def load(cls, path: Path | None) -> Self:

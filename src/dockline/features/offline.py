@@ -337,6 +337,13 @@ class OfflineExecutor:
                     for run, table in self._neighbourhood_runs(hood, todo).items():
                         self._runs.setdefault(run, {})[name] = table
 
+    def known_until(self, source: str) -> int | None:
+        """The newest ``ingested_at`` (µs) of source ``source``'s events: how far its data is
+        known now. None when it has no events. Labels use it to tell unknown from negative."""
+        view = self._sources[self.plan.source(source).name].view
+        value = self._scalar(f"SELECT max(_dl_ing) FROM {view}")
+        return None if value is None else int(value)
+
     def entities(self, start: datetime, end: datetime) -> list[str]:
         """Entities with events of any feature group's source in ``[start, end)``, sorted."""
         lo, hi = to_micros(start), to_micros(end)

@@ -17,7 +17,12 @@ It implements :class:`~dockline.core.ports.FeatureReader`; the wiring hands it t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+
+import pyarrow as pa
 
 from dockline.core.errors import ConfigError, StorageError, ValidationError
 from dockline.core.ports import OnlineStore, ServedVector
@@ -28,6 +33,27 @@ from dockline.features.plan import Plan
 __all__ = ["ServedVectors"]
 
 _GROUPS = (STATE_GROUP,)
+_KEPT_RUNS = 32
+_log = logging.getLogger(__name__)
+
+
+class _SharedRuns:
+    """A batch provider shared by the request path and the prefetch thread: one computation
+    per run (under a lock: the offline executor's connection is not thread-safe), cached."""
+
+    def __init__(self, provider: BatchProvider) -> None:
+        self._provider = provider
+        self._lock = threading.Lock()
+        self._runs: OrderedDict[int, Mapping[str, pa.Table]] = OrderedDict()
+
+    def __call__(self, run_us: int) -> Mapping[str, pa.Table]:
+        with self._lock:
+            hit = self._runs.get(run_us)
+            if hit is None:
+                hit = self._runs[run_us] = self._provider(run_us)
+                while len(self._runs) > _KEPT_RUNS:
+                    self._runs.popitem(last=False)
+            return hit
 
 
 class ServedVectors:
@@ -43,8 +69,45 @@ class ServedVectors:
     ) -> None:
         self.plan = plan
         self.store = store
-        self._executor = OnlineExecutor(plan, batch_provider=batch_provider)
+        self._runs = _SharedRuns(batch_provider) if batch_provider is not None else None
+        self._executor = OnlineExecutor(plan, batch_provider=self._runs)
         self._columns = tuple(plan.feature_names)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def due_runs(self, t_us: int) -> list[int]:
+        """The batch runs (µs) the plan's batch features use at ``t_us``."""
+        timing = [(p.every_us, p.lag_us) for p in self.plan.profiles]
+        timing += [(n.every_us, n.lag_us) for n in self.plan.neighbourhoods]
+        return sorted({((t_us - lag) // every) * every for every, lag in timing})
+
+    def prefetch(
+        self, now_us: Callable[[], int], *, lead_s: float = 60.0, every_s: float = 5.0
+    ) -> None:
+        """Compute, on a background thread, the batch runs due within ``lead_s`` of ``now_us()``.
+
+        A new neighbourhood run costs tens of milliseconds and a new profile run seconds (DuckDB
+        over the offline store): computed on first use, it would stall the request that needs
+        it. Stopped by :meth:`close`.
+        """
+        if self._runs is None or self._thread is not None:
+            return
+        lead_us = round(lead_s * 1e6)
+
+        def run() -> None:
+            while not self._stop.is_set():
+                t = now_us()
+                try:
+                    for at in (t, t + lead_us):
+                        for run_us in self.due_runs(at):
+                            assert self._runs is not None
+                            self._runs(run_us)
+                except Exception:  # the request path computes it then, and says why
+                    _log.exception("prefetching batch runs failed")
+                self._stop.wait(every_s)
+
+        self._thread = threading.Thread(target=run, name="dockline-batch-prefetch", daemon=True)
+        self._thread.start()
 
     def columns(self) -> tuple[str, ...]:
         """The plan's feature names, in the order of each vector's values."""
@@ -99,5 +162,8 @@ class ServedVectors:
         return out
 
     def close(self) -> None:
-        """Close the online store."""
+        """Stop prefetching and close the online store."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
         self.store.close()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -16,8 +18,8 @@ from pathlib import Path
 import duckdb
 
 from dockline.core.config import DataDir, OnlineConfig, record_project
-from dockline.core.contracts import DatasetMetadata
-from dockline.core.errors import ConfigError
+from dockline.core.contracts import DatasetMetadata, TrainingMetadata
+from dockline.core.errors import ConfigError, ContractError
 from dockline.core.ports import OnlineStore
 from dockline.core.time import from_micros, to_micros
 from dockline.features import Plan, compile_project, load_project
@@ -29,7 +31,7 @@ from dockline.features.consistency import (
     measure_consistency,
     measure_served_consistency,
 )
-from dockline.features.dataset import build_training_set
+from dockline.features.dataset import Published, build_training_set, publish_dataset
 from dockline.features.materialize import Materializer, MaterializeReport
 from dockline.features.offline import OfflineExecutor, grid_spine
 from dockline.pipeline.platform import Platform
@@ -40,6 +42,7 @@ __all__ = [
     "ONLINE_FACTORIES",
     "PROJECT_ENV",
     "build_dataset",
+    "build_dataset_published",
     "check_consistency",
     "check_served_consistency",
     "heal_online",
@@ -209,6 +212,25 @@ def _source_hashes(platform: Platform, plan: Plan) -> dict[str, str]:
     return hashes
 
 
+def _trained_on(platform: Platform) -> Callable[[DatasetMetadata], str | None]:
+    """Which registered model (by its training lineage) was trained on a dataset, if any."""
+
+    def in_use(meta: DatasetMetadata) -> str | None:
+        for path in sorted((platform.data.lineage / "training").glob("*.json")):
+            try:
+                run = TrainingMetadata.read(path)
+            except ContractError:
+                continue
+            if (run.input_dataset_name, run.input_dataset_version) == (
+                meta.dataset_name,
+                meta.dataset_version,
+            ):
+                return f"model {run.model_name} version {run.model_version}"
+        return None
+
+    return in_use
+
+
 def build_dataset(
     platform: Platform,
     *,
@@ -219,27 +241,68 @@ def build_dataset(
     out: Path,
     name: str | None = None,
     project: str | Path | None = None,
+    force: bool = False,
 ) -> DatasetMetadata:
-    """A point-in-time training set: every entity × every ``every`` in ``[start, end)``."""
+    """:func:`build_dataset_published`'s dataset, for callers that need not know whether it
+    was written, kept unchanged or replaced."""
+    return build_dataset_published(
+        platform,
+        label=label,
+        start=start,
+        end=end,
+        every=every,
+        out=out,
+        name=name,
+        project=project,
+        force=force,
+    ).metadata
+
+
+def build_dataset_published(
+    platform: Platform,
+    *,
+    label: str,
+    start: datetime,
+    end: datetime,
+    every: timedelta,
+    out: Path,
+    name: str | None = None,
+    project: str | Path | None = None,
+    force: bool = False,
+) -> Published:
+    """A point-in-time training set: every entity × every ``every`` in ``[start, end)``.
+
+    Built in a staging directory beside ``out`` and then published: datasets are immutable, so
+    an ``out`` holding a different dataset is refused (``force`` replaces it unless a
+    registered model was trained on it); the same dataset again is kept as it is.
+    """
     plan = load_plan(platform, project)
     if label not in plan.label_names:
         raise ConfigError(f"--label must be one of {list(plan.label_names)}; got {label!r}")
     if end <= start:
         raise ConfigError(f"--end must be after --start; got {start} .. {end}")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     with offline_executor(platform, plan) as offline:
         entities = offline.entities(start, end)
         if not entities:
             raise ConfigError(f"no entity has events between {start} and {end}")
         spine = grid_spine(entities, start, end, every)
-        return build_training_set(
-            offline,
-            spine,
-            out,
-            name=name or out.name,
-            label=label,
-            clock=platform.clock,
-            source_hashes=_source_hashes(platform, plan),
-        )
+        staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.build-", dir=out.parent))
+        try:
+            build_training_set(
+                offline,
+                spine,
+                staged,
+                name=name or out.name,
+                label=label,
+                clock=platform.clock,
+                source_hashes=_source_hashes(platform, plan),
+                publish_as=out,
+            )
+            return publish_dataset(staged, out, force=force, in_use=_trained_on(platform))
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
 
 
 def _log_time_range(platform: Platform, plan: Plan) -> tuple[int, int]:

@@ -18,12 +18,14 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from dockline.core.config import DATA_DIR_ENV
+from dockline.core.time import to_micros
 from dockline.features.offline import OfflineExecutor
 from dockline.features.served import ServedVectors
+from dockline.pipeline.decide_api import add_decide_route
 from dockline.pipeline.features import load_plan, offline_sources, open_online_store
 from dockline.pipeline.platform import Platform
 from dockline.pipeline.train import model_name_for
-from dockline.serve import create_app
+from dockline.serve import GuardedHttpProtocol, configure_protocol, create_app, uvicorn_options
 from dockline.train.registry import MlflowRegistry
 
 __all__ = [
@@ -60,14 +62,17 @@ def create_serving_app(platform: Platform) -> FastAPI:
     )
     store = open_online_store(platform)
     features = ServedVectors(plan, store, batch_provider=offline.batch_run)
+    clock = platform.clock
+    features.prefetch(lambda: to_micros(clock.now()))
     registry = MlflowRegistry.for_data_dir(platform.data, platform.clock)
     config = platform.config.serve
+    configure_protocol(config)  # this process's uvicorn protocol (see run_server)
     deployment = config.deployment_id
     if int(os.environ.get(WORKERS_ENV, "1")) > 1:
         # Each worker counts its own requests: one window series per process, not one
         # deployment-wide series that P6's deduplication would collapse.
         deployment = f"{deployment}-{os.getpid()}"
-    return create_app(
+    app = create_app(
         features=features,
         registry=registry,
         model_name=model_name(platform),
@@ -75,8 +80,11 @@ def create_serving_app(platform: Platform) -> FastAPI:
         data_dir=platform.data,
         clock=platform.clock,
         deployment_id=deployment,
+        plan_hash=plan.hash,  # the plan evaluating the features: bundles of another are refused
         on_close=[features.close, offline.close],
     )
+    add_decide_route(app, platform.config.decide)  # POST /v1/decide (P7)
+    return app
 
 
 def create_app_from_data_dir() -> FastAPI:
@@ -103,6 +111,9 @@ def run_server(
         workers=workers,
         log_level="info" if access_log else "warning",
         access_log=access_log,
+        # The guarded protocol class and keep-alive timeout; workers import the class by name
+        # and the app factory sets its limits (configure_protocol).
+        **uvicorn_options(platform.config.serve, GuardedHttpProtocol),
     )
 
 
@@ -113,7 +124,12 @@ class BackgroundServer:
         import uvicorn
 
         self.app = app
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+        # The app's client limits (create_app puts them in app.state): read deadlines, JSON
+        # protocol errors, keep-alive timeout.
+        options = getattr(app.state, "uvicorn_options", {})
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level="warning", lifespan="on", **options
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="dockline-serve", daemon=True)
         self.thread.start()

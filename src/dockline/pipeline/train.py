@@ -5,6 +5,10 @@ baseline (``dockline.train``) → export the selected candidate as an ONNX bundl
 ONNX matches the native model) → score the current champion on the same test window → the
 promotion gate → MLflow runs, a registered version carrying the gate's verdict → aliases.
 
+The label is ``--label``, else the one the dataset was built for; the model is named after it.
+A bundle that is already registered (same data, config and seed give the same bytes) is not
+registered again: the run returns that version and says so.
+
 A version that passes the gate becomes ``champion`` when there is none yet (or ``promote`` is
 asked for) and ``challenger`` otherwise; promoting a challenger later is ``dockline models
 promote``, which the registry refuses for a version whose verdict failed.
@@ -12,6 +16,7 @@ promote``, which the registry refuses for a version whose verdict failed.
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import hashlib
 import tempfile
@@ -26,16 +31,23 @@ import numpy as np
 from dockline import __version__
 from dockline.core.bundle import Bundle, BundleScorer, Lineage, load_bundle
 from dockline.core.config import TrainConfig
-from dockline.core.contracts import GateVerdict, ModelVersion, PromotionEvent, TrainingMetadata
-from dockline.core.errors import ContractError
+from dockline.core.contracts import (
+    DatasetMetadata,
+    GateVerdict,
+    ModelVersion,
+    PromotionEvent,
+    TrainingMetadata,
+)
+from dockline.core.errors import ConfigError, ContractError
 from dockline.core.time import from_micros
 from dockline.pipeline.platform import Platform
 from dockline.train import CHALLENGER, CHAMPION, MlflowRegistry
-from dockline.train.data import TrainingData, load_training_set
+from dockline.train.data import METADATA_FILE, TrainingData, load_training_set
 from dockline.train.evaluate import HIGHER_IS_BETTER, metric
 from dockline.train.export import HOURS_PER_WEEK, HourOfWeekRates, build_bundle
 from dockline.train.gate import evaluate_gate
 from dockline.train.mlflow_log import log_candidate_run
+from dockline.train.report import write_report
 from dockline.train.trainer import TrainOutcome, train_candidates
 
 __all__ = [
@@ -61,7 +73,7 @@ class TrainSummary:
     primary_metric: str
     gate: GateVerdict
     alias: str | None
-    """The alias the new version took (``champion``, ``challenger``), or None."""
+    """The alias the version holds after the run (``champion``, ``challenger``), or None."""
     test_metrics: dict[str, float]
     candidates: dict[str, dict[str, float]]
     baselines: dict[str, dict[str, float]]
@@ -69,10 +81,23 @@ class TrainSummary:
     run_ids: dict[str, str]
     dataset: str
     rows: int
+    """Rows trained and evaluated on: those with a known label (after ``train.max_rows``)."""
     seconds: float
     reproducible: bool | None = None
     parity_max_abs_diff: float = 0.0
     splits: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per split: time range, rows, stations, label rate, weekend share and flags."""
+    label: str = ""
+    """The label trained: ``--label``, else the one the dataset was built for."""
+    validation: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Each trained candidate's validation metrics (what the selection used)."""
+    why_selected: str = ""
+    already_registered: bool = False
+    """True when this very bundle was registered before: ``version`` is that version and
+    nothing new was registered (no duplicate version of the same bytes)."""
+    dataset_hash: str = ""
+    unlabeled_rows: int = 0
+    """Rows of the dataset left out because their label was unknown at build time."""
 
 
 def open_registry(platform: Platform) -> MlflowRegistry:
@@ -85,13 +110,34 @@ def model_name_for(config: TrainConfig, project: str, label: str) -> str:
     return config.model_name or f"{project}-{label}"
 
 
-def _config(platform: Platform, label: str | None, n_trials: int | None) -> TrainConfig:
-    update: dict[str, Any] = {}
-    if label is not None:
-        update["label"] = label
+def _config(platform: Platform, data: TrainingData, n_trials: int | None) -> TrainConfig:
+    """The train section, for the label being trained."""
+    update: dict[str, Any] = {"label": data.label}
     if n_trials is not None:
         update["n_trials"] = n_trials
     return platform.config.train.model_copy(update=update)
+
+
+def _label(platform: Platform, dataset: Path, label: str | None) -> str | None:
+    """``--label``; else the dataset's own label (None: let the loader read it).
+
+    A ``train.label`` set in dockline.toml that disagrees with the dataset is refused rather
+    than silently overridden either way.
+    """
+    if label is not None:
+        return label
+    config = platform.config.train
+    if "label" not in config.model_fields_set:
+        return None
+    directory = dataset if dataset.is_dir() else dataset.parent
+    built_for = DatasetMetadata.read(directory / METADATA_FILE).target
+    if built_for is not None and built_for != config.label:
+        raise ConfigError(
+            f"the dataset was built for {built_for!r} but dockline.toml sets train.label ="
+            f" {config.label!r}; pass --label to choose",
+            where="train.label",
+        )
+    return config.label
 
 
 def _hour_of_week(data: TrainingData, outcome: TrainOutcome) -> HourOfWeekRates | None:
@@ -197,8 +243,9 @@ def train_model(
     """Train on ``dataset``, export, gate and register; see the module docstring."""
     began = time.perf_counter()
     started_at = platform.clock.now()
-    config = _config(platform, label, n_trials)
-    data = load_training_set(dataset, config.label, max_rows=config.max_rows)
+    max_rows = platform.config.train.max_rows
+    data = load_training_set(dataset, _label(platform, dataset, label), max_rows=max_rows)
+    config = _config(platform, data, n_trials)
     project = str(data.metadata.extra.get("project") or "project")
     name = model_name_for(config, project, data.label)
     run_key = hashlib.sha256(
@@ -229,32 +276,30 @@ def train_model(
     registry = open_registry(platform)
     best = outcome.best
     primary = outcome.primary_metric
-    verdict = evaluate_gate(
-        primary,
-        HIGHER_IS_BETTER[primary],
-        best.test_metrics[primary],
-        {n: r.test_metrics[primary] for n, r in outcome.baselines.items()},
-        _champion_value(registry, name, outcome),
-        best.test_metrics["ece"],
-        config,
-    )
-    run_ids = {
-        result.name: log_candidate_run(
-            registry.tracking_uri,
-            name,
-            result.name,
-            result.params,
-            result.test_metrics,
-            result.report_dir,
-            dataset,
-            data.metadata.content_hash,
-            {"kind": result.kind, "selected": str(result.name == outcome.selected).lower()},
-        )
-        for result in (*outcome.candidates.values(), *outcome.baselines.values())
-    }
-    version = registry.register(name, bundle.path, run_id=run_ids[best.name], gate=verdict)
-    who = actor or current_actor()
-    alias = _place(registry, version, verdict, promote=promote, actor=who)
+    same = next((v for v in registry.versions(name) if v.bundle_id == bundle.bundle_id), None)
+    if same is not None:
+        # the very bytes are registered already: another version would be a duplicate
+        verdict = same.gate or _verdict(registry, name, outcome, config)
+        version, alias, run_ids = same, (same.aliases[0] if same.aliases else None), {}
+        # aliases are not moved here: `dockline models promote` promotes a registered version
+    else:
+        verdict = _verdict(registry, name, outcome, config)
+        run_ids = {
+            result.name: log_candidate_run(
+                registry.tracking_uri,
+                name,
+                result.name,
+                result.params,
+                result.test_metrics,
+                result.report_dir,
+                dataset,
+                data.metadata.content_hash,
+                {"kind": result.kind, "selected": str(result.name == outcome.selected).lower()},
+            )
+            for result in (*outcome.candidates.values(), *outcome.baselines.values())
+        }
+        version = registry.register(name, bundle.path, run_id=run_ids[best.name], gate=verdict)
+        alias = _place(registry, version, verdict, promote=promote, actor=actor or current_actor())
     summary = TrainSummary(
         model_name=name,
         version=version.version,
@@ -274,10 +319,55 @@ def train_model(
         seconds=round(time.perf_counter() - began, 2),
         reproducible=reproducible,
         parity_max_abs_diff=bundle.manifest.parity.max_abs_diff,
-        splits=outcome.splits.describe(),
+        splits=outcome.composition,
+        label=data.label,
+        validation={n: r.validation_metrics for n, r in outcome.candidates.items()},
+        why_selected=outcome.why_selected(),
+        already_registered=same is not None,
+        dataset_hash=data.metadata.content_hash,
+        unlabeled_rows=data.unlabeled_rows,
     )
-    _write_training_metadata(platform, summary, data, run_ids[best.name], started_at)
+    _finish_reports(outcome, summary, data)
+    if same is None:
+        _write_training_metadata(platform, summary, data, run_ids[best.name], started_at)
     return summary
+
+
+def _verdict(
+    registry: MlflowRegistry, name: str, outcome: TrainOutcome, config: TrainConfig
+) -> GateVerdict:
+    primary = outcome.primary_metric
+    best = outcome.best
+    return evaluate_gate(
+        primary,
+        HIGHER_IS_BETTER[primary],
+        best.test_metrics[primary],
+        {n: r.test_metrics[primary] for n, r in outcome.baselines.items()},
+        _champion_value(registry, name, outcome),
+        best.test_metrics["ece"],
+        config,
+    )
+
+
+def _finish_reports(outcome: TrainOutcome, summary: TrainSummary, data: TrainingData) -> None:
+    """Re-render every candidate's report with the run's story: what was selected and why,
+    the gate's verdict, the registered version and the dataset with its hash."""
+    registered = f"{summary.model_name} version {summary.version} (bundle {summary.bundle_id})"
+    if summary.already_registered:
+        registered += "; this bundle was registered before, nothing new registered"
+    for result in (*outcome.candidates.values(), *outcome.baselines.values()):
+        if result.report is None:
+            continue
+        chosen = result.name == outcome.selected
+        run = {
+            "selected": outcome.selected,
+            "why": summary.why_selected,
+            "gate": summary.gate.model_dump(mode="json") if chosen else None,
+            "version": registered if chosen else "",
+            "dataset": f"{data.metadata.dataset_name} ({summary.dataset})",
+            "dataset_hash": summary.dataset_hash,
+        }
+        write_report(result.report_dir, dataclasses.replace(result.report, run=run))
 
 
 def current_actor() -> str:

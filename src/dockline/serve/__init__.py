@@ -10,6 +10,7 @@ registry.
 
 from dockline.serve._errors import REASON_STATUS, ServeError
 from dockline.serve._predlog import PREDICTION_LOG_SCHEMA, PredictionLog
+from dockline.serve._protocol import GuardedHttpProtocol, configure_protocol, uvicorn_options
 from dockline.serve._runtime import BASELINE_FILE, Baseline, LoadedModel, ModelRuntime, ModelSet
 from dockline.serve._service import Predictor, Routing, canary_bucket
 from dockline.serve._telemetry import Telemetry
@@ -21,6 +22,7 @@ __all__ = [
     "PREDICTION_LOG_SCHEMA",
     "REASON_STATUS",
     "Baseline",
+    "GuardedHttpProtocol",
     "LoadedModel",
     "ModelRuntime",
     "ModelSet",
@@ -30,5 +32,7 @@ __all__ = [
     "ServeError",
     "Telemetry",
     "canary_bucket",
+    "configure_protocol",
     "create_app",
+    "uvicorn_options",
 ]

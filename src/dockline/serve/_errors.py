@@ -25,6 +25,11 @@ REASON_STATUS: dict[str, int] = {
     "method_not_allowed": 405,
     "batch_too_large": 413,
     "body_too_large": 413,
+    "body_timeout": 408,
+    # answered by the HTTP protocol itself (GuardedHttpProtocol), listed for completeness
+    "request_timeout": 408,
+    "bad_request": 400,
+    "too_many_connections": 503,
     # the service cannot answer well enough
     "stale_features": 503,
     "no_model": 503,

@@ -2,8 +2,13 @@
 
 Requests append a tuple to a bounded in-memory queue (no I/O, no lock beyond the deque's);
 a daemon thread drains it every ``flush_interval`` or when ``flush_rows`` are waiting and writes
-one new file ``<root>/date=YYYY-MM-DD/part-<first_us>-<pid>-<seq>.parquet`` per flush. When the
-queue is full the row is dropped and counted, never waited for.
+one new file ``<root>/date=YYYY-MM-DD/part-<first_us>-<pid>-<seq>.parquet`` per flush (written
+to ``.tmp`` and renamed: a file is whole or absent).
+
+A row leaves memory only once its file is written: when a write fails (disk full, directory
+gone or read-only) the rows are kept and the next flush retries them. Rows queued plus rows
+kept are bounded by ``max_queue``; past it a new row is dropped and counted, never waited for,
+and so are the rows still unwritten when :meth:`close` gives up.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from dockline.core.contracts import TS_TYPE
+from dockline.core.errors import StorageError
 from dockline.core.files import write_parquet
 from dockline.core.time import from_micros
 
@@ -91,6 +97,7 @@ class PredictionLog:
         max_queue: int,
         on_written: Callable[[int], None] | None = None,
         on_dropped: Callable[[int], None] | None = None,
+        on_write_failed: Callable[[], None] | None = None,
     ) -> None:
         self.root = root
         self.flush_rows = flush_rows
@@ -98,13 +105,18 @@ class PredictionLog:
         self.max_queue = max_queue
         self.dropped = 0
         self.written = 0
+        self.accepted = 0
+        self.write_failures = 0
         self._queue: deque[LogRow] = deque()
+        self._pending: list[LogRow] = []  # taken from the queue, not yet written
+        self._failing = False
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._write_lock = threading.Lock()
         self._seq = 0
         self._on_written = on_written
         self._on_dropped = on_dropped
+        self._on_write_failed = on_write_failed
         self._thread: threading.Thread | None = None
 
     def append(self, row: LogRow) -> bool:
@@ -112,21 +124,33 @@ class PredictionLog:
         queue = self._queue
         if self.root is None:
             return False
-        if len(queue) >= self.max_queue:
-            self.dropped += 1
-            if self._on_dropped is not None:
-                self._on_dropped(1)
+        if len(queue) + len(self._pending) >= self.max_queue:
+            self._drop(1)
             return False
+        self.accepted += 1
         queue.append(row)
         if len(queue) >= self.flush_rows:
             self._wake.set()
         return True
 
+    @property
+    def unwritten(self) -> int:
+        """Rows accepted and not written yet (queued, or kept after a failed write)."""
+        return len(self._queue) + len(self._pending)
+
+    def _drop(self, n: int) -> None:
+        self.dropped += n
+        if self._on_dropped is not None:
+            self._on_dropped(n)
+
     def flush(self) -> int:
-        """Write everything queued now (on the caller's thread); returns rows written."""
+        """Write everything queued now (on the caller's thread); returns rows written.
+
+        A failed write keeps the rows for the next flush and raises :class:`StorageError`.
+        """
         with self._write_lock:
             queue = self._queue
-            rows: list[LogRow] = []
+            rows = self._pending
             while queue:
                 try:
                     rows.append(queue.popleft())
@@ -134,12 +158,35 @@ class PredictionLog:
                     break
             if not rows or self.root is None:
                 return 0
-            table = self._table(rows)
+            try:
+                table = self._table(rows)
+            except (pa.ArrowException, TypeError, ValueError):  # never retry a poisoned batch
+                _log.exception("prediction log rows could not be encoded; dropping %d", len(rows))
+                self._pending = []
+                self._drop(len(rows))
+                return 0
             first = rows[0][1]
             day = from_micros(first).strftime("%Y-%m-%d")
             self._seq += 1
             name = f"part-{first}-{os.getpid()}-{self._seq:06d}.parquet"
-            write_parquet(table, self.root / f"date={day}" / name)
+            try:
+                write_parquet(table, self.root / f"date={day}" / name)
+            except (StorageError, OSError) as exc:  # OSError: mkdir of the day's directory
+                self.write_failures += 1
+                if self._on_write_failed is not None:
+                    self._on_write_failed()
+                if not self._failing:  # one line per outage, not one per retry
+                    _log.warning(
+                        "writing the prediction log failed; keeping %d rows to retry: %s",
+                        len(rows),
+                        exc,
+                    )
+                self._failing = True
+                raise StorageError(f"{exc}", where=str(self.root)) from exc
+            if self._failing:
+                _log.warning("the prediction log is written again (%d rows kept)", len(rows))
+                self._failing = False
+            self._pending = []
             self.written += len(rows)
             if self._on_written is not None:
                 self._on_written(len(rows))
@@ -170,14 +217,25 @@ class PredictionLog:
             self._wake.clear()
             try:
                 self.flush()
-            except Exception:  # a full disk must not kill the writer; retry next interval
+            except StorageError:  # logged by flush; the rows are kept for the next interval
+                pass
+            except Exception:  # nothing must kill the writer
                 _log.exception("writing the prediction log failed")
 
     def close(self) -> None:
-        """Stop the thread and write what is left."""
+        """Stop the thread and write what is left; rows that still cannot be written are
+        dropped and counted."""
         self._stop.set()
         self._wake.set()
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(timeout=30)
-        self.flush()
+        try:
+            self.flush()
+        except StorageError:
+            with self._write_lock:
+                lost = self.unwritten
+                self._pending = []
+                self._queue.clear()
+            self._drop(lost)
+            _log.error("the prediction log lost %d rows at shutdown: the disk refused them", lost)

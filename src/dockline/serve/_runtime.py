@@ -28,6 +28,7 @@ from dockline.serve._errors import ServeError
 
 __all__ = [
     "BASELINE_FILE",
+    "SCHEMA_MISMATCH",
     "Baseline",
     "LoadedModel",
     "ModelRuntime",
@@ -37,6 +38,8 @@ __all__ = [
 ]
 
 BASELINE_FILE = "baseline.json"
+SCHEMA_MISMATCH = "feature_schema_mismatch"
+"""The reason when the online group's layout or plan is not the one a bundle was trained on."""
 HOURS_PER_WEEK = 168
 
 _log = logging.getLogger(__name__)
@@ -106,7 +109,7 @@ class LoadedModel:
         if missing:
             raise ContractError(
                 f"the online store has no column for model features {', '.join(missing[:5])}",
-                reason="bundle_invalid",
+                reason=SCHEMA_MISMATCH,
                 where=str(bundle.path),
             )
         self.role = role
@@ -117,7 +120,7 @@ class LoadedModel:
         self.bundle_id = bundle.bundle_id
         self.features: tuple[str, ...] = tuple(manifest.features)
         self.threshold = manifest.threshold.threshold
-        self.columns = tuple(columns)
+        self.columns = tuple(columns)  # the layout ``index`` was computed for
         self.index: tuple[int, ...] = tuple(position[name] for name in manifest.features)
         self.how_index: tuple[int, int] | None = (
             (position["hour_of_day"], position["day_of_week"])
@@ -136,8 +139,20 @@ class LoadedModel:
         self._local = threading.local()
         self.score_matrix(np.zeros((1, len(self.features)), dtype=np.float32))  # warm up ONNX
 
+    def _width_error(self, width: int) -> ServeError:
+        # The store's cached layout can lag a re-registration by another process; a vector of
+        # another width shows it (a reorder of as many columns cannot be seen here).
+        return ServeError(
+            f"a feature vector has {width} values; {self.name} v{self.version_number} was loaded"
+            f" for {len(self.columns)} columns: the online group's layout changed",
+            reason=SCHEMA_MISMATCH,
+            where="features",
+        )
+
     def fill(self, values: Sequence[OnlineValue]) -> npt.NDArray[np.float32]:
         """The model's ``[1, k]`` input row for one vector in store column order."""
+        if len(values) != len(self.columns):
+            raise self._width_error(len(values))
         row: npt.NDArray[np.float32] | None = getattr(self._local, "row", None)
         if row is None:
             row = np.empty((1, len(self.index)), dtype=np.float32)
@@ -162,6 +177,10 @@ class LoadedModel:
         matrix = out if out is not None else np.empty((n, len(self.index)), dtype=np.float32)
         if n == 0:
             return matrix
+        width = len(self.columns)
+        for r in rows:
+            if len(r) != width:
+                raise self._width_error(len(r))
         picked = [[r[i] for i in self.index] for r in rows]
         try:
             matrix[:] = np.array(picked, dtype=np.float64)  # None -> nan via float conversion
@@ -190,14 +209,29 @@ class LoadedModel:
 
 
 def load_model(
-    version: ModelVersion, columns: Sequence[str], *, role: str, loader: Callable[[Path], Bundle]
+    version: ModelVersion,
+    columns: Sequence[str],
+    *,
+    role: str,
+    loader: Callable[[Path], Bundle],
+    plan_hash: str | None = None,
 ) -> LoadedModel:
-    """Load and verify the bundle of ``version``; the registry's bundle id must match its bytes."""
+    """Load and verify the bundle of ``version``; the registry's bundle id must match its bytes,
+    and the bundle must have been trained on the plan ``plan_hash`` (when given) that built the
+    online group whose layout is ``columns``."""
     bundle = loader(Path(version.bundle_path))
     if bundle.bundle_id != version.bundle_id:
         raise ContractError(
             f"bundle id {bundle.bundle_id} does not match the registered {version.bundle_id}",
             reason="bundle_tampered",
+            where=version.bundle_path,
+        )
+    trained_on = bundle.manifest.lineage.plan_hash
+    if plan_hash and trained_on and trained_on != plan_hash:  # both known, and they differ
+        raise ContractError(
+            f"the bundle was trained on feature plan {trained_on[:12]}; the online features"
+            f" come from plan {plan_hash[:12]}",
+            reason=SCHEMA_MISMATCH,
             where=version.bundle_path,
         )
     return LoadedModel(version, bundle, columns, role=role)
@@ -238,11 +272,15 @@ class ModelRuntime:
         *,
         on_load_error: Callable[[str, DocklineError], None] | None = None,
         on_swap: Callable[[ModelSet], None] | None = None,
+        plan_hash: str | None = None,
     ) -> None:
         self.registry = registry
         self.columns = columns  # the feature reader's column order, read at each load
         self.model_name = model_name
+        self.plan_hash = plan_hash
         self.models = ModelSet()
+        self.errors: dict[str, DocklineError] = {}
+        """The failed loads of the last reload, by role."""
         self._on_load_error = on_load_error
         self._on_swap = on_swap
         self._lock = threading.Lock()
@@ -273,7 +311,38 @@ class ModelRuntime:
                 self.models = fresh  # the swap: one reference assignment
                 if self._on_swap is not None:
                     self._on_swap(fresh)
+            self.errors = errors
             return ReloadResult(changed=changed, models=self.models, errors=errors)
+
+    def unavailable(self) -> ServeError:
+        """Why no champion answers: its layout mismatch when that refused it, else no_model."""
+        failure = self.errors.get("champion")
+        if failure is not None and failure.reason == SCHEMA_MISMATCH:
+            return ServeError(failure.message, reason=SCHEMA_MISMATCH, where="champion")
+        return ServeError("no champion model is loaded", reason="no_model", where="champion")
+
+    def layout_error(self, models: ModelSet) -> ServeError | None:
+        """A ``feature_schema_mismatch`` error when the feature reader's columns are no longer
+        the ones a loaded model maps its inputs from (the group was re-registered since, e.g.
+        by another plan: scoring would misalign them).
+
+        Runs per request: the reader's cached tuple and, while nothing changed, an identity
+        comparison.
+        """
+        try:
+            columns = tuple(self.columns())
+        except DocklineError:
+            return None  # the reader's own failure is reported where vectors are read
+        for model in (models.champion, models.challenger):
+            if model is not None and columns is not model.columns and columns != model.columns:
+                return ServeError(
+                    "the online features were re-registered with other columns since"
+                    f" {model.role} {model.name} v{model.version_number} loaded; rebuild"
+                    " them with its plan or promote a model trained on the new one",
+                    reason=SCHEMA_MISMATCH,
+                    where="features",
+                )
+        return None
 
     def _resolve(self, role: str, previous: LoadedModel | None) -> LoadedModel | None:
         # The poller runs on the serving core every few seconds. Reading and hashing an
@@ -289,7 +358,9 @@ class ModelRuntime:
         version = self._registry_call(self.registry.resolve, role)
         if version is None:
             return None
-        return load_model(version, self.columns(), role=role, loader=load_bundle)
+        return load_model(
+            version, self.columns(), role=role, loader=load_bundle, plan_hash=self.plan_hash
+        )
 
     def _registry_call(
         self, call: Callable[[str, str], ModelVersion | None], role: str

@@ -15,6 +15,7 @@ import msgspec
 from dockline.serve._errors import ServeError
 
 __all__ = [
+    "EXAMPLES",
     "BatchItem",
     "BatchRequest",
     "BatchResponse",
@@ -30,6 +31,7 @@ __all__ = [
 ]
 
 MAX_ENTITY_LENGTH = 256
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 class PredictRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -120,6 +122,36 @@ class RoutingState(msgspec.Struct):
 
 encode = msgspec.json.Encoder().encode
 
+EXAMPLES: dict[str, dict[str, dict[str, Any]]] = {
+    "PredictRequest": {
+        "stored": {
+            "summary": "Score a station's online feature vector",
+            "value": {"entity": "station-42"},
+        },
+        "override": {
+            "summary": "The same, with one feature value supplied by the caller",
+            "value": {"entity": "station-42", "features": {"hour_of_day": 8}},
+        },
+    },
+    "BatchRequest": {
+        "stations": {
+            "summary": "Score several stations in one call",
+            "value": {"entities": ["station-42", "station-7", "station-113"]},
+        }
+    },
+    "RoutingRequest": {
+        "canary": {
+            "summary": "Send 10 % of stations to the challenger",
+            "value": {"mode": "canary", "canary_share": 0.1},
+        },
+        "shadow": {
+            "summary": "Score the challenger beside the champion, answer the champion",
+            "value": {"mode": "shadow"},
+        },
+    },
+}
+"""Request examples for the OpenAPI document (``/docs`` shows them ready to send)."""
+
 T = TypeVar("T")
 
 _decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
@@ -143,7 +175,24 @@ def decode(body: bytes, kind: type[T]) -> T:
         raise ServeError(
             f"the body must be a JSON object; {exc}", reason="invalid_json", where="body"
         ) from None
+    except RecursionError:
+        raise ServeError(
+            "the body is nested too deeply", reason="invalid_json", where="body"
+        ) from None
+    if isinstance(result, PredictRequest) and result.features:
+        _check_finite(result.features)
     return result
+
+
+def _check_finite(features: dict[str, float | None]) -> None:
+    # A model input is float32: a value beyond its range would reach the model as infinity.
+    for name, value in features.items():
+        if value is not None and not -FLOAT32_MAX <= value <= FLOAT32_MAX:
+            raise ServeError(
+                f"features.{name} must be a finite number within ±{FLOAT32_MAX:.4g}; got {value}",
+                reason="invalid_value",
+                where=f"features.{name}",
+            )
 
 
 def _validation_error(message: str) -> ServeError:
@@ -163,15 +212,37 @@ def _validation_error(message: str) -> ServeError:
     return ServeError(f"{field}: {text}", reason="invalid_type", where=field)
 
 
+_RawObject = dict[str, msgspec.Raw]
+_JSON_KINDS = {ord("["): "array", ord("{"): "object", ord('"'): "string", ord("t"): "bool"}
+_JSON_KINDS[ord("f")] = "bool"
+
+
 def _bad_feature(body: bytes) -> ServeError | None:
-    features = msgspec.json.decode(body).get("features") or {}
-    for name, value in features.items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            field = f"features.{name}"
+    """The feature whose value failed, found without parsing values (a value nested 1,000 deep
+    or a number out of range must not fail this second look)."""
+    try:
+        features = msgspec.json.decode(
+            msgspec.json.decode(body, type=_RawObject).get("features") or b"{}", type=_RawObject
+        )
+    except (msgspec.MsgspecError, RecursionError):  # e.g. nested too deeply to skip over
+        return ServeError(
+            "features values must be numbers or null", reason="invalid_type", where="features"
+        )
+    for name, raw in features.items():
+        field = f"features.{name}"
+        try:
+            msgspec.json.decode(raw, type=float | None)
+        except msgspec.ValidationError as exc:
+            if "out of range" in str(exc):
+                shown = bytes(raw)[:40].decode(errors="replace")
+                return ServeError(
+                    f"{field} must be a finite number; got {shown}",
+                    reason="invalid_value",
+                    where=field,
+                )
+            kind = _JSON_KINDS.get(bytes(raw)[:1][0], "value") if raw else "value"
             return ServeError(
-                f"{field} must be a number or null; got {type(value).__name__}",
-                reason="invalid_type",
-                where=field,
+                f"{field} must be a number or null; got {kind}", reason="invalid_type", where=field
             )
     return None
 

@@ -134,9 +134,13 @@ class Predictor:
         return to_micros(self.clock.now())
 
     def _models(self) -> ModelSet:
-        models = self.runtime.models
+        runtime = self.runtime
+        models = runtime.models
         if models.champion is None:
-            raise ServeError("no champion model is loaded", reason="no_model", where="champion")
+            raise runtime.unavailable()
+        mismatch = runtime.layout_error(models)
+        if mismatch is not None:  # never score columns the model's index no longer fits
+            raise mismatch
         return models
 
     def _route(
@@ -184,9 +188,10 @@ class Predictor:
         columns = model.columns
         position = {name: i for i, name in enumerate(columns)}
         for name in features:
-            if name not in position:
+            if name not in position or name not in model.features:
                 raise ServeError(
-                    f"features.{name} is not a feature of the online store",
+                    f"features.{name} is not a feature of the model; valid names:"
+                    f" {', '.join(model.features)}",
                     reason="unknown_feature",
                     where=f"features.{name}",
                 )

@@ -3,6 +3,11 @@
 Requests update in-memory counters only; a background thread closes windows by the injected
 clock and appends them as :class:`~dockline.core.contracts.ServingMetricsWindow` lines under
 ``serving/metrics/{date}/{hour}/``, so no request ever waits for a file.
+
+Every window is written, busy or idle: an idle minute is a heartbeat window with
+``request_count`` 0, so monitoring tells an idle service from a missing one. A window whose
+file cannot be written is kept and retried on the next tick (at most ``max_unwritten``; beyond,
+the oldest is dropped and counted in ``dockline_serving_rows_dropped_total{sink=...}``).
 """
 
 from __future__ import annotations
@@ -22,10 +27,25 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from dockline.core.contracts import ServingMetricsWindow
 from dockline.core.time import Clock, from_micros, to_micros
 
-__all__ = ["ENDPOINTS", "ModelStamp", "ServiceIdentity", "Telemetry", "WindowCounts"]
+__all__ = [
+    "ENDPOINTS",
+    "METRICS_SINK",
+    "PREDICTION_LOG_SINK",
+    "ModelStamp",
+    "ServiceIdentity",
+    "Telemetry",
+    "WindowCounts",
+    "append_lines",
+]
 
 ENDPOINTS = ("/v1/predict", "/v1/predict/batch")
 """The endpoints that get a metrics window each."""
+
+PREDICTION_LOG_SINK = "prediction_log"
+METRICS_SINK = "metrics_windows"
+# Heartbeats written for one gap at most (a day of windows): a clock that jumps years must not
+# write a window per minute of them.
+_MAX_HEARTBEATS = 1440
 
 _log = logging.getLogger(__name__)
 
@@ -44,6 +64,8 @@ _REASON_FIELDS: dict[str, tuple[str, ...]] = {
     "unknown_entity": ("feature_lookup_error_count",),
     "store_unavailable": ("feature_lookup_error_count", "dependency_error_count"),
     "registry_unavailable": ("dependency_error_count",),
+    "feature_schema_mismatch": ("feature_lookup_error_count",),
+    "body_timeout": ("timeout_count",),
     "stale_features": ("rejected_count",),
     "batch_too_large": ("rejected_count",),
     "body_too_large": ("rejected_count",),
@@ -146,6 +168,22 @@ def window_path(root: Path, window: ServingMetricsWindow) -> Path:
     return root / start.strftime("%Y-%m-%d") / start.strftime("%H") / f"{safe}.jsonl"
 
 
+def append_lines(path: Path, data: bytes) -> bool:
+    """Append whole lines to ``path`` in one write; True when the file ended in a torn line.
+
+    A line cut short (a crash or a failed write in the middle of it) is closed with a newline
+    first, so it stays one bad line that readers report, never glued to the next good one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("ab+") as fh:
+        torn = False
+        if fh.tell() > 0:
+            fh.seek(-1, 2)
+            torn = fh.read(1) != b"\n"
+        fh.write(b"\n" + data if torn else data)
+    return torn
+
+
 class Telemetry:
     """Prometheus metrics (own registry per app) plus the metrics-window writer.
 
@@ -163,6 +201,7 @@ class Telemetry:
         model_stamp: Callable[[], ModelStamp],
         metrics_dir: Path | None,
         keep_written: int = 64,
+        max_unwritten: int = 10_000,
     ) -> None:
         self.clock = clock
         self.identity = identity
@@ -174,6 +213,15 @@ class Telemetry:
         self._current = {e: WindowCounts(start, start + self._window_us) for e in ENDPOINTS}
         self._closed: deque[tuple[str, WindowCounts]] = deque()
         self.written: deque[ServingMetricsWindow] = deque(maxlen=keep_written)
+        self._unwritten: list[ServingMetricsWindow] = []  # failed writes, retried next tick
+        self._max_unwritten = max_unwritten
+        self._emit_lock = threading.Lock()
+        self._failing = False
+        self._last_files: list[Path] = []
+        self.generation = 0
+        """Bumped by every change a checkpoint would save (requests, rolls, writes)."""
+        self.after_tick: Callable[[], None] | None = None
+        """Called on the writer thread after each tick (the crash checkpoint)."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -234,16 +282,53 @@ class Telemetry:
             "Prediction log rows written to Parquet.",
             registry=self.registry,
         )
-        self.log_dropped = Counter(
-            "dockline_serve_prediction_log_dropped",
-            "Prediction log rows dropped because the write queue was full.",
-            registry=self.registry,
-        )
         self.windows_written = Counter(
             "dockline_serve_metrics_windows",
             "Serving metrics windows written.",
             registry=self.registry,
         )
+        self.rows_dropped = Counter(
+            "dockline_serving_rows_dropped",
+            "Rows accepted but never written (queue or retry buffer full, or the disk still"
+            " refused them at shutdown), by sink: prediction_log rows, metrics_windows windows.",
+            ["sink"],
+            registry=self.registry,
+        )
+        self.write_failures = Counter(
+            "dockline_serving_write_failures",
+            "Failed writes of the prediction log or the metrics windows (retried), by sink.",
+            ["sink"],
+            registry=self.registry,
+        )
+        self.partial_files = Counter(
+            "dockline_serving_partial_files",
+            "Torn or partial files found: a metrics line cut short, a prediction-log .tmp left"
+            " by a killed writer, an unreadable crash checkpoint; by sink.",
+            ["sink"],
+            registry=self.registry,
+        )
+        self.restart_missing = Counter(
+            "dockline_serving_restart_missing",
+            "Rows a restart found lost by a killed predecessor (accepted, never written), by"
+            " sink. Rows of its last checkpoint interval are not known, so not counted.",
+            ["sink"],
+            registry=self.registry,
+        )
+        self.restart_recovered = Counter(
+            "dockline_serving_restart_recovered",
+            "Metrics windows a restart recovered from a killed predecessor's checkpoint.",
+            ["sink"],
+            registry=self.registry,
+        )
+        for sink in (PREDICTION_LOG_SINK, METRICS_SINK):  # exported at 0 from the start
+            for counter in (
+                self.rows_dropped,
+                self.write_failures,
+                self.partial_files,
+                self.restart_missing,
+                self.restart_recovered,
+            ):
+                counter.labels(sink)
         self._children: dict[tuple[str, str], Counter] = {}
         self._latency = {e: self.latency.labels(e) for e in ENDPOINTS}
         self._probability = {
@@ -285,6 +370,7 @@ class Telemetry:
             if now_us >= window.end_us:
                 self._roll_locked(now_us)
                 window = self._current[endpoint]
+            self.generation += 1
             c = window.counts
             c["request_count"] += 1
             if ok:
@@ -315,10 +401,16 @@ class Telemetry:
 
     def _roll_locked(self, now_us: int) -> None:
         start = self._window_start(now_us)
+        step = self._window_us
         for endpoint, window in self._current.items():
             if now_us >= window.end_us:
                 self._closed.append((endpoint, window))
-                self._current[endpoint] = WindowCounts(start, start + self._window_us)
+                # Idle windows between the closed one and now are heartbeats, not gaps.
+                first = max(window.end_us, start - _MAX_HEARTBEATS * step)
+                for idle in range(first, start, step):
+                    self._closed.append((endpoint, WindowCounts(idle, idle + step)))
+                self._current[endpoint] = WindowCounts(start, start + step)
+        self.generation += 1
 
     def tick(self) -> list[ServingMetricsWindow]:
         """Close windows the clock has passed and write every closed window; returns them."""
@@ -346,22 +438,101 @@ class Telemetry:
     def _write(
         self, closed: list[tuple[str, WindowCounts]], now_us: int
     ) -> list[ServingMetricsWindow]:
-        if not closed:
-            return []
-        stamp = self._model_stamp()
-        windows = [w.to_window(e, self.identity, stamp, now_us) for e, w in closed]
-        if self.metrics_dir is not None:
-            by_file: dict[Path, list[bytes]] = {}
-            for window in windows:
-                line = window.model_dump_json().encode() + b"\n"
-                by_file.setdefault(window_path(self.metrics_dir, window), []).append(line)
-            for path, lines in by_file.items():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with path.open("ab") as fh:  # one write per file: whole lines, append-only
-                    fh.write(b"".join(lines))
-        self.written.extend(windows)
-        self.windows_written.inc(len(windows))
-        return windows
+        windows: list[ServingMetricsWindow] = []
+        if closed:
+            stamp = self._model_stamp()
+            windows = [w.to_window(e, self.identity, stamp, now_us) for e, w in closed]
+        return self.emit(windows)
+
+    def emit(self, windows: list[ServingMetricsWindow]) -> list[ServingMetricsWindow]:
+        """Append ``windows``, and those kept from failed writes, to their files (one write per
+        file); returns the windows written. A file that fails keeps its windows for next time."""
+        with self._emit_lock:
+            batch = self._unwritten + windows
+            self._unwritten = []
+            if not batch:
+                return []
+            written: list[ServingMetricsWindow] = []
+            if self.metrics_dir is None:
+                written = batch
+            else:
+                by_file: dict[Path, list[ServingMetricsWindow]] = {}
+                for window in batch:
+                    by_file.setdefault(window_path(self.metrics_dir, window), []).append(window)
+                error: OSError | None = None
+                self._last_files = list(by_file)
+                for path, group in by_file.items():
+                    data = b"".join(w.model_dump_json().encode() + b"\n" for w in group)
+                    try:
+                        if append_lines(path, data):
+                            self.partial_files.labels(METRICS_SINK).inc()
+                    except OSError as exc:
+                        error = exc
+                        self._unwritten.extend(group)
+                        self.write_failures.labels(METRICS_SINK).inc()
+                    else:
+                        written.extend(group)
+                self._after_write(error)
+            self.written.extend(written)
+            self.windows_written.inc(len(written))
+            self.generation += 1
+            return written
+
+    def _after_write(self, error: OSError | None) -> None:
+        if error is None:
+            if self._failing:
+                _log.warning("serving metrics windows are written again")
+            self._failing = False
+            return
+        excess = len(self._unwritten) - self._max_unwritten
+        if excess > 0:  # keep the newest: bounded memory through a long outage
+            del self._unwritten[:excess]
+            self.rows_dropped.labels(METRICS_SINK).inc(excess)
+        if not self._failing:  # one line per outage, not one per tick
+            _log.warning(
+                "writing serving metrics windows failed; keeping %d to retry: %s",
+                len(self._unwritten),
+                error,
+            )
+        self._failing = True
+
+    def model_stamp(self) -> ModelStamp:
+        """The champion windows are attributed to right now."""
+        return self._model_stamp()
+
+    def snapshot(self) -> tuple[list[tuple[str, WindowCounts]], list[Path]]:
+        """Copies of the windows in memory (closed-unwritten and current) and the files last
+        appended to: what a crash checkpoint saves."""
+        with self._lock:
+            windows = [*self._closed, *self._current.items()]
+            copies = []
+            for endpoint, window in windows:
+                copy = WindowCounts(window.start_us, window.end_us)
+                copy.counts.update(window.counts)
+                copy.latencies_ms = array("d", window.latencies_ms)
+                copies.append((endpoint, copy))
+        return copies, list(self._last_files)
+
+    def merge(
+        self, endpoint: str, start_us: int, counts: dict[str, int], latencies: array[float]
+    ) -> bool:
+        """Add a predecessor's counts to the current window of ``endpoint`` if it is the same
+        window (same start); False otherwise."""
+        with self._lock:
+            window = self._current.get(endpoint)
+            if window is None or window.start_us != start_us:
+                return False
+            for name, value in counts.items():
+                if name in window.counts:
+                    window.counts[name] += value
+            window.latencies_ms.extend(latencies)
+            self.generation += 1
+        return True
+
+    @property
+    def unwritten(self) -> list[ServingMetricsWindow]:
+        """Windows whose write failed, waiting for the next attempt."""
+        return list(self._unwritten)
 
     def start(self, interval_s: float = 1.0) -> None:
         """Roll and write windows every ``interval_s`` seconds on a daemon thread."""
@@ -377,11 +548,14 @@ class Telemetry:
         while not self._stop.wait(interval_s):
             try:
                 self.tick()
-            except Exception:  # keep emitting windows after a transient file error
+                if self.after_tick is not None:
+                    self.after_tick()
+            except Exception:  # keep emitting windows whatever happened
                 _log.exception("writing serving metrics windows failed")
 
     def stop(self) -> None:
-        """Stop the thread and write everything still in memory."""
+        """Stop the thread and write everything still in memory (windows the disk still
+        refuses stay in :attr:`unwritten` for the caller's checkpoint)."""
         self._stop.set()
         thread, self._thread = self._thread, None
         if thread is not None:

@@ -22,22 +22,30 @@ from time import perf_counter
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dockline.core.config import DataDir, ServeConfig
-from dockline.core.errors import DocklineError, NotFoundError
+from dockline.core.errors import ConfigError, DocklineError
 from dockline.core.ports import FeatureReader, ModelRegistry, OnlineStore
 from dockline.core.time import Clock, SystemClock
-from dockline.serve._errors import ServeError, status_for
+from dockline.serve._errors import ServeError
+from dockline.serve._http import (
+    JSON,
+    error_response,
+    install_error_handlers,
+    read_body,
+    request_failed,
+)
 from dockline.serve._predlog import PredictionLog
-from dockline.serve._runtime import LoadedModel, ModelRuntime, ModelSet
+from dockline.serve._protocol import uvicorn_options
+from dockline.serve._recovery import CrashCheckpoint, recover
+from dockline.serve._runtime import SCHEMA_MISMATCH, LoadedModel, ModelRuntime, ModelSet
 from dockline.serve._schemas import (
+    EXAMPLES,
     BatchRequest,
-    ErrorBody,
     PredictRequest,
     RoutingRequest,
     decode,
@@ -46,13 +54,17 @@ from dockline.serve._schemas import (
 )
 from dockline.serve._service import BATCH, PREDICT, Predictor, Routing
 from dockline.serve._stored import StoredVectors
-from dockline.serve._telemetry import ModelStamp, ServiceIdentity, Telemetry
+from dockline.serve._telemetry import (
+    PREDICTION_LOG_SINK,
+    ModelStamp,
+    ServiceIdentity,
+    Telemetry,
+)
 
 __all__ = ["ADMIN_TOKEN_ENV", "SERVICE_NAME", "create_app"]
 
 ADMIN_TOKEN_ENV = "DOCKLINE_ADMIN_TOKEN"
 SERVICE_NAME = "dockline-serve"
-JSON = "application/json"
 
 _log = logging.getLogger(__name__)
 
@@ -64,16 +76,28 @@ def _service_version() -> str:
         return "0.0.0"
 
 
-def _error(exc: DocklineError, request_id: str | None) -> Response:
-    body = ErrorBody(reason=exc.reason, message=exc.message, field=exc.where, request_id=request_id)
-    return Response(encode(body), status_code=status_for(exc.reason), media_type=JSON)
+def admin_token_from(explicit: str | None, configured: str | None) -> str | None:
+    """The admin token: ``explicit``, else ``$DOCKLINE_ADMIN_TOKEN``, else ``configured``.
 
-
-def _as_serve_error(exc: DocklineError) -> DocklineError:
-    """Core errors keep their reason; a NotFoundError without one is an unknown entity."""
-    if isinstance(exc, NotFoundError) and exc.reason == "not_found":
-        return ServeError(exc.message, reason="unknown_entity", where=exc.where)
-    return exc
+    The first one set wins; an empty or blank one is refused (``ConfigError``): with it,
+    ``Authorization: Bearer `` and nothing else would open the admin endpoints.
+    """
+    for value, where in (
+        (explicit, "admin_token"),
+        (os.environ.get(ADMIN_TOKEN_ENV), ADMIN_TOKEN_ENV),
+        (configured, "serve.admin_token"),
+    ):
+        if value is None:
+            continue
+        if not value.strip():
+            raise ConfigError(
+                "the admin token must not be empty; set a secret or leave it unset"
+                " (admin endpoints then always answer 401)",
+                reason="empty_admin_token",
+                where=where,
+            )
+        return value
+    return None
 
 
 def _ref(model: LoadedModel | None) -> dict[str, Any] | None:
@@ -89,7 +113,10 @@ def _ref(model: LoadedModel | None) -> dict[str, Any] | None:
 
 def _body(schema: str) -> dict[str, Any]:
     ref = {"$ref": f"#/components/schemas/{schema}"}
-    return {"content": {JSON: {"schema": ref}}}
+    media: dict[str, Any] = {"schema": ref}
+    if schema in EXAMPLES:
+        media["examples"] = EXAMPLES[schema]
+    return {"content": {JSON: media}}
 
 
 def create_app(
@@ -103,6 +130,7 @@ def create_app(
     group: str = "features",
     admin_token: str | None = None,
     deployment_id: str | None = None,
+    plan_hash: str | None = None,
     on_close: Sequence[Callable[[], None]] = (),
     features: FeatureReader | None = None,
 ) -> FastAPI:
@@ -113,8 +141,9 @@ def create_app(
     ``group`` in ``store`` are served as written. ``data_dir`` (None: no files) receives the
     metrics windows and the prediction log; ``clock`` dates vectors' ages and windows. The admin
     token is ``admin_token``, else ``$DOCKLINE_ADMIN_TOKEN``, else ``config.admin_token``; with
-    none, admin endpoints always answer 401. ``on_close`` callbacks run at shutdown (e.g. closing
-    the store the caller opened).
+    none, admin endpoints always answer 401, and an empty one is a ``ConfigError``.
+    ``plan_hash`` (the plan that built ``group``) refuses bundles trained on another plan.
+    ``on_close`` callbacks run at shutdown (e.g. closing the store the caller opened).
     """
     cfg = config or ServeConfig()
     clk = clock or SystemClock()
@@ -123,7 +152,7 @@ def create_app(
             raise TypeError("create_app needs features= (a FeatureReader) or store=")
         features = StoredVectors(store, group)
     reader = features
-    token = admin_token or os.environ.get(ADMIN_TOKEN_ENV) or cfg.admin_token
+    token = admin_token_from(admin_token, cfg.admin_token)
     runtime_box: list[ModelRuntime] = []
 
     def stamp() -> ModelStamp:
@@ -166,15 +195,17 @@ def create_app(
         model_name,
         on_load_error=lambda role, exc: telemetry.model_load_error(role, exc.reason),
         on_swap=swapped,
+        plan_hash=plan_hash,
     )
     runtime_box.append(runtime)
     prediction_log = PredictionLog(
         data_dir.serving_predictions if data_dir is not None else None,
         flush_rows=cfg.prediction_flush_rows,
         flush_interval_s=cfg.prediction_flush_interval.total_seconds(),
-        max_queue=max(10 * cfg.prediction_flush_rows, 10_000),
+        max_queue=max(cfg.write_buffer_rows, 2 * cfg.prediction_flush_rows),
         on_written=telemetry.log_rows.inc,
-        on_dropped=telemetry.log_dropped.inc,
+        on_dropped=lambda n: telemetry.rows_dropped.labels(PREDICTION_LOG_SINK).inc(n),
+        on_write_failed=telemetry.write_failures.labels(PREDICTION_LOG_SINK).inc,
     )
     predictor = Predictor(
         runtime=runtime,
@@ -191,9 +222,23 @@ def create_app(
     # before decoding.
     max_body = 64 * 1024 + cfg.max_batch * 300
 
+    # Crash checkpoints of the in-memory telemetry (see _recovery): serving/state/.
+    state_dir = data_dir.serving_metrics.parent / "state" if data_dir is not None else None
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(runtime.reload)
+        checkpoint = None
+        if state_dir is not None:
+            try:
+                # Before our own checkpoint exists: take over what killed predecessors left.
+                app.state.recovery = await run_in_threadpool(
+                    recover, state_dir, telemetry, prediction_log.root
+                )
+                checkpoint = CrashCheckpoint(state_dir, telemetry, prediction_log)
+                telemetry.after_tick = checkpoint.save
+            except OSError as exc:  # serve without crash recovery rather than not at all
+                _log.warning("no crash checkpoint (a kill will lose more than a tick): %s", exc)
         # Everything loaded so far (MLflow, pandas, ONNX, the bundle: ~300k objects) lives as
         # long as the process. A full collection scanned it all in ~180 ms with the event loop
         # stalled: that was the p99 under load. Frozen objects are never scanned again.
@@ -209,50 +254,32 @@ def create_app(
             runtime.stop()
             prediction_log.close()
             telemetry.stop()
+            if checkpoint is not None:
+                checkpoint.close()
             for close in on_close:
                 close()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc from files shipped in the fastapi-offline package: /docs works
+    # without internet.
+    app = FastAPIOffline(
         title="dockline serve",
         version=_service_version(),
         description="Predictions from fresh online features, with a freshness gate.",
         lifespan=lifespan,
+        static_url="/docs/static",
     )
     app.state.runtime = runtime
     app.state.predictor = predictor
     app.state.telemetry = telemetry
     app.state.prediction_log = prediction_log
+    app.state.uvicorn_options = uvicorn_options(cfg)
+    body_timeout_s = cfg.request_timeout.total_seconds()
 
     async def _read_body(request: Request) -> bytes:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_body:
-            raise ServeError(
-                f"the body must be at most {max_body} bytes; got {length}",
-                reason="body_too_large",
-                where="body",
-            )
-        body = await request.body()
-        if len(body) > max_body:
-            raise ServeError(
-                f"the body must be at most {max_body} bytes", reason="body_too_large", where="body"
-            )
-        return body
+        return await read_body(request, max_body, body_timeout_s)
 
     def _failed(endpoint: str, exc: Exception, rid: str, now_us: int, t0: float) -> Response:
-        if isinstance(exc, DocklineError):
-            err = _as_serve_error(exc)
-        else:
-            _log.exception("unexpected error in %s", endpoint)
-            err = ServeError("internal error", reason="internal_error")
-        telemetry.record(
-            endpoint,
-            now_us,
-            perf_counter() - t0,
-            outcome=err.reason,
-            ok=False,
-            probabilities=getattr(err, "probabilities", ()),
-        )
-        return _error(err, rid)
+        return request_failed(telemetry, endpoint, exc, rid, now_us, t0)
 
     @app.post(
         PREDICT,
@@ -303,6 +330,8 @@ def create_app(
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
+    ready_failures: list[str] = [""]  # the last store failure logged (log each kind once)
+
     @app.get("/ready", summary="Readiness: a champion is loaded, the store answers, features fresh")
     async def ready() -> Response:
         models = runtime.models
@@ -313,7 +342,7 @@ def create_app(
                 "challenger": _ref(models.challenger),
             },
         }
-        reason = None if models.champion is not None else "no_model"
+        reason = None if models.champion is not None else runtime.unavailable().reason
         try:
             reader.read_at(["__dockline_ready_probe__"], predictor.now_us())
             fresh, age = predictor.freshness()
@@ -326,9 +355,20 @@ def create_app(
             }
             if fresh is False:
                 reason = reason or "stale_features"
-        except Exception as exc:
-            checks["store"] = {"ok": False, "error": str(exc)}
-            reason = reason or "store_unavailable"
+        except Exception as exc:  # the text goes to the log, never to the (public) answer
+            failure = exc.reason if isinstance(exc, DocklineError) else type(exc).__name__
+            if failure != ready_failures[-1]:
+                ready_failures.append(failure)
+                _log.warning("readiness: the online store failed: %s", exc)
+            if failure != SCHEMA_MISMATCH:
+                failure = "store_unavailable"
+            checks["store"] = {"ok": False, "reason": failure}
+            reason = reason or failure
+        mismatch = runtime.layout_error(models)
+        checks["layout"] = {"ok": mismatch is None}
+        if mismatch is not None:
+            checks["layout"]["reason"] = mismatch.reason
+            reason = reason or mismatch.reason
         body = {"ready": reason is None, "reason": reason, "checks": checks}
         return Response(encode(body), status_code=200 if reason is None else 503, media_type=JSON)
 
@@ -349,7 +389,7 @@ def create_app(
             )
 
     def _admin_error(exc: DocklineError, rid: str) -> Response:
-        response = _error(exc, rid)
+        response = error_response(exc, rid)
         if exc.reason == "unauthorized":
             response.headers["www-authenticate"] = "Bearer"
         return response
@@ -414,20 +454,7 @@ def create_app(
             return _admin_error(exc, rid)
         return Response(encode(predictor.routing.state()), media_type=JSON)
 
-    _REASONS = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        reason = _REASONS.get(exc.status_code, "internal_error")
-        body = ErrorBody(reason=reason, message=str(exc.detail), field=None)
-        return Response(encode(body), status_code=exc.status_code, media_type=JSON)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
-        first = exc.errors()[0] if exc.errors() else {}
-        field = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
-        body = ErrorBody(reason="invalid_type", message=str(first.get("msg", exc)), field=field)
-        return Response(encode(body), status_code=422, media_type=JSON)
+    install_error_handlers(app, predictor.ids.next)
 
     original_openapi = app.openapi
 

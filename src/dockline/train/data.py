@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 from dockline.core.contracts import DatasetMetadata
 from dockline.core.errors import ConfigError, ContractError
+from dockline.core.files import sha256_file
 
 __all__ = ["METADATA_FILE", "TrainingData", "load_training_set", "select_stations"]
 
@@ -40,6 +41,8 @@ class TrainingData:
     metadata: DatasetMetadata
     label: str
     horizon_us: int
+    unlabeled_rows: int = 0
+    """Rows dropped because their label was unknown at build time (null)."""
 
     @property
     def n_rows(self) -> int:
@@ -66,6 +69,7 @@ class TrainingData:
             metadata=self.metadata,
             label=self.label,
             horizon_us=self.horizon_us,
+            unlabeled_rows=self.unlabeled_rows,
         )
 
 
@@ -74,6 +78,87 @@ def _dataset_labels(meta: DatasetMetadata) -> list[str]:
     if isinstance(raw, str) and raw:
         return [s.strip() for s in raw.split(",") if s.strip()]
     return [meta.target] if meta.target else []
+
+
+def _plan_features(meta: DatasetMetadata, where: str) -> list[str]:
+    """The plan's feature names, in vector order, as the dataset's build recorded them."""
+    raw = meta.extra.get("features")
+    if not isinstance(raw, str) or not raw:
+        raise ContractError(
+            "the dataset records no feature names (extra.features; built before dockline"
+            " recorded its plan); rebuild it with `dockline dataset build`",
+            reason="dataset_plan_mismatch",
+            where=where,
+        )
+    names = [s.strip() for s in raw.split(",") if s.strip()]
+    if meta.feature_count is not None and meta.feature_count != len(names):
+        raise ContractError(
+            f"the dataset's metadata names {len(names)} features but counts {meta.feature_count}",
+            reason="dataset_plan_mismatch",
+            where=where,
+        )
+    return names
+
+
+def _is_numeric(kind: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_floating(kind) or pa.types.is_integer(kind) or pa.types.is_boolean(kind)
+    )
+
+
+def _check_columns(
+    table: pa.Table, features: list[str], labels: list[str], meta: DatasetMetadata, where: str
+) -> None:
+    """Refuse a data file whose columns are not exactly what its plan produces.
+
+    Allowed: the keys, the labels, the feature groups' ``*__as_of`` timestamps (bookkeeping)
+    and the plan's features, each feature numeric. Anything else would be a column no serving
+    vector carries (or a feature silently missing), so the dataset is refused, not trained on.
+    """
+    present = set(table.column_names)
+    missing = [f for f in features if f not in present]
+    known = {*_KEY_COLUMNS, *labels, *features}
+    unexpected = [
+        c
+        for c in table.column_names
+        if c not in known
+        and not (c.endswith("__as_of") and pa.types.is_timestamp(table.schema.field(c).type))
+    ]
+    not_numeric = [
+        f for f in features if f in present and not _is_numeric(table.schema.field(f).type)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing features {', '.join(missing[:5])}")
+    if unexpected:
+        problems.append(f"columns not in its plan {', '.join(unexpected[:5])}")
+    if not_numeric:
+        problems.append(f"non-numeric features {', '.join(not_numeric[:5])}")
+    if not problems and meta.columns and list(meta.columns) != table.column_names:
+        problems.append("columns differ from those its metadata lists")
+    if problems:
+        raise ContractError(
+            f"the training set does not match its plan ({meta.extra.get('plan_hash', '?')!s:.12}):"
+            f" {'; '.join(problems)}",
+            reason="dataset_plan_mismatch",
+            where=where,
+        )
+
+
+def _check_digests(directory: Path, meta: DatasetMetadata) -> None:
+    """Each data file's SHA-256 must be the one its metadata recorded (a model's lineage
+    names the dataset by that hash, so a file changed in place would be a different dataset)."""
+    for f in meta.files:
+        path = directory / f.path
+        if not path.is_file():
+            raise ContractError(f"data file {f.path} is missing", where=str(directory))
+        if sha256_file(path) != f.sha256:
+            raise ContractError(
+                f"{f.path} is not the file its metadata describes (SHA-256 differs): the"
+                " dataset was changed after it was built; rebuild it",
+                reason="dataset_tampered",
+                where=str(path),
+            )
 
 
 def _micros(column: pa.ChunkedArray) -> IntArray:
@@ -102,15 +187,19 @@ def select_stations(station_ids: npt.NDArray[np.str_], max_rows: int) -> npt.NDA
 def load_training_set(
     path: Path, label: str | None = None, *, max_rows: int | None = None
 ) -> TrainingData:
-    """Read a training set directory (``data.parquet`` + ``_metadata.json``) or Parquet file.
+    """Read a training set directory (``data.parquet`` + ``_metadata.json``) or its Parquet file.
 
-    ``label`` must be one of the dataset's boolean labels (default: the dataset's target).
-    Feature columns are the numeric columns other than the keys and labels, in file order;
-    timestamp columns (e.g. ``availability__as_of``) are bookkeeping, not features. Rows whose
-    label is null are dropped. ``max_rows`` keeps whole stations (see :func:`select_stations`).
+    ``label`` must be one of the dataset's boolean labels (default: the label the dataset was
+    built for). Features are the plan's feature names the build recorded, in vector order —
+    never "whatever numeric columns the file has": a file whose columns do not match its plan
+    (a feature missing, a column the plan does not produce) or whose bytes are not the ones its
+    metadata hashed is refused. Rows whose label is null (unknown at build time) are dropped
+    and counted in ``unlabeled_rows``. ``max_rows`` keeps whole stations
+    (see :func:`select_stations`).
     """
     directory = path if path.is_dir() else path.parent
     meta = DatasetMetadata.read(directory / METADATA_FILE)
+    where = str(path)
     labels = _dataset_labels(meta)
     chosen = label or (str(meta.extra["label"]) if meta.extra.get("label") else meta.target)
     if not chosen or chosen not in labels:
@@ -120,35 +209,42 @@ def load_training_set(
         )
     horizon = meta.extra.get("horizon_us")
     if not isinstance(horizon, int) or isinstance(horizon, bool) or horizon <= 0:
-        raise ContractError("metadata.extra.horizon_us must be a positive integer", where=str(path))
-    files = [directory / f.path for f in meta.files] if path.is_dir() else [path]
+        raise ContractError("metadata.extra.horizon_us must be a positive integer", where=where)
+    features = _plan_features(meta, where)
+    if path.is_dir():
+        _check_digests(directory, meta)
+        files = [directory / f.path for f in meta.files]
+    else:
+        _check_digests(
+            directory,
+            meta.model_copy(update={"files": [f for f in meta.files if f.path == path.name]}),
+        )
+        files = [path]
     table = pa.concat_tables([pq.read_table(f) for f in files]) if files else None
     if table is None or table.num_rows == 0:
-        raise ContractError("the training set has no rows", where=str(path))
+        raise ContractError("the training set has no rows", where=where)
     for name in (*_KEY_COLUMNS, chosen):
         if name not in table.column_names:
-            raise ContractError(f"column {name!r} is missing", where=str(path))
+            raise ContractError(f"column {name!r} is missing", where=where)
+    _check_columns(table, features, labels, meta, where)
     if not pa.types.is_boolean(table.schema.field(chosen).type):
         raise ConfigError(
             f"label must be boolean for classification; {chosen!r} is "
             f"{table.schema.field(chosen).type}",
             where="train.label",
         )
-    table = table.filter(pc.is_valid(table.column(chosen)))
-    skip = {*_KEY_COLUMNS, *labels}
-    features = [
-        name
-        for name in (meta.columns or table.column_names)
-        if name not in skip
-        and name in table.column_names
-        and (
-            pa.types.is_floating(table.schema.field(name).type)
-            or pa.types.is_integer(table.schema.field(name).type)
-            or pa.types.is_boolean(table.schema.field(name).type)
-        )
-    ]
     if not features:
-        raise ContractError("the training set has no feature columns", where=str(path))
+        raise ContractError("the training set has no feature columns", where=where)
+    known = pc.is_valid(table.column(chosen))
+    unlabeled = table.num_rows - int(pc.sum(pc.cast(known, pa.int64())).as_py() or 0)
+    table = table.filter(known)
+    if table.num_rows == 0:
+        raise ContractError(
+            f"every row's {chosen!r} is unknown (its horizon ends after the data known at build"
+            " time); build the dataset over an earlier range",
+            reason="no_labels",
+            where=where,
+        )
 
     station_ids = np.asarray(table.column("station_id").cast(pa.string()).to_pylist(), dtype=str)
     as_of = _micros(table.column("as_of"))
@@ -174,4 +270,5 @@ def load_training_set(
         metadata=meta,
         label=chosen,
         horizon_us=int(horizon),
+        unlabeled_rows=unlabeled,
     )

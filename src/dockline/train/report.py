@@ -48,8 +48,18 @@ class ReportData:
     pr: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]
     """Test-split (precision, recall), thresholds descending."""
     importance: dict[str, float] = field(default_factory=dict)
-    splits: dict[str, dict[str, str | int]] = field(default_factory=dict)
+    splits: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per split: time range, rows and composition (see :mod:`dockline.train.composition`)."""
     extra: dict[str, Any] = field(default_factory=dict)
+    pr_baselines: dict[str, tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]] = field(
+        default_factory=dict
+    )
+    """The baselines' test-split (precision, recall), drawn beside the candidate's curve."""
+    base_rate: float | None = None
+    """The test split's positive rate: the precision of a random ranking."""
+    run: dict[str, Any] = field(default_factory=dict)
+    """The run's story, filled in once known: ``selected``, ``why``, ``gate`` (passed,
+    reasons), ``version``, ``dataset``, ``dataset_hash`` (see :func:`run_section`)."""
 
     def as_json(self) -> dict[str, Any]:
         """The content of ``metrics.json``."""
@@ -76,6 +86,7 @@ class ReportData:
                 },
                 "feature_importance": self.importance,
                 "splits": self.splits,
+                "run": self.run,
                 **self.extra,
             }
         )
@@ -89,6 +100,18 @@ def _png(fig: Any) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80, metadata={"Software": None})
     return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _img(fig: Any) -> str:
+    """The figure as an ``<img>`` whose alt text names its title and every legend entry, so
+    the curves a plot carries can be read (and checked) without looking at the pixels."""
+    parts = []
+    for ax in fig.axes:
+        _, labels = ax.get_legend_handles_labels()
+        title = ax.get_title() or ax.get_title(loc="left")
+        parts.append(f"{title}: {', '.join(labels)}" if labels else title)
+    alt = html.escape("; ".join(parts), quote=True)
+    return f'<img alt="{alt}" src="data:image/png;base64,{_png(fig)}">'
 
 
 def _figure(width: float = 5.0, height: float = 3.6) -> Any:
@@ -112,42 +135,90 @@ def _reliability_plot(r: Reliability) -> str:
     ax.set_ylim(0, 1)
     ax.set_title("Reliability (test split)")
     ax.legend(loc="upper left")
-    return _png(fig)
+    return _img(fig)
 
 
 def _pr_plot(
-    precision: npt.NDArray[np.float64], recall: npt.NDArray[np.float64], point: tuple[float, float]
+    precision: npt.NDArray[np.float64],
+    recall: npt.NDArray[np.float64],
+    point: tuple[float, float],
+    baselines: Mapping[str, tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]],
+    base_rate: float | None,
 ) -> str:
     fig = _figure()
     ax = fig.add_subplot()
-    ax.step(np.r_[0.0, recall], np.r_[1.0, precision], where="post")
+    # Point i's precision holds over recall (r[i-1], r[i]]: "pre" steps (with "post" a score
+    # with few distinct values, like persistence, drew each precision one step too far right).
+    ax.step(np.r_[0.0, recall], np.r_[1.0, precision], where="pre", label="model", zorder=3)
+    for (name, (b_precision, b_recall)), style in zip(
+        sorted(baselines.items()), ("--", "-."), strict=False
+    ):
+        ax.step(
+            np.r_[0.0, b_recall],
+            np.r_[1.0, b_precision],
+            where="pre",
+            linestyle=style,
+            linewidth=1,
+            label=f"baseline: {name}",
+        )
+    if base_rate is not None and math.isfinite(base_rate):
+        ax.axhline(
+            base_rate, color="grey", linestyle=":", linewidth=1, label=f"random ({base_rate:.2f})"
+        )
     if all(math.isfinite(v) for v in point):
-        ax.plot([point[0]], [point[1]], marker="o", color="crimson", label="threshold")
-        ax.legend(loc="lower left")
+        ax.plot([point[0]], [point[1]], marker="o", color="crimson", label="threshold", zorder=4)
+    ax.legend(loc="best", fontsize=7)
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.set_title("Precision-recall (test split)")
-    return _png(fig)
+    return _img(fig)
 
 
-def _threshold_plot(curve: Mapping[str, list[float]], chosen: float) -> str:
+def _threshold_plot(curve: Mapping[str, list[float]], choice: Mapping[str, Any]) -> str:
+    """The calibration split's operating points, the target the threshold was chosen for, and
+    the chosen threshold."""
     fig = _figure()
     ax = fig.add_subplot()
     t = curve.get("thresholds", [])
+    chosen = float(choice.get("threshold", 0.5))
     if "cost" in curve:
         ax.plot(t, curve["cost"], label="expected cost")
         ax.set_ylabel("expected cost")
+        cost_at = [c for x, c in zip(t, curve["cost"], strict=True) if x == chosen]
+        if cost_at:
+            ax.plot([chosen], [cost_at[0]], marker="o", color="crimson", label="minimum cost")
+        ax.set_title(
+            f"Threshold: least expected cost (miss {choice.get('cost_miss')},"
+            f" false alarm {choice.get('cost_false_alarm')})",
+            fontsize=9,
+        )
     else:
         ax.plot(t, curve.get("precision", []), label="precision")
         ax.plot(t, curve.get("recall", []), label="recall")
         ax.set_ylabel("precision / recall")
-        ax.legend(loc="best")
-    ax.axvline(chosen, color="crimson", linestyle=":", linewidth=1)
-    ax.set_xlabel("threshold (calibrated probability)")
-    ax.set_title("Threshold choice (calibration split)")
-    return _png(fig)
+        reached = choice.get("precision")
+        if isinstance(reached, float | int):
+            ax.plot([chosen], [float(reached)], marker="o", color="crimson", zorder=4)
+        target = choice.get("target_precision")
+        if isinstance(target, float | int):
+            ax.axhline(
+                float(target),
+                color="darkgreen",
+                linestyle="--",
+                linewidth=1,
+                label=f"target precision {float(target):g}",
+            )
+            ax.set_title(
+                f"Threshold: most recall at precision ≥ {float(target):g}"
+                + ("" if choice.get("achieved", True) else " (not reached)"),
+                fontsize=9,
+            )
+    ax.axvline(chosen, color="crimson", linestyle=":", linewidth=1, label=f"chosen {chosen:.3f}")
+    ax.set_xlabel("threshold (calibrated probability), calibration split")
+    ax.legend(loc="best", fontsize=7)
+    return _img(fig)
 
 
 def _importance_plot(importance: Mapping[str, float], top: int = 20) -> str:
@@ -162,7 +233,7 @@ def _importance_plot(importance: Mapping[str, float], top: int = 20) -> str:
     ax.set_xlabel("drop of the primary metric when shuffled")
     ax.set_title("Permutation importance (test sample)")
     ax.tick_params(axis="y", labelsize=7)
-    return _png(fig)
+    return _img(fig)
 
 
 def _fmt(value: Any) -> str:
@@ -192,11 +263,74 @@ def _slice_table(slices: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str
     return "".join(parts)
 
 
+def _split_table(splits: Mapping[str, Mapping[str, Any]]) -> str:
+    head = (
+        "<tr><th>split</th><th>first as_of</th><th>last as_of</th><th>rows</th>"
+        "<th>stations</th><th>label rate</th><th>weekend</th><th>flags</th></tr>"
+    )
+    body = []
+    for name, s in splits.items():
+        flags = [str(f) for f in s.get("flags", [])]
+        share = s.get("weekend_share")
+        rate = s.get("label_rate")
+        body.append(
+            f"<tr{' class=flag' if flags else ''}><td>{html.escape(name)}</td>"
+            f"<td>{html.escape(str(s.get('first_as_of', '')))}</td>"
+            f"<td>{html.escape(str(s.get('last_as_of', '')))}</td>"
+            f"<td>{int(s.get('rows', 0)):,}</td><td>{_fmt(s.get('stations', ''))}</td>"
+            f"<td>{'' if rate is None else f'{float(rate):.1%}'}</td>"
+            f"<td>{'' if share is None else f'{float(share):.0%}'}</td>"
+            f"<td>{html.escape('; '.join(flags)) or '–'}</td></tr>"
+        )
+    return f"<table>{head}{''.join(body)}</table>"
+
+
+def _run_section(data: ReportData) -> str:
+    """Which model was selected and why, the gate's verdict, the version and the dataset."""
+    run = data.run
+    items = []
+    if run.get("selected"):
+        me = " (this report)" if run["selected"] == data.candidate else ""
+        items.append(
+            f"<li><b>Selected:</b> {html.escape(str(run['selected']))}{me} — "
+            f"{html.escape(str(run.get('why', '')))}</li>"
+        )
+    gate = run.get("gate")
+    if isinstance(gate, Mapping):
+        verdict = "passed" if gate.get("passed") else "failed"
+        reasons = "; ".join(str(r) for r in gate.get("reasons", []))
+        items.append(
+            f"<li><b>Promotion gate:</b> <span class='{verdict}'>{verdict}</span>"
+            f"{' — ' + html.escape(reasons) if reasons else ''}</li>"
+        )
+    if run.get("version"):
+        items.append(f"<li><b>Registered:</b> {html.escape(str(run['version']))}</li>")
+    if run.get("dataset"):
+        items.append(
+            f"<li><b>Dataset:</b> {html.escape(str(run['dataset']))}, SHA-256"
+            f" <code>{html.escape(str(run.get('dataset_hash', '')))}</code></li>"
+        )
+    flagged = [
+        f"{name}: {'; '.join(str(f) for f in s.get('flags', []))}"
+        for name, s in data.splits.items()
+        if s.get("flags")
+    ]
+    if flagged:
+        items.append(
+            "<li class=flag><b>Check the splits:</b> "
+            + html.escape(" · ".join(flagged))
+            + " — its metrics describe that mix, not a typical week</li>"
+        )
+    return f"<ul class=run>{''.join(items)}</ul>" if items else ""
+
+
 _STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
     "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px;"
     "text-align:right}td:first-child,th:first-child{text-align:left}"
     ".plots img{max-width:49%;vertical-align:top}"
+    ".flag{background:#fff3cd}.passed{color:#1a7f37;font-weight:bold}"
+    ".failed{color:#b42318;font-weight:bold}ul.run{line-height:1.6}"
 )
 
 
@@ -211,13 +345,12 @@ def write_report(out_dir: Path, data: ReportData) -> Path:
     point = (float(data.test.get("recall", math.nan)), float(data.test.get("precision", math.nan)))
     images = [
         _reliability_plot(data.reliability),
-        _pr_plot(precision, recall, point),
-        _threshold_plot(data.threshold_curve, float(data.threshold.get("threshold", 0.5))),
+        _pr_plot(precision, recall, point, data.pr_baselines, data.base_rate),
+        _threshold_plot(data.threshold_curve, data.threshold),
     ]
     if data.importance:
         images.append(_importance_plot(data.importance))
-    imgs = "".join(f'<img alt="plot" src="data:image/png;base64,{b}">' for b in images)
-    split_rows = {k: json.dumps(v, sort_keys=True) for k, v in data.splits.items()}
+    imgs = "".join(images)
     title = f"{data.candidate} — {data.label}"
     doc = (
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"
@@ -225,6 +358,7 @@ def write_report(out_dir: Path, data: ReportData) -> Path:
         f"<h1>{html.escape(title)}</h1>"
         f"<p>{html.escape(data.kind)} candidate; primary metric "
         f"<b>{html.escape(data.primary_metric)}</b>.</p>"
+        f"{_run_section(data)}"
         "<h2>Test split</h2>"
         f"{_table(data.test)}"
         "<h2>Lift over baselines (primary metric, &gt; 1 is better)</h2>"
@@ -240,7 +374,7 @@ def write_report(out_dir: Path, data: ReportData) -> Path:
         "<h2>Parameters</h2>"
         f"{_table(data.params, ('parameter', 'value'))}"
         "<h2>Splits</h2>"
-        f"{_table(split_rows, ('split', 'range'))}"
+        f"{_split_table(data.splits)}"
         "</body></html>\n"
     )
     (out_dir / REPORT_FILE).write_text(doc, encoding="utf-8")

@@ -45,8 +45,10 @@ from dockline.train.candidates import (
     get_candidate,
     positive_scores,
 )
+from dockline.train.composition import split_composition
 from dockline.train.data import TrainingData
 from dockline.train.evaluate import (
+    HIGHER_IS_BETTER,
     classification_metrics,
     is_better,
     json_safe,
@@ -90,6 +92,8 @@ class CandidateResult:
     importance: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     """Wall time of tuning, fitting, scoring and calibrating (not the report)."""
+    report: ReportData | None = None
+    """What its report shows (the pipeline re-renders it once the gate and version are known)."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -112,11 +116,28 @@ class TrainOutcome:
     train_X: npt.NDArray[np.float32]
     """The train split's matrix, for the drift baseline."""
     out_dir: Path
+    composition: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per split: rows, stations, label rate, weekend share, flags."""
 
     @property
     def best(self) -> CandidateResult:
         """The selected trained candidate."""
         return self.candidates[self.selected]
+
+    def why_selected(self) -> str:
+        """One sentence: the validation metric the selection used and every candidate's value."""
+        primary = self.primary_metric
+        order = "higher" if HIGHER_IS_BETTER[primary] else "lower"
+        ranked = sorted(
+            self.candidates.values(),
+            key=lambda r: r.validation_metrics[primary],
+            reverse=HIGHER_IS_BETTER[primary],
+        )
+        values = ", ".join(f"{r.name} {r.validation_metrics[primary]:.4f}" for r in ranked)
+        return (
+            f"best validation {primary} ({order} is better) among the trained candidates: {values};"
+            " the test split is only reported, never used to choose"
+        )
 
     def baseline_test_metrics(self) -> dict[str, dict[str, float]]:
         """Test metrics of each baseline by name."""
@@ -280,7 +301,8 @@ def _report(
     masks: dict[str, dict[str, npt.NDArray[np.bool_]]],
     out_dir: Path,
     hashes: tuple[str, str],
-) -> Path:
+    composition: dict[str, dict[str, Any]],
+) -> ReportData:
     primary = config.primary_metric
     y_test = data.y[splits.test.rows]
     fitted = ev.fitted
@@ -301,30 +323,36 @@ def _report(
     cal_json = ev.calibration.calibration.model_dump(mode="json")
     cal_json["cv_brier"] = ev.calibration.cv_brier
     cal_json["raw_brier"] = ev.calibration.raw_brier
-    return write_report(
-        out_dir / fitted.name,
-        ReportData(
-            candidate=fitted.name,
-            kind=fitted.kind,
-            label=data.label,
-            primary_metric=primary,
-            params=fitted.params,
-            test=ev.test_metrics,
-            validation=ev.validation_metrics,
-            calibration=cal_json,
-            threshold=ev.threshold.choice.model_dump(mode="json"),
-            threshold_curve=ev.threshold.curve.downsample(),
-            lift=lifts,
-            slices={
-                family: slice_metrics(y_test, ev.p_test, groups) for family, groups in masks.items()
-            },
-            reliability=reliability(y_test, ev.p_test),
-            pr=(precision, recall),
-            importance=fitted.importance,
-            splits=splits.describe(),
-            extra={"tuning": tuning_info, "dataset_hash": hashes[0], "config_hash": hashes[1]},
-        ),
+    pr_baselines = {}
+    for b in BASELINES:
+        if b != fitted.name:
+            b_precision, b_recall, _ = pr_curve(y_test, others[b].p_test)
+            pr_baselines[b] = (b_precision, b_recall)
+    report = ReportData(
+        candidate=fitted.name,
+        kind=fitted.kind,
+        label=data.label,
+        primary_metric=primary,
+        params=fitted.params,
+        test=ev.test_metrics,
+        validation=ev.validation_metrics,
+        calibration=cal_json,
+        threshold=ev.threshold.choice.model_dump(mode="json"),
+        threshold_curve=ev.threshold.curve.downsample(),
+        lift=lifts,
+        slices={
+            family: slice_metrics(y_test, ev.p_test, groups) for family, groups in masks.items()
+        },
+        reliability=reliability(y_test, ev.p_test),
+        pr=(precision, recall),
+        importance=fitted.importance,
+        splits=composition,
+        extra={"tuning": tuning_info, "dataset_hash": hashes[0], "config_hash": hashes[1]},
+        pr_baselines=pr_baselines,
+        base_rate=float(y_test.mean()) if y_test.size else None,
     )
+    write_report(out_dir / fitted.name, report)
+    return report
 
 
 def train_candidates(
@@ -385,9 +413,12 @@ def train_candidates(
     ]
     evaluated = {f.name: _evaluate(f, data, splits, config) for f in fitted}
     masks = slice_masks(data, splits.test.rows)
+    composition = split_composition(data, splits)
     results: dict[str, CandidateResult] = {}
     for name, ev in evaluated.items():
-        report_dir = _report(ev, evaluated, data, splits, config, masks, out_dir, (d_hash, c_hash))
+        report = _report(
+            ev, evaluated, data, splits, config, masks, out_dir, (d_hash, c_hash), composition
+        )
         results[name] = CandidateResult(
             name=name,
             kind=ev.fitted.kind,
@@ -399,11 +430,12 @@ def train_candidates(
             threshold_curve=ev.threshold.curve,
             validation_metrics=ev.validation_metrics,
             test_metrics=ev.test_metrics,
-            report_dir=report_dir,
+            report_dir=out_dir / name,
             test_raw=ev.fitted.test,
             tuning=ev.fitted.tuning,
             importance=ev.fitted.importance,
             seconds=ev.seconds,
+            report=report,
         )
 
     primary = config.primary_metric
@@ -414,8 +446,7 @@ def train_candidates(
         if is_better(primary, value, trained[selected].validation_metrics[primary]):
             selected = name
     baselines = {b: results[b] for b in BASELINES}
-    _write_summary(out_dir, data, config, splits, trained, baselines, selected, d_hash, c_hash)
-    return TrainOutcome(
+    outcome = TrainOutcome(
         label=data.label,
         features=data.features,
         primary_metric=primary,
@@ -430,19 +461,14 @@ def train_candidates(
         test_y=data.y[splits.test.rows],
         train_X=np.ascontiguousarray(data.X[splits.train.rows]),
         out_dir=out_dir,
+        composition=composition,
     )
+    _write_summary(outcome, data, config, (d_hash, c_hash))
+    return outcome
 
 
 def _write_summary(
-    out_dir: Path,
-    data: TrainingData,
-    config: TrainConfig,
-    splits: Splits,
-    trained: dict[str, CandidateResult],
-    baselines: dict[str, CandidateResult],
-    selected: str,
-    d_hash: str,
-    c_hash: str,
+    outcome: TrainOutcome, data: TrainingData, config: TrainConfig, hashes: tuple[str, str]
 ) -> None:
     def row(r: CandidateResult) -> dict[str, Any]:
         return {
@@ -457,14 +483,16 @@ def _write_summary(
     summary = {
         "label": data.label,
         "primary_metric": config.primary_metric,
-        "selected": selected,
+        "selected": outcome.selected,
         "selected_by": "validation",
-        "dataset_hash": d_hash,
-        "config_hash": c_hash,
+        "why_selected": outcome.why_selected(),
+        "dataset_hash": hashes[0],
+        "config_hash": hashes[1],
         "seed": config.seed,
-        "splits": splits.describe(),
-        "embargo_us": splits.embargo_us,
-        "candidates": {n: row(r) for n, r in {**trained, **baselines}.items()},
+        "splits": outcome.composition,
+        "embargo_us": outcome.splits.embargo_us,
+        "unlabeled_rows": data.unlabeled_rows,
+        "candidates": {n: row(r) for n, r in {**outcome.candidates, **outcome.baselines}.items()},
     }
     text = json.dumps(json_safe(summary), sort_keys=True, indent=2, allow_nan=False) + "\n"
-    (out_dir / SUMMARY_FILE).write_text(text, encoding="utf-8")
+    (outcome.out_dir / SUMMARY_FILE).write_text(text, encoding="utf-8")
