@@ -1,17 +1,21 @@
 """Batch classification: the stateful pass every normalized batch goes through.
 
 :class:`Classifier` holds one source's per-station state (the accepted event times within
-``allowed_lateness`` of each station's newest one) and turns coerced columns (:class:`Columns`,
-produced by :mod:`dockline.ingest.normalize` from a document or a table) into a :class:`Batch`:
-accepted rows, ``unchanged`` repeats and dead letters. Parsing lives in ``normalize``; deciding
-lives here.
+``allowed_lateness`` of each station's newest one, each with a fingerprint of its values) and
+turns coerced columns (:class:`Columns`, produced by :mod:`dockline.ingest.normalize` from a
+document or a table) into a :class:`Batch`: accepted rows, ``unchanged`` repeats and dead
+letters. Parsing lives in ``normalize``; deciding lives here.
+
+Every decision is the one a record-at-a-time validator would take in input order, so it does
+not depend on how the input is cut into batches (``ingest.batch_rows``): a record is judged
+against the state left by every record before it, in this batch or an earlier one.
 """
 
 from __future__ import annotations
 
 import bisect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import msgspec
@@ -21,6 +25,7 @@ import pyarrow.compute as pc
 
 from dockline.core.config import IngestConfig
 from dockline.core.contracts import (
+    CONFIRMATION_SCHEMA,
     STATION_STATUS_SCHEMA,
     TOPIC_STATION_STATUS,
     TS_TYPE,
@@ -29,16 +34,17 @@ from dockline.core.contracts import (
     dead_letter_id,
 )
 from dockline.core.errors import ConfigError, ContractError
-from dockline.core.time import from_micros
+from dockline.core.time import from_micros, to_micros
 from dockline.ingest._coerce import PRIORITY, Rejects
 from dockline.ingest._time import human_duration, isoformat
 
-__all__ = ["Batch", "Classifier", "Columns", "ts_array"]
+__all__ = ["Batch", "Classifier", "Columns", "fingerprints", "ts_array"]
 
 R = RejectReason
 _NO_WATERMARK = -(2**62)  # below any real micros value, and far from int64 overflow
 _US = 1_000_000
-_STATE_VERSION = 1
+_STATE_VERSION = 2  # 2: each remembered event time has the fingerprint of its values
+_UNKNOWN_PRINT = -1  # a time restored from a version-1 state: its values are not known
 
 
 # --------------------------------------------------------------------------------------------
@@ -49,9 +55,11 @@ _STATE_VERSION = 1
 class Batch:
     """The outcome of normalizing one document or table: accepted rows plus dead letters.
 
-    ``unchanged`` counts records identical in key and time to the station's newest accepted
-    event: a station that has not reported since the last poll. They are already in the log, so
-    they are neither appended again nor dead letters.
+    ``unchanged`` counts records identical in key, time and values to the station's newest
+    accepted event: a station that has not reported since the last poll. They are already in
+    the log, so they are neither appended again nor dead letters; ``confirmed`` holds them
+    (``CONFIRMATION_SCHEMA``: station, the confirmed event time, this batch's ingested_at) for
+    documents, and is empty for archive tables.
     ``received == accepted.num_rows + unchanged + len(dead_letters)`` always holds.
     """
 
@@ -62,6 +70,7 @@ class Batch:
     ttl: int | None = None
     version: str | None = None
     unchanged: int = 0
+    confirmed: pa.Table = field(default_factory=CONFIRMATION_SCHEMA.empty_table)
 
     def __post_init__(self) -> None:
         if self.accepted.num_rows + self.unchanged + len(self.dead_letters) != self.received:
@@ -78,6 +87,7 @@ class Batch:
 
 
 def ts_array(micros: np.ndarray) -> pa.Array:
+    """Microseconds since the epoch as a ``TS_TYPE`` array."""
     return pa.array(micros.astype("datetime64[us]"), type=TS_TYPE)
 
 
@@ -112,15 +122,39 @@ def _status_table(
     )
 
 
+def fingerprints(
+    bikes: np.ndarray,
+    docks: np.ndarray,
+    installed: np.ndarray,
+    renting: np.ndarray,
+    returning: np.ndarray,
+) -> np.ndarray:
+    """One int64 per record from the values a repeat must match to be ``unchanged``.
+
+    Exact (injective) for counts below 2**30 — a billion bikes at one dock; capacity is left
+    out because station information may fill it later.
+    """
+    packed = (
+        (bikes.astype(np.uint64) << np.uint64(33))
+        | (docks.astype(np.uint64) << np.uint64(3))
+        | (installed.astype(np.uint64) << np.uint64(2))
+        | (renting.astype(np.uint64) << np.uint64(1))
+        | returning.astype(np.uint64)
+    )
+    result: np.ndarray = packed.view(np.int64) & np.int64(2**63 - 1)  # never _UNKNOWN_PRINT
+    return result
+
+
 # --------------------------------------------------------------------------------------------
 # State
 
 
 class _State(msgspec.Struct, kw_only=True):
-    """Serialized validator state (msgpack)."""
+    """Serialized validator state (msgpack); ``prints[sid]`` is parallel to ``seen[sid]``."""
 
     version: int = _STATE_VERSION
     seen: dict[str, list[int]] = msgspec.field(default_factory=dict)
+    prints: dict[str, list[int]] = msgspec.field(default_factory=dict)
     capacity: dict[str, int] = msgspec.field(default_factory=dict)
     counters: dict[str, int] = msgspec.field(default_factory=dict)
 
@@ -135,8 +169,9 @@ def _micros(delta: timedelta) -> int:
     return (delta.days * 86_400 + delta.seconds) * _US + delta.microseconds
 
 
-# Stateful outcome codes, in the order they are checked
-_OK, _DUP_STATE, _DUP_BATCH, _FUTURE, _STALE, _LATE, _UNCHANGED = 0, 1, 2, 3, 4, 5, 6
+# Stateful outcome codes
+_OK, _DUPLICATE, _CONFLICT, _FUTURE, _STALE, _LATE, _UNCHANGED = 0, 1, 2, 3, 4, 5, 6
+_TOO_EARLY, _TOO_LATE = 7, 8  # outside the plausible range: reported as stale / future
 
 
 @dataclass(slots=True)
@@ -163,8 +198,14 @@ class Classifier:
     """Stateful classification for one source (one feed or one archive). Pure: no I/O.
 
     The state is, per station, the accepted event times within ``allowed_lateness`` of the
-    station's newest accepted event (its watermark). :meth:`state` serializes it, so an ingester
-    can commit it with the records (``ProducerState``) and resume with the same decisions.
+    station's newest accepted event (its watermark), each with a fingerprint of its values.
+    :meth:`state` serializes it, so an ingester can commit it with the records
+    (``ProducerState``) and resume with the same decisions.
+
+    A record with the station and time of an accepted event it still remembers is
+    ``unchanged`` (same values, and that event is the station's newest), a ``duplicate`` (same
+    values, an older event) or a ``conflict`` (other values: the first version stays; a
+    correction of history is never applied silently).
     """
 
     def __init__(self, source: str, config: IngestConfig, state: bytes | None = None) -> None:
@@ -174,7 +215,10 @@ class Classifier:
         self._future = _micros(config.future_tolerance)
         self._stale = _micros(config.stale_after)
         self._delay = _micros(config.publication_delay)
+        self._earliest = to_micros(config.plausible_from)
+        self._latest = to_micros(config.plausible_until)
         self._seen: dict[str, list[int]] = {}
+        self._prints: dict[str, list[int]] = {}
         self._capacity: dict[str, int] = {}
         self.counters: dict[str, int] = _empty_counters()
         """Cumulative counts: ``received``, ``accepted`` and one per reject reason."""
@@ -186,11 +230,15 @@ class Classifier:
     def state(self) -> bytes:
         """The validator state as msgpack bytes (deterministic: keys sorted, windows pruned)."""
         seen = {}
+        prints = {}
         for sid in sorted(self._seen):
             times = self._seen[sid]
-            seen[sid] = times[bisect.bisect_left(times, times[-1] - self._lateness) :]
+            cut = bisect.bisect_left(times, times[-1] - self._lateness)
+            seen[sid] = times[cut:]
+            prints[sid] = self._prints[sid][cut:]
         snapshot = _State(
             seen=seen,
+            prints=prints,
             capacity={k: self._capacity[k] for k in sorted(self._capacity)},
             counters=dict(self.counters),
         )
@@ -203,13 +251,19 @@ class Classifier:
             raise ContractError(
                 f"validator state is invalid: {exc}", where=self.source, reason="bad_state"
             ) from exc
-        if snapshot.version != _STATE_VERSION:
+        if snapshot.version not in (1, _STATE_VERSION):
             raise ContractError(
-                f"validator state version must be {_STATE_VERSION}; got {snapshot.version}",
+                f"validator state version must be 1 or {_STATE_VERSION}; got {snapshot.version}",
                 where=self.source,
                 reason="bad_state",
             )
-        self._seen = {sid: sorted(times) for sid, times in snapshot.seen.items() if times}
+        for sid, times in snapshot.seen.items():
+            if not times:
+                continue
+            prints = snapshot.prints.get(sid) or [_UNKNOWN_PRINT] * len(times)
+            pairs = sorted(zip(times, prints, strict=True))
+            self._seen[sid] = [t for t, _ in pairs]
+            self._prints[sid] = [f for _, f in pairs]
         self._capacity = dict(snapshot.capacity)
         self.counters.update(snapshot.counters)
 
@@ -225,7 +279,18 @@ class Classifier:
         uniq = [str(v) for v in encoded.dictionary.to_pylist()]
         codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
         event = accepted["event_ts"].cast(pa.int64()).to_numpy(zero_copy_only=False)
-        self._commit(uniq, codes, event, np.ones(len(codes), dtype=bool))
+
+        def column(name: str) -> np.ndarray:
+            return np.asarray(accepted[name].to_numpy(), dtype=np.int64)
+
+        prints = fingerprints(
+            column("num_bikes_available"),
+            column("num_docks_available"),
+            column("is_installed"),
+            column("is_renting"),
+            column("is_returning"),
+        )
+        self._commit(uniq, codes, event, prints, np.ones(len(codes), dtype=bool))
 
     def update_information(self, info: pa.Table) -> None:
         """Remember each station's capacity from ``station_id``/``capacity`` columns (last wins)."""
@@ -240,8 +305,6 @@ class Classifier:
             if sid is not None and cap is not None:
                 self._capacity[sid] = int(cap)
 
-    # ---- documents ----------------------------------------------------------------------------
-
     # ---- the stateful pass and assembly -------------------------------------------------------
 
     def _finish(
@@ -254,15 +317,17 @@ class Classifier:
         last_updated: datetime | None = None,
         ttl: int | None = None,
         version: str | None = None,
+        confirm: bool = False,
     ) -> Batch:
         n = cols.n
         ok = ~cols.rej.mask(n)
         encoded = pc.dictionary_encode(cols.ids)
         uniq: list[str] = encoded.dictionary.to_pylist()
         codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-        outcome, prior = self._decide(uniq, codes, cols.event_us, cols.ing_us, ok)
+        prints = fingerprints(cols.bikes, cols.docks, cols.installed, cols.renting, cols.returning)
+        outcome, prior, first = self._decide(uniq, codes, cols.event_us, cols.ing_us, prints, ok)
         accepted = ok & (outcome == _OK)
-        self._commit(uniq, codes, cols.event_us, accepted)
+        self._commit(uniq, codes, cols.event_us, prints, accepted)
 
         idx = np.flatnonzero(accepted)
         capacity = self._capacity_column(cols, uniq, codes, idx)
@@ -280,7 +345,19 @@ class Classifier:
         )
 
         rejected = cols.rej.by_pos
-        unchanged = int(np.count_nonzero(ok & (outcome == _UNCHANGED)))
+        same = ok & (outcome == _UNCHANGED)
+        unchanged = int(np.count_nonzero(same))
+        confirmed = CONFIRMATION_SCHEMA.empty_table()
+        if confirm and unchanged:
+            rows = np.flatnonzero(same)
+            confirmed = pa.Table.from_arrays(
+                [
+                    cols.ids.take(pa.array(rows)),
+                    ts_array(cols.event_us[rows]),
+                    ts_array(cols.ing_us[rows]),
+                ],
+                schema=CONFIRMATION_SCHEMA,
+            )
         stateful = np.flatnonzero(ok & (outcome != _OK) & (outcome != _UNCHANGED)).tolist()
         positions = sorted(rejected.keys() | set(stateful))
         # datetimes once per rejected row (and once per distinct ingestion time)
@@ -297,6 +374,7 @@ class Classifier:
                 int(cols.ing_us[pos]),
                 int(prior[pos]),
                 ts_field,
+                first.get(pos),
             )
         raws = raw(positions)
         letters = []
@@ -330,6 +408,7 @@ class Classifier:
             ttl=ttl,
             version=version,
             unchanged=unchanged,
+            confirmed=confirmed,
         )
 
     def _capacity_column(
@@ -352,9 +431,15 @@ class Classifier:
         codes: np.ndarray,
         event: np.ndarray,
         ing: np.ndarray,
+        prints: np.ndarray,
         ok: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Duplicate → future → stale → late, for rows that passed the stateless checks."""
+    ) -> tuple[np.ndarray, np.ndarray, dict[int, bool]]:
+        """Decide each row that passed the stateless checks, as if one at a time in input order.
+
+        Returns the outcome per row, the station's newest accepted event time before each row
+        (``prior``), and for each repeat of an event accepted earlier in this batch whether that
+        earlier copy was in the batch (True) or in the state (False), for the detail text.
+        """
         n = len(codes)
         outcome = np.zeros(n, dtype=np.int8)
         seen = self._seen
@@ -364,92 +449,139 @@ class Classifier:
         row_wm = watermark[codes] if n else np.zeros(0, dtype=np.int64)
         lateness = self._lateness
 
-        # the station's newest accepted event again: it has not reported since the last poll,
-        # which is most of a live feed's stations on most polls. Not an error, and already
-        # stored, so it is counted, not dead-lettered.
-        known = ok & (row_wm != _NO_WATERMARK)
-        outcome[known & (event == row_wm)] = _UNCHANGED
-        # repeats of older accepted events kept in the state (only the lateness window is kept;
-        # anything older is judged `late` instead, the same way before and after a restart)
-        maybe = np.flatnonzero(known & (event < row_wm) & (event >= row_wm - lateness))
-        for pos in maybe.tolist():
-            times = seen[uniq[codes[pos]]]
+        # 1. events this source accepted before and still remembers: the station's newest one
+        # (a quiet station on a re-poll: most of a live feed's records) or an older one within
+        # the lateness window. Their fingerprint decides unchanged/duplicate vs conflict.
+        known = ok & (row_wm != _NO_WATERMARK) & (event == row_wm)
+        known_print = np.zeros(n, dtype=np.int64)
+        if known.any():
+            newest = np.array(
+                [self._prints[sid][-1] if sid in seen else 0 for sid in uniq], dtype=np.int64
+            )
+            known_print[known] = newest[codes[known]]
+        older = ok & (row_wm != _NO_WATERMARK) & (event < row_wm) & (event >= row_wm - lateness)
+        for pos in np.flatnonzero(older).tolist():
+            sid = uniq[codes[pos]]
+            times = seen[sid]
             at = int(event[pos])
             i = bisect.bisect_left(times, at)
             if i < len(times) and times[i] == at:
-                outcome[pos] = _DUP_STATE
+                known[pos] = True
+                known_print[pos] = self._prints[sid][i]
 
-        # duplicates within the batch: same (station, event time); the first copy is kept
-        live = np.flatnonzero(ok & (outcome == _OK))
-        c, t = codes[live], event[live]
-        in_order = _is_sorted(c, t)
-        if in_order:
-            same = (c[1:] == c[:-1]) & (t[1:] == t[:-1])
-            outcome[live[1:][same]] = _DUP_BATCH
-        else:
-            order = np.lexsort((t, c))  # stable: equal keys keep input order
-            cs, ts_ = c[order], t[order]
-            same = (cs[1:] == cs[:-1]) & (ts_[1:] == ts_[:-1])
-            outcome[live[order[1:][same]]] = _DUP_BATCH
+        # 2. plausibility of each row as a new event: near ingested_at, within the configured range
+        fs = np.zeros(n, dtype=np.int8)
+        fs[event > ing + self._future] = _FUTURE
+        fs[(fs == 0) & (event < ing - self._stale)] = _STALE
+        fs[(fs == 0) & (event > self._latest)] = _TOO_LATE
+        fs[(fs == 0) & (event < self._earliest)] = _TOO_EARLY
+        fs[~ok] = 0
 
-        pending = ok & (outcome == _OK)
-        outcome[pending & (event > ing + self._future)] = _FUTURE
-        pending &= outcome == _OK
-        outcome[pending & (event < ing - self._stale)] = _STALE
-        pending &= outcome == _OK
-
-        # late: older than the newest accepted event of the station (state or earlier in the
-        # batch) minus the allowed lateness; late rows never raise the maximum, so a prefix
-        # maximum over all candidates equals the maximum over the accepted ones
+        # 3. the station's newest accepted event before each row (state or earlier in the
+        # batch). Rows that are not implausible new events contribute: accepted rows raise the
+        # maximum, and the others (late rows, repeats) never exceed it, so a prefix maximum over
+        # them equals the maximum over the accepted ones.
         prior = row_wm.copy()
-        cand = np.flatnonzero(pending)
-        if len(cand):
-            c, t = codes[cand], event[cand]
-            if _is_sorted(c, t):
-                prev = np.full(len(cand), _NO_WATERMARK, dtype=np.int64)
-                same_station = c[1:] == c[:-1]
-                prev[1:][same_station] = t[:-1][same_station]
-                prior[cand] = np.maximum(row_wm[cand], prev)
-            else:
-                prior[cand] = np.maximum(row_wm[cand], _grouped_prior_max(c, t))
-            late = t < prior[cand] - lateness
-            outcome[cand[late]] = _LATE
-        return outcome, prior
+        first: dict[int, bool] = {}
+        rows = np.flatnonzero(ok)
+        if not len(rows):
+            return outcome, prior, first
+        contributes = (fs[rows] == 0) | known[rows]
+        c, t = codes[rows], event[rows]
+        if contributes.all() and _is_sorted(c, t):
+            prev = np.full(len(rows), _NO_WATERMARK, dtype=np.int64)
+            same_station = c[1:] == c[:-1]
+            prev[1:][same_station] = t[:-1][same_station]
+        else:
+            prev = _grouped_prior_max(c, np.where(contributes, t, _NO_WATERMARK))
+        prior[rows] = np.maximum(row_wm[rows], prev)
+        within = np.zeros(n, dtype=bool)
+        within[rows] = t >= prior[rows] - lateness
+
+        # 4. repeats within the batch: among rows with the same station and time, the first
+        # plausible one is accepted and the later ones repeat it
+        fresh = np.flatnonzero(ok & ~known & within)
+        repeat_of = np.full(n, -1, dtype=np.int64)
+        if len(fresh) > 1:
+            c, t = codes[fresh], event[fresh]
+            order = np.arange(len(fresh)) if _is_sorted(c, t) else np.lexsort((t, c))
+            cs, ts_ = c[order], t[order]
+            same_key = np.r_[False, (cs[1:] == cs[:-1]) & (ts_[1:] == ts_[:-1])]
+            if same_key.any():
+                ordered = fresh[order]
+                plausible = fs[ordered] == 0
+                # index (in `order`) of the first plausible row of each run of equal keys
+                run = np.cumsum(~same_key) - 1
+                firsts = np.full(run[-1] + 1, len(order), dtype=np.int64)
+                np.minimum.at(firsts, run[plausible], np.flatnonzero(plausible))
+                origin = firsts[run]
+                is_repeat = np.arange(len(order)) > origin
+                repeat_of[ordered[is_repeat]] = ordered[origin[is_repeat]]
+        batch_repeat = repeat_of >= 0
+        if batch_repeat.any():
+            known |= batch_repeat
+            known_print[batch_repeat] = prints[repeat_of[batch_repeat]]
+            first = dict.fromkeys(np.flatnonzero(batch_repeat).tolist(), True)
+
+        # 5. repeats of a remembered event: the values decide, then whether it is the newest
+        rep = known & within
+        conflict = rep & (known_print != prints) & (known_print != _UNKNOWN_PRINT)
+        outcome[conflict] = _CONFLICT
+        rep &= ~conflict
+        outcome[rep & (event == prior)] = _UNCHANGED
+        outcome[rep & (event != prior)] = _DUPLICATE
+        # 6. the rest are new events: implausible, late, or accepted
+        new = ok & ~(known & within)
+        outcome[new] = fs[new]
+        outcome[new & (fs == 0) & ~within] = _LATE
+        return outcome, prior, first
 
     def _commit(
-        self, uniq: list[str], codes: np.ndarray, event: np.ndarray, accepted: np.ndarray
+        self,
+        uniq: list[str],
+        codes: np.ndarray,
+        event: np.ndarray,
+        prints: np.ndarray,
+        accepted: np.ndarray,
     ) -> None:
-        """Add accepted event times to the per-station windows."""
+        """Add accepted event times (and their fingerprints) to the per-station windows."""
         idx = np.flatnonzero(accepted)
         if not len(idx):
             return
-        c, t = codes[idx], event[idx]
+        c, t, f = codes[idx], event[idx], prints[idx]
         if not _is_sorted(c, t):
             order = np.lexsort((t, c))
-            c, t = c[order], t[order]
+            c, t, f = c[order], t[order], f[order]
         # only the tail within the lateness window of each station's new maximum matters
         last = np.ones(len(c), dtype=bool)
         last[:-1] = c[1:] != c[:-1]
         group = np.cumsum(np.r_[True, c[1:] != c[:-1]]) - 1
         group_max = t[last][group]
         keep = t >= group_max - self._lateness
-        seen = self._seen
+        seen, fps = self._seen, self._prints
         lateness = self._lateness
-        for code, time in zip(c[keep].tolist(), t[keep].tolist(), strict=True):
+        for code, time, fp in zip(
+            c[keep].tolist(), t[keep].tolist(), f[keep].tolist(), strict=True
+        ):
             sid = uniq[code]
             times = seen.get(sid)
             if times is None:
                 seen[sid] = [time]
+                fps[sid] = [fp]
             elif time > times[-1]:
                 times.append(time)
+                fps[sid].append(fp)
                 # prune now and then, not on every append: decisions only look inside the
                 # window and state() prunes exactly, so this bounds memory at no cost per row
                 if len(times) % 32 == 0 and times[0] < time - lateness:
-                    del times[: bisect.bisect_left(times, time - lateness)]
+                    cut = bisect.bisect_left(times, time - lateness)
+                    del times[:cut]
+                    del fps[sid][:cut]
             else:
                 i = bisect.bisect_left(times, time)
                 if i == len(times) or times[i] != time:
                     times.insert(i, time)
+                    fps[sid].insert(i, fp)
 
     def _stateful_reject(
         self,
@@ -460,16 +592,34 @@ class Classifier:
         ing: int,
         prior: int,
         field: str,
+        in_batch: bool | None,
     ) -> tuple[int, RejectReason, str]:
         when = event_dt.isoformat()
         cfg = self.config
-        if outcome == _DUP_STATE:
-            reason = R.DUPLICATE
-            detail = f"station {sid} already has an accepted event with {field} {when}"
-        elif outcome == _DUP_BATCH:
+        where = "earlier in this batch" if in_batch else "already"
+        if outcome == _DUPLICATE:
             reason = R.DUPLICATE
             detail = (
-                f"station {sid} appears twice in this batch with {field} {when}; kept the first"
+                f"station {sid} {where} has an accepted event with {field} {when}"
+                f" (same values; its newest is {isoformat(prior)})"
+            )
+        elif outcome == _CONFLICT:
+            reason = R.CONFLICT
+            detail = (
+                f"station {sid} {where} has an accepted event with {field} {when} and other"
+                " counts or flags; the first version is kept"
+            )
+        elif outcome == _TOO_LATE:
+            reason = R.FUTURE
+            detail = (
+                f"{field} {when} is after the plausible range"
+                f" (plausible_until {cfg.plausible_until.isoformat()})"
+            )
+        elif outcome == _TOO_EARLY:
+            reason = R.STALE
+            detail = (
+                f"{field} {when} is before the plausible range"
+                f" (plausible_from {cfg.plausible_from.isoformat()})"
             )
         elif outcome == _FUTURE:
             reason = R.FUTURE

@@ -193,6 +193,7 @@ class StationStatusNormalizer(Classifier):
             last_updated=_maybe_datetime(last_updated_raw),
             ttl=ttl if type(ttl) is int else None,
             version=version,
+            confirm=True,
         )
 
     def _dedupe_document(self, cols: Columns, ids: list[str]) -> None:
