@@ -27,6 +27,7 @@ over whole columns, NumPy for the rules; per-record Python runs only for the rar
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -92,10 +93,9 @@ class StationStatusNormalizer(Classifier):
         with reason ``malformed`` (``received == 1``).
         """
         ingested_at = ensure_utc(ingested_at)
-        try:
-            doc = orjson.loads(payload)
-        except orjson.JSONDecodeError as exc:
-            return self._malformed(payload, ingested_at, batch_id, f"not valid JSON: {exc}")
+        doc, problem = load_document(payload)
+        if problem is not None:
+            return self._malformed(payload, ingested_at, batch_id, problem)
         stations = _stations(doc)
         if stations is None:
             return self._malformed(
@@ -183,7 +183,7 @@ class StationStatusNormalizer(Classifier):
         self._dedupe_document(cols, ids)
 
         def raw(positions: list[int]) -> list[bytes]:
-            return [orjson.dumps(original[pos]) for pos in positions]
+            return [dump_record(original[pos]) for pos in positions]
 
         return self._finish(
             cols,
@@ -334,6 +334,65 @@ def _rows(table: pa.Table, positions: list[int]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------------
 # Document helpers
 
+_AMBIGUOUS_KEYS = ("data", "stations")
+
+
+def load_document(payload: bytes) -> tuple[Any, str | None]:
+    """Parse a GBFS document: ``(doc, None)``, or ``(None, why it is malformed)``.
+
+    ``orjson`` first (the hot path). What it refuses only for a number it cannot hold — an
+    integer beyond 64 bits, ``1e999``, ``NaN`` — is parsed again by the standard library, so the
+    one record with that number is dead-lettered by the field checks, not the whole document.
+    Nesting deeper than orjson's limit is malformed (never a RecursionError), and so is a
+    document with ``data`` or ``stations`` twice: a parser would keep one copy silently.
+    """
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        if "depth" in str(exc) or "recursion" in str(exc):
+            return None, f"not valid JSON: {exc}"
+        try:
+            doc = json.loads(payload)
+        except (ValueError, RecursionError):
+            return None, f"not valid JSON: {exc}"
+    if any(payload.count(b'"%s"' % key.encode()) > 1 for key in _AMBIGUOUS_KEYS):
+        repeated = _repeated_keys(payload)
+        if repeated:
+            return None, (
+                f"the document has the key {repeated[0]!r} more than once; which copy holds"
+                " the records is ambiguous"
+            )
+    return doc, None
+
+
+def _repeated_keys(payload: bytes) -> list[str]:
+    """Keys among ``data``/``stations`` that occur twice in one JSON object (slow; rare)."""
+    found: list[str] = []
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [key for key, _ in pairs]
+        if len(set(keys)) != len(keys):
+            found.extend(k for k in _AMBIGUOUS_KEYS if keys.count(k) > 1)
+        return dict(pairs)
+
+    try:
+        json.loads(payload, object_pairs_hook=hook)
+    except (ValueError, RecursionError):
+        return []
+    return found
+
+
+def dump_record(record: Any) -> bytes:
+    """A record as JSON bytes for its dead letter (the stdlib beyond orjson's depth limit)."""
+    try:
+        return orjson.dumps(record)
+    except (orjson.JSONEncodeError, TypeError):
+        try:
+            return json.dumps(record, allow_nan=True).encode()
+        except (ValueError, TypeError, RecursionError):
+            return repr(record).encode()[:10_000]
+
+
 _STATUS_KEYS = frozenset(
     {"last_reported", "num_bikes_available", "num_vehicles_available", "num_docks_available"}
 )
@@ -420,10 +479,9 @@ def normalize_station_information(
             accepted=STATION_INFORMATION_SCHEMA.empty_table(), dead_letters=[letter], received=1
         )
 
-    try:
-        doc = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        return malformed(f"not valid JSON: {exc}")
+    doc, problem = load_document(payload)
+    if problem is not None:
+        return malformed(problem)
     stations = _stations(doc)
     if stations is None:
         return malformed("not a GBFS document: data.stations must be a list")
@@ -522,7 +580,7 @@ def normalize_station_information(
             topic=TOPIC_STATION_INFORMATION,
             reason=reason,
             detail=detail,
-            raw=orjson.dumps(stations[pos]),
+            raw=dump_record(stations[pos]),
             ingested_at=ingested_at,
             key=None if pos in bad_ids else ids[pos],
             event_ts=last_updated,
