@@ -524,6 +524,8 @@ def ingest_feed(
                     # already committed (a re-fetch, or a restart): its records are counted
                     if feed == TOPIC_STATION_STATUS:
                         run.skip(_count_records(fetched.payload))
+                        if on_progress is not None:
+                            on_progress(run.summary)
                     continue
                 batch_id = (
                     f"{fetched.name}@{(fetched.last_updated or fetched.ingested_at).isoformat()}"
