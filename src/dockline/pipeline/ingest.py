@@ -153,7 +153,10 @@ class IngestRun:
             offset = offsets.get(partition, 0)
             wanted = None if pending is None else pending.get(partition, 0)
             while offset < end and (wanted is None or wanted > 0):
-                records = self.log.read(TOPIC_STATION_STATUS, partition, offset, chunk)
+                # bounded: read no more than the rows still missing (they come first unless
+                # another producer wrote in between), not a chunk of someone else's import
+                size = chunk if wanted is None else min(chunk, wanted)
+                records = self.log.read(TOPIC_STATION_STATUS, partition, offset, size)
                 if not records.num_rows:
                     break
                 offset = int(records[OFFSET_COLUMN][-1].as_py()) + 1
