@@ -63,16 +63,19 @@ def _doc(stations: str, last_updated: int) -> bytes:
 
 
 def _station(sid: str, bikes: str = "3") -> str:
-    return orjson.dumps(
-        {
-            "station_id": sid,
-            "num_docks_available": 5,
-            "is_installed": True,
-            "is_renting": True,
-            "is_returning": True,
-            "last_reported": T0_S - 30,
-        }
-    ).decode()[:-1] + f', "num_bikes_available": {bikes}}}'
+    return (
+        orjson.dumps(
+            {
+                "station_id": sid,
+                "num_docks_available": 5,
+                "is_installed": True,
+                "is_renting": True,
+                "is_returning": True,
+                "last_reported": T0_S - 30,
+            }
+        ).decode()[:-1]
+        + f', "num_bikes_available": {bikes}}}'
+    )
 
 
 def test_hostile_documents_are_dead_letters_and_the_others_are_accepted(tmp_path: Path) -> None:
@@ -183,5 +186,3 @@ def test_a_feed_starts_fast_after_a_large_import(tmp_path: Path) -> None:
                 assert batch.unchanged == 5 and batch.dead_letters == []
         finally:
             run.close()
-
-
