@@ -280,17 +280,20 @@ class Classifier:
         codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
         event = accepted["event_ts"].cast(pa.int64()).to_numpy(zero_copy_only=False)
 
-        def column(name: str) -> np.ndarray:
-            return np.asarray(accepted[name].to_numpy(), dtype=np.int64)
+        def print_at(positions: np.ndarray) -> np.ndarray:
+            def column(name: str) -> np.ndarray:
+                values = accepted[name].combine_chunks().take(pa.array(positions))
+                return np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.int64)
 
-        prints = fingerprints(
-            column("num_bikes_available"),
-            column("num_docks_available"),
-            column("is_installed"),
-            column("is_renting"),
-            column("is_returning"),
-        )
-        self._commit(uniq, codes, event, prints, np.ones(len(codes), dtype=bool))
+            return fingerprints(
+                column("num_bikes_available"),
+                column("num_docks_available"),
+                column("is_installed"),
+                column("is_renting"),
+                column("is_returning"),
+            )
+
+        self._commit(uniq, codes, event, print_at, np.ones(len(codes), dtype=bool))
 
     def update_information(self, info: pa.Table) -> None:
         """Remember each station's capacity from ``station_id``/``capacity`` columns (last wins)."""
@@ -324,10 +327,19 @@ class Classifier:
         encoded = pc.dictionary_encode(cols.ids)
         uniq: list[str] = encoded.dictionary.to_pylist()
         codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-        prints = fingerprints(cols.bikes, cols.docks, cols.installed, cols.renting, cols.returning)
-        outcome, prior, first = self._decide(uniq, codes, cols.event_us, cols.ing_us, prints, ok)
+
+        def print_at(positions: np.ndarray) -> np.ndarray:
+            return fingerprints(
+                cols.bikes[positions],
+                cols.docks[positions],
+                cols.installed[positions],
+                cols.renting[positions],
+                cols.returning[positions],
+            )
+
+        outcome, prior, first = self._decide(uniq, codes, cols.event_us, cols.ing_us, print_at, ok)
         accepted = ok & (outcome == _OK)
-        self._commit(uniq, codes, cols.event_us, prints, accepted)
+        self._commit(uniq, codes, cols.event_us, print_at, accepted)
 
         idx = np.flatnonzero(accepted)
         capacity = self._capacity_column(cols, uniq, codes, idx)
@@ -431,14 +443,14 @@ class Classifier:
         codes: np.ndarray,
         event: np.ndarray,
         ing: np.ndarray,
-        prints: np.ndarray,
+        print_at: Callable[[np.ndarray], np.ndarray],
         ok: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray, dict[int, bool]]:
         """Decide each row that passed the stateless checks, as if one at a time in input order.
 
         Returns the outcome per row, the station's newest accepted event time before each row
-        (``prior``), and for each repeat of an event accepted earlier in this batch whether that
-        earlier copy was in the batch (True) or in the state (False), for the detail text.
+        (``prior``), and for each repeat of an event accepted earlier in this batch ``True``
+        (for the detail text: earlier in this batch, not already stored).
         """
         n = len(codes)
         outcome = np.zeros(n, dtype=np.int8)
@@ -448,92 +460,145 @@ class Classifier:
         )
         row_wm = watermark[codes] if n else np.zeros(0, dtype=np.int64)
         lateness = self._lateness
+        first: dict[int, bool] = {}
+        all_ok = bool(ok.all())
 
         # 1. events this source accepted before and still remembers: the station's newest one
         # (a quiet station on a re-poll: most of a live feed's records) or an older one within
         # the lateness window. Their fingerprint decides unchanged/duplicate vs conflict.
-        known = ok & (row_wm != _NO_WATERMARK) & (event == row_wm)
-        known_print = np.zeros(n, dtype=np.int64)
-        if known.any():
-            newest = np.array(
+        has_wm = row_wm != _NO_WATERMARK
+        at_wm = has_wm & (event == row_wm)
+        older = has_wm & (event < row_wm) & (event >= row_wm - lateness)
+        if not all_ok:
+            at_wm &= ok
+            older &= ok
+        known_rows = np.flatnonzero(at_wm)
+        known_prints = np.zeros(len(known_rows), dtype=np.int64)
+        if len(known_rows):
+            newest_print = np.array(
                 [self._prints[sid][-1] if sid in seen else 0 for sid in uniq], dtype=np.int64
             )
-            known_print[known] = newest[codes[known]]
-        older = ok & (row_wm != _NO_WATERMARK) & (event < row_wm) & (event >= row_wm - lateness)
-        for pos in np.flatnonzero(older).tolist():
-            sid = uniq[codes[pos]]
-            times = seen[sid]
-            at = int(event[pos])
-            i = bisect.bisect_left(times, at)
-            if i < len(times) and times[i] == at:
-                known[pos] = True
-                known_print[pos] = self._prints[sid][i]
+            known_prints = newest_print[codes[known_rows]]
+        if older.any():  # few: repeats of older events, and late rows
+            extra_rows: list[int] = []
+            extra_prints: list[int] = []
+            for pos in np.flatnonzero(older).tolist():
+                sid = uniq[codes[pos]]
+                times = seen[sid]
+                at = int(event[pos])
+                i = bisect.bisect_left(times, at)
+                if i < len(times) and times[i] == at:
+                    extra_rows.append(pos)
+                    extra_prints.append(self._prints[sid][i])
+            if extra_rows:
+                known_rows = np.concatenate([known_rows, np.asarray(extra_rows, np.int64)])
+                known_prints = np.concatenate(
+                    [known_prints, np.asarray(extra_prints, dtype=np.int64)]
+                )
+        known = np.zeros(n, dtype=bool)
+        known[known_rows] = True
 
-        # 2. plausibility of each row as a new event: near ingested_at, within the configured range
+        # 2. plausibility of each row as a new event: near ingested_at, within the configured
+        # range (the first that fails names the reason)
+        checks = (
+            (_FUTURE, event > ing + self._future),
+            (_STALE, event < ing - self._stale),
+            (_TOO_LATE, event > self._latest),
+            (_TOO_EARLY, event < self._earliest),
+        )
+        implausible = checks[0][1] | checks[1][1] | checks[2][1] | checks[3][1]
+        if not all_ok:
+            implausible &= ok
         fs = np.zeros(n, dtype=np.int8)
-        fs[event > ing + self._future] = _FUTURE
-        fs[(fs == 0) & (event < ing - self._stale)] = _STALE
-        fs[(fs == 0) & (event > self._latest)] = _TOO_LATE
-        fs[(fs == 0) & (event < self._earliest)] = _TOO_EARLY
-        fs[~ok] = 0
+        if implausible.any():
+            for code, failed in reversed(checks):  # the earliest check written last wins
+                fs[failed] = code
+            fs[~implausible] = 0
 
         # 3. the station's newest accepted event before each row (state or earlier in the
         # batch). Rows that are not implausible new events contribute: accepted rows raise the
         # maximum, and the others (late rows, repeats) never exceed it, so a prefix maximum over
         # them equals the maximum over the accepted ones.
         prior = row_wm.copy()
-        first: dict[int, bool] = {}
-        rows = np.flatnonzero(ok)
+        rows = np.arange(n) if all_ok else np.flatnonzero(ok)
         if not len(rows):
             return outcome, prior, first
-        contributes = (fs[rows] == 0) | known[rows]
-        c, t = codes[rows], event[rows]
-        if contributes.all() and _is_sorted(c, t):
+        contributes = ~implausible | known
+        c, t = (codes, event) if all_ok else (codes[rows], event[rows])
+        sorted_rows = _is_sorted(c, t)
+        if sorted_rows and bool(contributes.all()):
             prev = np.full(len(rows), _NO_WATERMARK, dtype=np.int64)
             same_station = c[1:] == c[:-1]
             prev[1:][same_station] = t[:-1][same_station]
         else:
-            prev = _grouped_prior_max(c, np.where(contributes, t, _NO_WATERMARK))
-        prior[rows] = np.maximum(row_wm[rows], prev)
-        within = np.zeros(n, dtype=bool)
-        within[rows] = t >= prior[rows] - lateness
+            mask = contributes if all_ok else contributes[rows]
+            prev = _grouped_prior_max(c, np.where(mask, t, _NO_WATERMARK))
+        if all_ok:
+            prior = np.maximum(row_wm, prev)
+            within = t >= prior - lateness
+        else:
+            prior[rows] = np.maximum(row_wm[rows], prev)
+            within = np.zeros(n, dtype=bool)
+            within[rows] = t >= prior[rows] - lateness
 
         # 4. repeats within the batch: among rows with the same station and time, the first
-        # plausible one is accepted and the later ones repeat it
-        fresh = np.flatnonzero(ok & ~known & within)
-        repeat_of = np.full(n, -1, dtype=np.int64)
+        # plausible one is accepted and the later ones repeat them
+        repeats = np.zeros(0, dtype=np.int64)
+        origins = np.zeros(0, dtype=np.int64)
+        candidates = within if all_ok else ok & within
+        if len(known_rows):
+            candidates = candidates & ~known
+        fresh = np.flatnonzero(candidates)
         if len(fresh) > 1:
-            c, t = codes[fresh], event[fresh]
-            order = np.arange(len(fresh)) if _is_sorted(c, t) else np.lexsort((t, c))
-            cs, ts_ = c[order], t[order]
-            same_key = np.r_[False, (cs[1:] == cs[:-1]) & (ts_[1:] == ts_[:-1])]
+            whole = len(fresh) == n
+            fc, ft = (codes, event) if whole else (codes[fresh], event[fresh])
+            if sorted_rows and (whole or _is_sorted(fc, ft)):
+                order = None
+                cs, ts_ = fc, ft
+            else:
+                order = np.lexsort((ft, fc))  # stable: equal keys keep input order
+                cs, ts_ = fc[order], ft[order]
+            same_key = (cs[1:] == cs[:-1]) & (ts_[1:] == ts_[:-1])
             if same_key.any():
-                ordered = fresh[order]
-                plausible = fs[ordered] == 0
-                # index (in `order`) of the first plausible row of each run of equal keys
+                ordered = fresh if order is None else fresh[order]
+                same_key = np.r_[False, same_key]
+                starts = np.flatnonzero(~same_key)
                 run = np.cumsum(~same_key) - 1
-                firsts = np.full(run[-1] + 1, len(order), dtype=np.int64)
-                np.minimum.at(firsts, run[plausible], np.flatnonzero(plausible))
-                origin = firsts[run]
-                is_repeat = np.arange(len(order)) > origin
-                repeat_of[ordered[is_repeat]] = ordered[origin[is_repeat]]
-        batch_repeat = repeat_of >= 0
-        if batch_repeat.any():
-            known |= batch_repeat
-            known_print[batch_repeat] = prints[repeat_of[batch_repeat]]
-            first = dict.fromkeys(np.flatnonzero(batch_repeat).tolist(), True)
+                plausible = ~implausible[ordered]
+                if plausible.all():
+                    origin = starts[run]
+                else:  # the first plausible row of each run (len(order) when none is)
+                    index = np.where(plausible, np.arange(len(ordered)), len(ordered))
+                    origin = np.minimum.reduceat(index, starts)[run]
+                is_repeat = np.arange(len(ordered)) > origin
+                repeats = ordered[is_repeat]
+                origins = ordered[origin[is_repeat]]
+                first = dict.fromkeys(repeats.tolist(), True)
 
         # 5. repeats of a remembered event: the values decide, then whether it is the newest
-        rep = known & within
-        conflict = rep & (known_print != prints) & (known_print != _UNKNOWN_PRINT)
-        outcome[conflict] = _CONFLICT
-        rep &= ~conflict
-        outcome[rep & (event == prior)] = _UNCHANGED
-        outcome[rep & (event != prior)] = _DUPLICATE
+        kept = within[known_rows]
+        rep_rows = np.concatenate([known_rows[kept], repeats])
+        if len(rep_rows):
+            stored = np.concatenate(
+                [
+                    known_prints[kept],
+                    print_at(origins) if len(origins) else np.zeros(0, dtype=np.int64),
+                ]
+            )
+            mine = print_at(rep_rows)
+            conflict = (stored != mine) & (stored != _UNKNOWN_PRINT)
+            newest = event[rep_rows] == prior[rep_rows]
+            outcome[rep_rows] = np.where(
+                conflict, _CONFLICT, np.where(newest, _UNCHANGED, _DUPLICATE)
+            )
         # 6. the rest are new events: implausible, late, or accepted
-        new = ok & ~(known & within)
-        outcome[new] = fs[new]
-        outcome[new & (fs == 0) & ~within] = _LATE
+        decided = np.zeros(n, dtype=bool)
+        decided[rep_rows] = True
+        new = ~decided if all_ok else ok & ~decided
+        if implausible.any():
+            outcome[new & implausible] = fs[new & implausible]
+            new &= ~implausible
+        outcome[new & ~within] = _LATE
         return outcome, prior, first
 
     def _commit(
@@ -541,17 +606,17 @@ class Classifier:
         uniq: list[str],
         codes: np.ndarray,
         event: np.ndarray,
-        prints: np.ndarray,
+        print_at: Callable[[np.ndarray], np.ndarray],
         accepted: np.ndarray,
     ) -> None:
         """Add accepted event times (and their fingerprints) to the per-station windows."""
         idx = np.flatnonzero(accepted)
         if not len(idx):
             return
-        c, t, f = codes[idx], event[idx], prints[idx]
+        c, t = codes[idx], event[idx]
         if not _is_sorted(c, t):
             order = np.lexsort((t, c))
-            c, t, f = c[order], t[order], f[order]
+            idx, c, t = idx[order], c[order], t[order]
         # only the tail within the lateness window of each station's new maximum matters
         last = np.ones(len(c), dtype=bool)
         last[:-1] = c[1:] != c[:-1]
@@ -560,9 +625,8 @@ class Classifier:
         keep = t >= group_max - self._lateness
         seen, fps = self._seen, self._prints
         lateness = self._lateness
-        for code, time, fp in zip(
-            c[keep].tolist(), t[keep].tolist(), f[keep].tolist(), strict=True
-        ):
+        kept = print_at(idx[keep]).tolist()  # fingerprints only of what the window keeps
+        for code, time, fp in zip(c[keep].tolist(), t[keep].tolist(), kept, strict=True):
             sid = uniq[code]
             times = seen.get(sid)
             if times is None:
