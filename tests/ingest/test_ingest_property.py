@@ -166,10 +166,12 @@ def reference(rows: list[Row]) -> list[RejectReason | str | None]:
         newest = max(events) if events else None
         within = newest is None or ts >= newest - lateness
         if within and ts in events:
-            if events[ts] != bikes:
+            if ts != newest:
+                decisions.append(RejectReason.DUPLICATE)  # an older event again
+            elif events[ts] != bikes:
                 decisions.append(RejectReason.CONFLICT)
             else:
-                decisions.append(UNCHANGED if ts == newest else RejectReason.DUPLICATE)
+                decisions.append(UNCHANGED)
         elif ts > latest or ts > ing + CFG.future_tolerance.total_seconds():
             decisions.append(RejectReason.FUTURE)
         elif ts < earliest or ts < ing - CFG.stale_after.total_seconds():

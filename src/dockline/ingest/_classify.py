@@ -1,7 +1,7 @@
 """Batch classification: the stateful pass every normalized batch goes through.
 
 :class:`Classifier` holds one source's per-station state (the accepted event times within
-``allowed_lateness`` of each station's newest one, each with a fingerprint of its values) and
+``allowed_lateness`` of each station's newest one, and a fingerprint of the newest's values) and
 turns coerced columns (:class:`Columns`, produced by :mod:`dockline.ingest.normalize` from a
 document or a table) into a :class:`Batch`: accepted rows, ``unchanged`` repeats and dead
 letters. Parsing lives in ``normalize``; deciding lives here.
@@ -43,7 +43,7 @@ __all__ = ["Batch", "Classifier", "Columns", "fingerprints", "ts_array"]
 R = RejectReason
 _NO_WATERMARK = -(2**62)  # below any real micros value, and far from int64 overflow
 _US = 1_000_000
-_STATE_VERSION = 2  # 2: each remembered event time has the fingerprint of its values
+_STATE_VERSION = 2  # 2: each station's newest event has the fingerprint of its values
 _UNKNOWN_PRINT = -1  # a time restored from a version-1 state: its values are not known
 
 
@@ -150,11 +150,11 @@ def fingerprints(
 
 
 class _State(msgspec.Struct, kw_only=True):
-    """Serialized validator state (msgpack); ``prints[sid]`` is parallel to ``seen[sid]``."""
+    """Serialized validator state (msgpack); ``prints[sid]``: the newest event's fingerprint."""
 
     version: int = _STATE_VERSION
     seen: dict[str, list[int]] = msgspec.field(default_factory=dict)
-    prints: dict[str, list[int]] = msgspec.field(default_factory=dict)
+    prints: dict[str, int] = msgspec.field(default_factory=dict)
     capacity: dict[str, int] = msgspec.field(default_factory=dict)
     counters: dict[str, int] = msgspec.field(default_factory=dict)
 
@@ -198,14 +198,15 @@ class Classifier:
     """Stateful classification for one source (one feed or one archive). Pure: no I/O.
 
     The state is, per station, the accepted event times within ``allowed_lateness`` of the
-    station's newest accepted event (its watermark), each with a fingerprint of its values.
+    station's newest accepted event (its watermark), and a fingerprint of the newest's values.
     :meth:`state` serializes it, so an ingester can commit it with the records
     (``ProducerState``) and resume with the same decisions.
 
-    A record with the station and time of an accepted event it still remembers is
-    ``unchanged`` (same values, and that event is the station's newest), a ``duplicate`` (same
-    values, an older event) or a ``conflict`` (other values: the first version stays; a
-    correction of history is never applied silently).
+    A record with the station and time of the station's newest accepted event is ``unchanged``
+    (same values) or a ``conflict`` (other values: the first version stays; a correction is
+    never applied silently); one of an older accepted event it still remembers is a
+    ``duplicate``. Only the newest event's values are remembered (a fingerprint), so this costs
+    one integer per station.
     """
 
     def __init__(self, source: str, config: IngestConfig, state: bytes | None = None) -> None:
@@ -218,7 +219,7 @@ class Classifier:
         self._earliest = to_micros(config.plausible_from)
         self._latest = to_micros(config.plausible_until)
         self._seen: dict[str, list[int]] = {}
-        self._prints: dict[str, list[int]] = {}
+        self._prints: dict[str, int] = {}  # station → fingerprint of its newest event
         self._capacity: dict[str, int] = {}
         self.counters: dict[str, int] = _empty_counters()
         """Cumulative counts: ``received``, ``accepted`` and one per reject reason."""
@@ -235,7 +236,7 @@ class Classifier:
             times = self._seen[sid]
             cut = bisect.bisect_left(times, times[-1] - self._lateness)
             seen[sid] = times[cut:]
-            prints[sid] = self._prints[sid][cut:]
+            prints[sid] = self._prints.get(sid, _UNKNOWN_PRINT)
         snapshot = _State(
             seen=seen,
             prints=prints,
@@ -258,12 +259,9 @@ class Classifier:
                 reason="bad_state",
             )
         for sid, times in snapshot.seen.items():
-            if not times:
-                continue
-            prints = snapshot.prints.get(sid) or [_UNKNOWN_PRINT] * len(times)
-            pairs = sorted(zip(times, prints, strict=True))
-            self._seen[sid] = [t for t, _ in pairs]
-            self._prints[sid] = [f for _, f in pairs]
+            if times:
+                self._seen[sid] = sorted(times)
+                self._prints[sid] = snapshot.prints.get(sid, _UNKNOWN_PRINT)
         self._capacity = dict(snapshot.capacity)
         self.counters.update(snapshot.counters)
 
@@ -476,21 +474,19 @@ class Classifier:
         known_prints = np.zeros(len(known_rows), dtype=np.int64)
         if len(known_rows):
             newest_print = np.array(
-                [self._prints[sid][-1] if sid in seen else 0 for sid in uniq], dtype=np.int64
+                [self._prints.get(sid, _UNKNOWN_PRINT) for sid in uniq], dtype=np.int64
             )
             known_prints = newest_print[codes[known_rows]]
         if older.any():  # few: repeats of older events, and late rows
             extra_rows: list[int] = []
-            extra_prints: list[int] = []
             for pos in np.flatnonzero(older).tolist():
-                sid = uniq[codes[pos]]
-                times = seen[sid]
+                times = seen[uniq[codes[pos]]]
                 at = int(event[pos])
                 i = bisect.bisect_left(times, at)
                 if i < len(times) and times[i] == at:
                     extra_rows.append(pos)
-                    extra_prints.append(self._prints[sid][i])
-            if extra_rows:
+            if extra_rows:  # an older event again is a duplicate: its values are not compared
+                extra_prints = [_UNKNOWN_PRINT] * len(extra_rows)
                 known_rows = np.concatenate([known_rows, np.asarray(extra_rows, np.int64)])
                 known_prints = np.concatenate(
                     [known_prints, np.asarray(extra_prints, dtype=np.int64)]
@@ -575,22 +571,24 @@ class Classifier:
                 origins = ordered[origin[is_repeat]]
                 first = dict.fromkeys(repeats.tolist(), True)
 
-        # 5. repeats of a remembered event: the values decide, then whether it is the newest
+        # 5. repeats of a remembered event: of the station's newest one, the values decide
+        # between unchanged and conflict; of an older one, a duplicate
         kept = within[known_rows]
         rep_rows = np.concatenate([known_rows[kept], repeats])
         if len(rep_rows):
-            stored = np.concatenate(
-                [
-                    known_prints[kept],
-                    print_at(origins) if len(origins) else np.zeros(0, dtype=np.int64),
-                ]
-            )
-            mine = print_at(rep_rows)
-            conflict = (stored != mine) & (stored != _UNKNOWN_PRINT)
             newest = event[rep_rows] == prior[rep_rows]
-            outcome[rep_rows] = np.where(
-                conflict, _CONFLICT, np.where(newest, _UNCHANGED, _DUPLICATE)
-            )
+            outcome[rep_rows] = _DUPLICATE
+            compare = np.flatnonzero(newest)
+            if len(compare):
+                stored = np.concatenate(
+                    [
+                        known_prints[kept],
+                        print_at(origins) if len(origins) else np.zeros(0, dtype=np.int64),
+                    ]
+                )[compare]
+                rows_compared = rep_rows[compare]
+                conflict = (stored != print_at(rows_compared)) & (stored != _UNKNOWN_PRINT)
+                outcome[rows_compared] = np.where(conflict, _CONFLICT, _UNCHANGED)
         # 6. the rest are new events: implausible, late, or accepted
         decided = np.zeros(n, dtype=bool)
         decided[rep_rows] = True
@@ -609,7 +607,7 @@ class Classifier:
         print_at: Callable[[np.ndarray], np.ndarray],
         accepted: np.ndarray,
     ) -> None:
-        """Add accepted event times (and their fingerprints) to the per-station windows."""
+        """Add accepted event times to the per-station windows; remember the newest's values."""
         idx = np.flatnonzero(accepted)
         if not len(idx):
             return
@@ -623,29 +621,34 @@ class Classifier:
         group = np.cumsum(np.r_[True, c[1:] != c[:-1]]) - 1
         group_max = t[last][group]
         keep = t >= group_max - self._lateness
-        seen, fps = self._seen, self._prints
+        seen = self._seen
         lateness = self._lateness
-        kept = print_at(idx[keep]).tolist()  # fingerprints only of what the window keeps
-        for code, time, fp in zip(c[keep].tolist(), t[keep].tolist(), kept, strict=True):
+        # the values of each station's newest row in this commit (-1 on the other rows): they
+        # become the station's remembered values when that row is its new newest event
+        last_kept = last[keep]
+        kept_prints = np.full(len(last_kept), -1, dtype=np.int64)
+        kept_prints[last_kept] = print_at(idx[last])
+        prints = self._prints
+        for code, time, fp in zip(
+            c[keep].tolist(), t[keep].tolist(), kept_prints.tolist(), strict=True
+        ):
             sid = uniq[code]
             times = seen.get(sid)
             if times is None:
                 seen[sid] = [time]
-                fps[sid] = [fp]
+                prints[sid] = fp
             elif time > times[-1]:
                 times.append(time)
-                fps[sid].append(fp)
+                if fp >= 0:
+                    prints[sid] = fp
                 # prune now and then, not on every append: decisions only look inside the
                 # window and state() prunes exactly, so this bounds memory at no cost per row
                 if len(times) % 32 == 0 and times[0] < time - lateness:
-                    cut = bisect.bisect_left(times, time - lateness)
-                    del times[:cut]
-                    del fps[sid][:cut]
+                    del times[: bisect.bisect_left(times, time - lateness)]
             else:
                 i = bisect.bisect_left(times, time)
                 if i == len(times) or times[i] != time:
                     times.insert(i, time)
-                    fps[sid].insert(i, fp)
 
     def _stateful_reject(
         self,
