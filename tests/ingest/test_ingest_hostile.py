@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import tracemalloc
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import orjson
 
+from dockline.core.config import IngestConfig
+from dockline.core.contracts import RejectReason
 from dockline.core.time import SystemClock
-from dockline.ingest import GbfsClient, iter_json_archive
+from dockline.ingest import GbfsClient, StationStatusNormalizer, iter_json_archive
 
 DEEP = b'{"last_updated": 1714978800, "ttl": 60, "data": {"stations": [' + b"[" * 100_000
 DEEP += b"]" * 100_000 + b"]}}"
@@ -61,3 +64,41 @@ def test_a_json_archive_is_streamed_one_document_at_a_time(tmp_path: Path) -> No
         tracemalloc.stop()
     assert documents == 6
     assert peak < 2.5 * size, (peak, size)  # all six at once would be 6 x size
+
+
+def test_one_bad_number_dead_letters_only_its_record_and_keeps_its_value() -> None:
+    record = (
+        '{"station_id": "%s", "num_bikes_available": %s, "num_docks_available": 1,'
+        ' "is_installed": 1, "is_renting": 1, "is_returning": 1, "last_reported": 1714978770}'
+    )
+    records = [record % ("a", "1e999"), record % ("b", "1" * 30), record % ("c", "NaN")]
+    records.append(record % ("ok", "4"))
+    payload = b'{"last_updated": 1714978800, "ttl": 60, "version": "2.3", "data": {"stations": ['
+    payload += ", ".join(records).encode() + b"]}}"
+    norm = StationStatusNormalizer("feed", IngestConfig())
+    batch = norm.normalize_document(
+        payload, ingested_at=datetime(2024, 5, 6, 7, 0, tzinfo=UTC), batch_id="x"
+    )
+    assert batch.accepted["station_id"].to_pylist() == ["ok"]
+    letters = {letter.key: letter for letter in batch.dead_letters}
+    assert {k: v.reason for k, v in letters.items()} == {
+        "a": RejectReason.BAD_TYPE,
+        "b": RejectReason.BAD_VALUE,
+        "c": RejectReason.BAD_TYPE,
+    }
+    assert b"Infinity" in letters["a"].raw and b"1" * 30 in letters["b"].raw
+    assert b"NaN" in letters["c"].raw
+
+
+def test_a_duplicate_data_key_is_malformed_not_a_silent_loss() -> None:
+    payload = (
+        b'{"last_updated": 1714978800, "data": {"stations": [{"station_id": "lost"}]},'
+        b' "ttl": 60, "data": {"stations": []}}'
+    )
+    norm = StationStatusNormalizer("feed", IngestConfig())
+    batch = norm.normalize_document(
+        payload, ingested_at=datetime(2024, 5, 6, 7, 0, tzinfo=UTC), batch_id="x"
+    )
+    [letter] = batch.dead_letters
+    assert letter.reason == RejectReason.MALFORMED and "'data' more than once" in letter.detail
+    assert letter.raw == payload

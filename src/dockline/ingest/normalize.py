@@ -93,7 +93,7 @@ class StationStatusNormalizer(Classifier):
         with reason ``malformed`` (``received == 1``).
         """
         ingested_at = ensure_utc(ingested_at)
-        doc, problem = load_document(payload)
+        doc, problem, exact = load_document(payload)
         if problem is not None:
             return self._malformed(payload, ingested_at, batch_id, problem)
         stations = _stations(doc)
@@ -183,7 +183,7 @@ class StationStatusNormalizer(Classifier):
         self._dedupe_document(cols, ids)
 
         def raw(positions: list[int]) -> list[bytes]:
-            return [dump_record(original[pos]) for pos in positions]
+            return [dump_record(original[pos], exact=exact) for pos in positions]
 
         return self._finish(
             cols,
@@ -353,8 +353,11 @@ def _data_keys(payload: bytes) -> int:
     return len(at)
 
 
-def load_document(payload: bytes) -> tuple[Any, str | None]:
-    """Parse a GBFS document: ``(doc, None)``, or ``(None, why it is malformed)``.
+def load_document(payload: bytes) -> tuple[Any, str | None, bool]:
+    """Parse a GBFS document: ``(doc, None, exact)``, or ``(None, why it is malformed, True)``.
+
+    ``exact`` is False when the standard library parsed it: its records may hold numbers that
+    orjson would write back differently (``NaN``, ``Infinity``), see :func:`dump_record`.
 
     ``orjson`` first (the hot path). What it refuses only for a number it cannot hold — an
     integer beyond 64 bits, ``1e999``, ``NaN`` — is parsed again by the standard library, so the
@@ -366,19 +369,26 @@ def load_document(payload: bytes) -> tuple[Any, str | None]:
         doc = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
         if "depth" in str(exc) or "recursion" in str(exc):
-            return None, f"not valid JSON: {exc}"
+            return None, f"not valid JSON: {exc}", True
         try:
             doc = json.loads(payload)
         except (ValueError, RecursionError):
-            return None, f"not valid JSON: {exc}"
+            return None, f"not valid JSON: {exc}", True
+        exact = False
+    else:
+        exact = True
     if _data_keys(payload) > 1:
         repeated = _repeated_keys(payload)
         if repeated:
-            return None, (
-                f"the document has the key {repeated[0]!r} more than once; which copy holds"
-                " the records is ambiguous"
+            return (
+                None,
+                (
+                    f"the document has the key {repeated[0]!r} more than once; which copy holds"
+                    " the records is ambiguous"
+                ),
+                True,
             )
-    return doc, None
+    return doc, None, exact
 
 
 def _repeated_keys(payload: bytes) -> list[str]:
@@ -398,15 +408,21 @@ def _repeated_keys(payload: bytes) -> list[str]:
     return found
 
 
-def dump_record(record: Any) -> bytes:
-    """A record as JSON bytes for its dead letter (the stdlib beyond orjson's depth limit)."""
-    try:
-        return orjson.dumps(record)
-    except (orjson.JSONEncodeError, TypeError):
+def dump_record(record: Any, *, exact: bool = True) -> bytes:
+    """A record as JSON bytes for its dead letter, as close to what was received as possible.
+
+    orjson first; the standard library beyond orjson's depth limit, or when the document came
+    from the standard library (``exact=False``: orjson would write ``NaN``/``Infinity`` as null).
+    """
+    if exact:
         try:
-            return json.dumps(record, allow_nan=True).encode()
-        except (ValueError, TypeError, RecursionError):
-            return repr(record).encode()[:10_000]
+            return orjson.dumps(record)
+        except (orjson.JSONEncodeError, TypeError):
+            pass
+    try:
+        return json.dumps(record, allow_nan=True).encode()
+    except (ValueError, TypeError, RecursionError):
+        return repr(record).encode()[:10_000]
 
 
 _STATUS_KEYS = frozenset(
@@ -495,7 +511,7 @@ def normalize_station_information(
             accepted=STATION_INFORMATION_SCHEMA.empty_table(), dead_letters=[letter], received=1
         )
 
-    doc, problem = load_document(payload)
+    doc, problem, exact = load_document(payload)
     if problem is not None:
         return malformed(problem)
     stations = _stations(doc)
@@ -596,7 +612,7 @@ def normalize_station_information(
             topic=TOPIC_STATION_INFORMATION,
             reason=reason,
             detail=detail,
-            raw=dump_record(stations[pos]),
+            raw=dump_record(stations[pos], exact=exact),
             ingested_at=ingested_at,
             key=None if pos in bad_ids else ids[pos],
             event_ts=last_updated,
