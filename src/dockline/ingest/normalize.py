@@ -335,22 +335,26 @@ def _rows(table: pa.Table, positions: list[int]) -> list[dict[str, Any]]:
 # Document helpers
 
 _AMBIGUOUS_KEYS = ("data", "stations")
-_DATA_KEY = np.frombuffer(b'"data"', dtype=np.uint8)
+_QUOTE_D = np.frombuffer(b'"d', dtype="<u2")[0]
 
 
 def _data_keys(payload: bytes) -> int:
-    """Occurrences of ``"data"`` in ``payload`` (a vectorized scan anchored on the rare ``d``).
+    """Occurrences of ``"data"`` in ``payload``: a vectorized scan for the rare pair ``"d``.
 
-    ``bytes.count`` takes ~40 % of an orjson parse here (``"`` is everywhere in JSON); this
-    takes ~10 %. More than one sends the document to the exact (slow) duplicate-key check.
+    ``bytes.count`` takes ~15 % of an orjson parse here (``"`` is everywhere in JSON, so its
+    search cannot skip); comparing byte pairs as 16-bit words at even and odd offsets takes
+    ~3 %. More than one sends the document to the exact (slow) duplicate-key check.
     """
-    raw = np.frombuffer(payload, dtype=np.uint8)
-    if len(raw) < 6:
-        return 0
-    at = np.flatnonzero(raw[1:-4] == _DATA_KEY[1]) + 1
-    for offset in (-1, 1, 2, 3, 4):
-        at = at[raw[at + offset] == _DATA_KEY[offset + 1]]
-    return len(at)
+    size = len(payload)
+    even = np.frombuffer(payload, dtype="<u2", count=size // 2)
+    odd = (
+        np.frombuffer(payload, dtype="<u2", count=(size - 1) // 2, offset=1)
+        if size > 1
+        else even[:0]
+    )
+    starts = [*(np.flatnonzero(even == _QUOTE_D) * 2).tolist()]
+    starts += (np.flatnonzero(odd == _QUOTE_D) * 2 + 1).tolist()
+    return sum(payload.startswith(b'"data"', start) for start in starts)
 
 
 def load_document(payload: bytes) -> tuple[Any, str | None, bool]:
