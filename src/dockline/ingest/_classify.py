@@ -47,6 +47,8 @@ _STATE_VERSION = 2  # 2: each station's newest event has the fingerprint of its 
 _UNKNOWN_PRINT = -1  # a time restored from a version-1 state: its values are not known
 
 
+_NO_CONFIRMATIONS = CONFIRMATION_SCHEMA.empty_table()  # immutable: one shared instance
+
 # --------------------------------------------------------------------------------------------
 # The batch
 
@@ -70,7 +72,7 @@ class Batch:
     ttl: int | None = None
     version: str | None = None
     unchanged: int = 0
-    confirmed: pa.Table = field(default_factory=CONFIRMATION_SCHEMA.empty_table)
+    confirmed: pa.Table = field(default_factory=lambda: _NO_CONFIRMATIONS)
 
     def __post_init__(self) -> None:
         if self.accepted.num_rows + self.unchanged + len(self.dead_letters) != self.received:
@@ -357,7 +359,7 @@ class Classifier:
         rejected = cols.rej.by_pos
         same = ok & (outcome == _UNCHANGED)
         unchanged = int(np.count_nonzero(same))
-        confirmed = CONFIRMATION_SCHEMA.empty_table()
+        confirmed = _NO_CONFIRMATIONS
         if confirm and unchanged:
             rows = np.flatnonzero(same)
             confirmed = pa.Table.from_arrays(
