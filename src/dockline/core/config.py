@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import os
 import tomllib
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from dockline.core.errors import ConfigError, ValidationError
@@ -93,6 +93,21 @@ class IngestConfig(_Frozen):
     """For archives without ``ingested_at``: ``ingested_at = event_ts + publication_delay``."""
     batch_rows: int = Field(default=200_000, ge=1)
     """Rows per batch when reading tabular archives."""
+    # -- ingest: plausible event times (issue 12) ------------------------------------------
+    plausible_from: datetime = datetime(2000, 1, 1, tzinfo=UTC)
+    """Events before this are ``stale`` wherever they come from (archives included)."""
+    plausible_until: datetime = datetime(2100, 1, 1, tzinfo=UTC)
+    """Events after this are ``future`` wherever they come from (archives included)."""
+
+    @model_validator(mode="after")
+    def _plausible_range(self) -> Self:
+        for name in ("plausible_from", "plausible_until"):
+            value = getattr(self, name)
+            if value.tzinfo is None or value.utcoffset() is None:
+                raise ValueError(f"{name} must have a time zone (e.g. 2000-01-01T00:00:00Z)")
+        if self.plausible_from >= self.plausible_until:
+            raise ValueError("plausible_from must be before plausible_until")
+        return self
 
 
 class OfflineConfig(_Frozen):

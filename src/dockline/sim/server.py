@@ -42,10 +42,13 @@ from dockline.sim.gbfs import (
     render_vehicle_types,
 )
 
-__all__ = ["CLOCK_HEADER", "SimServer", "format_clock"]
+__all__ = ["CLOCK_HEADER", "SIMULATED_CLOCK_FIELD", "SimServer", "format_clock"]
 
 CLOCK_HEADER = "X-Dockline-Clock"
 """Response header with the simulator's current time (RFC 3339, microseconds, UTC)."""
+
+SIMULATED_CLOCK_FIELD = "dockline_simulated_clock"
+"""Top-level field of our ``gbfs.json``: this feed's clock is simulated (see CLOCK_HEADER)."""
 
 _STATIC_TTL = timedelta(hours=1)  # static feeds are re-fetched once a simulated hour
 _PREFIX: dict[str, GbfsVersion] = {"v2": "2.3", "v3": "3.0"}
@@ -271,6 +274,9 @@ class SimServer:
         if feed == "gbfs":
             base = f"{self.url}/{'v2' if version == '2.3' else 'v3'}"
             doc = render_gbfs(base, version, last_updated=start, ttl=ttl)
+            # announce that times here are the simulator's, not the wall clock's: a client
+            # stamps ingested_at with our X-Dockline-Clock instead of its own clock
+            doc[SIMULATED_CLOCK_FIELD] = True
         elif feed == "system_information":
             doc = render_system_information(config, version, last_updated=start, ttl=ttl)
         elif feed == "vehicle_types":
