@@ -112,11 +112,6 @@ Not records of the source: the ingest accounting counts them as ``unchanged``.
 """
 
 
-def confirmations_topic(topic: str) -> str:
-    """The topic of confirmations of ``topic``'s events: ``station_status.confirmed``."""
-    return f"{topic}.confirmed"
-
-
 class RejectReason(enum.StrEnum):
     """Why a record went to the dead letters. Stable: counted in metrics and shown to users."""
 
