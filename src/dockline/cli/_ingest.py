@@ -4,19 +4,29 @@ from __future__ import annotations
 
 import enum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from dockline.cli._common import DataDirOpt, JsonOpt, open_platform, parse_cli_duration, want_json
-from dockline.cli._output import console, counts_table, print_json, progress_bar, spinner
+from dockline.cli._output import (
+    console,
+    counts_table,
+    err_console,
+    print_json,
+    progress_bar,
+    spinner,
+)
 from dockline.core.contracts import IngestSummary, RejectReason
 from dockline.core.errors import ConfigError
+from dockline.ingest.client import ClockSource
 
 
 class ClockChoice(enum.StrEnum):
     """Where ``ingested_at`` comes from."""
 
+    AUTO = "auto"
     LOCAL = "local"
     FEED = "feed"
 
@@ -25,19 +35,7 @@ def _print_summary(
     summary: IngestSummary, json_out: bool, extra: dict[str, object] | None = None
 ) -> None:
     if json_out:
-        payload: dict[str, object] = {
-            "source": summary.source,
-            "received": summary.received,
-            "accepted": summary.accepted,
-            "unchanged": summary.unchanged,
-            "dead_letters": dict(sorted(summary.dead_letters.items())),
-            "documents": summary.documents,
-            "stations": summary.stations,
-            "seconds": round(summary.seconds, 3),
-            "records_per_second": round(summary.received / summary.seconds)
-            if summary.seconds
-            else None,
-        }
+        payload = summary.to_dict()
         payload.update(extra or {})
         print_json(payload)
         return
@@ -50,6 +48,11 @@ def _print_summary(
         console.print(
             f"{summary.unchanged:,} records repeated a station's newest accepted event"
             " (no new report since the last poll): already stored, not appended again"
+        )
+    if summary.skipped_documents:
+        console.print(
+            f"{summary.skipped_documents:,} documents ({summary.skipped_records:,} records) were"
+            " skipped: their last_updated did not advance (already seen)"
         )
     if summary.dead_letters:
         console.print(counts_table("dead letters by reason", summary.dead_letters))
@@ -79,8 +82,11 @@ def ingest(
     ] = None,
     clock: Annotated[
         ClockChoice,
-        typer.Option(help="ingested_at from the 'local' clock or the 'feed' (simulator) clock."),
-    ] = ClockChoice.LOCAL,
+        typer.Option(
+            help="ingested_at from the 'local' clock, the 'feed' clock, or 'auto': the feed's"
+            " clock when the feed says it is simulated (dockline sim serve does), else local."
+        ),
+    ] = ClockChoice.AUTO,
     data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -96,7 +102,7 @@ def ingest(
 
     if (feed is None) == (archive is None):
         raise ConfigError("give exactly one of --feed URL or --archive PATH")
-    clock_source: Literal["local", "feed"] = "feed" if clock == "feed" else "local"
+    clock_source: ClockSource = clock.value
     limit = None if duration is None else parse_cli_duration(duration, "--duration")
     platform = open_platform(data_dir, existing=False)
     with progress_bar(quiet=json_out) as progress:
@@ -134,6 +140,10 @@ def ingest(
         json_out,
         {"offline_rows_written": {topic: report.records for topic, report in reports.items()}},
     )
+    if summary.alarm:
+        # most of what arrived was rejected: almost always a wrong clock, mapping or URL
+        err_console.print(f"[bold red]ingest alarm:[/bold red] {escape(summary.alarm)}")
+        raise typer.Exit(1)
 
 
 def _parse_mapping(text: str | None) -> dict[str, str] | None:
@@ -180,6 +190,11 @@ def deadletters(
             console.print(
                 f"replayed {result['replayed']:,} dead letters: {result['accepted']:,} accepted,"
                 f" {result['still_rejected']:,} still rejected"
+                + (
+                    f", {result['not_replayable']:,} not replayable (their payload is not JSON)"
+                    if result.get("not_replayable")
+                    else ""
+                )
             )
         return
     report = summarize_dead_letters(platform, reason=reason, examples=examples)
