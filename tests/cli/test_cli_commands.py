@@ -246,4 +246,4 @@ def test_the_readme_live_feed_recipe_accepts_the_simulated_feed(tmp_path: Path) 
         assert sum(summary["dead_letters"].values()) < 0.1 * summary["received"]
     finally:
         sim.terminate()
-        sim.wait(timeout=30)
+        sim.communicate(timeout=30)  # reaps it and closes its stderr pipe
