@@ -269,7 +269,7 @@ class IngestRun:
         self.summary.seconds = time.perf_counter() - started
         self.summary.check_accounting()
         if self.summary.alarm:
-            log.warning("%s: %s", self.source, self.summary.alarm)
+            log.info("%s: %s", self.source, self.summary.alarm)
         return self.summary
 
     def close(self) -> None:
