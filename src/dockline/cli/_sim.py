@@ -38,12 +38,17 @@ def sim_serve(
     duration: Annotated[
         str | None, typer.Option(help="Stop after this much real time, e.g. 10m.")
     ] = None,
+    trucks: Annotated[
+        int, typer.Option(min=0, help="Rebalancing trucks behind POST /v1/actions.")
+    ] = 3,
 ) -> None:
-    """Publish a simulated city as GBFS v2.3 (/gbfs.json) and v3.0 (/v3/gbfs.json).
+    """Publish a simulated city as GBFS v2.3 (/gbfs.json) and v3.0 (/v3/gbfs.json), with a
+    truck API (POST /v1/actions, GET /v1/trucks) that `dockline decide run` drives.
 
     Example: dockline sim serve --stations 300 --speed 60 --port 8080 --faults all
     """
     from dockline.sim import City, CityConfig, SimServer, parse_faults
+    from dockline.sim.fleet import Fleet
 
     config_kwargs: dict[str, object] = {
         "stations": stations,
@@ -57,7 +62,7 @@ def sim_serve(
     limit = None if duration is None else parse_cli_duration(duration, "--duration").total_seconds()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with SimServer(city, port=port, speed=speed) as server:
+    with SimServer(city, port=port, speed=speed, fleet=Fleet(city, trucks=trucks)) as server:
         err_console.print(
             f"serving {stations} stations at {speed:g}× — v2.3 {server.url}/gbfs.json,"
             f" v3.0 {server.url}/v3/gbfs.json, stats {server.url}/_sim/stats (Ctrl-C stops)"
