@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from reference import PAGES, REPO
+from reference_pages import PAGES, REPO
 from typer.main import get_command
 
 from dockline.cli import app
@@ -18,7 +18,7 @@ from dockline.core.contracts import RejectReason
 @pytest.mark.parametrize("page", sorted(PAGES))
 def test_generated_pages_are_current(page: str) -> None:
     on_disk = (REPO / page).read_text(encoding="utf-8")
-    assert on_disk == PAGES[page](), f"{page} is out of date: run python tests/docs/reference.py"
+    assert on_disk == PAGES[page](), f"{page} is out of date: run python tests/docs/reference_pages.py"
 
 
 def test_the_config_page_lists_every_key_with_a_meaning() -> None:
