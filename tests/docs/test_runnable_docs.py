@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from reference import REPO
+from reference_pages import REPO
 from typer.testing import CliRunner
 
 from dockline.cli import app
