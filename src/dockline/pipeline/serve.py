@@ -21,6 +21,7 @@ from dockline.core.config import DATA_DIR_ENV
 from dockline.core.time import to_micros
 from dockline.features.offline import OfflineExecutor
 from dockline.features.served import ServedVectors
+from dockline.pipeline.decide_api import add_decide_route
 from dockline.pipeline.features import load_plan, offline_sources, open_online_store
 from dockline.pipeline.platform import Platform
 from dockline.pipeline.train import model_name_for
@@ -71,7 +72,7 @@ def create_serving_app(platform: Platform) -> FastAPI:
         # Each worker counts its own requests: one window series per process, not one
         # deployment-wide series that P6's deduplication would collapse.
         deployment = f"{deployment}-{os.getpid()}"
-    return create_app(
+    app = create_app(
         features=features,
         registry=registry,
         model_name=model_name(platform),
@@ -82,6 +83,8 @@ def create_serving_app(platform: Platform) -> FastAPI:
         plan_hash=plan.hash,  # the plan evaluating the features: bundles of another are refused
         on_close=[features.close, offline.close],
     )
+    add_decide_route(app, platform.config.decide)  # POST /v1/decide (P7)
+    return app
 
 
 def create_app_from_data_dir() -> FastAPI:
@@ -89,8 +92,13 @@ def create_app_from_data_dir() -> FastAPI:
     return create_serving_app(Platform.open(os.environ.get(DATA_DIR_ENV)))
 
 
-def run_server(platform: Platform, host: str, port: int, workers: int = 1) -> None:
-    """Serve ``platform`` on ``host:port``; ``workers > 1`` runs separate processes."""
+def run_server(
+    platform: Platform, host: str, port: int, workers: int = 1, *, access_log: bool = False
+) -> None:
+    """Serve ``platform`` on ``host:port``; ``workers > 1`` runs separate processes.
+
+    ``access_log`` logs every request (uvicorn's access log, at INFO) on stderr.
+    """
     import uvicorn
 
     os.environ[DATA_DIR_ENV] = str(Path(platform.data.root).resolve())
@@ -101,8 +109,8 @@ def run_server(platform: Platform, host: str, port: int, workers: int = 1) -> No
         host=host,
         port=port,
         workers=workers,
-        log_level="warning",
-        access_log=False,
+        log_level="info" if access_log else "warning",
+        access_log=access_log,
         # The guarded protocol class and keep-alive timeout; workers import the class by name
         # and the app factory sets its limits (configure_protocol).
         **uvicorn_options(platform.config.serve, GuardedHttpProtocol),
