@@ -94,6 +94,7 @@ def _run(
     from loop_helpers import TOKEN, bundle, verdict
 
     from dockline.core.time import FixedClock
+    from dockline.pipeline.demo_loop import wait_for_log
     from dockline.pipeline.loop import HttpServingControl, TrainResult, run_cycle
     from dockline.pipeline.platform import Platform
     from dockline.pipeline.serve import BackgroundServer, create_serving_app
@@ -131,13 +132,15 @@ def _run(
         control = HttpServingControl(server.url, TOKEN)
         run_cycle(platform, control, trainer=trainer, force_train=True)
         for _ in range(max_windows):
+            began, answered = clock.now(), 0
             for _ in range(4):
                 for station in rng.permutation(stations):
                     if rng.random() < 0.8:
-                        client.post("/v1/predict", json={"entity": str(station)})
+                        r = client.post("/v1/predict", json={"entity": str(station)})
+                        answered += r.status_code == 200
                 clock.advance(WINDOW / 4)
             clock.advance(timedelta(seconds=1))
-            time.sleep(0.3)  # the prediction log's flush interval is 100 ms
+            wait_for_log(platform, began, answered)  # the log's writer flushes on its thread
             report = run_cycle(platform, control, trainer=trainer)
             analyses.extend(
                 {

@@ -19,6 +19,7 @@ from dockline.core.bundle import (
 )
 from dockline.core.contracts import IngestSummary
 from dockline.core.time import FixedClock
+from dockline.pipeline.demo_loop import wait_for_log
 from dockline.pipeline.features import load_plan, materialize
 from dockline.pipeline.ingest import ingest_feed, sink_offline
 from dockline.pipeline.loop import HttpServingControl, TrainResult, load_state, run_cycle
@@ -118,6 +119,7 @@ def _drive(
         for window in range(max_windows):
             # four rounds over every station per two-minute window (0: a quiet window)
             n = 4 if rounds is None else rounds[window]
+            began = clock.now()
             for _ in range(n):
                 for station in stations:
                     r = client.post("/v1/predict", json={"entity": station})
@@ -125,7 +127,8 @@ def _drive(
                 clock.advance(WINDOW / n)
             clock.advance(WINDOW if n == 0 else timedelta(0))
             clock.advance(timedelta(seconds=1))
-            time.sleep(0.4)  # the prediction log's flush interval is 100 ms
+            # the prediction log reaches disk on its writer's thread
+            assert wait_for_log(platform, began, n * len(stations)) >= n * len(stations)
             report = run_cycle(platform, control, trainer=trainer)
             reports.append(report)
             if report.phase == "idle":
@@ -236,7 +239,7 @@ def test_a_challenger_whose_answers_serving_refuses_is_rolled_back_in_canary(
                     statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
                 clock.advance(WINDOW / 4)
             clock.advance(timedelta(seconds=1))
-            time.sleep(1.2)  # the metrics windows reach disk on the writer's next tick
+            time.sleep(2.5)  # the metrics windows reach disk on the writer's next tick (≤ 1 s)
             report = run_cycle(platform, control, trainer=trainer)
             cycles += 1
             if report.phase == "idle":

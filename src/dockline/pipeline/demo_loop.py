@@ -13,7 +13,7 @@ import dataclasses
 import math
 import tempfile
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from dockline.core.bundle import Bundle, Calibration, OnnxSpec, load_bundle, wri
 from dockline.core.time import FixedClock
 from dockline.pipeline.platform import Platform
 
-__all__ = ["BAD_PROBABILITY", "constant_bundle", "constant_onnx", "run_loop_demo"]
+__all__ = ["BAD_PROBABILITY", "constant_bundle", "constant_onnx", "run_loop_demo", "wait_for_log"]
 
 BAD_PROBABILITY = 0.9
 """What the bad challenger answers for every station: "it will be empty"."""
@@ -30,6 +30,25 @@ WINDOW = timedelta(minutes=2)
 MIN_ROUNDS = 2
 """Requests per station per analysis window, at least (kept small: the demo stays under 3
 minutes); more for a small city, so each side of the canary reaches ``min_requests``."""
+
+
+def wait_for_log(platform: Platform, since: datetime, served: int, timeout: float = 30.0) -> int:
+    """Wait until the prediction log holds ``served`` served rows logged at or after ``since``
+    (the writer flushes on its own thread and interval); the count found. A request's shadow
+    row is queued with its served row, so it is on disk by then too."""
+    import pyarrow.compute as pc
+
+    from dockline.monitor import read_prediction_log
+
+    deadline = time.monotonic() + timeout
+    while True:
+        table = read_prediction_log(
+            platform.data.serving_predictions, start=since, columns=["served"]
+        )
+        found = int(pc.sum(table["served"]).as_py() or 0) if table.num_rows else 0
+        if found >= served or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
 
 
 def constant_onnx(width: int, probability: float) -> bytes:
@@ -133,12 +152,15 @@ def run_loop_demo(platform: Platform, model_name: str, stations: list[str]) -> d
         control = HttpServingControl(server.url, DEMO_TOKEN)
         run_cycle(platform, control)  # adopts the challenger: shadow
         for _ in range(4):
+            began_window = clock.now()
+            answered = wait_for_log(platform, began_window, 0)  # rows already there at its start
             for _ in range(rounds):
                 for station in stations:
-                    client.post("/v1/predict", json={"entity": station})
+                    r = client.post("/v1/predict", json={"entity": station})
+                    answered += r.status_code == 200
                 clock.advance(WINDOW / rounds)
             clock.advance(timedelta(seconds=1))
-            time.sleep(0.3)  # the prediction log's flush interval
+            wait_for_log(platform, began_window, answered)
             report = run_cycle(platform, control)
             windows.extend(a.to_dict() for a in report.analyses)
             if report.phase == "idle":
