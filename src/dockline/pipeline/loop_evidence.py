@@ -170,6 +170,8 @@ def champion_on(
 def failed_requests(platform: Platform, start: datetime, end: datetime) -> int:
     """Requests the deployment failed in model loading or inference, or answered with a
     prediction it refused to serve (NaN, outside [0, 1]), within ``[start, end)``."""
+    if not platform.data.serving_metrics.is_dir():
+        return 0  # serving has not written a window yet: it failed nothing
     scan = read_windows(platform.data.serving_metrics)
     return sum(
         w.inference_runtime_error_count
