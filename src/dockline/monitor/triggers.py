@@ -71,7 +71,9 @@ class TriggerDecision:
 
 def _drift(s: Signals) -> Trigger:
     if s.drift is None:
-        return Trigger("drift", False, False, "drift not measured (no predictions logged)")
+        return Trigger(
+            "drift", False, False, "drift not measured (no champion predictions in the window)"
+        )
     if s.drift:
         names = ", ".join(s.drifted_features[:5]) or "the dataset"
         return Trigger("drift", True, True, f"dataset-level drift ({names})")
