@@ -1,7 +1,7 @@
 """GBFS → online store, end to end: DESIGN's ingest target measured on the whole path.
 
     .venv/bin/python benchmarks/bench_ingest_online.py [--stations 1000] [--publications 60]
-        [--live 300] [--interval 0.25] [--repeats 3]
+        [--live 1000] [--interval 0.25] [--repeats 3]
 
 A simulated city's history (``--history-days``, as an archive: ``ingest_archive`` + the offline
 sink, so the bike-share plan's batch features have their runs) is materialized first, untimed.
@@ -241,7 +241,7 @@ def main() -> None:
     parser.add_argument("--history-days", type=float, default=1.0)
     parser.add_argument("--publications", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--live", type=int, default=300, help="documents per freshness run")
+    parser.add_argument("--live", type=int, default=1000, help="documents per freshness run")
     parser.add_argument("--live-runs", type=int, default=1)
     parser.add_argument("--interval", type=float, default=0.25)
     parser.add_argument("--watched", type=int, default=20)
