@@ -50,8 +50,12 @@ bench: $(STAMP) servers
 	$(BIN)/python benchmarks/bench_log.py
 	$(BIN)/python benchmarks/bench_online.py
 	$(BIN)/python benchmarks/bench_materialize.py
+	$(BIN)/python benchmarks/bench_ingest_online.py
 	$(BIN)/python benchmarks/bench_serving.py
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_drift.py
+	$(BIN)/python benchmarks/bench_ingest_start.py
+	$(BIN)/python benchmarks/bench_served_consistency.py
 
 # Installs Feast 0.67 in its own venv (benchmarks/.venv-feast) and takes several minutes.
 bench-pit: $(STAMP)

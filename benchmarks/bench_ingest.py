@@ -344,6 +344,7 @@ def main() -> None:
         "benchmark": "ingest",
         "command": shlex.join(["python", *sys.argv]),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "loadavg_1min_after": round(os.getloadavg()[0], 2),
         "machine": machine(core),
         "params": {
             "stations": args.stations,

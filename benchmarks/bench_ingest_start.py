@@ -149,6 +149,8 @@ def main() -> None:
         result = {
             "benchmark": "ingest_start",
             "command": shlex.join(["python", *sys.argv]),
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "loadavg_1min": round(os.getloadavg()[0], 2),
             "topic_rows": rows,
             "build_seconds": round(built, 2),
             "new_source_start_seconds": round(_open_seconds(platform, "gbfs:new"), 3),

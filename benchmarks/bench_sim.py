@@ -9,8 +9,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shlex
 import statistics
+import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +75,9 @@ def main() -> None:
     faulted = bench_render(args.stations, 50, FaultConfig.all(0.005))
     result = {
         "benchmark": "sim",
+        "command": shlex.join(["python", *sys.argv]),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "loadavg_1min": round(os.getloadavg()[0], 2),
         "stations": args.stations,
         "steps": args.steps,
         "repeats": args.repeats,

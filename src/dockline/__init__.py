@@ -1,11 +1,11 @@
 """dockline: turn a live event stream into decisions.
 
 ingest → point-in-time-correct features → training → low-latency serving → monitoring →
-decisions, on one laptop with embedded defaults (DuckDB, Parquet, SQLite) and on distributed
-engines when one machine is not enough.
+decisions, on one laptop with embedded defaults (DuckDB, Parquet, SQLite); of the distributed
+engines, only a Redis online store exists so far.
 
-The packages by pipeline stage are ``dockline.sim``, ``dockline.ingest``, ``dockline.store``
-(and later ``features``, ``train``, ``serve``, ``monitor``, ``decide``); ``dockline.core``
+The packages by pipeline stage are ``dockline.sim``, ``dockline.ingest``, ``dockline.store``,
+``features``, ``train``, ``serve``, ``monitor`` and ``decide``; ``dockline.core``
 holds what they share; ``dockline.pipeline`` and the ``dockline`` CLI wire them together.
 """
 

@@ -1,8 +1,13 @@
 """Ports: the narrow Protocols that storage backends implement.
 
-Each port has an embedded default and a distributed implementation; both pass one shared
-contract-test class (``tests/store/contract_*.py``). Signatures use domain types — Arrow tables
-and typed records — and serialization stays inside the backend.
+What exists today: every storage port has an embedded SQLite implementation
+(:class:`EventLog`, :class:`DeadLetterStore`, :class:`OnlineStore`), and only the online store
+also has a distributed one (Redis). Each implementation passes its port's shared contract-test
+class (``tests/store/contract_*.py``); a distributed event log or dead-letter store would subclass
+the same tests, but none exists yet. :class:`ModelRegistry` has one implementation (MLflow,
+``dockline.train.registry``); :class:`FeatureReader` has the serving readers (read-time
+evaluation in ``dockline.features.served``, stored vectors in ``dockline.serve``). Signatures use
+domain types — Arrow tables and typed records — and serialization stays inside the backend.
 """
 
 from __future__ import annotations
