@@ -27,6 +27,7 @@ __all__ = [
     "DocklineConfig",
     "FeaturesConfig",
     "IngestConfig",
+    "LineageConfig",
     "LogConfig",
     "MonitorConfig",
     "MonitorDriftConfig",
@@ -255,6 +256,22 @@ class MonitorConfig(_Frozen):
 # -- end monitor ---------------------------------------------------------------------------------
 
 
+# -- lineage -------------------------------------------------------------------------------------
+
+
+class LineageConfig(_Frozen):
+    """``[lineage]``: OpenLineage events always go to ``<data-dir>/lineage/`` (NDJSON, one file
+    per day); with ``url`` they are also POSTed there (Marquez: ``http://host:5000``)."""
+
+    url: str | None = None
+    endpoint: str = "api/v1/lineage"
+    timeout: Duration = timedelta(seconds=5)
+    api_key: str | None = None
+
+
+# -- end lineage ---------------------------------------------------------------------------------
+
+
 class DocklineConfig(_Frozen):
     """All of dockline's settings, loaded from ``<data-dir>/dockline.toml`` when present."""
 
@@ -267,6 +284,7 @@ class DocklineConfig(_Frozen):
     serve: ServeConfig = ServeConfig()
     clock: ClockConfig = ClockConfig()
     monitor: MonitorConfig = MonitorConfig()
+    lineage: LineageConfig = LineageConfig()
 
     @classmethod
     def load(cls, path: Path | None) -> Self:

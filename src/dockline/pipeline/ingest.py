@@ -220,6 +220,11 @@ def ingest_archive(
                 on_progress(run.summary)
         run.summary.seconds = time.perf_counter() - started
         run.summary.check_accounting()
+        # -- lineage: an OpenLineage run event (never fails the ingest) --
+        from dockline.pipeline.lineage import record_ingest
+
+        record_ingest(platform, run.summary)
+        # -- end lineage --
         return run.summary
     finally:
         run.close()
@@ -381,6 +386,11 @@ def ingest_feed(
                     last_sink = time.monotonic()
             run.summary.seconds = time.perf_counter() - started
             run.summary.check_accounting()
+            # -- lineage: an OpenLineage run event (never fails the ingest) --
+            from dockline.pipeline.lineage import record_ingest
+
+            record_ingest(platform, run.summary)
+            # -- end lineage --
             return run.summary
         finally:
             run.close()
