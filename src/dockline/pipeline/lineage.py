@@ -33,6 +33,7 @@ from dockline.core.contracts import (
     TrainingMetadata,
 )
 from dockline.core.errors import ContractError, DocklineError, NotFoundError
+from dockline.features.dataset import METADATA_FILE
 from dockline.monitor.lineage import (
     DatasetInfo,
     PartitionInfo,
@@ -261,6 +262,7 @@ def _dataset_info(meta: DatasetMetadata, name: str, root: Path | None = None) ->
         except (OSError, IndexError):
             pass  # the schema from the metadata's column names is still right
     extra = {k: v for k, v in meta.extra.items() if not k.startswith("source_hash.")}
+    extra["path"] = meta.path
     return DatasetInfo(
         name,
         fields=fields,
@@ -461,21 +463,27 @@ def _training_for(platform: Platform, bundle_id: str) -> dict[str, Any] | None:
     return None
 
 
-def _dataset_for(platform: Platform, name: str, content_hash: str) -> DatasetMetadata | None:
-    """The dataset a bundle was trained on: by content hash among the data dir's datasets."""
-    if not platform.data.datasets.is_dir():
-        return None
-    found = None
-    for path in sorted(platform.data.datasets.rglob("_manifest.json")):
+def _dataset_for(platform: Platform, content_hash: str) -> DatasetMetadata | None:
+    """The dataset a bundle was trained on, by content hash: under ``datasets/``, else where
+    a ``dataset_build`` event says it was written (``--out`` may be anywhere)."""
+    candidates: list[Path] = []
+    if platform.data.datasets.is_dir():
+        candidates = sorted(platform.data.datasets.rglob(METADATA_FILE))
+    for event in read_events(platform):
+        if event.get("eventType") != "COMPLETE" or event["job"]["name"] != "dataset_build":
+            continue
+        for out in event.get("outputs", []):
+            facet = out.get("facets", {}).get("dockline", {})
+            if facet.get("contentHash") == content_hash and facet.get("extra", {}).get("path"):
+                candidates.append(Path(facet["extra"]["path"]) / METADATA_FILE)
+    for path in candidates:
         try:
             meta = DatasetMetadata.read(path)
-        except ContractError:
+        except (ContractError, NotFoundError, OSError):
             continue
         if meta.content_hash == content_hash:
             return meta
-        if meta.dataset_name == name:
-            found = meta
-    return found
+    return None
 
 
 def _partitions(platform: Platform, sources: Iterable[str]) -> dict[str, list[PartitionInfo]]:
@@ -514,7 +522,7 @@ def trace(platform: Platform, ident: str) -> Trace:
         )
     bundle = load_bundle(platform.data.bundles / bundle_id)
     lineage = bundle.manifest.lineage
-    dataset = _dataset_for(platform, lineage.dataset_name, lineage.dataset_hash)
+    dataset = _dataset_for(platform, lineage.dataset_hash)
     sources = [
         k.removeprefix("source_hash.")
         for k in (dataset.extra if dataset else {})
