@@ -370,7 +370,8 @@ def record_alias_move(platform: Platform, event: PromotionEvent) -> None:
         _emit_run(
             platform,
             "alias_move",
-            f"{event.name}:{event.alias}:{event.at.isoformat()}",
+            f"{event.name}:{event.alias}:{event.action}:{event.from_version}:{event.to_version}"
+            f":{event.at.isoformat()}",
             event.at,
             ended_at=event.at,
             inputs=[DatasetInfo(f"registry/{event.name}/v{event.to_version}")]
