@@ -118,11 +118,15 @@ def emit(platform: Platform, events: list[Any]) -> None:
     """Append ``events`` to their day files and send them when ``[lineage] url`` is set."""
     if _SUPPRESSED.get():
         return
+    if not platform.data.root.is_dir():
+        # a monitor run over files elsewhere (--windows) never creates a data dir to record in
+        _log.info("no data dir at %s: lineage not recorded", platform.data.root)
+        return
     by_day: dict[str, list[Any]] = {}
     for event in events:
         by_day.setdefault(event.eventTime[:10], []).append(event)
     try:
-        platform.data.lineage.mkdir(parents=True, exist_ok=True)
+        platform.data.lineage.mkdir(exist_ok=True)
         for day, group in by_day.items():
             with (platform.data.lineage / f"openlineage-{day}.ndjson").open("ab") as fh:
                 fh.write(to_ndjson(group))
