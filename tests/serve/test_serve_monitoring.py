@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from serve_helpers import T0, Server, World, _verdict, make_bundle
@@ -335,3 +336,41 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def test_a_verdict_that_fails_leaves_the_scrape_whole(tmp_path: Path) -> None:
+    """A prediction log naming a bundle that is gone: drift cannot be judged, /metrics and the
+    other series still answer, and the drift endpoint says why (a one-line reason)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from dockline.pipeline.serve_monitoring import ServingMonitor
+    from dockline.serve._predlog import PREDICTION_LOG_SCHEMA
+
+    platform = Platform.open(tmp_path / "data", clock=FixedClock(T0))
+    row = {
+        "request_id": "r-1",
+        "logged_at": T0 - timedelta(minutes=5),
+        "endpoint": "/v1/predict",
+        "entity": "s1",
+        "role": "champion",
+        "served": True,
+        "model_name": "main",
+        "model_version": 1,
+        "bundle_id": "0123456789abcdef",
+        "probability": 0.2,
+        "status": "ok",
+        "source": "model",
+        "latency_ms": 1.0,
+        "features": [0.5],
+    }
+    out = platform.data.serving_predictions / f"date={T0:%Y-%m-%d}" / "part-0.parquet"
+    out.parent.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([row], schema=PREDICTION_LOG_SCHEMA), out)
+    monitor = ServingMonitor(platform)
+    registry = CollectorRegistry()
+    registry.register(monitor.collector())
+    text = generate_latest(registry).decode()
+    assert "ml_dataset_build_duration_seconds_count 0.0" in text
+    assert "ml_drift_score" not in text  # skipped, with a warning in the log
+    with pytest.raises(NotFoundError):
+        monitor.drift()

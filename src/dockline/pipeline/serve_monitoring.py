@@ -107,8 +107,8 @@ class _Cached:
                 try:
                     with lineage.suppressed():  # a recomputation, not a monitor run of record
                         self._value, self._error = self._compute(), None
-                except (DocklineError, OSError, ValueError) as exc:
-                    self._value, self._error = None, exc
+                except Exception as exc:  # kept for ttl too: a failing scan is not retried
+                    self._value, self._error = None, exc  # on every scrape
                 self._at = time.monotonic()
             if self._error is not None:
                 raise self._error
@@ -223,7 +223,7 @@ class _MonitorCollector(Collector):
         for part in (self._freshness, self._health, self._drift, self._performance):
             try:
                 yield from part()
-            except (DocklineError, OSError, ValueError) as exc:
+            except Exception as exc:  # a scrape never fails because one verdict could not
                 _log.warning("monitor metrics %s skipped: %s", part.__name__, exc)
 
     def _durations(self) -> Iterator[Metric]:
