@@ -262,6 +262,7 @@ def _passed() -> GateVerdict:
     )
 
 
+@pytest.mark.slow  # a fresh MLflow database: ~5 s
 def test_promote_and_rollback_record_alias_moves(tmp_path: Path) -> None:
     platform = _platform(tmp_path / "data")
     rng = np.random.default_rng(0)
