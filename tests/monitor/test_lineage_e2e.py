@@ -140,7 +140,7 @@ def test_every_job_left_a_start_and_a_complete_event_with_the_same_run(city: Cit
 
 @pytest.mark.slow
 def test_the_dataset_build_carries_schema_rows_sha256_plan_hash_and_quality(city: City) -> None:
-    (event,) = _completed(city.platform, "dataset_build")
+    event = _completed(city.platform, "dataset_build")[0]  # the fixture's build
     (out,) = event["outputs"]
     meta = city.dataset
     assert out["name"] == "datasets/lineage-empty"
@@ -222,3 +222,36 @@ def test_the_cli_traces_a_bundle_and_refuses_an_unknown_id(city: City) -> None:
     unknown = runner.invoke(root, ["--data-dir", data_dir, "lineage", "trace", "r-nope"])
     assert isinstance(unknown.exception, NotFoundError)
     assert unknown.exception.reason == "unknown_id"
+
+
+@pytest.mark.slow
+def test_building_the_same_dataset_again_is_a_second_run_not_a_duplicate(city: City) -> None:
+    assert isinstance(city.platform.clock, FixedClock)
+    platform = Platform(
+        data=city.platform.data,
+        config=city.platform.config,
+        clock=FixedClock(city.platform.clock.now() + timedelta(minutes=5)),
+    )
+    meta = city.dataset
+    again = build_dataset(
+        platform,
+        label="empty_next_hour",
+        start=_spine_start(meta),
+        end=_spine_end(meta),
+        every=timedelta(minutes=20),
+        out=Path(meta.path),
+    )
+    assert again.content_hash == meta.content_hash  # kept as it was
+    first, second = _completed(platform, "dataset_build")[-2:]
+    assert first["run"]["runId"] != second["run"]["runId"]
+    assert second["eventTime"] > first["eventTime"]
+
+
+def _spine_start(meta: DatasetMetadata) -> Any:
+    assert meta.time_range_start is not None
+    return meta.time_range_start
+
+
+def _spine_end(meta: DatasetMetadata) -> Any:
+    assert meta.time_range_end is not None
+    return meta.time_range_end + timedelta(minutes=20)

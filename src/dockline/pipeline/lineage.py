@@ -287,6 +287,7 @@ def record_dataset(platform: Platform, meta: DatasetMetadata, *, seconds: float)
     training set out (schema, rows, SHA-256s, plan hash, label rate and unknown labels)."""
 
     def build() -> None:
+        now = platform.clock.now()
         sources = {
             k.removeprefix("source_hash."): str(v)
             for k, v in meta.extra.items()
@@ -295,9 +296,11 @@ def record_dataset(platform: Platform, meta: DatasetMetadata, *, seconds: float)
         _emit_run(
             platform,
             "dataset_build",
-            f"{meta.content_hash}:{meta.built_at.isoformat()}",
-            meta.built_at - timedelta(seconds=seconds),
-            ended_at=meta.built_at,
+            # a rebuild that found the very dataset published (kept as it was) is a run too:
+            # keyed by when it ran, not by the kept dataset's built_at
+            f"{meta.content_hash}:{now.isoformat()}",
+            now - timedelta(seconds=seconds),
+            ended_at=now,
             inputs=[
                 DatasetInfo(f"offline/{s}", content_hash=h) for s, h in sorted(sources.items())
             ],
