@@ -516,10 +516,13 @@ def trace(platform: Platform, ident: str) -> Trace:
     """Walk a prediction (its ``request_id``) or a bundle id back to the log offsets."""
     predictions = _prediction_rows(platform, ident)
     if predictions:
-        bundle_ids = sorted({str(r["bundle_id"]) for r in predictions if r["bundle_id"]})
-        if not bundle_ids:
+        # the answer's model first (a shadow scored the same request but answered nobody)
+        models = sorted(
+            (not r["served"], str(r["bundle_id"])) for r in predictions if r["bundle_id"]
+        )
+        if not models:
             raise NotFoundError("the prediction was not made by a model", where=ident)
-        bundle_id = bundle_ids[0]
+        bundle_id = models[0][1]
     elif (platform.data.bundles / ident).is_dir():
         bundle_id = ident
     else:
