@@ -273,14 +273,18 @@ def _query(client: httpx.Client, expr: str) -> list[dict[str, Any]]:
 @pytest.mark.slow
 def test_a_real_prometheus_scrapes_the_ml_metrics(served: Served, tmp_path: Path) -> None:
     binary = _prometheus()
+    # the first scrape computes every verdict (files, registry, DuckDB); do it once here so
+    # Prometheus's short scrape timeout meets the cached answers (30 s) on a loaded machine
+    assert httpx.get(served.server.url + "/metrics", timeout=60).status_code == 200
     target = served.server.url.removeprefix("http://")
     config = tmp_path / "prometheus.yml"
     config.write_text(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+        "global:\n  scrape_interval: 2s\n  scrape_timeout: 2s\n"
         f"scrape_configs:\n  - job_name: dockline\n    static_configs:\n"
         f"      - targets: ['{target}']\n"
     )
     port = free_port()
+    log = (tmp_path / "prometheus.log").open("wb")
     proc = subprocess.Popen(
         [
             str(binary),
@@ -289,20 +293,23 @@ def test_a_real_prometheus_scrapes_the_ml_metrics(served: Served, tmp_path: Path
             f"--web.listen-address=127.0.0.1:{port}",
         ],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=log,
     )
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as prom:
             deadline = time.monotonic() + 60
             while True:
                 try:
+                    # 503 until its storage is open: wait for /-/ready before querying
+                    if prom.get("/-/ready").status_code != 200:
+                        raise httpx.TransportError("not ready")
                     up = _query(prom, 'up{job="dockline"}')
                     health = _query(prom, "ml_deployment_health")
                     if up and up[0]["value"][1] == "1" and health:
                         break
                 except httpx.TransportError:
                     pass
-                assert proc.poll() is None, "prometheus exited"
+                assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()[-2000:]
                 assert time.monotonic() < deadline, "prometheus never scraped the app"
                 time.sleep(0.5)
             predictions = _query(prom, 'ml_prediction_total{role="champion"}')
@@ -326,6 +333,7 @@ def test_a_real_prometheus_scrapes_the_ml_metrics(served: Served, tmp_path: Path
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        log.close()
 
 
 def free_port() -> int:
