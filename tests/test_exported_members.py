@@ -21,6 +21,20 @@ PUBLIC = [
     "dockline.serve",
     "dockline.core.monitoring",
     "dockline.monitor",
+    "dockline.core.decisions",
+    "dockline.decide",
+    "dockline.decide.audit",
+    "dockline.decide.forecast",
+    "dockline.decide.planner",
+    "dockline.decide.policies",
+    "dockline.decide.report",
+    "dockline.decide.scoring",
+    "dockline.sim.fleet",
+    "dockline.pipeline.decide",
+    "dockline.pipeline.decide_run",
+    "dockline.pipeline.decide_api",
+    "dockline.cli._decide",
+    "dockline.features.served",
 ]
 
 

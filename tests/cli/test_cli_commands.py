@@ -23,8 +23,8 @@ def dockline(*args: str, data_dir: Path | None = None) -> subprocess.CompletedPr
     )
 
 
-def json_of(result: subprocess.CompletedProcess[str]) -> Any:
-    assert result.returncode == 0, result.stderr
+def json_of(result: subprocess.CompletedProcess[str], *, code: int = 0) -> Any:
+    assert result.returncode == code, result.stderr
     return orjson.loads(result.stdout)
 
 
@@ -87,7 +87,7 @@ def test_sim_archive_then_import_accounts_for_every_row(tmp_path: Path) -> None:
     assert summary["offline_rows_written"]["station_status"] == summary["accepted"]
     # importing the same archive again resumes after the last batch: nothing is added twice
     again = json_of(dockline("ingest", "--archive", str(archive), "--json", data_dir=tmp_path))
-    assert again["received"] == 0
+    assert again["accepted"] == 0 and again["skipped_records"] == again["received"]
     assert again["offline_rows_written"]["station_status"] == 0
 
 
@@ -124,8 +124,11 @@ def test_dead_letters_report_and_replay_after_a_fix(tmp_path: Path) -> None:
             ],
         )
     )
-    summary = json_of(dockline("ingest", "--archive", str(archive), "--json", data_dir=tmp_path))
-    assert summary["accepted"] == 1
+    # most of it was rejected: the run says so loudly and exits 1, the summary still printed
+    ingest = dockline("ingest", "--archive", str(archive), "--json", data_dir=tmp_path)
+    summary = json_of(ingest, code=1)
+    assert "ingest alarm" in ingest.stderr and "[ingest] settings" in ingest.stderr
+    assert summary["accepted"] == 1 and summary["alarm"]
     assert summary["dead_letters"] == {"bad_type": 1, "stale": 1}
 
     report = json_of(dockline("deadletters", "--json", data_dir=tmp_path))
@@ -136,30 +139,32 @@ def test_dead_letters_report_and_replay_after_a_fix(tmp_path: Path) -> None:
     # the fix: this source publishes stations that report rarely; accept up to a week
     (tmp_path / "dockline.toml").write_text('[ingest]\nstale_after = "P7D"\n')
     replayed = json_of(dockline("deadletters", "--replay", "--json", data_dir=tmp_path))
-    assert replayed == {"replayed": 2, "accepted": 1, "still_rejected": 1}
+    assert replayed == {"replayed": 2, "accepted": 1, "still_rejected": 1, "not_replayable": 0}
     after = json_of(dockline("deadletters", "--json", data_dir=tmp_path))
     assert after["pending"] == {"bad_type": 1}
     # a second replay finds only the letter that still fails
     again = json_of(dockline("deadletters", "--replay", "--json", data_dir=tmp_path))
-    assert again == {"replayed": 1, "accepted": 0, "still_rejected": 1}
+    assert again == {"replayed": 1, "accepted": 0, "still_rejected": 1, "not_replayable": 0}
 
 
 def test_demo_accounts_for_every_published_record(tmp_path: Path) -> None:
-    report = json_of(
-        dockline(
-            "demo",
-            "--stations",
-            "40",
-            "--hours",
-            "0.5",
-            "--speed",
-            "1200",
-            "--history-days",
-            "0",
-            "--json",
-            data_dir=tmp_path,
-        )
+    result = dockline(
+        "demo",
+        "--stations",
+        "40",
+        "--hours",
+        "0.5",
+        "--speed",
+        "1200",
+        "--history-days",
+        "0",
+        "--json",
+        data_dir=tmp_path,
     )
+    report = json_of(result)
+    # Its report (on stderr with --json) is piped here: whole lines, not wrapped at 80 columns.
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("dockline demo") and first.rstrip().endswith(str(tmp_path)), first
     assert report["received"] == report["published_records"] > 0
     assert report["dead_letters"] == report["expected_dead_letters"]
     assert report["offline_distinct_rows"] == report["offline_rows"] == report["accepted"]
@@ -202,3 +207,43 @@ def test_demo_trains_registers_and_serves_a_champion(tmp_path: Path) -> None:
     assert serving["batch_status"] == 200 and serving["batch_items"] == 40
     assert serving["unknown_entity"] == [404, "unknown_entity"]
     assert serving["malformed"][0] == 422
+
+
+def test_the_readme_live_feed_recipe_accepts_the_simulated_feed(tmp_path: Path) -> None:
+    """`dockline sim serve … --faults all` then `dockline ingest --feed …`, flags as in the
+    README: the simulator announces its clock and ingest follows it by default (it used to
+    dead-letter everything as stale and exit 0)."""
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "dockline", "sim", "serve", "--stations", "30", "--speed", "600",
+         "--port", str(port), "--faults", "all", "--duration", "2m"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}/gbfs.json"
+        deadline = time.monotonic() + 30
+        while True:
+            assert sim.poll() is None, sim.stderr.read() if sim.stderr else ""
+            try:
+                if httpx.get(url, timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the simulator never answered"
+            time.sleep(0.1)
+        result = dockline("ingest", "--feed", url, "--duration", "8s", "--json", data_dir=tmp_path)
+        summary = json_of(result)
+        assert summary["accepted"] > 0 and summary["alarm"] is None
+        # only the injected faults (about 3.5 % of records) are dead letters, not everything
+        assert sum(summary["dead_letters"].values()) < 0.1 * summary["received"]
+    finally:
+        sim.terminate()
+        sim.communicate(timeout=30)  # reaps it and closes its stderr pipe

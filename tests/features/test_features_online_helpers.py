@@ -94,6 +94,14 @@ def info_events(stations: int, *, at: int = T0) -> list[dict[str, Any]]:
     ]
 
 
+def close_enough(a: object, b: object) -> bool:
+    """Both null, or within 1e-9 relative (absolute below 1): the consistency tolerance."""
+    if a is None or b is None:
+        return a is None and b is None
+    x, y = float(a), float(b)  # type: ignore[arg-type]
+    return abs(x - y) <= 1e-9 * max(1.0, abs(x), abs(y))
+
+
 def status_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
     """Rows as an Arrow table of the station_status contract."""
     return pa.Table.from_pylist(list(rows), STATION_STATUS_SCHEMA)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
 from reference import reference_features
 from test_features_online_helpers import (
     T0,
     M,
     bikeshare_plan,
+    close_enough,
     feed_events,
     info_events,
     info_table,
@@ -23,26 +23,6 @@ from dockline.features.online import OnlineExecutor
 from dockline.store import SqliteEventLog, SqliteOnlineStore
 
 STATUS, INFO = "station_status", "station_information"
-
-
-@pytest.fixture
-def log(tmp_path: Path):  # type: ignore[no-untyped-def]
-    with SqliteEventLog(tmp_path / "log.sqlite", default_partitions=3) as log:
-        yield log
-
-
-@pytest.fixture
-def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    store = SqliteOnlineStore(tmp_path / "online.sqlite")
-    yield store
-    store.close()
-
-
-def close_enough(a: object, b: object) -> bool:
-    if a is None or b is None:
-        return a is None and b is None
-    x, y = float(a), float(b)  # type: ignore[arg-type]
-    return abs(x - y) <= 1e-9 * max(1.0, abs(x), abs(y))
 
 
 def test_run_once_writes_each_touched_vector_once_as_of_the_newest_ingestion(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pyarrow as pa
 import pytest
 from reference import reference_features
@@ -12,6 +10,7 @@ from test_features_online_helpers import (
     M,
     S,
     bikeshare_plan,
+    close_enough,
     feed_events,
     info_events,
     info_table,
@@ -27,26 +26,6 @@ from dockline.features.served import ServedVectors
 from dockline.store import SqliteEventLog, SqliteOnlineStore
 
 STATUS, INFO = "station_status", "station_information"
-
-
-@pytest.fixture
-def log(tmp_path: Path):  # type: ignore[no-untyped-def]
-    with SqliteEventLog(tmp_path / "log.sqlite", default_partitions=3) as log:
-        yield log
-
-
-@pytest.fixture
-def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    store = SqliteOnlineStore(tmp_path / "online.sqlite")
-    yield store
-    store.close()
-
-
-def close_enough(a: object, b: object) -> bool:
-    if a is None or b is None:
-        return a is None and b is None
-    x, y = float(a), float(b)  # type: ignore[arg-type]
-    return abs(x - y) <= 1e-9 * max(1.0, abs(x), abs(y))
 
 
 def quiet_feed(stations: int, polls: int, quiet_after: int) -> list[dict[str, object]]:

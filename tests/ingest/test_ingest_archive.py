@@ -57,8 +57,10 @@ def test_divvy_first_100k_rows(divvy_dir: Path) -> None:
     assert norm.counters["received"] == 100_000
 
 
-def test_divvy_real_duplicates_become_dead_letters(divvy_dir: Path) -> None:
-    # 2013-07 has no repeated snapshots; 2014-02 does (same station, same obs_ts)
+def test_divvy_real_repeats_are_unchanged_or_conflicts(divvy_dir: Path) -> None:
+    # 2013-07 has no repeated snapshots; 2014-02 does (same station, same obs_ts): a repeat
+    # with the same counts is the station's newest event again (unchanged), one with other
+    # counts is a conflict
     table = divvy_slice(divvy_dir, "2014-02", 100_000)
     keys = pc.binary_join_element_wise(
         table["station_id"], pc.cast(pc.cast(table["event_ts"], pa.int64()), pa.string()), "|"
@@ -69,16 +71,39 @@ def test_divvy_real_duplicates_become_dead_letters(divvy_dir: Path) -> None:
     batch = norm.normalize_table(table, batch_id="2014-02.parquet#0")
     check(batch, 100_000)
     reasons = {d.reason for d in batch.dead_letters}
-    assert reasons == {RejectReason.DUPLICATE}
-    assert len(batch.dead_letters) == expected
-    letter = batch.dead_letters[0]
+    assert reasons <= {RejectReason.CONFLICT}
+    assert batch.unchanged + len(batch.dead_letters) == expected
+    assert batch.unchanged > 0
+    # the same rows cut into batches of 7,001 rows get the same decisions
+    cut = StationStatusNormalizer("divvy", IngestConfig(publication_delay=timedelta(seconds=30)))
+    pieces = [
+        cut.normalize_table(table.slice(i, 7001), batch_id="2014-02.parquet#0")
+        for i in range(0, table.num_rows, 7001)
+    ]
+    assert sum(b.unchanged for b in pieces) == batch.unchanged
+    assert sum(b.accepted.num_rows for b in pieces) == batch.accepted.num_rows
+    assert [d.reason for b in pieces for d in b.dead_letters] == [
+        d.reason for d in batch.dead_letters
+    ]
+    accepted = norm.normalize_table(table.slice(0, 2000), batch_id="x").accepted
+    assert accepted.num_rows == 0
+    tampered = table.slice(0, 1).set_column(
+        table.schema.get_field_index("num_bikes_available"),
+        "num_bikes_available",
+        pa.array([999], table.schema.field("num_bikes_available").type),
+    )
+    conflict = StationStatusNormalizer("divvy", IngestConfig())
+    conflict.normalize_table(table.slice(0, 1), batch_id="a")
+    letters = conflict.normalize_table(tampered, batch_id="b").dead_letters
+    assert [d.reason for d in letters] == [RejectReason.CONFLICT]
+    letter = letters[0]
     raw = orjson.loads(letter.raw)
     assert raw["station_id"] == letter.key
     assert letter.event_ts is not None
-    assert letter.ingested_at == letter.event_ts + timedelta(seconds=30)
+    assert letter.ingested_at == letter.event_ts
     first = batch.accepted.slice(0, 1).to_pylist()[0]
     assert first["ingested_at"] - first["event_ts"] == timedelta(seconds=30)
-    # feeding the same rows again: every one is now a duplicate or late
+    # feeding the same rows again: every one is now unchanged, a duplicate or late
     again = norm.normalize_table(table.slice(0, 1000), batch_id="again")
     assert again.accepted.num_rows == 0
     assert {d.reason for d in again.dead_letters} <= {RejectReason.DUPLICATE, RejectReason.LATE}
@@ -117,13 +142,15 @@ def test_normalize_table_rejects_and_coerces() -> None:
         ("4", RejectReason.BAD_VALUE),
         ("5", RejectReason.NEGATIVE_COUNT),
         ("6", RejectReason.FUTURE),
-        ("1", RejectReason.DUPLICATE),
         ("7", RejectReason.MISSING_FIELD),  # missing beats the fractional dock count
     ]
+    assert batch.unchanged == 1  # station 1 again, same time and values
 
 
 def test_normalize_table_late_in_unsorted_batch() -> None:
-    minutes = [0, 30, 5, 29, 31, 0]  # station a; 5 is 25 min behind 30 → late, 29 is fine
+    # station a; 5 is 25 min behind 30 → late, 29 is fine, 0 again is 30 min behind → late
+    # (an accepted event older than the lateness window is not remembered, in one batch or two)
+    minutes = [0, 30, 5, 29, 31, 0]
     table = pa.table(
         {
             "station_id": ["a", "a", "a", "a", "b", "a"],
@@ -139,7 +166,7 @@ def test_normalize_table_late_in_unsorted_batch() -> None:
     assert batch.accepted["event_ts"].to_pylist() == [
         T0 + timedelta(minutes=m) for m in (0, 30, 29, 31)
     ]
-    assert [d.reason for d in batch.dead_letters] == [RejectReason.LATE, RejectReason.DUPLICATE]
+    assert [d.reason for d in batch.dead_letters] == [RejectReason.LATE, RejectReason.LATE]
 
 
 def test_normalize_table_schema_errors_are_config_errors() -> None:

@@ -148,49 +148,40 @@ LATENESS = CFG.allowed_lateness
 UNCHANGED = "unchanged"
 
 
-def reference(
-    batches: list[list[tuple[str, int]]], ingested: list[int]
-) -> list[list[RejectReason | str | None]]:
-    """Decisions computed one row at a time, straight from the definitions.
+Row = tuple[str, int, int, int]  # station, event time (s), bikes, ingested_at (s)
 
-    None: accepted; UNCHANGED: the station's newest accepted event again (counted, not a dead
-    letter); otherwise the dead letter's reason.
+
+def reference(rows: list[Row]) -> list[RejectReason | str | None]:
+    """Decisions computed one row at a time, in input order, straight from the definitions.
+
+    None: accepted; UNCHANGED: the station's newest accepted event again, same values
+    (counted, not a dead letter); otherwise the dead letter's reason. Batches play no part.
     """
-    accepted: dict[str, list[int]] = {}
-    out = []
-    for rows, ing in zip(batches, ingested, strict=True):
-        before = {k: list(v) for k, v in accepted.items()}
-        seen_in_batch: set[tuple[str, int]] = set()
-        prior: dict[str, int] = {k: max(v) for k, v in before.items()}
-        decisions: list[RejectReason | str | None] = []
-        lateness = int(LATENESS.total_seconds())
-        for sid, ts in rows:
-            wm = max(before[sid]) if sid in before else None
-            if wm is not None and ts == wm:
+    accepted: dict[str, dict[int, int]] = {}
+    lateness = int(LATENESS.total_seconds())
+    earliest, latest = CFG.plausible_from.timestamp(), CFG.plausible_until.timestamp()
+    decisions: list[RejectReason | str | None] = []
+    for sid, ts, bikes, ing in rows:
+        events = accepted.get(sid, {})
+        newest = max(events) if events else None
+        within = newest is None or ts >= newest - lateness
+        if within and ts in events:
+            if ts != newest:
+                decisions.append(RejectReason.DUPLICATE)  # an older event again
+            elif events[ts] != bikes:
+                decisions.append(RejectReason.CONFLICT)
+            else:
                 decisions.append(UNCHANGED)
-                continue
-            if wm is not None and wm - lateness <= ts and ts in before[sid]:
-                decisions.append(RejectReason.DUPLICATE)
-                continue
-            if (sid, ts) in seen_in_batch:
-                decisions.append(RejectReason.DUPLICATE)
-                continue
-            seen_in_batch.add((sid, ts))
-            if ts > ing + CFG.future_tolerance.total_seconds():
-                decisions.append(RejectReason.FUTURE)
-                continue
-            if ts < ing - CFG.stale_after.total_seconds():
-                decisions.append(RejectReason.STALE)
-                continue
-            newest = prior.get(sid)
-            prior[sid] = ts if newest is None else max(newest, ts)
-            if newest is not None and ts < newest - lateness:
-                decisions.append(RejectReason.LATE)
-                continue
+        elif ts > latest or ts > ing + CFG.future_tolerance.total_seconds():
+            decisions.append(RejectReason.FUTURE)
+        elif ts < earliest or ts < ing - CFG.stale_after.total_seconds():
+            decisions.append(RejectReason.STALE)
+        elif not within:
+            decisions.append(RejectReason.LATE)
+        else:
             decisions.append(None)
-            accepted.setdefault(sid, []).append(ts)
-        out.append(decisions)
-    return out
+            accepted.setdefault(sid, {})[ts] = bikes
+    return decisions
 
 
 table_batches = st.lists(
@@ -198,6 +189,7 @@ table_batches = st.lists(
         st.tuples(
             st.sampled_from(["a", "b", "c"]),
             st.sampled_from([-2 * 86_400, -1800, -900, -601, -600, -300, -60, 0, 60, 600, 3600]),
+            st.sampled_from([1, 1, 1, 2]),  # mostly the same values: repeats, some conflicts
         ),
         max_size=15,
     ),
@@ -206,40 +198,71 @@ table_batches = st.lists(
 )
 
 
-@settings(max_examples=200, deadline=None)
-@given(table_batches, st.booleans())
+def _decide(norm: StationStatusNormalizer, rows: list[Row], batch_id: str) -> list[object]:
+    table = pa.table(
+        {
+            "station_id": pa.array([r[0] for r in rows], pa.string()),
+            "event_ts": pa.array([r[1] for r in rows], pa.int64()),
+            "ingested_at": pa.array([r[3] * 1_000_000 for r in rows], pa.int64()).cast(
+                pa.timestamp("us", tz="UTC")
+            ),
+            "num_bikes_available": pa.array([r[2] for r in rows], pa.int32()),
+            "num_docks_available": pa.array([1] * len(rows), pa.int32()),
+        }
+    )
+    batch = norm.normalize_table(table, batch_id=batch_id)
+    got: list[object] = [None] * len(rows)
+    ids = [dead_letter_id("t", batch_id, i) for i in range(len(rows))]
+    for letter in batch.dead_letters:
+        got[ids.index(letter.id)] = letter.reason
+    assert batch.unchanged + batch.accepted.num_rows + len(batch.dead_letters) == len(rows)
+    accepted = set(
+        zip(
+            batch.accepted["station_id"].to_pylist(),
+            batch.accepted["event_ts"].cast(pa.int64()).to_pylist(),
+            strict=True,
+        )
+    )
+    # rows without a dead letter: per key, the first is the accepted one (if any), the rest
+    # are unchanged
+    for i, row in enumerate(rows):
+        key = (row[0], row[1] * 1_000_000)
+        if got[i] is None:
+            if key in accepted:
+                accepted.discard(key)
+            else:
+                got[i] = UNCHANGED
+    assert not accepted
+    return got
+
+
+@settings(max_examples=300, deadline=None)
+@given(table_batches, st.booleans(), st.integers(min_value=1, max_value=7))
 def test_normalize_table_matches_a_row_by_row_model(
-    batches: list[list[tuple[str, int]]], sort: bool
+    batches: list[list[tuple[str, int, int]]], sort: bool, cut: int
 ) -> None:
+    """Any batching (and a restart between batches) gives the record-at-a-time decisions."""
     if sort:  # exercise the sorted fast path as well as the general one
         batches = [sorted(rows) for rows in batches]
     ingested = [NOW_S + 600 * i for i in range(len(batches))]
-    batches = [
-        [(sid, ing + off) for sid, off in rows] for rows, ing in zip(batches, ingested, strict=True)
+    rows: list[Row] = [
+        (sid, ing + off, bikes, ing)
+        for batch, ing in zip(batches, ingested, strict=True)
+        for sid, off, bikes in batch
     ]
-    expected = reference(batches, ingested)
-    norm = StationStatusNormalizer("t", CFG)
-    for number, (rows, ing) in enumerate(zip(batches, ingested, strict=True)):
-        if number == 1:  # a restart in the middle changes nothing
-            norm = StationStatusNormalizer("t", CFG, state=norm.state())
-        table = pa.table(
-            {
-                "station_id": pa.array([sid for sid, _ in rows], pa.string()),
-                "event_ts": pa.array([ts for _, ts in rows], pa.int64()),
-                "ingested_at": pa.array([ing * 1_000_000] * len(rows), pa.int64()).cast(
-                    pa.timestamp("us", tz="UTC")
-                ),
-                "num_bikes_available": pa.array([1] * len(rows), pa.int32()),
-                "num_docks_available": pa.array([1] * len(rows), pa.int32()),
-            }
-        )
-        batch = norm.normalize_table(table, batch_id=str(number))
-        got: list[RejectReason | None] = [None] * len(rows)
-        for letter in batch.dead_letters:
-            got[
-                [dead_letter_id("t", str(number), i) for i in range(len(rows))].index(letter.id)
-            ] = letter.reason
-        want = [None if d == UNCHANGED else d for d in expected[number]]
-        assert got == want, (rows, got, expected[number])
-        assert batch.unchanged == expected[number].count(UNCHANGED)
-        assert batch.accepted.num_rows == expected[number].count(None)
+    expected = reference(rows)
+    for size in (None, cut):  # the generated batches, then batches of `cut` rows
+        if size is None:
+            pieces, at = [], 0
+            for batch in batches:
+                pieces.append(rows[at : at + len(batch)])
+                at += len(batch)
+        else:
+            pieces = [rows[i : i + size] for i in range(0, len(rows), size)]
+        norm = StationStatusNormalizer("t", CFG)
+        got: list[object] = []
+        for number, piece in enumerate(pieces):
+            if number == 1:  # a restart in the middle changes nothing
+                norm = StationStatusNormalizer("t", CFG, state=norm.state())
+            got += _decide(norm, piece, f"{size}-{number}")
+        assert got == expected, (size, rows, got, expected)

@@ -12,8 +12,8 @@ import pyarrow as pa
 import pytest
 from contract_eventlog import EventLogContract, MakeLog, read_all, rows
 
-from dockline.core.errors import StorageError
-from dockline.core.ports import OFFSET_COLUMN
+from dockline.core.errors import StorageError, ValidationError
+from dockline.core.ports import OFFSET_COLUMN, ProducerState
 from dockline.store import SqliteEventLog
 
 
@@ -142,3 +142,21 @@ def test_sqlite_errors_become_storage_errors(tmp_path: Path) -> None:
     junk.write_bytes(b"this is not a database" * 100)
     with pytest.raises(StorageError):
         SqliteEventLog(junk)
+
+
+def test_append_many_writes_several_topics_and_the_state_together(log: SqliteEventLog) -> None:
+    results = log.append_many(
+        [("a", rows(0, 10)), ("b", rows(10, 4))], key="key", state=ProducerState("p", b"1")
+    )
+    assert [r.count for r in results] == [10, 4]
+    assert sum(log.end_offsets("a").values()) == 10 and sum(log.end_offsets("b").values()) == 4
+    assert log.producer_state("p") == b"1"
+    # one bad table refuses the whole call: nothing of the good one is written either
+    with pytest.raises(ValidationError):
+        log.append_many(
+            [("a", rows(20, 5)), ("b", rows(25, 5).drop_columns(["key"]))],
+            key="key",
+            state=ProducerState("p", b"2"),
+        )
+    assert sum(log.end_offsets("a").values()) == 10
+    assert log.producer_state("p") == b"1"

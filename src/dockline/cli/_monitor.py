@@ -22,7 +22,12 @@ if TYPE_CHECKING:
 __all__ = ["monitor_app"]
 
 monitor_app = typer.Typer(
-    help="Watch the predictions: deployment health, freshness, checks, drift, live performance.",
+    help="""Watch the predictions: deployment health, freshness, checks, drift, live performance.
+
+    Examples:
+      dockline monitor --data-dir .dockline-demo health
+      dockline monitor drift --window 1h --json
+    """,
     no_args_is_help=True,
 )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -21,8 +22,32 @@ from rich.progress import (
 )
 from rich.table import Table
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+
+def _console(*, stderr: bool) -> Console:
+    # Rich wraps at 80 columns when the stream is not a terminal; output piped to a file or a
+    # pager keeps its lines whole instead (a terminal still wraps at its own width).
+    probe = Console(stderr=stderr)
+    if probe.is_terminal:
+        return Console(stderr=stderr, highlight=False)
+    return Console(stderr=stderr, highlight=False, width=UNWRAPPED_WIDTH, soft_wrap=True)
+
+
+UNWRAPPED_WIDTH = 1000
+"""The width output gets when it is not a terminal: wide enough never to wrap a line."""
+
+console = _console(stderr=False)
+err_console = _console(stderr=True)
+
+
+def unwrap_piped_consoles(*, stderr: bool = False) -> None:
+    """Consoles the pipeline creates itself (the demo's report) do not wrap when piped either.
+
+    Rich reads ``COLUMNS`` when a console is created; called inside a command (after its help
+    was handled), so help screens keep their own width.
+    """
+    if not (err_console if stderr else console).is_terminal:
+        # An inherited COLUMNS describes some terminal, not this pipe (test runners set 80).
+        os.environ["COLUMNS"] = str(UNWRAPPED_WIDTH)
 
 
 def print_json(value: Any) -> None:
@@ -64,3 +89,11 @@ def progress_bar(*, transient: bool = False, quiet: bool = False) -> Iterator[Pr
     )
     with progress:
         yield progress
+
+
+@contextmanager
+def spinner(description: str, *, quiet: bool = False) -> Iterator[None]:
+    """Progress for work that reports none of its own: a pulsing bar and the time spent."""
+    with progress_bar(quiet=quiet, transient=True) as progress:
+        progress.add_task(description, total=None, info="")
+        yield

@@ -1,9 +1,7 @@
 """``dockline dataset build`` and ``dockline train``: the commands and the summaries they print.
 
-Registered by the root app (``cli/_app.py``)::
-
-    dataset_app.command("build")(dataset_build)
-    app.command("train")(train)
+Registered by the root app (``cli/_app.py``): ``train`` at the top, ``dataset_build`` as
+``dockline dataset build``.
 
 The summaries are built by pure functions (``build_lines``, ``train_tables``) so tests can read
 what a user sees without a terminal.
@@ -19,30 +17,26 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from dockline.cli._output import console, print_json
+from dockline.cli._common import (
+    DataDirOpt,
+    JsonOpt,
+    ProjectOpt,
+    open_platform,
+    parse_cli_duration,
+    want_json,
+)
+from dockline.cli._output import console, print_json, spinner
 from dockline.core.errors import ConfigError
-from dockline.core.time import ensure_utc, parse_duration
+from dockline.core.time import ensure_utc
 
 if TYPE_CHECKING:
     from dockline.features.dataset import Published
-    from dockline.pipeline.platform import Platform
     from dockline.pipeline.train import TrainSummary
 
 __all__ = ["build_lines", "dataset_build", "train", "train_tables"]
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
-ProjectOpt = Annotated[
-    Path | None,
-    typer.Option(help="Project directory or file (default: features.project in dockline.toml)."),
-]
 METRICS = ("pr_auc", "roc_auc", "brier", "log_loss", "ece")
 SELECTED = "◀"
-
-
-def _platform() -> Platform:
-    from dockline.cli._app import _platform as root_platform  # the root's --data-dir
-
-    return root_platform()
 
 
 def _time(value: str, option: str) -> datetime:
@@ -101,6 +95,7 @@ def dataset_build(
         ),
     ] = False,
     project: ProjectOpt = None,
+    data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Build a point-in-time training set: every station × every step in [start, end).
@@ -114,17 +109,22 @@ def dataset_build(
     """
     from dockline.pipeline.features import build_dataset_published
 
-    published = build_dataset_published(
-        _platform(),
-        label=label,
-        start=_time(start, "--start"),
-        end=_time(end, "--end"),
-        every=parse_duration(every),
-        out=out,
-        name=name,
-        project=project,
-        force=force,
-    )
+    json_out = want_json(json_out)
+    begin, until = _time(start, "--start"), _time(end, "--end")
+    step = parse_cli_duration(every, "--every")
+    platform = open_platform(data_dir)
+    with spinner(f"building {out.name} (every {every})", quiet=json_out):
+        published = build_dataset_published(
+            platform,
+            label=label,
+            start=begin,
+            end=until,
+            every=step,
+            out=out,
+            name=name,
+            project=project,
+            force=force,
+        )
     if json_out:
         extra = published.metadata.extra
         print_json(
@@ -237,6 +237,11 @@ def train(
             "--check-reproducible", help="Train twice and require byte-identical bundles."
         ),
     ] = False,
+    fail_on_gate: Annotated[
+        bool,
+        typer.Option("--fail-on-gate", help="Exit 1 when the new version fails the gate (CI)."),
+    ] = False,
+    data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Train candidates and baselines, calibrate, threshold, report, export, gate and register.
@@ -244,12 +249,15 @@ def train(
     The model is named after the label (``<project>-<label>``); training the same data again
     registers nothing new and names the version that holds that bundle.
 
-    Example: dockline train --dataset .dockline/datasets/sep --trials 20
+    Examples:
+      dockline train --dataset .dockline/datasets/sep --trials 20
+      dockline train --dataset datasets/week --promote --fail-on-gate --json
     """
     from dockline.pipeline.train import train_model
 
+    json_out = want_json(json_out)
     summary = train_model(
-        _platform(),
+        open_platform(data_dir, existing=False),
         dataset=dataset,
         label=label,
         n_trials=trials,
@@ -260,9 +268,11 @@ def train(
     if json_out:
         payload: dict[str, Any] = dataclasses.asdict(summary)
         print_json(payload | {"gate": summary.gate.model_dump(mode="json")})
-        return
-    for item in train_tables(summary):
-        if isinstance(item, str):
-            console.print(item, markup=False, soft_wrap=True)
-        else:
-            console.print(item)
+    else:
+        for item in train_tables(summary):
+            if isinstance(item, str):
+                console.print(item, markup=False, soft_wrap=True)
+            else:
+                console.print(item)
+    if fail_on_gate and not summary.gate.passed:
+        raise typer.Exit(1)

@@ -9,13 +9,14 @@ One data directory holds all state; its layout is stable (DESIGN.md, "Names and 
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from dockline.core.errors import ConfigError, ValidationError
@@ -24,6 +25,7 @@ from dockline.core.time import parse_duration
 __all__ = [
     "DATA_DIR_ENV",
     "DataDir",
+    "DecideConfig",
     "DocklineConfig",
     "FeaturesConfig",
     "IngestConfig",
@@ -37,6 +39,9 @@ __all__ = [
     "OnlineConfig",
     "ServeConfig",
     "TrainConfig",
+    "config_errors",
+    "read_toml",
+    "record_project",
     "resolve_data_dir",
 ]
 
@@ -59,16 +64,21 @@ Duration = Annotated[timedelta, BeforeValidator(_duration)]
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Attribute docstrings become field descriptions: the reference page (docs/reference/config.md)
+    # is generated from them.
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
 
 class LogConfig(_Frozen):
     """Which event log, and how it is laid out."""
 
     kind: Literal["sqlite"] = "sqlite"
+    """The event log implementation (only the embedded SQLite log so far)."""
     partitions: int = Field(default=4, ge=1, le=256)
+    """Partitions of a new topic; events are keyed by station, so order holds per station."""
     # FULL survives power loss; NORMAL (WAL) survives process crashes, which is what kill -9 needs.
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    """SQLite's durability: NORMAL survives a crashed process, FULL a power loss (slower)."""
 
 
 class IngestConfig(_Frozen):
@@ -84,6 +94,21 @@ class IngestConfig(_Frozen):
     """For archives without ``ingested_at``: ``ingested_at = event_ts + publication_delay``."""
     batch_rows: int = Field(default=200_000, ge=1)
     """Rows per batch when reading tabular archives."""
+    # -- ingest: plausible event times (issue 12) ------------------------------------------
+    plausible_from: datetime = datetime(2000, 1, 1, tzinfo=UTC)
+    """Events before this are ``stale`` wherever they come from (archives included)."""
+    plausible_until: datetime = datetime(2100, 1, 1, tzinfo=UTC)
+    """Events after this are ``future`` wherever they come from (archives included)."""
+
+    @model_validator(mode="after")
+    def _plausible_range(self) -> Self:
+        for name in ("plausible_from", "plausible_until"):
+            value = getattr(self, name)
+            if value.tzinfo is None or value.utcoffset() is None:
+                raise ValueError(f"{name} must have a time zone (e.g. 2000-01-01T00:00:00Z)")
+        if self.plausible_from >= self.plausible_until:
+            raise ValueError("plausible_from must be before plausible_until")
+        return self
 
 
 class OfflineConfig(_Frozen):
@@ -97,16 +122,20 @@ class OnlineConfig(_Frozen):
     """Which online store serves the latest feature vectors."""
 
     kind: Literal["sqlite", "redis"] = "sqlite"
+    """The online store: ``online.sqlite`` in the data dir, or a Redis server at ``url``."""
     url: str = "redis://127.0.0.1:6379/0"
     """For ``kind = "redis"``."""
     namespace: str = "dockline"
+    """Prefix of every Redis key, so several deployments can share one server."""
 
 
 class FeaturesConfig(_Frozen):
     """The project whose features are materialized and served."""
 
-    project: str = "examples/bikeshare"
-    """Path of the project (a directory with ``project.py``, or the file)."""
+    project: str | None = None
+    """Path of the project (a directory with ``project.py``, or the file); a relative path is
+    relative to the data dir. None: the bike-share example shipped with dockline. Recorded here
+    the first time a command is given ``--project`` (env ``DOCKLINE_PROJECT`` overrides)."""
     memory_limit: str = "2GB"
     """DuckDB's memory limit for offline feature computation (it spills beyond)."""
 
@@ -115,29 +144,39 @@ class TrainConfig(_Frozen):
     """How ``dockline train`` splits, tunes, calibrates, thresholds and gates."""
 
     label: str = "empty_next_hour"
+    """The project's label ``dockline train`` trains for (``--label`` overrides)."""
     model_name: str | None = None
     """Registered model name; defaults to ``<project>-<label>``."""
     candidates: tuple[str, ...] = ("logistic", "lightgbm", "extra_trees")
     """Trained candidates; the baselines ``persistence`` and ``hour_of_week`` always run."""
     seed: int = 0
+    """Seed of every random choice in training: same data, config and seed, same bundle."""
     split: tuple[float, float, float, float] = (0.6, 0.1, 0.1, 0.2)
     """Fractions of the time range for train, validation, calibration and test, in time order."""
     embargo: Duration | None = None
     """Gap between consecutive splits; at least the label horizon (None: exactly the horizon)."""
     cv_folds: int = Field(default=3, ge=2)
+    """Rolling-origin cross-validation folds inside the train split, for tuning."""
     n_trials: int = Field(default=12, ge=0)
     """Optuna trials per tuned candidate (0: defaults only)."""
     tuning_storage: str | None = None
     """Optuna storage URL; None: SQLite in the data directory."""
     primary_metric: Literal["pr_auc", "roc_auc", "brier", "log_loss"] = "pr_auc"
+    """The metric that selects the candidate and that the promotion gate compares."""
     threshold_policy: Literal["target_precision", "expected_cost"] = "target_precision"
+    """How the decision threshold is chosen on the calibration split."""
     target_precision: float = Field(default=0.5, gt=0, le=1)
+    """With ``target_precision``: the lowest threshold reaching this precision."""
     cost_false_alarm: float = Field(default=1.0, gt=0)
+    """With ``expected_cost``: the cost of flagging a station that stays fine."""
     cost_miss: float = Field(default=5.0, gt=0)
+    """With ``expected_cost``: the cost of missing a station that runs empty."""
     gate_margin: float = Field(default=0.0, ge=0)
     """The primary metric must beat baselines and the champion by at least this (absolute)."""
     max_ece: float = Field(default=0.05, gt=0)
+    """The gate refuses a model whose expected calibration error on test exceeds this."""
     parity_tolerance: float = Field(default=1e-5, gt=0)
+    """Largest |ONNX - native| probability on the test rows before the bundle is refused."""
     max_rows: int | None = Field(default=None, ge=1000)
     """Subsample training rows (by entity-hash, deterministic) beyond this; None: all."""
 
@@ -146,23 +185,37 @@ class ServeConfig(_Frozen):
     """How ``dockline serve`` answers, gates freshness and reports."""
 
     host: str = "127.0.0.1"
+    """Interface ``dockline serve`` binds (``--host`` overrides)."""
     port: int = Field(default=8000, ge=0, le=65535)
+    """Port ``dockline serve`` binds (``--port`` overrides)."""
     workers: int = Field(default=1, ge=1)
+    """Worker processes (``--workers`` overrides)."""
     model_name: str | None = None
     """Defaults to the train section's model name."""
     max_feature_age: Duration = timedelta(minutes=10)
+    """Features older than this (on the serving clock) are stale; see ``stale_policy``."""
     stale_policy: Literal["flag", "baseline", "reject"] = "flag"
+    """On stale features: answer and flag it, answer the baseline, or refuse (503)."""
     max_batch: int = Field(default=256, ge=1)
+    """Most entities in one ``/v1/predict/batch`` request."""
     admin_token: str | None = None
     """Bearer token for ``/v1/admin/*`` (env ``DOCKLINE_ADMIN_TOKEN`` overrides); unset: 401."""
     reload_poll: Duration = timedelta(seconds=5)
+    """How often the server checks the registry for a new champion (hot reload)."""
     routing: Literal["champion", "shadow", "canary"] = "champion"
+    """champion: it answers alone; shadow: the challenger also scores, unseen; canary: a share."""
     canary_share: float = Field(default=0.1, ge=0, le=1)
+    """With ``routing = "canary"``: the share of entities the challenger answers."""
     metrics_window: Duration = timedelta(seconds=60)
+    """Length of a serving metrics window (``serving/metrics/``)."""
     prediction_flush_rows: int = Field(default=2000, ge=1)
+    """The prediction log writes a file after this many predictions…"""
     prediction_flush_interval: Duration = timedelta(seconds=2)
+    """…or after this long, whichever comes first."""
     deployment_id: str = "local"
+    """Names this deployment in metrics windows and the prediction log."""
     environment: str = "development"
+    """Free-form label recorded with metrics (development, staging, production)."""
     # -- serving under hostile clients and write failures (issue 12 §3, §5) -----------------
     request_timeout: Duration = timedelta(seconds=10)
     """A request's headers, and then its body, must each arrive within this (else 408)."""
@@ -184,7 +237,9 @@ class ClockConfig(_Frozen):
     """
 
     kind: Literal["system", "data"] = "system"
+    """``system``: the wall clock; ``data``: the data's own time (see the section above)."""
     speed: float = Field(default=1.0, gt=0)
+    """With ``kind = "data"``: simulated seconds per real second."""
 
 
 # -- monitor (P6) ------------------------------------------------------------------------------
@@ -197,14 +252,23 @@ class MonitorHealthConfig(_Frozen):
     """
 
     latency_p95_ms: float = Field(default=500.0, gt=0)
+    """Degraded when a window's p95 latency is over this (ms)."""
     latency_p99_ms: float = Field(default=1000.0, gt=0)
+    """Degraded when a window's p99 latency is over this (ms)."""
     failure_rate_pct: float = Field(default=5.0, ge=0, le=100)
+    """Degraded when failed requests over the lookback exceed this share (%)."""
     rejection_rate_pct: float = Field(default=5.0, ge=0, le=100)
+    """Degraded when rejected requests over the lookback exceed this share (%)."""
     expected_window_seconds: float = Field(default=60.0, gt=0)
+    """The metrics window length; keep it equal to ``serve.metrics_window``."""
     max_allowed_gap_factor: float = Field(default=2.0, ge=1)
+    """Gaps over ``expected_window_seconds`` times this count as missing windows."""
     max_missing_windows: int = Field(default=3, ge=0)
+    """Degraded when more windows than this are missing."""
     max_gap_minutes: float = Field(default=5.0, gt=0)
+    """Degraded when the largest gap between window starts is over this (minutes)."""
     max_staleness_minutes: float = Field(default=10.0, gt=0)
+    """Unhealthy when the newest window ended longer ago than this (minutes)."""
     lookback: Duration = timedelta(minutes=15)
     """Only windows ending in the last ``lookback`` are judged (staleness looks at all)."""
     min_requests: int = Field(default=20, ge=1)
@@ -215,6 +279,7 @@ class MonitorFreshnessConfig(_Frozen):
     """``[monitor.freshness]``: a dataset or vector is FRESH iff its age < threshold."""
 
     threshold_seconds: float = Field(default=1800.0, gt=0)
+    """A dataset or vector is FRESH iff its age is below this (seconds)."""
     online_lookback: Duration = timedelta(hours=1)
     """Served vectors of this last period make the online-vector age distribution."""
     training_max_age: Duration = timedelta(days=7)
@@ -231,12 +296,15 @@ class MonitorDriftConfig(_Frozen):
     trailing period: a whole daily cycle has the training data's mix of hours, one hour of a
     diurnal process never does."""
     psi_threshold: float = Field(default=0.2, gt=0)
+    """A feature drifted when its population stability index is over this."""
     wasserstein_threshold: float = Field(default=0.1, gt=0)
     """Wasserstein-1 distance divided by the reference standard deviation."""
     jensenshannon_threshold: float = Field(default=0.1, gt=0, le=1)
+    """A categorical feature drifted when its Jensen-Shannon distance is over this."""
     small_sample: int = Field(default=1000, ge=10)
     """Below this many current values, a chi-square test (``alpha``) decides instead."""
     alpha: float = Field(default=0.05, gt=0, lt=1)
+    """Significance level of the chi-square test used on small samples."""
     drift_share: float = Field(default=0.5, gt=0, le=1)
     """Dataset-level drift when at least this share of the features drifted."""
     categorical_max_values: int = Field(default=12, ge=2)
@@ -256,6 +324,61 @@ class MonitorConfig(_Frozen):
 # -- end monitor ---------------------------------------------------------------------------------
 
 
+# -- decide (P7) ------------------------------------------------------------------------------
+
+
+class DecideConfig(_Frozen):
+    """The ``[decide]`` section: the policy, its gates, the fleet and the move budget."""
+
+    policy: Literal["none", "reactive", "predictive", "oracle"] = "predictive"
+    """The rebalancing policy ``dockline decide run`` applies."""
+    cycle: Duration = timedelta(minutes=15)
+    """One decision cycle every this much (simulated) time."""
+    horizon: Duration = timedelta(hours=1)
+    """The predictions' horizon; no move is planned to arrive later than this."""
+    # The budget: about one truck per 40 stations of the 300-station simulated city (operators
+    # run roughly one van per 25-40 stations) and 24 moves per truck-day (1.5 an hour, 16 hours).
+    trucks: int = Field(default=8, ge=0)
+    """Trucks in the fleet."""
+    truck_capacity: int = Field(default=20, ge=1)
+    """Bikes one truck carries."""
+    moves_per_cycle: int = Field(default=8, ge=0)
+    """Most moves planned in one cycle."""
+    moves_per_day: int = Field(default=192, ge=0)
+    """Most moves in one service day (the budget)."""
+    truck_speed_kmh: float = Field(default=20.0, gt=0)
+    """Truck speed, for travel times and what can arrive within the horizon."""
+    handling_minutes: float = Field(default=5.0, ge=0)
+    """Minutes to load or unload at a station."""
+    service_start_hour: int = Field(default=6, ge=0, le=24)
+    """Trucks work from this local hour…"""
+    service_end_hour: int = Field(default=22, ge=0, le=24)
+    """…until this local hour."""
+    tz: str = "America/Chicago"
+    """Time zone of the service hours (IANA name)."""
+    healthy_verdicts: tuple[Literal["healthy", "degraded", "unhealthy"], ...] = ("healthy",)
+    """Verdicts under which the predictive policy acts on the model."""
+    max_feature_age: Duration = timedelta(minutes=10)
+    """The freshness gate: the median station's feature age must be at most this."""
+    act_threshold: float = Field(default=0.5, gt=0, le=1)
+    """A station with p(empty) or p(full) at least this wants a move."""
+    max_ambiguous_share: float = Field(default=0.5, ge=0, le=1)
+    """The confidence gate: at most this share of at-risk predictions may be near 0.5."""
+    min_coverage: float = Field(default=0.9, ge=0, le=1)
+    """The coverage gate: predictions for at least this share of the stations."""
+    target_fill: float = Field(default=0.5, gt=0, lt=1)
+    """The fill ratio a move aims a station at."""
+    km_cost: float = Field(default=0.05, ge=0)
+    """Cost of one truck-km, against the value of a move."""
+    serve_url: str = "http://127.0.0.1:8000"
+    """``dockline decide run`` reads predictions from this serving API."""
+    sim_url: str = "http://127.0.0.1:8080"
+    """… and sends the actions to this simulated city's truck API."""
+
+
+# -- end decide -------------------------------------------------------------------------------
+
+
 # -- lineage -------------------------------------------------------------------------------------
 
 
@@ -264,9 +387,13 @@ class LineageConfig(_Frozen):
     per day); with ``url`` they are also POSTed there (Marquez: ``http://host:5000``)."""
 
     url: str | None = None
+    """Base URL of an OpenLineage server (Marquez: ``http://host:5000``); unset: files only."""
     endpoint: str = "api/v1/lineage"
+    """Path the events are POSTed to, under ``url``."""
     timeout: Duration = timedelta(seconds=5)
+    """How long one POST may take; a server that does not answer fails no job."""
     api_key: str | None = None
+    """Bearer token for the server, if it wants one."""
 
 
 # -- end lineage ---------------------------------------------------------------------------------
@@ -284,6 +411,7 @@ class DocklineConfig(_Frozen):
     serve: ServeConfig = ServeConfig()
     clock: ClockConfig = ClockConfig()
     monitor: MonitorConfig = MonitorConfig()
+    decide: DecideConfig = DecideConfig()
     lineage: LineageConfig = LineageConfig()
 
     @classmethod
@@ -291,15 +419,55 @@ class DocklineConfig(_Frozen):
         """Read ``path`` (TOML); a missing ``path`` gives the defaults."""
         if path is None or not path.exists():
             return cls()
+        raw = read_toml(path)
         try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
             return cls.model_validate(raw)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"not valid TOML: {exc}", where=str(path)) from exc
         except PydanticValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
-            raise ConfigError(f"{loc}: {err['msg']}", where=str(path)) from exc
+            problems = "; ".join(f"{loc}: {msg}" for loc, msg in config_errors(exc))
+            raise ConfigError(problems, where=str(path)) from exc
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The TOML document at ``path`` (``{}`` when absent)."""
+    if not path.exists():
+        return {}
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", where=str(path)) from exc
+
+
+def config_errors(exc: PydanticValidationError) -> list[tuple[str, str]]:
+    """Every problem in a validation error as ``(dotted.key, message)``, not just the first."""
+    return [(".".join(str(p) for p in err["loc"]), err["msg"]) for err in exc.errors()]
+
+
+def record_project(config_file: Path, project: Path) -> bool:
+    """Write ``[features] project = "<project>"`` into ``config_file`` unless a project is set.
+
+    The data dir then knows its project, so later commands run from any directory find it. The
+    file is edited as text (other settings and comments are kept); returns whether it wrote.
+    """
+    raw = read_toml(config_file)
+    features = raw.get("features", {})
+    if isinstance(features, dict) and features.get("project"):
+        return False
+    line = f"project = {json.dumps(str(project))}\n"  # a JSON string is a TOML basic string
+    text = config_file.read_text(encoding="utf-8") if config_file.exists() else ""
+    lines = text.splitlines(keepends=True)
+    for number, existing in enumerate(lines):
+        if existing.split("#")[0].strip() == "[features]":
+            lines.insert(number + 1, line)
+            break
+    else:
+        if lines and not lines[-1].endswith("\n"):
+            lines[-1] += "\n"
+        lines.append(("\n" if lines else "") + "[features]\n" + line)
+    config_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = config_file.with_suffix(".toml.tmp")
+    tmp.write_text("".join(lines), encoding="utf-8")
+    tmp.replace(config_file)
+    return True
 
 
 def resolve_data_dir(value: str | Path | None = None) -> Path:
@@ -378,6 +546,22 @@ class DataDir:
     @property
     def lineage(self) -> Path:
         return self.root / "lineage"
+
+    STATE_ENTRIES = (
+        "dockline.toml",
+        "log",
+        "offline",
+        "deadletters",
+        "online.sqlite",
+        "mlruns",
+        "bundles",
+        "datasets",
+    )
+    """What makes a directory a dockline data dir: any one of these."""
+
+    def has_state(self) -> bool:
+        """Whether this directory holds any dockline state (or configuration)."""
+        return any((self.root / entry).exists() for entry in self.STATE_ENTRIES)
 
     def config(self) -> DocklineConfig:
         """The configuration stored in this data directory (defaults when absent)."""

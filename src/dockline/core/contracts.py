@@ -27,6 +27,8 @@ from dockline.core.errors import ContractError
 from dockline.core.time import ensure_utc
 
 __all__ = [
+    "CONFIRMATION_SCHEMA",
+    "DEAD_LETTER_ALARM_SHARE",
     "STATION_INFORMATION_SCHEMA",
     "STATION_STATUS_SCHEMA",
     "TOPIC_STATION_INFORMATION",
@@ -96,6 +98,19 @@ STATION_INFORMATION_SCHEMA = pa.schema(
 )
 """Normalized ``station_information`` events."""
 
+CONFIRMATION_SCHEMA = pa.schema(
+    [
+        pa.field("station_id", pa.string(), nullable=False),
+        pa.field("event_ts", TS_TYPE, nullable=False),  # the confirmed last_reported
+        pa.field("ingested_at", TS_TYPE, nullable=False),  # the poll that saw it again
+    ]
+)
+"""A feed poll saw a station's newest accepted event again: our knowledge of it is current.
+
+Rows of :func:`confirmations_topic` (``station_status.confirmed``), keyed by ``station_id``.
+Not records of the source: the ingest accounting counts them as ``unchanged``.
+"""
+
 
 class RejectReason(enum.StrEnum):
     """Why a record went to the dead letters. Stable: counted in metrics and shown to users."""
@@ -106,6 +121,7 @@ class RejectReason(enum.StrEnum):
     BAD_VALUE = "bad_value"  # right type, impossible value (e.g. latitude 200)
     NEGATIVE_COUNT = "negative_count"
     DUPLICATE = "duplicate"  # same entity and event time seen already
+    CONFLICT = "conflict"  # same entity and event time as an accepted event, other values
     STALE = "stale"  # event time far in the past (placeholders such as 86400)
     FUTURE = "future"  # event time ahead of the clock beyond tolerance
     LATE = "late"  # older than the entity's watermark minus the allowed lateness
@@ -207,10 +223,19 @@ class DatasetMetadata(Contract):
 
 
 class IngestSummary(msgspec.Struct, kw_only=True):
-    """What an ingest run did. ``received == accepted + unchanged + rejected`` always.
+    """What an ingest run did.
 
-    ``unchanged`` counts records a station repeated without reporting anew (same key and time
-    as its newest accepted event): already stored, so neither appended nor dead letters.
+    ``received == accepted + unchanged + rejected + skipped_records`` always:
+
+    * ``unchanged`` counts records a station repeated without reporting anew (same key, time
+      and values as its newest accepted event): already stored, so neither appended nor dead
+      letters. A feed poll records each as one of ``confirmations``.
+    * ``skipped_records`` are the records of ``skipped_documents``: documents of a feed whose
+      ``last_updated`` did not advance past the newest one committed (a re-fetch), and
+      archive files already imported.
+    * ``alarm`` is set when most of what was received went to the dead letters (see
+      :data:`DEAD_LETTER_ALARM_SHARE`): a wrong clock or config, not a noisy feed. The CLI
+      prints it and exits non-zero.
     """
 
     source: str
@@ -219,8 +244,12 @@ class IngestSummary(msgspec.Struct, kw_only=True):
     unchanged: int = 0
     dead_letters: dict[str, int] = msgspec.field(default_factory=dict)
     documents: int = 0
+    skipped_documents: int = 0
+    skipped_records: int = 0
+    confirmations: int = 0
     stations: int = 0
     seconds: float = 0.0
+    alarm: str | None = None
 
     def add_rejections(self, letters: list[DeadLetter]) -> None:
         """Count ``letters`` by reason."""
@@ -234,14 +263,45 @@ class IngestSummary(msgspec.Struct, kw_only=True):
         return sum(self.dead_letters.values())
 
     def check_accounting(self) -> None:
-        """Raise if any record is unaccounted for (accepted + unchanged + dead letters)."""
-        if self.accepted + self.unchanged + self.rejected != self.received:
+        """Raise if any record is unaccounted for; set :attr:`alarm` if most were rejected."""
+        if self.accepted + self.unchanged + self.rejected + self.skipped_records != self.received:
             raise ContractError(
                 f"row accounting broken: accepted {self.accepted} + unchanged {self.unchanged}"
-                f" + dead letters {self.rejected} != received {self.received}",
+                f" + dead letters {self.rejected} + skipped {self.skipped_records}"
+                f" != received {self.received}",
                 reason="accounting",
                 where=self.source,
             )
+        judged = self.received - self.skipped_records
+        if judged and self.rejected > DEAD_LETTER_ALARM_SHARE * judged:
+            top = max(self.dead_letters.items(), key=lambda item: item[1])[0]
+            self.alarm = (
+                f"{self.rejected:,} of {judged:,} records ({self.rejected / judged:.0%}) went to"
+                f" the dead letters, most as {top!r}: check the feed's clock (--clock) and the"
+                " [ingest] settings, then `dockline deadletters --replay`"
+            )
+
+    def to_dict(self) -> dict[str, object]:
+        """The summary as plain JSON-ready values (what ``ingest --json`` prints)."""
+        return {
+            "source": self.source,
+            "received": self.received,
+            "accepted": self.accepted,
+            "unchanged": self.unchanged,
+            "dead_letters": dict(sorted(self.dead_letters.items())),
+            "documents": self.documents,
+            "skipped_documents": self.skipped_documents,
+            "skipped_records": self.skipped_records,
+            "confirmations": self.confirmations,
+            "stations": self.stations,
+            "seconds": round(self.seconds, 3),
+            "records_per_second": round(self.received / self.seconds) if self.seconds else None,
+            "alarm": self.alarm,
+        }
+
+
+DEAD_LETTER_ALARM_SHARE = 0.5
+"""An ingest run that dead-letters more than this share of what it judged raises the alarm."""
 
 
 class TrainingMetadata(Contract):

@@ -98,6 +98,19 @@ class EventLog(Protocol):
         """
         ...
 
+    def append_many(
+        self,
+        appends: Sequence[tuple[str, pa.Table]],
+        *,
+        key: str,
+        state: ProducerState | Sequence[ProducerState] | None = None,
+    ) -> list[AppendResult]:
+        """Append to several topics in one transaction with ``state`` (one result per topic).
+
+        E.g. a feed poll's accepted records and its confirmations: both or neither.
+        """
+        ...
+
     def read(self, topic: str, partition: int, offset: int, max_records: int) -> pa.Table:
         """Up to ``max_records`` records from ``offset`` on, with an ``_offset`` column."""
         ...

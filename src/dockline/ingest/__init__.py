@@ -7,10 +7,18 @@ plus a ``DeadLetter`` for every rejected record; storage is the wiring layer's j
 from dockline.ingest.archive import (
     DIVVY_MAPPING,
     ArchiveDocument,
+    file_digest,
     iter_json_archive,
     iter_table_archive,
 )
-from dockline.ingest.client import Discovery, FeedHTTPError, Fetched, GbfsClient, parse_discovery
+from dockline.ingest.client import (
+    SIMULATED_CLOCK_FIELD,
+    Discovery,
+    FeedHTTPError,
+    Fetched,
+    GbfsClient,
+    parse_discovery,
+)
 from dockline.ingest.information import normalize_information_table
 from dockline.ingest.normalize import (
     Batch,
@@ -21,6 +29,7 @@ from dockline.ingest.normalize import (
 
 __all__ = [
     "DIVVY_MAPPING",
+    "SIMULATED_CLOCK_FIELD",
     "ArchiveDocument",
     "Batch",
     "Discovery",
@@ -28,6 +37,7 @@ __all__ = [
     "Fetched",
     "GbfsClient",
     "StationStatusNormalizer",
+    "file_digest",
     "iter_json_archive",
     "iter_table_archive",
     "map_columns",

@@ -47,9 +47,10 @@ PRIORITY = {
     R.NEGATIVE_COUNT: 3,
     R.BAD_VALUE: 4,
     R.DUPLICATE: 5,
-    R.FUTURE: 6,
-    R.STALE: 7,
-    R.LATE: 8,
+    R.CONFLICT: 6,
+    R.FUTURE: 7,
+    R.STALE: 8,
+    R.LATE: 9,
 }
 """The validation order: a record gets the first reason (lowest number) that applies."""
 _US = 1_000_000

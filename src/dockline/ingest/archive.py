@@ -7,6 +7,7 @@ record batches (bounded memory), never loaded whole.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,6 +27,7 @@ from dockline.ingest.normalize import map_columns
 __all__ = [
     "DIVVY_MAPPING",
     "ArchiveDocument",
+    "file_digest",
     "iter_json_archive",
     "iter_table_archive",
 ]
@@ -38,7 +40,10 @@ _TIME_COLUMNS = ("event_ts", "ingested_at")
 
 @dataclass(frozen=True)
 class ArchiveDocument:
-    """One archived GBFS document; ``ingested_at = last_updated + publication_delay``."""
+    """One archived GBFS document; ``ingested_at = last_updated + publication_delay``.
+
+    ``digest`` (BLAKE2b of the bytes) identifies the document whatever its path.
+    """
 
     kind: Literal["station_information", "station_status"]
     path: Path
@@ -46,6 +51,7 @@ class ArchiveDocument:
     payload: bytes
     last_updated: datetime | None
     ingested_at: datetime
+    digest: str = ""
 
 
 class _Head(msgspec.Struct):
@@ -55,9 +61,15 @@ class _Head(msgspec.Struct):
 def _last_updated(payload: bytes) -> datetime | None:
     try:
         head = msgspec.json.decode(payload, type=_Head)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        # RecursionError: a hostile, deeply nested document; the normalizer dead-letters it
         return None
     return parse_timestamp_or_none(head.last_updated)
+
+
+def file_digest(data: bytes) -> str:
+    """The content identity of an archive file: BLAKE2b-128 of its bytes."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def iter_json_archive(
@@ -69,12 +81,15 @@ def iter_json_archive(
     documents by ``last_updated`` then file name. Documents whose ``last_updated`` cannot be read
     come last in their group, with the group's latest ``ingested_at`` (the normalizer
     dead-letters them as ``malformed``).
+
+    Streamed: a first pass reads each file once for its ``last_updated`` and keeps only that;
+    the second reads each file again as it is yielded, so memory holds one document at a time.
     """
     root = Path(path)
     if not root.exists():
         raise SourceError("archive does not exist", reason="not_found", where=str(root))
     files = [root] if root.is_file() else sorted(p for p in root.rglob("*.json") if p.is_file())
-    groups: dict[str, list[tuple[Path, bytes, datetime | None]]] = {
+    groups: dict[str, list[tuple[Path, datetime | None]]] = {
         "station_information": [],
         "station_status": [],
     }
@@ -82,22 +97,22 @@ def iter_json_archive(
         kind = next((k for k in groups if file.name.startswith(k)), None)
         if kind is None:
             continue
-        payload = file.read_bytes()
-        groups[kind].append((file, payload, _last_updated(payload)))
+        groups[kind].append((file, _last_updated(_read(file))))
     base = root if root.is_dir() else root.parent
     latest = EPOCH
     for kind in ("station_information", "station_status"):
         docs = groups[kind]
         far_future = datetime.max.replace(tzinfo=EPOCH.tzinfo)
-        docs.sort(key=lambda d: (d[2] or far_future, d[0].relative_to(base).as_posix()))
+        docs.sort(key=lambda d: (d[1] or far_future, d[0].relative_to(base).as_posix()))
         group_latest: datetime | None = None
-        for file, payload, last_updated in docs:
+        for file, last_updated in docs:
             if last_updated is not None:
                 ingested_at = last_updated + publication_delay
                 group_latest = ingested_at
                 latest = max(latest, ingested_at)
             else:
                 ingested_at = group_latest or latest
+            payload = _read(file)
             yield ArchiveDocument(
                 kind="station_information" if kind == "station_information" else "station_status",
                 path=file,
@@ -105,7 +120,15 @@ def iter_json_archive(
                 payload=payload,
                 last_updated=last_updated,
                 ingested_at=ingested_at,
+                digest=file_digest(payload),
             )
+
+
+def _read(file: Path) -> bytes:
+    try:
+        return file.read_bytes()
+    except OSError as exc:
+        raise SourceError(f"cannot read archive file: {exc}", where=str(file)) from exc
 
 
 def iter_table_archive(

@@ -30,6 +30,8 @@ from dockline.ingest._time import parse_timestamp_or_none
 __all__ = [
     "CLOCK_HEADER",
     "DEFAULT_USER_AGENT",
+    "SIMULATED_CLOCK_FIELD",
+    "ClockSource",
     "Discovery",
     "FeedHTTPError",
     "Fetched",
@@ -39,6 +41,10 @@ __all__ = [
 
 DEFAULT_USER_AGENT = "dockline-ingest/0.1 (+https://github.com/dockline)"
 CLOCK_HEADER = "X-Dockline-Clock"
+SIMULATED_CLOCK_FIELD = "dockline_simulated_clock"
+"""Top-level ``gbfs.json`` field by which a feed announces that its clock is simulated."""
+
+ClockSource = Literal["local", "feed", "auto"]
 
 
 class FeedHTTPError(SourceError):
@@ -64,6 +70,7 @@ class Discovery:
     version: str | None
     language: str | None = None
     direct: bool = False  # the URL pointed at a feed itself, not at gbfs.json
+    simulated_clock: bool = False  # gbfs.json says its times are a simulator's, not the wall's
 
 
 @dataclass(frozen=True)
@@ -94,7 +101,8 @@ _HEAD_DECODER = msgspec.json.Decoder(_Head)
 def _head(payload: bytes) -> _Head:
     try:
         return _HEAD_DECODER.decode(payload)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        # RecursionError: a hostile, deeply nested document; the normalizer dead-letters it
         return _Head()
 
 
@@ -116,7 +124,9 @@ class GbfsClient:
 
     ``clock_source="feed"`` takes ``ingested_at`` from the response header ``X-Dockline-Clock``
     (our simulator's clock) or else the HTTP ``Date`` header, so a simulated city running faster
-    than real time keeps consistent times; ``"local"`` uses ``clock.now()``.
+    than real time keeps consistent times; ``"local"`` uses ``clock.now()``; ``"auto"`` follows
+    the feed's clock when the feed says it is simulated (``gbfs.json`` has
+    ``"dockline_simulated_clock": true``, or responses carry ``X-Dockline-Clock``), else local.
     """
 
     def __init__(
@@ -126,7 +136,7 @@ class GbfsClient:
         clock: Clock,
         transport: httpx.BaseTransport | None = None,
         timeout: float = 10.0,
-        clock_source: Literal["local", "feed"] = "local",
+        clock_source: ClockSource = "local",
         user_agent: str = DEFAULT_USER_AGENT,
         min_interval: float = 0.05,
         backoff_base: float = 1.0,
@@ -155,6 +165,7 @@ class GbfsClient:
             follow_redirects=True,
         )
         self._discovery: Discovery | None = None
+        self._simulated = False  # "auto": a response carried the simulator's clock header
         self._validators: dict[str, _Validators] = {}
 
     def close(self) -> None:
@@ -188,8 +199,19 @@ class GbfsClient:
             )
         return response
 
+    @property
+    def follows_feed_clock(self) -> bool:
+        """Whether ``ingested_at`` comes from the feed's clock (see ``clock_source``)."""
+        if self.clock_source == "auto":
+            return self._simulated or (
+                self._discovery is not None and self._discovery.simulated_clock
+            )
+        return self.clock_source == "feed"
+
     def _ingested_at(self, response: httpx.Response) -> datetime:
-        if self.clock_source == "feed":
+        if self.clock_source == "auto" and response.headers.get(CLOCK_HEADER):
+            self._simulated = True
+        if self.follows_feed_clock:
             header = response.headers.get(CLOCK_HEADER)
             if header:
                 parsed = parse_timestamp_or_none(header)
@@ -320,7 +342,7 @@ class GbfsClient:
             # 304 (the publication is late) or no ttl: look again soon, but not in a busy loop
             return max(self.min_interval, min(1.0, float(last_ttl if last_ttl is not None else 1)))
         ttl = float(fetched.ttl)
-        if fetched.last_updated is None or self.clock_source == "feed":
+        if fetched.last_updated is None or self.follows_feed_clock:
             # a feed clock may run faster than real time (the simulator): its times cannot be
             # compared with the real seconds we sleep, so count the ttl from the response
             return max(self.min_interval, ttl)
@@ -386,6 +408,7 @@ def parse_discovery(doc: Any, url: str) -> Discovery:
         raise SourceError("not a GBFS document: no data object", reason="malformed", where=url)
     data = doc["data"]
     version = None if doc.get("version") is None else str(doc["version"])
+    simulated = doc.get(SIMULATED_CLOCK_FIELD) is True
     stations = data.get("stations")
     if isinstance(stations, list):
         first = next((s for s in stations if isinstance(s, dict)), {})
@@ -417,4 +440,6 @@ def parse_discovery(doc: Any, url: str) -> Discovery:
             if isinstance(feed_url, str):
                 # the spec wants absolute URLs; relative ones resolve against gbfs.json
                 feeds[item["name"]] = str(httpx.URL(url).join(feed_url))
-    return Discovery(url=url, feeds=feeds, version=version, language=language)
+    return Discovery(
+        url=url, feeds=feeds, version=version, language=language, simulated_clock=simulated
+    )

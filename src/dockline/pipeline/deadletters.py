@@ -5,6 +5,13 @@ source's producer (so its state — watermarks, duplicates — is respected and 
 atomically). Letters that now pass are appended to the log and marked replayed; letters that
 fail again stay pending with their original reason. Run it while that source's ingester is
 stopped: two producers of one source would race on its state.
+
+A replayed record is judged as of when it was first received (its letter's ``ingested_at``:
+``stale``/``future`` compare with that), but it is appended with the replay's ``ingested_at``:
+dockline learns it now, so a training set built for an earlier ``as_of`` does not change.
+A letter whose raw payload is not a JSON object (a document that was not JSON, or nested
+beyond the parser's limit) cannot be replayed; it is counted as ``not_replayable`` and stays
+pending.
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from dockline.core.contracts import TOPIC_STATION_STATUS, DeadLetter
+from dockline.core.contracts import TOPIC_STATION_STATUS, TS_TYPE, DeadLetter
+from dockline.core.time import to_micros
 from dockline.pipeline.ingest import IngestRun
 from dockline.pipeline.platform import Platform
 
@@ -74,21 +82,41 @@ def replay_dead_letters(platform: Platform, *, reason: str | None = None) -> dic
                 by_source[letter.source].append(letter)
     finally:
         store.close()
-    result = {"replayed": 0, "accepted": 0, "still_rejected": 0}
+    result = {"replayed": 0, "accepted": 0, "still_rejected": 0, "not_replayable": 0}
     for source, letters in sorted(by_source.items()):
-        accepted_ids = _replay_source(platform, source, letters)
-        result["replayed"] += len(letters)
+        accepted_ids, unreadable = _replay_source(platform, source, letters)
+        result["replayed"] += len(letters) - unreadable
         result["accepted"] += len(accepted_ids)
-        result["still_rejected"] += len(letters) - len(accepted_ids)
+        result["still_rejected"] += len(letters) - unreadable - len(accepted_ids)
+        result["not_replayable"] += unreadable
     return result
 
 
-def _replay_source(platform: Platform, source: str, letters: list[DeadLetter]) -> list[str]:
+def _decode(raw: bytes) -> dict[str, Any] | None:
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _restamp(records: pa.Table, micros: int) -> pa.Table:
+    """The records with ``ingested_at`` set to the replay's time."""
+    column = pa.array([micros] * records.num_rows, pa.int64()).cast(TS_TYPE)
+    return records.set_column(records.schema.get_field_index("ingested_at"), "ingested_at", column)
+
+
+def _replay_source(
+    platform: Platform, source: str, letters: list[DeadLetter]
+) -> tuple[list[str], int]:
+    """Replay one source's letters: the ids accepted, and how many could not be read."""
     run = IngestRun(platform, source, platform.open_log(), platform.open_deadletters())
+    now = platform.clock.now()
+    replayed_at = to_micros(now)
     try:
         accepted: list[str] = []
-        records = [(letter, orjson.loads(letter.raw)) for letter in letters]
-        decodable = [(letter, raw) for letter, raw in records if isinstance(raw, dict)]
+        records = [(letter, _decode(letter.raw)) for letter in letters]
+        decodable = [(letter, raw) for letter, raw in records if raw is not None]
         tabular = [(letter, raw) for letter, raw in decodable if _is_tabular(raw)]
         feed = [(letter, raw) for letter, raw in decodable if not _is_tabular(raw)]
         # Letters are replayed one at a time so each keeps its own ingested_at and the result maps
@@ -100,15 +128,17 @@ def _replay_source(platform: Platform, source: str, letters: list[DeadLetter]) -
                 payload, ingested_at=letter.ingested_at, batch_id=f"replay:{letter.id}"
             )
             if batch.accepted.num_rows:
-                run.append_replayed(batch.accepted)
+                run.append_replayed(_restamp(batch.accepted, replayed_at))
                 accepted.append(letter.id)
         for letter, raw in tabular:
-            table = pa.Table.from_pylist([raw])
+            # judged as of its first reception, like a feed record above
+            row = {**raw, "ingested_at": letter.ingested_at}
+            table = pa.Table.from_pylist([row])
             batch = run.normalizer.normalize_table(table, batch_id=f"replay:{letter.id}")
             if batch.accepted.num_rows:
-                run.append_replayed(batch.accepted)
+                run.append_replayed(_restamp(batch.accepted, replayed_at))
                 accepted.append(letter.id)
-        run.deadletters.mark_replayed(accepted, platform.clock.now())
-        return accepted
+        run.deadletters.mark_replayed(accepted, now)
+        return accepted, len(letters) - len(decodable)
     finally:
         run.close()

@@ -7,6 +7,7 @@ opens the configured online store and hands them to the features stage.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import tempfile
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import duckdb
 
-from dockline.core.config import DataDir, OnlineConfig
+from dockline.core.config import DataDir, OnlineConfig, record_project
 from dockline.core.contracts import DatasetMetadata, TrainingMetadata
 from dockline.core.errors import ConfigError, ContractError
 from dockline.core.ports import OnlineStore
@@ -38,7 +39,9 @@ from dockline.pipeline.platform import Platform
 from dockline.store.online.sqlite import SqliteOnlineStore
 
 __all__ = [
+    "EXAMPLE_PROJECT",
     "ONLINE_FACTORIES",
+    "PROJECT_ENV",
     "build_dataset",
     "build_dataset_published",
     "check_consistency",
@@ -49,10 +52,25 @@ __all__ = [
     "offline_executor",
     "offline_sources",
     "open_online_store",
+    "project_path",
 ]
 
-EXAMPLE_PROJECT = Path(__file__).resolve().parents[1] / "examples" / "bikeshare"
-"""The bike-share project shipped inside the package (``dockline init`` copies it)."""
+PROJECT_ENV = "DOCKLINE_PROJECT"
+"""Overrides ``features.project`` (``dockline serve --project`` hands it to its workers)."""
+
+
+def _example_project() -> Path:
+    # A wheel ships the project inside the package (pyproject's force-include); an editable
+    # install (what `make` makes) runs from the checkout, where it sits in examples/.
+    here = Path(__file__).resolve()
+    packaged = here.parents[1] / "examples" / "bikeshare"
+    if packaged.is_dir():
+        return packaged
+    return here.parents[3] / "examples" / "bikeshare"
+
+
+EXAMPLE_PROJECT = _example_project()
+"""The bike-share project shipped with dockline (``dockline init`` copies it)."""
 
 
 def _sqlite_online(data: DataDir, config: OnlineConfig) -> OnlineStore:
@@ -77,13 +95,39 @@ def open_online_store(platform: Platform) -> OnlineStore:
     return ONLINE_FACTORIES[platform.config.online.kind](platform.data, platform.config.online)
 
 
+def project_path(platform: Platform, project: str | Path | None = None) -> tuple[Path, str]:
+    """The project to use and where the choice came from: flag, env, file or default.
+
+    A ``--project`` flag wins, then ``$DOCKLINE_PROJECT``, then ``features.project`` in the data
+    dir's ``dockline.toml`` (relative to the data dir), then the bike-share example. The first
+    flag given to a data dir without a recorded project is recorded there, so the data dir knows
+    its project from any working directory.
+    """
+    if project is not None:
+        path, origin = Path(project), "flag"
+    elif os.environ.get(PROJECT_ENV):
+        path, origin = Path(os.environ[PROJECT_ENV]), "env"
+    elif platform.config.features.project:
+        path, origin = Path(platform.config.features.project), "file"
+        if not path.is_absolute():
+            path = platform.data.root / path
+    else:
+        return EXAMPLE_PROJECT, "default"
+    if not path.exists():
+        where = {"flag": "--project", "env": PROJECT_ENV, "file": "features.project"}[origin]
+        raise ConfigError(f"project not found (from {where}; pass --project PATH)", where=str(path))
+    if origin == "flag":
+        # A project inside the data dir is recorded relative to it, so the two move together.
+        resolved, root = path.resolve(), platform.data.root.resolve()
+        record_project(
+            platform.data.config_file,
+            resolved.relative_to(root) if resolved.is_relative_to(root) else resolved,
+        )
+    return path, origin
+
+
 def _project_path(platform: Platform, project: str | Path | None) -> Path:
-    path = Path(project or platform.config.features.project)
-    if path.exists():
-        return path
-    if project is None and EXAMPLE_PROJECT.exists():
-        return EXAMPLE_PROJECT  # the default project, when run outside the repository
-    raise ConfigError("project not found (pass --project PATH)", where=str(path))
+    return project_path(platform, project)[0]
 
 
 def load_plan(platform: Platform, project: str | Path | None = None) -> Plan:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from dockline.core.config import DataDir, DocklineConfig, LogConfig, resolve_data_dir
+from dockline.core.errors import ConfigError
 from dockline.core.ports import DeadLetterStore, EventLog
 from dockline.core.time import Clock, ScaledClock, SystemClock, ensure_utc
 from dockline.store.deadletters import SqliteDeadLetterStore
@@ -71,10 +72,36 @@ class Platform:
     clock: Clock = field(default_factory=SystemClock)
 
     @classmethod
-    def open(cls, data_dir: str | Path | None = None, *, clock: Clock | None = None) -> Platform:
-        """The platform for ``data_dir`` (see :func:`resolve_data_dir`), creating the directory."""
+    def open(
+        cls,
+        data_dir: str | Path | None = None,
+        *,
+        clock: Clock | None = None,
+        existing: bool = False,
+    ) -> Platform:
+        """The platform for ``data_dir`` (see :func:`resolve_data_dir`), creating the directory.
+
+        With ``existing`` (commands that read state) the directory must exist and hold dockline
+        state: a typo'd path is refused instead of silently becoming a new, empty data dir.
+        """
         data = DataDir(resolve_data_dir(data_dir))
-        data.root.mkdir(parents=True, exist_ok=True)
+        if existing:
+            if not data.root.is_dir():
+                raise ConfigError(
+                    "no such data dir; pass --data-dir DIR (or set DOCKLINE_DATA_DIR) to one"
+                    " that `dockline ingest` or `dockline demo` has filled",
+                    reason="no_data_dir",
+                    where=str(data.root),
+                )
+            if not data.has_state():
+                raise ConfigError(
+                    "not a dockline data dir (it holds no dockline state); run `dockline ingest`"
+                    " first (or `dockline demo`) with --data-dir pointing here",
+                    reason="no_data_dir",
+                    where=str(data.root),
+                )
+        else:
+            data.root.mkdir(parents=True, exist_ok=True)
         config = data.config()
         return cls(data=data, config=config, clock=clock or configured_clock(data, config))
 

@@ -22,6 +22,7 @@ from dockline.core.errors import DocklineError
 from dockline.core.time import to_micros
 from dockline.features.offline import OfflineExecutor
 from dockline.features.served import ServedVectors
+from dockline.pipeline.decide_api import add_decide_route
 from dockline.pipeline.features import load_plan, offline_sources, open_online_store
 from dockline.pipeline.platform import Platform
 from dockline.pipeline.serve_monitoring import ServingMonitor
@@ -87,6 +88,7 @@ def create_serving_app(platform: Platform) -> FastAPI:
         monitoring=monitor.providers(),
         collectors=[monitor.collector()],
     )
+    add_decide_route(app, platform.config.decide)  # POST /v1/decide (P7)
     # -- lineage: a serving deployment run (never fails the start) --
     from dockline.pipeline.lineage import record_serving
 
@@ -109,8 +111,13 @@ def create_app_from_data_dir() -> FastAPI:
     return create_serving_app(Platform.open(os.environ.get(DATA_DIR_ENV)))
 
 
-def run_server(platform: Platform, host: str, port: int, workers: int = 1) -> None:
-    """Serve ``platform`` on ``host:port``; ``workers > 1`` runs separate processes."""
+def run_server(
+    platform: Platform, host: str, port: int, workers: int = 1, *, access_log: bool = False
+) -> None:
+    """Serve ``platform`` on ``host:port``; ``workers > 1`` runs separate processes.
+
+    ``access_log`` logs every request (uvicorn's access log, at INFO) on stderr.
+    """
     import uvicorn
 
     os.environ[DATA_DIR_ENV] = str(Path(platform.data.root).resolve())
@@ -121,8 +128,8 @@ def run_server(platform: Platform, host: str, port: int, workers: int = 1) -> No
         host=host,
         port=port,
         workers=workers,
-        log_level="warning",
-        access_log=False,
+        log_level="info" if access_log else "warning",
+        access_log=access_log,
         # The guarded protocol class and keep-alive timeout; workers import the class by name
         # and the app factory sets its limits (configure_protocol).
         **uvicorn_options(platform.config.serve, GuardedHttpProtocol),

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
@@ -86,6 +86,10 @@ class CityConfig:
     maintenance_per_station_day: float = 0.02
     system_id: str = "dockline_sim"
     system_name: str = "dockline simulated city"
+    common_random_numbers: bool = False
+    """Draw the randomness of every attempted trip, taken or failed, so the random stream does
+    not depend on the bikes: runs that differ only in truck moves then see the same riders
+    (policy evaluation). Off, a seed keeps the trajectory it always had."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.stations <= 100_000:
@@ -310,6 +314,10 @@ class City:
         self.weather = Weather(temp_c=15.0, precip_mm=0.0)
         self._lam = np.zeros(n)
         self.last_failed = np.zeros(n, dtype=np.int64)  # failed rentals per station, last step
+        self.last_demand = np.zeros(n, dtype=np.int64)  # rentals attempted per station, last step
+        self._no_arrivals = np.zeros(n, dtype=np.int64)
+        self.last_arrivals = self._no_arrivals  # returns attempted per station, last step
+        self._step_hooks: list[Callable[[int], None]] = []
         self._dest_cum_now = _DEST_CUM[0]
         self._refresh_hour()
         self._record_history()
@@ -379,11 +387,15 @@ class City:
         """Advance one step: arrivals dock, trucks deliver, trips start, metrics count."""
         if self._now_us >= self._next_refresh_us:
             self._refresh_hour()
+        for hook in self._step_hooks:
+            hook(self.step_index)
         slot = self.step_index & (_RING - 1)
         arriving = self._ring[slot]
+        self.last_arrivals = self._no_arrivals
         if arriving.any():
             arrivals = arriving.copy()
             arriving[:] = 0
+            self.last_arrivals = arrivals
             self.metrics.trips_ended += int(arrivals.sum())
             self._dock(arrivals)
         if self._trucks and self._trucks[0][0] <= self.step_index:
@@ -395,11 +407,22 @@ class City:
         demand = self._rng.poisson(self._lam)
         taken = np.minimum(demand, self.bikes * self.is_renting)
         started = int(taken.sum())
+        wanted = int(demand.sum())
+        self.last_demand = demand
         self.last_failed = demand - taken
-        self.metrics.failed_rentals += int(demand.sum()) - started
-        if started:
+        self.metrics.failed_rentals += wanted - started
+        if self.config.common_random_numbers and wanted:
+            # Every attempted trip's randomness, used or not: the stream ignores the bikes.
+            u = self._rng.random((3, wanted))
+            if started:
+                self.bikes -= taken
+                if started < wanted:
+                    first = np.repeat(np.cumsum(demand) - demand, demand)
+                    u = u[:, (np.arange(wanted) - first) < np.repeat(taken, demand)]
+                self._start_trips(taken, started, u)
+        elif started:
             self.bikes -= taken
-            self._start_trips(taken, started)
+            self._start_trips(taken, started, self._rng.random((3, started)))
         self.step_index += 1
         self._now_us += self._step_us
         bikes = self.bikes
@@ -445,6 +468,55 @@ class City:
             heapq.heappush(self._trucks, (due, self._truck_seq, dst, take))
             self._truck_load += take
         return picked
+
+    # -- hooks for trucks (sim.fleet) and forecasts --------------------------------------------
+
+    def add_step_hook(self, hook: Callable[[int], None]) -> None:
+        """Call ``hook(step_index)`` at the start of every step (trucks load and unload there)."""
+        self._step_hooks.append(hook)
+
+    def load_truck(self, station: int, want: int) -> int:
+        """Take up to ``want`` bikes from ``station`` onto a truck; returns the bikes taken."""
+        take = int(max(0, min(want, self.bikes[station])))
+        self.bikes[station] -= take
+        self._truck_load += take
+        if take:
+            self.metrics.moves += 1
+            self.metrics.bikes_moved += take
+        return take
+
+    def unload_truck(self, station: int, bikes: int) -> None:
+        """Unload ``bikes`` from a truck at ``station`` (the overflow goes to the nearest docks)."""
+        self._truck_load -= bikes
+        self._unload(station, bikes)
+
+    def expected_flows(
+        self, minutes: float, *, weather: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Expected (departures, arrivals) per station over the next ``minutes`` at the demand
+        rates of the hours they fall in, the current weather held (``weather=False``: fair
+        weather): the simulator's own forecast, without its random numbers or trips in flight."""
+        dep = np.zeros(self.n)
+        arr = np.zeros(self.n)
+        factor = weather_factor(self.weather.temp_c, self.weather.precip_mm) if weather else 1.0
+        per_min = self.config.trips_per_station_hour / 60.0 * factor * self._popularity
+        zone_pop = np.bincount(self.zone, weights=self._popularity, minlength=3)
+        share = self._popularity / np.maximum(zone_pop[self.zone], 1e-12)
+        t = self.time
+        left = float(minutes)
+        while left > 0:
+            local = t.astimezone(self._tz)
+            span = min(left, 60.0 - local.minute - local.second / 60.0)
+            how = local.weekday() * 24 + local.hour
+            d = per_min * _ORIGIN[how][self.zone] * span
+            probs = np.diff(_DEST_CUM[how], axis=1, prepend=0.0) * self._zone_present
+            probs /= probs.sum(axis=1, keepdims=True)
+            to_zone = np.bincount(self.zone, weights=d, minlength=3) @ probs
+            dep += d
+            arr += to_zone[self.zone] * share
+            left -= span
+            t += timedelta(minutes=span)
+        return dep, arr
 
     def status(self) -> StationStatus:
         """A copy of every station's published status at the current time."""
@@ -524,9 +596,8 @@ class City:
             self.docks_disabled[change & (self.docks_disabled > 0)] = 0
             self.docks_disabled[breaks] = 1
 
-    def _start_trips(self, taken: np.ndarray, m: int) -> None:
+    def _start_trips(self, taken: np.ndarray, m: int, u: np.ndarray) -> None:
         origins = np.repeat(self._arange, taken)
-        u = self._rng.random((3, m))
         oz = self.zone[origins]
         cum = self._dest_cum_now[oz]
         dz = (u[0][:, None] >= cum[:, :2]).sum(axis=1)

@@ -23,12 +23,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
 
+import msgspec
 import orjson
 
 from dockline.core.errors import ConfigError, SourceError
 from dockline.core.time import UTC, Clock, ScaledClock, ensure_utc
 from dockline.sim.city import City, CityConfig, StationStatus
 from dockline.sim.faults import FaultCounts, FaultInjector, FaultPlan
+from dockline.sim.fleet import Fleet
 from dockline.sim.gbfs import (
     FEEDS,
     GbfsVersion,
@@ -40,10 +42,13 @@ from dockline.sim.gbfs import (
     render_vehicle_types,
 )
 
-__all__ = ["CLOCK_HEADER", "SimServer", "format_clock"]
+__all__ = ["CLOCK_HEADER", "SIMULATED_CLOCK_FIELD", "SimServer", "format_clock"]
 
 CLOCK_HEADER = "X-Dockline-Clock"
 """Response header with the simulator's current time (RFC 3339, microseconds, UTC)."""
+
+SIMULATED_CLOCK_FIELD = "dockline_simulated_clock"
+"""Top-level field of our ``gbfs.json``: this feed's clock is simulated (see CLOCK_HEADER)."""
 
 _STATIC_TTL = timedelta(hours=1)  # static feeds are re-fetched once a simulated hour
 _PREFIX: dict[str, GbfsVersion] = {"v2": "2.3", "v3": "3.0"}
@@ -77,7 +82,8 @@ class SimServer:
     ``speed`` is simulated seconds per real second; it sets the default clock
     (``ScaledClock(city.time, speed)``) and converts ``ttl`` to real seconds. Tests pass a
     ``FixedClock`` and advance it. Paths: ``/gbfs.json`` and ``/v2/<feed>.json`` (v2.3),
-    ``/v3/gbfs.json`` and ``/v3/<feed>.json`` (v3.0), ``/_sim/stats``.
+    ``/v3/gbfs.json`` and ``/v3/<feed>.json`` (v3.0), ``/_sim/stats``; the truck API
+    ``POST /v1/actions`` and ``GET /v1/trucks`` (:mod:`dockline.sim.fleet`).
     """
 
     def __init__(
@@ -87,6 +93,7 @@ class SimServer:
         port: int = 0,
         speed: float = 60.0,
         clock: Clock | None = None,
+        fleet: Fleet | None = None,
     ) -> None:
         if speed <= 0:
             raise ConfigError(f"speed must be > 0; got {speed}")
@@ -94,6 +101,7 @@ class SimServer:
         self.host = host
         self.speed = speed
         self.clock: Clock = clock if clock is not None else ScaledClock(city.time, speed)
+        self.fleet = fleet if fleet is not None else Fleet(city)
         self.injector = FaultInjector(city.config.faults, seed=city.config.seed, n_stations=city.n)
         self._port = port
         self._lock = threading.Lock()
@@ -183,6 +191,11 @@ class SimServer:
             with self._lock:
                 self.city.run_until(now)
             return _Response(200, orjson.dumps(self.stats()), clock_header)
+        if route == "/v1/trucks":
+            with self._lock:
+                self.city.run_until(now)
+                body = orjson.dumps({"trucks": msgspec.to_builtins(self.fleet.snapshot())})
+            return _Response(200, body, clock_header)
         parsed = _parse_route(route)
         if parsed is None:
             body = orjson.dumps({"reason": "not_found", "detail": f"no such feed: {route}"})
@@ -217,6 +230,18 @@ class SimServer:
                 body = self._static_body(version, feed)
         return _Response(200, body, _cache_headers(etag, last_modified, clock_header))
 
+    def handle_post(self, path: str, body: bytes) -> _Response:
+        """Answer ``POST path``: the truck API (``/v1/actions``) moves trucks at ``clock.now()``."""
+        now = ensure_utc(self.clock.now())
+        clock_header = {CLOCK_HEADER: format_clock(now)}
+        if path.split("?", 1)[0] != "/v1/actions":
+            body = orjson.dumps({"reason": "not_found", "detail": f"no such route: {path}"})
+            return _Response(404, body, clock_header)
+        with self._lock:
+            self.city.run_until(now)
+            status, answer = self.fleet.handle_actions(body)
+        return _Response(status, orjson.dumps(answer), clock_header)
+
     def _publication(self) -> _Publication:
         city = self.city
         if self._pub is not None and self._pub.step_index == city.step_index:
@@ -249,6 +274,9 @@ class SimServer:
         if feed == "gbfs":
             base = f"{self.url}/{'v2' if version == '2.3' else 'v3'}"
             doc = render_gbfs(base, version, last_updated=start, ttl=ttl)
+            # announce that times here are the simulator's, not the wall clock's: a client
+            # stamps ingested_at with our X-Dockline-Clock instead of its own clock
+            doc[SIMULATED_CLOCK_FIELD] = True
         elif feed == "system_information":
             doc = render_system_information(config, version, last_updated=start, ttl=ttl)
         elif feed == "vehicle_types":
@@ -329,6 +357,32 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if response.body:
             self.wfile.write(response.body)
+
+    def do_POST(self) -> None:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        try:
+            if length < 0:
+                detail = "Content-Length must be a whole number >= 0"
+                response = _Response(
+                    400, orjson.dumps({"reason": "bad_request", "detail": detail}), {}
+                )
+            else:
+                body = self.rfile.read(length) if length else b""
+                response = self.sim.handle_post(self.path, body)
+        except Exception as exc:  # a bug must not kill the server thread; report it as 500
+            response = _Response(
+                500, orjson.dumps({"reason": "internal_error", "detail": str(exc)}), {}
+            )
+        self.send_response(response.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(response.body)))
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(response.body)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silence per-request logging (a poller makes many requests)."""

@@ -19,6 +19,7 @@ import fcntl
 import logging
 import os
 import shutil
+import sqlite3
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -32,7 +33,14 @@ from dockline.core.contracts import GateVerdict, ModelVersion, PromotionEvent
 from dockline.core.errors import ContractError, NotFoundError, StorageError, ValidationError
 from dockline.core.time import Clock, SystemClock, ensure_utc, from_micros
 
-__all__ = ["CHALLENGER", "CHAMPION", "MlflowRegistry", "mlflow_client", "quiet_mlflow"]
+__all__ = [
+    "CHALLENGER",
+    "CHAMPION",
+    "MlflowRegistry",
+    "mlflow_client",
+    "quiet_mlflow",
+    "relocate_artifacts",
+]
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -108,8 +116,13 @@ class MlflowRegistry:
 
     @classmethod
     def for_data_dir(cls, data: DataDir, clock: Clock | None = None) -> MlflowRegistry:
-        """The registry of a data directory: SQLite store, artifacts and history in ``mlruns/``."""
+        """The registry of a data directory: SQLite store, artifacts and history in ``mlruns/``.
+
+        MLflow stores absolute artifact locations; they are re-pointed at this data dir on open
+        (:func:`relocate_artifacts`), so a copied or moved data dir reads and writes its own.
+        """
         data.mlruns.mkdir(parents=True, exist_ok=True)
+        relocate_artifacts(data.mlflow_db, data.mlruns / "artifacts")
         return cls(
             f"sqlite:///{data.mlflow_db.resolve()}",
             data.mlruns / "artifacts",
@@ -436,6 +449,64 @@ class MlflowRegistry:
                 raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+# Every column in which MLflow's SQL store keeps an artifact location (absolute URIs).
+_LOCATION_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("model_versions", "source"),
+    ("model_versions", "storage_location"),
+    ("logged_models", "artifact_location"),
+)
+_ARTIFACTS_MARKER = "/mlruns/artifacts"
+
+
+def relocate_artifacts(db_path: Path, artifacts_root: Path) -> int:
+    """Re-point artifact locations under another ``…/mlruns/artifacts`` at ``artifacts_root``.
+
+    MLflow resolves every artifact location to an absolute ``file://`` URI when it stores it,
+    so a data dir copied elsewhere would keep reading — and training would keep writing — the
+    original's artifacts. This rewrites the prefix up to ``/mlruns/artifacts`` of locations that
+    point at another data dir; a no-op (one read) when the data dir has not moved. Returns the
+    number of rows changed.
+    """
+    if not db_path.exists():
+        return 0
+    here = artifacts_root.resolve().as_uri()
+    changed = 0
+    try:
+        with contextlib.closing(sqlite3.connect(db_path, timeout=30)) as con, con:
+            tables = {
+                row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+            for table, column in _LOCATION_COLUMNS:
+                if table not in tables:
+                    continue
+                if column not in {row[1] for row in con.execute(f"PRAGMA table_info({table})")}:
+                    continue
+                prefixes = set()
+                for (value,) in con.execute(
+                    f"SELECT DISTINCT {column} FROM {table} WHERE {column} LIKE 'file://%'"
+                ):
+                    end = str(value).find(_ARTIFACTS_MARKER + "/")
+                    if end < 0 and str(value).endswith(_ARTIFACTS_MARKER):
+                        end = len(str(value)) - len(_ARTIFACTS_MARKER)
+                    if end >= 0:
+                        prefix = str(value)[: end + len(_ARTIFACTS_MARKER)]
+                        if prefix != here:
+                            prefixes.add(prefix)
+                for prefix in prefixes:
+                    changed += con.execute(
+                        f"UPDATE {table} SET {column} = ? || substr({column}, ?)"
+                        f" WHERE substr({column}, 1, ?) = ?",
+                        (here, len(prefix) + 1, len(prefix), prefix),
+                    ).rowcount
+    except sqlite3.Error as exc:
+        raise StorageError(
+            f"cannot re-point MLflow's artifact locations: {exc}", where=str(db_path)
+        ) from exc
+    return changed
 
 
 def _alias_stack(events: list[PromotionEvent], alias: str) -> list[int | None]:

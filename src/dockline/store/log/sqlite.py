@@ -197,6 +197,49 @@ class SqliteEventLog:
         ``records`` must not already have an ``_offset`` column. An empty table stores no
         records but still commits ``state``.
         """
+        return self.append_many([(topic, records)], key=key, state=state)[0]
+
+    def append_many(
+        self,
+        appends: Sequence[tuple[str, pa.Table]],
+        *,
+        key: str,
+        state: ProducerState | Sequence[ProducerState] | None = None,
+    ) -> list[AppendResult]:
+        """Append to several topics in one transaction, with ``state``; see :meth:`append`."""
+        # Partition and compress before taking the write lock: the lock is held only for I/O.
+        prepared = [(topic, *self._prepare(topic, records, key)) for topic, records in appends]
+        results: list[AppendResult] = []
+        with self._db.write() as conn:
+            for topic, encoded, schema_blob in prepared:
+                ranges: dict[int, tuple[int, int]] = {}
+                for partition, size, blob in encoded:
+                    base = self._end_offset(conn, topic, partition)
+                    conn.execute(
+                        "INSERT INTO batches (topic, partition, base_offset, count, data)"
+                        " VALUES (?, ?, ?, ?, ?)",
+                        (topic, partition, base, size, memoryview(blob)),
+                    )
+                    ranges[partition] = (base, base + size - 1)
+                if encoded:
+                    conn.execute(
+                        "UPDATE topics SET last_schema = ? WHERE topic = ?",
+                        (memoryview(schema_blob), topic),
+                    )
+                results.append(AppendResult(ranges))
+            states = [state] if isinstance(state, ProducerState) else list(state or ())
+            if states:
+                conn.executemany(
+                    "INSERT INTO producer_states (producer, value) VALUES (?, ?)"
+                    " ON CONFLICT (producer) DO UPDATE SET value = excluded.value",
+                    [(s.producer, bytes(s.value)) for s in states],
+                )
+        return results
+
+    def _prepare(
+        self, topic: str, records: pa.Table, key: str
+    ) -> tuple[list[tuple[int, int, pa.Buffer]], pa.Buffer]:
+        """Check ``records``, create the topic if needed, partition and encode them."""
         if key not in records.column_names:
             raise ValidationError(
                 f"key must be a column of the records; got {key!r}", reason="missing_field"
@@ -215,8 +258,6 @@ class SqliteEventLog:
         except NotFoundError:
             with self._db.write() as conn:
                 count = self._ensure_topic(conn, topic, self.default_partitions)
-
-        # Partition and compress before taking the write lock: the lock is held only for I/O.
         encoded: list[tuple[int, int, pa.Buffer]] = []
         if records.num_rows:
             parts = stable_partition(records[key], count)
@@ -231,31 +272,7 @@ class SqliteEventLog:
                 if size:
                     encoded.append((partition, size, _encode(ordered.slice(start, size))))
                     start += size
-        schema_blob = records.schema.serialize()
-
-        ranges: dict[int, tuple[int, int]] = {}
-        with self._db.write() as conn:
-            for partition, size, blob in encoded:
-                base = self._end_offset(conn, topic, partition)
-                conn.execute(
-                    "INSERT INTO batches (topic, partition, base_offset, count, data)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (topic, partition, base, size, memoryview(blob)),
-                )
-                ranges[partition] = (base, base + size - 1)
-            if encoded:
-                conn.execute(
-                    "UPDATE topics SET last_schema = ? WHERE topic = ?",
-                    (memoryview(schema_blob), topic),
-                )
-            states = [state] if isinstance(state, ProducerState) else list(state or ())
-            if states:
-                conn.executemany(
-                    "INSERT INTO producer_states (producer, value) VALUES (?, ?)"
-                    " ON CONFLICT (producer) DO UPDATE SET value = excluded.value",
-                    [(s.producer, bytes(s.value)) for s in states],
-                )
-        return AppendResult(ranges)
+        return encoded, records.schema.serialize()
 
     @staticmethod
     def _end_offset(conn: sqlite3.Connection, topic: str, partition: int) -> int:

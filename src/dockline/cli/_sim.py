@@ -1,0 +1,123 @@
+"""``dockline sim``: the simulated city's feed and archives."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dockline.cli._common import JsonOpt, parse_cli_duration, parse_start, want_json
+from dockline.cli._output import console, err_console, print_json, progress_bar
+
+sim_app = typer.Typer(
+    help="""The simulated city: serve its GBFS feed or write an archive.
+
+    Examples:
+      dockline sim serve --stations 300 --speed 60 --port 8080 --faults all
+      dockline sim archive --stations 50 --days 2 --out ./city-archive
+    """,
+    no_args_is_help=True,
+)
+
+
+@sim_app.command("serve")
+def sim_serve(
+    stations: Annotated[int, typer.Option(help="Number of stations.")] = 300,
+    speed: Annotated[float, typer.Option(help="Simulated seconds per real second.")] = 60.0,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).")] = 8080,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    faults: Annotated[
+        str | None,
+        typer.Option(help="Faults to inject, e.g. 'all' or 'stale=0.01,duplicate=0.02'."),
+    ] = None,
+    start: Annotated[str | None, typer.Option(help="Simulated start time (ISO-8601, UTC).")] = None,
+    duration: Annotated[
+        str | None, typer.Option(help="Stop after this much real time, e.g. 10m.")
+    ] = None,
+    trucks: Annotated[
+        int, typer.Option(min=0, help="Rebalancing trucks behind POST /v1/actions.")
+    ] = 3,
+) -> None:
+    """Publish a simulated city as GBFS v2.3 (/gbfs.json) and v3.0 (/v3/gbfs.json), with a
+    truck API (POST /v1/actions, GET /v1/trucks) that `dockline decide run` drives.
+
+    Example: dockline sim serve --stations 300 --speed 60 --port 8080 --faults all
+    """
+    from dockline.sim import City, CityConfig, SimServer, parse_faults
+    from dockline.sim.fleet import Fleet
+
+    config_kwargs: dict[str, object] = {
+        "stations": stations,
+        "seed": seed,
+        "faults": parse_faults(faults),
+    }
+    begin = parse_start(start)
+    if begin is not None:
+        config_kwargs["start"] = begin
+    city = City(CityConfig(**config_kwargs))  # type: ignore[arg-type]
+    limit = None if duration is None else parse_cli_duration(duration, "--duration").total_seconds()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with SimServer(city, port=port, speed=speed, fleet=Fleet(city, trucks=trucks)) as server:
+        err_console.print(
+            f"serving {stations} stations at {speed:g}× — v2.3 {server.url}/gbfs.json,"
+            f" v3.0 {server.url}/v3/gbfs.json, stats {server.url}/_sim/stats (Ctrl-C stops)"
+        )
+        began = time.monotonic()
+        try:
+            while not stop.wait(0.2):
+                if limit is not None and time.monotonic() - began >= limit:
+                    break
+        except KeyboardInterrupt:
+            pass
+        stats = server.stats()
+    err_console.print(
+        f"served {stats['published_records']:,} station records in"
+        f" {stats['publications']:,} publications"
+    )
+
+
+@sim_app.command("archive")
+def sim_archive(
+    out: Annotated[Path, typer.Option(help="Output directory (Divvy archive layout).")],
+    stations: Annotated[int, typer.Option(help="Number of stations.")] = 300,
+    days: Annotated[float, typer.Option(help="Simulated days.")] = 7.0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    start: Annotated[str | None, typer.Option(help="Simulated start time (ISO-8601, UTC).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write a simulated archive: station_status/YYYY-MM.parquet + station_information.parquet.
+
+    Example: dockline sim archive --stations 300 --days 7 --seed 1 --out ./city-archive
+    """
+    from dockline.sim import CityConfig, write_archive
+
+    json_out = want_json(json_out)
+
+    config_kwargs: dict[str, object] = {"stations": stations, "seed": seed}
+    begin = parse_start(start)
+    if begin is not None:
+        config_kwargs["start"] = begin
+    config = CityConfig(**config_kwargs)  # type: ignore[arg-type]
+    with progress_bar(quiet=json_out) as progress:
+        task = progress.add_task("simulating", total=None, info="")
+
+        def update(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        summary = write_archive(config, days, out, progress=update)
+    result = {
+        "rows": summary.rows,
+        "stations": stations,
+        "days": days,
+        "out": str(out),
+        "files": [str(p) for p in summary.files],
+    }
+    if json_out:
+        print_json(result)
+    else:
+        console.print(f"wrote {summary.rows:,} station-minutes for {stations} stations to {out}")

@@ -1,0 +1,126 @@
+"""``POST /v1/decide`` on the serving app: one cycle's decision for the stations given.
+
+The serving app (``dockline.serve``) may not import ``dockline.decide``, so the route is added
+here, in the wiring, to an app :func:`dockline.serve.create_app` built: it scores the stations
+with the app's own predictor (the batch path: one online-store read and one ONNX run per chunk)
+and runs the policy on them.
+
+>>> app = create_serving_app(platform)            # doctest: +SKIP
+>>> add_decide_route(app, DecideConfig())         # doctest: +SKIP
+
+Request body: ``{"stations": [StationState…], "fleet": [Truck…], "constraints": {…}?,
+"health": {…}?, "policy": "predictive"?, "cycle_time": "…"?}``; the answer is the
+:class:`~dockline.core.decisions.Decision`'s JSON. Until P6 serves a verdict, ``health`` defaults
+to ``healthy`` with the served vectors' oldest age as the feature age.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from time import perf_counter
+from typing import Any, Literal
+
+import msgspec
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from dockline.core.config import DecideConfig
+from dockline.core.decisions import (
+    Constraints,
+    DecisionInput,
+    HealthInput,
+    StationPrediction,
+    StationState,
+    Truck,
+    encode,
+)
+from dockline.core.errors import DocklineError
+from dockline.core.time import ensure_utc, from_micros
+from dockline.decide import decide
+from dockline.pipeline.decide import constraints_from, params_from
+
+__all__ = ["DECIDE_PATH", "DecideRequest", "add_decide_route"]
+
+DECIDE_PATH = "/v1/decide"
+# The serving app's 503 reasons (serve._errors.REASON_STATUS): the service, not the request, failed.
+_UNAVAILABLE = frozenset(
+    {"stale_features", "no_model", "store_unavailable", "not_ready", "registry_unavailable"}
+)
+
+
+class DecideRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The body of ``POST /v1/decide``."""
+
+    stations: list[StationState]
+    fleet: list[Truck] = []
+    constraints: Constraints | None = None
+    health: HealthInput | None = None
+    policy: Literal["none", "reactive", "predictive"] | None = None
+    cycle_time: datetime | None = None
+
+
+def _error(status: int, reason: str, message: str, field: str | None = None) -> Response:
+    body = msgspec.json.encode({"reason": reason, "message": message, "field": field})
+    return Response(body, status_code=status, media_type="application/json")
+
+
+def add_decide_route(app: FastAPI, cfg: DecideConfig) -> None:
+    """Add ``POST /v1/decide`` to a serving app (it uses ``app.state.predictor``)."""
+    predictor: Any = app.state.predictor
+    params = params_from(cfg)
+
+    @app.post(DECIDE_PATH, summary="One cycle's rebalancing decision for the stations given")
+    async def decide_route(request: Request) -> Response:
+        t0 = perf_counter()
+        try:
+            req = msgspec.json.decode(await request.body(), type=DecideRequest)
+        except msgspec.ValidationError as exc:
+            return _error(422, "invalid_request", str(exc))
+        except msgspec.DecodeError as exc:
+            return _error(422, "invalid_json", str(exc))
+        if not req.stations:
+            return _error(422, "invalid_value", "stations must not be empty", "stations")
+        now_us = predictor.now_us()
+        ids = [s.station_id for s in req.stations]
+        preds: list[StationPrediction] = []
+        ages: list[float] = []
+        try:
+            for lo in range(0, len(ids), predictor.max_batch):
+                batch = predictor.predict_batch(
+                    ids[lo : lo + predictor.max_batch], predictor.ids.next(), now_us, t0
+                )
+                for item in batch.predictions:
+                    if item.status == "error" or item.probability is None or item.model is None:
+                        continue  # unknown or unscorable: the coverage gate counts it
+                    preds.append(
+                        StationPrediction(
+                            station_id=item.entity,
+                            p_empty=min(1.0, max(0.0, float(item.probability))),
+                            p_full=0.0,  # no full_next_hour deployment in this app yet
+                            model_version=f"empty:{item.model.version}/full:none",
+                            bundle_id=item.model.bundle_id,
+                        )
+                    )
+                    if item.age_s is not None:
+                        ages.append(float(item.age_s))
+            cycle = ensure_utc(req.cycle_time) if req.cycle_time else from_micros(now_us)
+            inputs = DecisionInput(
+                cycle_time=cycle,
+                stations=tuple(req.stations),
+                predictions=tuple(sorted(preds, key=lambda p: p.station_id)),
+                health=req.health or HealthInput("healthy", feature_age_s=max(ages, default=0.0)),
+                fleet=tuple(req.fleet),
+                constraints=req.constraints or constraints_from(cfg),
+            )
+            decision = decide(req.policy or _live(cfg.policy), inputs, params)
+        except DocklineError as exc:
+            status = 503 if exc.reason in _UNAVAILABLE else 422
+            return _error(status, exc.reason, exc.message, exc.where)
+        return Response(encode(decision), media_type="application/json")
+
+
+def _live(policy: str) -> Literal["none", "reactive", "predictive"]:
+    """The configured policy, the oracle excepted (it needs the simulator's future)."""
+    if policy == "none":
+        return "none"
+    return "reactive" if policy == "reactive" else "predictive"
