@@ -207,6 +207,13 @@ def test_demo_trains_registers_and_serves_a_champion(tmp_path: Path) -> None:
     assert serving["batch_status"] == 200 and serving["batch_items"] == 40
     assert serving["unknown_entity"] == [404, "unknown_entity"]
     assert serving["malformed"][0] == 422
+    # P6: the monitor cycle canaried a deliberately bad challenger and rolled it back itself
+    canary = report["monitor"]["canary"]
+    assert canary["action"] == "rollback" and canary["alias"] == "challenger"
+    assert canary["windows"] <= 2 and set(canary["verdicts"]) == {"fail"}
+    assert "prediction_shift" in canary["reason"]
+    assert canary["routing_after"] == "champion" and canary["champion_after"] == 1
+    assert report["monitor"]["health"] and report["monitor"]["drift"]
 
 
 def test_the_readme_live_feed_recipe_accepts_the_simulated_feed(tmp_path: Path) -> None:

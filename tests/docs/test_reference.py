@@ -18,7 +18,9 @@ from dockline.core.contracts import RejectReason
 @pytest.mark.parametrize("page", sorted(PAGES))
 def test_generated_pages_are_current(page: str) -> None:
     on_disk = (REPO / page).read_text(encoding="utf-8")
-    assert on_disk == PAGES[page](), f"{page} is out of date: run python tests/docs/reference_pages.py"
+    assert on_disk == PAGES[page](), (
+        f"{page} is out of date: run python tests/docs/reference_pages.py"
+    )
 
 
 def test_the_config_page_lists_every_key_with_a_meaning() -> None:

@@ -8,6 +8,7 @@ then "no loss" is exact — every record the simulator published is accepted or 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -101,7 +102,10 @@ class _StatusRequests:
 @pytest.mark.slow
 def test_kill_9_of_the_ingester_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    city = City(CityConfig(stations=80, seed=5, faults=FaultConfig.all(0.01)))
+    # every fault but the quiet feeds: a held record is counted `unchanged` by an ingester that
+    # is then killed, so "every record is a row or a dead letter" would not be exact
+    faults = dataclasses.replace(FaultConfig.all(0.01), quiet=0.0, dead=0.0, on_change=0.0)
+    city = City(CityConfig(stations=80, seed=5, faults=faults))
     clock = FixedClock(city.time)
     with SimServer(city, speed=2000.0, clock=clock) as server:
         requests = _StatusRequests(server)

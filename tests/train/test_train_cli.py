@@ -29,8 +29,11 @@ def json_of(result: subprocess.CompletedProcess[str]) -> Any:
     return orjson.loads(result.stdout)
 
 
-def one_line_error(result: subprocess.CompletedProcess[str], fragment: str) -> None:
-    assert result.returncode == 2, result.stderr
+def one_line_error(
+    result: subprocess.CompletedProcess[str], fragment: str, *, code: int = 2
+) -> None:
+    """One line on stderr; exit 2 for a usage error, 1 for a refusal at run time."""
+    assert result.returncode == code, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert fragment in lines[0], lines[0]
@@ -80,8 +83,10 @@ def test_train_registers_a_reproducible_champion_and_the_gate_guards_promotion(
     assert not second["gate"]["passed"]
     assert any("calibration" in reason for reason in second["gate"]["reasons"])
 
-    one_line_error(dockline(data, "models", "promote", name, "2"), "failed the promotion gate")
-    one_line_error(dockline(data, "models", "rollback", name), "no previous champion")
+    one_line_error(  # a failed gate is a run-time refusal: exit 1
+        dockline(data, "models", "promote", name, "2"), "failed the promotion gate", code=1
+    )
+    one_line_error(dockline(data, "models", "rollback", name), "no previous champion", code=1)
 
     listed = json_of(dockline(data, "models", "list", name, "--json"))
     assert [(v["version"], v["aliases"]) for v in listed["versions"]] == [

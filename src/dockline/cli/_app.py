@@ -21,6 +21,7 @@ from dockline.cli import (
     _demo,
     _features,
     _ingest,
+    _loop,
     _models,
     _monitor,
     _serve,
@@ -120,6 +121,7 @@ def _register() -> None:
     app.add_typer(_features.features_app, name="features")
     app.add_typer(_features.dataset_app, name="dataset")
     app.add_typer(_models.models_app, name="models")
+    _monitor.monitor_app.command("run")(_loop.monitor_run)
     app.add_typer(_monitor.monitor_app, name="monitor")
     app.add_typer(_decide.decide_app, name="decide")
     app.add_typer(_config.config_app, name="config")

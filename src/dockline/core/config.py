@@ -313,12 +313,94 @@ class MonitorDriftConfig(_Frozen):
     """Features left out of drift (e.g. ones that grow without bound by design)."""
 
 
+# -- monitor: canary analysis and the loop (issue 14 item 8) ------------------------------------
+
+
+class MonitorCanaryConfig(_Frozen):
+    """``[monitor.canary]``: judging a challenger against the concurrently running champion.
+
+    Each analysis window gives every metric a verdict: ``pass``, ``marginal`` (past its
+    ``*_warn`` limit), ``fail`` (past its ``*_fail`` limit) or ``inconclusive`` (too few
+    samples). A metric named in ``dry_run`` is measured and recorded but never decides.
+    """
+
+    analysis_window: Duration = timedelta(minutes=5)
+    """Each analysis window judges the challenger against the champion of the same window."""
+    min_requests: int = Field(default=50, ge=1)
+    """Fewer requests than this on either side: the window is inconclusive (never a pass)."""
+    min_labels: int = Field(default=50, ge=1)
+    """Fewer labelled predictions on either side: the live-performance metric is inconclusive."""
+    failure_limit: int = Field(default=1, ge=0)
+    """Failed windows tolerated: one more rolls the challenger back (Argo's failureLimit)."""
+    inconclusive_limit: int = Field(default=2, ge=0)
+    """Consecutive inconclusive windows tolerated: one more pauses the canary."""
+    success_windows: int = Field(default=3, ge=1)
+    """Passing windows (marginal ones do not count) before the challenger is promoted."""
+    max_windows: int = Field(default=12, ge=1)
+    """Conclusive windows after which a challenger that has not proven itself is rolled back."""
+    shadow_windows: int = Field(default=1, ge=0)
+    """Analysis windows in shadow (both score every request, the champion answers) first."""
+    canary_share: float = Field(default=0.5, gt=0, le=1)
+    """Share of the entities (by a stable hash) the challenger answers in canary."""
+    error_rate_warn: float = Field(default=0.005, ge=0)
+    """Challenger's error rate minus the champion's (a share, 0.005 = 0.5 points)."""
+    error_rate_fail: float = Field(default=0.02, ge=0)
+    """Error-rate difference over which a window fails."""
+    latency_ratio_warn: float = Field(default=1.25, ge=1)
+    """Challenger's p95 latency over the champion's (plus ``latency_slack_ms``)."""
+    latency_ratio_fail: float = Field(default=2.0, ge=1)
+    """Latency ratio over which a window fails."""
+    latency_slack_ms: float = Field(default=2.0, ge=0)
+    """Added to the champion's p95: sub-millisecond jitter is not a regression."""
+    shift_warn: float = Field(default=0.05, ge=0)
+    """Prediction shift: Wasserstein-1 distance between the two sides' probabilities."""
+    shift_fail: float = Field(default=0.15, ge=0)
+    """Prediction shift over which a window fails (probability units)."""
+    spread_warn: float = Field(default=0.405, ge=0)
+    """Prediction spread: |ln(challenger's std ÷ champion's)|; 0.405 = 1.5×, 1.099 = 3×."""
+    spread_fail: float = Field(default=1.099, ge=0)
+    """Spread score over which a window fails (∞ for a constant model)."""
+    brier_warn: float = Field(default=0.01, ge=0)
+    """Live Brier score of the challenger minus the champion's, once labels land."""
+    brier_fail: float = Field(default=0.03, ge=0)
+    """Brier difference over which a window fails."""
+    dry_run: tuple[str, ...] = ()
+    """Metrics recorded but never deciding (a new metric on probation)."""
+
+
+class MonitorLoopConfig(_Frozen):
+    """``[monitor.loop]``: the retraining loop's triggers and its serving endpoint."""
+
+    serve_url: str = "http://127.0.0.1:8000"
+    """The serving app whose routing the loop moves (admin token: ``serve.admin_token``)."""
+    schedule: Duration | None = None
+    """Retrain at least this often (None: only on the other triggers)."""
+    stale_model: Duration = timedelta(days=7)
+    """Retrain when the champion's training data is older than this."""
+    performance_margin: float = Field(default=0.0, ge=0)
+    """Retrain when live PR-AUC falls below the champion's test PR-AUC minus this (the gate's
+    bar), measured on at least ``min_labels`` labelled predictions."""
+    min_labels: int = Field(default=200, ge=1)
+    """Labelled predictions the performance trigger needs before it can fire."""
+    train_window: Duration = timedelta(days=7)
+    """Fresh data: the training set spans this long, ending where labels are known."""
+    train_every: Duration = timedelta(minutes=15)
+    """The training set's spine step."""
+    retrain_cooldown: Duration = timedelta(hours=6)
+    """After a loop training, triggers wait this long before training again (a trigger that
+    stays fired — a stale model whose retrain was rolled back — must not retrain every cycle)."""
+    follow_interval: Duration = timedelta(minutes=1)
+    """``monitor run --follow``: the pause between cycles."""
+
+
 class MonitorConfig(_Frozen):
-    """``[monitor]``: health, freshness and drift settings."""
+    """``[monitor]``: health, freshness, drift, canary and loop settings."""
 
     health: MonitorHealthConfig = MonitorHealthConfig()
     freshness: MonitorFreshnessConfig = MonitorFreshnessConfig()
     drift: MonitorDriftConfig = MonitorDriftConfig()
+    canary: MonitorCanaryConfig = MonitorCanaryConfig()
+    loop: MonitorLoopConfig = MonitorLoopConfig()
 
 
 # -- end monitor ---------------------------------------------------------------------------------

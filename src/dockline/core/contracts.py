@@ -17,7 +17,7 @@ import enum
 import hashlib
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 import msgspec
 import pyarrow as pa
@@ -355,12 +355,15 @@ class PromotionEvent(Contract):
 
     name: str
     alias: str
-    action: Literal["register", "promote", "rollback", "demote"]
+    action: Literal["register", "promote", "rollback", "demote", "stage"]
+    """``stage``: the alias did not move; the version entered a phase (shadow, canary, pause)."""
     from_version: int | None = None
     to_version: int | None = None
     actor: str
     reason: str
     at: UtcDatetime
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    """What the move was decided on (canary analyses, trigger reasons); empty for manual moves."""
 
 
 class ServingMetricsWindow(Contract):

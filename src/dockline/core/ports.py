@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pyarrow as pa
@@ -314,7 +314,15 @@ class ModelRegistry(Protocol):
         ...
 
     def set_alias(
-        self, name: str, alias: str, version: int | None, *, actor: str, reason: str, action: str
+        self,
+        name: str,
+        alias: str,
+        version: int | None,
+        *,
+        actor: str,
+        reason: str,
+        action: str,
+        evidence: Mapping[str, Any] | None = None,
     ) -> PromotionEvent:
         """Point ``alias`` at ``version`` (None removes it) and append the move to the history."""
         ...

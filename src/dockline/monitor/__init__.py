@@ -5,12 +5,23 @@ prediction log, dataset metadata, bundles' drift baselines — to seed 003's out
 :func:`deployment_health` (healthy / degraded / unhealthy per deployment), freshness
 (:func:`dataset_freshness`, :func:`vector_freshness`), :func:`run_checks` (a
 :class:`~dockline.core.monitoring.CheckReport`), drift (:func:`compare` over mergeable
-:class:`Sketch` es) and live performance (:func:`live_performance`). Reading files is at the
-edges (:func:`read_windows`, :func:`read_prediction_log`); the wiring lives in
-``dockline.pipeline.monitor``. Imports only ``dockline.core`` and third-party libraries.
+:class:`Sketch` es), live performance (:func:`live_performance`), canary analysis
+(:func:`analyze_window`, :func:`decide`) and retraining triggers (:func:`evaluate_triggers`).
+Reading files is at the edges (:func:`read_windows`, :func:`read_prediction_log`); the wiring
+lives in ``dockline.pipeline.monitor`` and ``dockline.pipeline.loop``. Imports only
+``dockline.core`` and third-party libraries.
 """
 
 from dockline.monitor.adapters import adapt_p4_bundle
+from dockline.monitor.canary import (
+    CANARY_METRICS,
+    CanaryDecision,
+    MetricResult,
+    Side,
+    WindowAnalysis,
+    analyze_window,
+    decide,
+)
 from dockline.monitor.checks import run_checks
 from dockline.monitor.drift import (
     DatasetDrift,
@@ -34,27 +45,39 @@ from dockline.monitor.health import (
 )
 from dockline.monitor.performance import METRICS, MetricValue, PerformanceWindow, live_performance
 from dockline.monitor.predictions import feature_matrix, numeric_columns, read_prediction_log
+from dockline.monitor.triggers import Signals, Trigger, TriggerDecision, evaluate_triggers
 from dockline.monitor.windows import BadLine, WindowScan, dedupe_key, parse_window, read_windows
 
 __all__ = [
+    "CANARY_METRICS",
     "METRICS",
     "BadLine",
+    "CanaryDecision",
     "DatasetDrift",
     "FeatureDrift",
+    "MetricResult",
     "MetricValue",
     "PerformanceWindow",
     "Reference",
+    "Side",
+    "Signals",
     "Sketch",
+    "Trigger",
+    "TriggerDecision",
+    "WindowAnalysis",
     "WindowScan",
     "adapt_p4_bundle",
+    "analyze_window",
     "classify_deployment",
     "compare",
     "count_missing_windows",
     "dataset_freshness",
+    "decide",
     "dedupe_key",
     "deployment_health",
     "drift_frames",
     "drift_of",
+    "evaluate_triggers",
     "feature_matrix",
     "live_performance",
     "max_gap",

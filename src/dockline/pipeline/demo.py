@@ -8,7 +8,11 @@
    and dead-lettered, by reason — they must agree exactly;
 6. materialize online features, build a point-in-time training set over the history, check
    online = offline;
-7. train candidates and baselines, export the ONNX bundle, gate it and register the champion.
+7. train candidates and baselines, export the ONNX bundle, gate it and register the champion;
+8. serve it over HTTP and check the served vectors against offline;
+9. run a monitor cycle: a deliberately bad challenger goes through shadow and canary and is
+   rolled back automatically, with the reason in the alias history; health, drift, live
+   performance.
 """
 
 from __future__ import annotations
@@ -157,6 +161,13 @@ def run_demo(
                     f" {served.compared} request points",
                     reason="consistency",
                 )
+            # P6: a monitor cycle canaries a deliberately bad challenger; the loop rolls it back
+            console.print("monitor cycle: canarying a deliberately bad challenger …")
+            from dockline.pipeline.demo_loop import run_loop_demo
+
+            report["monitor"] = run_loop_demo(
+                serving, report["model"]["model_name"], list(city.station_ids)
+            )
     if json_out:
         sys.stdout.write(orjson.dumps(report, option=orjson.OPT_SORT_KEYS).decode() + "\n")
     else:
@@ -412,6 +423,8 @@ def _print(console: Console, report: dict[str, Any]) -> None:
                 f"served vectors recomputed offline at their request times:"
                 f" {served['mismatches']} mismatching of {served['compared']:,} points"
             )
+    if report.get("monitor"):
+        _print_monitor(console, report["monitor"])
     root = report["data_dir"]
     console.print(
         "[bold]where to look[/bold]\n"
@@ -427,3 +440,29 @@ def _print(console: Console, report: dict[str, Any]) -> None:
         f"  models          dockline --data-dir {root} models list|history"
         f" {model['model_name'] if model else 'NAME'}"
     )
+
+
+def _print_monitor(console: Console, monitor: dict[str, Any]) -> None:
+    canary = monitor["canary"]
+    console.print(
+        f"monitor loop: bad challenger v{canary['version']} → [bold]{canary['action']}[/bold]"
+        f" after {canary['windows']} analysis windows ({', '.join(canary['verdicts'])});"
+        f" routing {canary['routing_after']}, champion v{canary['champion_after']}"
+    )
+    console.print(f"  reason (alias history): {canary['reason']}", markup=False)
+    for state in monitor["health"]:
+        console.print(f"  health {state['deployment']}: {state['status']} — {state['detail']}")
+    for run in monitor["drift"]:
+        drifted = run["drifted"]
+        names = ", ".join(drifted[:4]) + (f" +{len(drifted) - 4} more" if len(drifted) > 4 else "")
+        console.print(
+            f"  drift v{run['model_version']} over {run['rows']:,} predictions in the last hour:"
+            f" {'drift' if run['window_drift'] else 'no drift'}"
+            f" ({len(drifted)} features moved{': ' + names if drifted else ''})"
+        )
+    for window in monitor["performance"]:
+        console.print(
+            f"  live performance v{window['model_version']}: {window['predictions']:,}"
+            f" predictions, {window['labelled']:,} labelled, pr_auc {window['pr_auc']},"
+            f" estimated precision {window['estimated_precision']}"
+        )

@@ -245,6 +245,15 @@ def train_model(
     """Train on ``dataset``, export, gate and register; see the module docstring."""
     began = time.perf_counter()
     started_at = platform.clock.now()
+    directory = dataset if dataset.is_dir() else dataset.parent
+    if not (directory / METADATA_FILE).is_file():
+        # what the user typed names no dataset: a usage error, not a broken artifact
+        raise ConfigError(
+            f"no dataset here (no {METADATA_FILE}); build one with `dockline dataset build`"
+            " (DatasetMetadata missing)",
+            reason="not_found",
+            where=str(dataset),
+        )
     max_rows = platform.config.train.max_rows
     data = load_training_set(dataset, _label(platform, dataset, label), max_rows=max_rows)
     config = _config(platform, data, n_trials)

@@ -22,7 +22,7 @@ import shutil
 import sqlite3
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
@@ -48,7 +48,7 @@ CHALLENGER = "challenger"
 TAG_BUNDLE_ID = "bundle_id"
 TAG_GATE = "gate_verdict"
 TAG_CREATED_AT = "dockline.created_at"
-_Action = Literal["register", "promote", "rollback", "demote"]
+_Action = Literal["register", "promote", "rollback", "demote", "stage"]
 _ACTIONS: tuple[str, ...] = get_args(_Action)
 
 
@@ -218,9 +218,19 @@ class MlflowRegistry:
     # -- aliases and history ----------------------------------------------------------------
 
     def set_alias(
-        self, name: str, alias: str, version: int | None, *, actor: str, reason: str, action: str
+        self,
+        name: str,
+        alias: str,
+        version: int | None,
+        *,
+        actor: str,
+        reason: str,
+        action: str,
+        evidence: Mapping[str, Any] | None = None,
     ) -> PromotionEvent:
-        """Point ``alias`` at ``version`` (None removes it) and append the move to the history."""
+        """Point ``alias`` at ``version`` (None removes it) and append the move to the history,
+        with ``evidence`` (what it was decided on). ``action="stage"`` records a phase of the
+        version already holding ``alias`` without moving it."""
         if action not in _ACTIONS:
             raise ValidationError(
                 f"action must be one of {', '.join(_ACTIONS)}; got {action!r}", reason="bad_value"
@@ -249,12 +259,20 @@ class MlflowRegistry:
             actor=actor,
             reason=reason,
             at=self._now(),
+            evidence=dict(evidence or {}),
         )
         self._append(event)
         return event
 
     def promote(
-        self, name: str, version: int, *, actor: str, reason: str, alias: str = CHAMPION
+        self,
+        name: str,
+        version: int,
+        *,
+        actor: str,
+        reason: str,
+        alias: str = CHAMPION,
+        evidence: Mapping[str, Any] | None = None,
     ) -> PromotionEvent:
         """Make ``version`` the ``alias`` (champion), only if its stored gate verdict passed."""
         target = self._to_version(self._model_version(name, version))
@@ -275,7 +293,9 @@ class MlflowRegistry:
             raise ValidationError(
                 f"version {version} is already {alias}", reason="no_change", where=name
             )
-        return self.set_alias(name, alias, version, actor=actor, reason=reason, action="promote")
+        return self.set_alias(
+            name, alias, version, actor=actor, reason=reason, action="promote", evidence=evidence
+        )
 
     def rollback(
         self, name: str, *, actor: str, reason: str, alias: str = CHAMPION
@@ -513,8 +533,8 @@ def _alias_stack(events: list[PromotionEvent], alias: str) -> list[int | None]:
     """Successive holders of ``alias``: moves push (None for a removal), rollbacks pop."""
     stack: list[int | None] = [None]  # before any move, nothing held the alias
     for event in events:
-        if event.alias != alias:
-            continue
+        if event.alias != alias or event.action == "stage":
+            continue  # a stage record does not move the alias
         if event.action == "rollback" and len(stack) > 1:
             stack.pop()
         else:
