@@ -99,11 +99,10 @@ def models_promote(
 
     Example: dockline models promote bikeshare-empty_next_hour 3 --reason "beats v2"
     """
-    from dockline.pipeline.train import current_actor, open_registry
+    from dockline.pipeline.train import current_actor, promote
 
-    event = open_registry(open_platform(data_dir)).promote(
-        name, version, actor=current_actor(), reason=reason
-    )
+    # through the pipeline: the move is also an OpenLineage alias_move run
+    event = promote(open_platform(data_dir), name, version, actor=current_actor(), reason=reason)
     _print_event(event, want_json(json_out))
 
 
@@ -118,11 +117,10 @@ def models_rollback(
 
     Example: dockline models rollback bikeshare-empty_next_hour --reason "v3 drifted"
     """
-    from dockline.pipeline.train import current_actor, open_registry
+    from dockline.pipeline.train import current_actor, rollback
 
-    event = open_registry(open_platform(data_dir)).rollback(
-        name, actor=current_actor(), reason=reason
-    )
+    # through the pipeline: the move is also an OpenLineage alias_move run
+    event = rollback(open_platform(data_dir), name, actor=current_actor(), reason=reason)
     _print_event(event, want_json(json_out))
 
 

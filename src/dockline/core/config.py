@@ -29,6 +29,7 @@ __all__ = [
     "DocklineConfig",
     "FeaturesConfig",
     "IngestConfig",
+    "LineageConfig",
     "LogConfig",
     "MonitorConfig",
     "MonitorDriftConfig",
@@ -460,6 +461,26 @@ class DecideConfig(_Frozen):
 # -- end decide -------------------------------------------------------------------------------
 
 
+# -- lineage -------------------------------------------------------------------------------------
+
+
+class LineageConfig(_Frozen):
+    """``[lineage]``: OpenLineage events always go to ``<data-dir>/lineage/`` (NDJSON, one file
+    per day); with ``url`` they are also POSTed there (Marquez: ``http://host:5000``)."""
+
+    url: str | None = None
+    """Base URL of an OpenLineage server (Marquez: ``http://host:5000``); unset: files only."""
+    endpoint: str = "api/v1/lineage"
+    """Path the events are POSTed to, under ``url``."""
+    timeout: Duration = timedelta(seconds=5)
+    """How long one POST may take; a server that does not answer fails no job."""
+    api_key: str | None = None
+    """Bearer token for the server, if it wants one."""
+
+
+# -- end lineage ---------------------------------------------------------------------------------
+
+
 class DocklineConfig(_Frozen):
     """All of dockline's settings, loaded from ``<data-dir>/dockline.toml`` when present."""
 
@@ -473,6 +494,7 @@ class DocklineConfig(_Frozen):
     clock: ClockConfig = ClockConfig()
     monitor: MonitorConfig = MonitorConfig()
     decide: DecideConfig = DecideConfig()
+    lineage: LineageConfig = LineageConfig()
 
     @classmethod
     def load(cls, path: Path | None) -> Self:

@@ -10,6 +10,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -193,11 +194,24 @@ def materialize(
                 batch_provider=offline.batch_run,
             )
             if follow:
-                return materializer.follow(stop=stop or (lambda: False))
-            return materializer.run_once()
+                report = materializer.follow(stop=stop or (lambda: False))
+            else:
+                report = materializer.run_once()
     finally:
         store.close()
         log.close()
+    # -- lineage: an OpenLineage run event (never fails the job) --
+    from dockline.pipeline.lineage import record_materialize
+
+    record_materialize(
+        platform,
+        plan_hash=plan.hash,
+        vectors=report.vectors,
+        events=report.events,
+        seconds=report.seconds,
+    )
+    # -- end lineage --
+    return report
 
 
 def _source_hashes(platform: Platform, plan: Plan) -> dict[str, str]:
@@ -276,6 +290,7 @@ def build_dataset_published(
     an ``out`` holding a different dataset is refused (``force`` replaces it unless a
     registered model was trained on it); the same dataset again is kept as it is.
     """
+    began = time.perf_counter()  # lineage: the build's duration
     plan = load_plan(platform, project)
     if label not in plan.label_names:
         raise ConfigError(f"--label must be one of {list(plan.label_names)}; got {label!r}")
@@ -300,9 +315,15 @@ def build_dataset_published(
                 source_hashes=_source_hashes(platform, plan),
                 publish_as=out,
             )
-            return publish_dataset(staged, out, force=force, in_use=_trained_on(platform))
+            published = publish_dataset(staged, out, force=force, in_use=_trained_on(platform))
         finally:
             shutil.rmtree(staged, ignore_errors=True)
+    # -- lineage: an OpenLineage run event (never fails the build) --
+    from dockline.pipeline.lineage import record_dataset
+
+    record_dataset(platform, published.metadata, seconds=time.perf_counter() - began)
+    # -- end lineage --
+    return published
 
 
 def _log_time_range(platform: Platform, plan: Plan) -> tuple[int, int]:

@@ -321,7 +321,13 @@ def ingest_archive(
                 run.commit_status(item.normalize(), completes_file=completes)
             if on_progress is not None:
                 on_progress(run.summary)
-        return run.finish(started)
+        summary = run.finish(started)
+        # -- lineage: an OpenLineage run event (never fails the ingest) --
+        from dockline.pipeline.lineage import record_ingest
+
+        record_ingest(platform, summary)
+        # -- end lineage --
+        return summary
     finally:
         run.close()
 
@@ -556,6 +562,12 @@ def ingest_feed(
                 ):
                     sink_offline(run.platform)
                     last_sink = time.monotonic()
-            return run.finish(started)
+            summary = run.finish(started)
+            # -- lineage: an OpenLineage run event (never fails the ingest) --
+            from dockline.pipeline.lineage import record_ingest
+
+            record_ingest(platform, summary)
+            # -- end lineage --
+            return summary
         finally:
             run.close()

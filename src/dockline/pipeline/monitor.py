@@ -89,6 +89,11 @@ def health(
     states = deployment_health(
         scan.windows, platform.config.monitor.health, when, deployment=deployment
     )
+    # -- lineage: an OpenLineage run event (never fails the run) --
+    from dockline.pipeline.lineage import record_monitor
+
+    record_monitor(platform, "health", at=when, details={s.deployment_id: s.status for s in states})
+    # -- end lineage --
     return HealthRun(
         states=states,
         bad_lines=scan.bad_lines,
@@ -156,6 +161,16 @@ def freshness(
         notes.append(trained)
     else:
         results.append(trained)
+    # -- lineage: an OpenLineage run event (never fails the run) --
+    from dockline.pipeline.lineage import record_monitor
+
+    record_monitor(
+        platform,
+        "freshness",
+        at=when,
+        details={f"{r.kind}:{r.dataset_name}": r.status for r in results},
+    )
+    # -- end lineage --
     return FreshnessRun(results, notes)
 
 
@@ -330,6 +345,11 @@ def drift_live(
             )
         )
     runs.sort(key=lambda r: (-r.rows, r.bundle_id))
+    # -- lineage: an OpenLineage run event (never fails the run) --
+    from dockline.pipeline.lineage import record_monitor
+
+    record_monitor(platform, "drift", at=end, details={r.bundle_id: r.dataset.drift for r in runs})
+    # -- end lineage --
     return runs
 
 
@@ -419,4 +439,11 @@ def performance(
             threshold=manifest.threshold.threshold,
         ):
             windows.append((bundle_id, result))
+    # -- lineage: an OpenLineage run event (never fails the run) --
+    from dockline.pipeline.lineage import record_monitor
+
+    record_monitor(
+        platform, "performance", at=end, details={"rows": rows.num_rows, "windows": len(windows)}
+    )
+    # -- end lineage --
     return PerformanceRun(windows, reference, start, end, rows.num_rows)

@@ -18,12 +18,14 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from dockline.core.config import DATA_DIR_ENV
+from dockline.core.errors import DocklineError
 from dockline.core.time import to_micros
 from dockline.features.offline import OfflineExecutor
 from dockline.features.served import ServedVectors
 from dockline.pipeline.decide_api import add_decide_route
 from dockline.pipeline.features import load_plan, offline_sources, open_online_store
 from dockline.pipeline.platform import Platform
+from dockline.pipeline.serve_monitoring import ServingMonitor
 from dockline.pipeline.train import model_name_for
 from dockline.serve import GuardedHttpProtocol, configure_protocol, create_app, uvicorn_options
 from dockline.train.registry import MlflowRegistry
@@ -72,6 +74,7 @@ def create_serving_app(platform: Platform) -> FastAPI:
         # Each worker counts its own requests: one window series per process, not one
         # deployment-wide series that P6's deduplication would collapse.
         deployment = f"{deployment}-{os.getpid()}"
+    monitor = ServingMonitor(platform)  # seed 002's /v1/monitoring/* and the ml_* metrics
     app = create_app(
         features=features,
         registry=registry,
@@ -82,8 +85,24 @@ def create_serving_app(platform: Platform) -> FastAPI:
         deployment_id=deployment,
         plan_hash=plan.hash,  # the plan evaluating the features: bundles of another are refused
         on_close=[features.close, offline.close],
+        monitoring=monitor.providers(),
+        collectors=[monitor.collector()],
     )
     add_decide_route(app, platform.config.decide)  # POST /v1/decide (P7)
+    # -- lineage: a serving deployment run (never fails the start) --
+    from dockline.pipeline.lineage import record_serving
+
+    try:
+        champion = registry.resolve(model_name(platform), "champion")
+    except DocklineError:  # the app starts without a registry and says so in /ready
+        champion = None
+    record_serving(
+        platform,
+        deployment_id=deployment,
+        model_name=model_name(platform),
+        bundle_id=champion.bundle_id if champion is not None else None,
+    )
+    # -- end lineage --
     return app
 
 

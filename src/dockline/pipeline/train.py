@@ -57,6 +57,8 @@ __all__ = [
     "history",
     "model_name_for",
     "open_registry",
+    "promote",
+    "rollback",
     "train_model",
 ]
 
@@ -339,7 +341,77 @@ def train_model(
     _finish_reports(outcome, summary, data)
     if same is None:
         _write_training_metadata(platform, summary, data, run_ids[best.name], started_at)
+    _record_lineage(platform, summary, data, registry, new_version=same is None)
     return summary
+
+
+# -- lineage: OpenLineage run events for training, registration and alias moves -----------------
+
+
+def _record_lineage(
+    platform: Platform,
+    summary: TrainSummary,
+    data: TrainingData,
+    registry: MlflowRegistry,
+    *,
+    new_version: bool,
+) -> None:
+    from dockline.pipeline.lineage import (
+        record_alias_move,
+        record_registration,
+        record_training,
+    )
+
+    details = {
+        "model_name": summary.model_name,
+        "selected": summary.selected,
+        "gate_passed": summary.gate.passed,
+        "rows": summary.rows,
+        **{f"test.{k}": v for k, v in summary.test_metrics.items()},
+    }
+    record_training(
+        platform,
+        dataset=data.metadata,
+        bundle_id=summary.bundle_id,
+        details=details,
+        seconds=summary.seconds,
+    )
+    if not new_version:
+        return
+    record_registration(
+        platform,
+        model_name=summary.model_name,
+        version=summary.version,
+        bundle_id=summary.bundle_id,
+        gate_passed=summary.gate.passed,
+    )
+    if summary.alias is not None:
+        moves = [e for e in registry.history(summary.model_name) if e.action != "register"]
+        if moves and moves[-1].to_version == summary.version:
+            record_alias_move(platform, moves[-1])
+
+
+def promote(
+    platform: Platform, name: str, version: int, *, actor: str, reason: str
+) -> PromotionEvent:
+    """Make ``version`` of ``name`` champion (the gate permitting) and record the move."""
+    from dockline.pipeline.lineage import record_alias_move
+
+    event = open_registry(platform).promote(name, version, actor=actor, reason=reason)
+    record_alias_move(platform, event)
+    return event
+
+
+def rollback(platform: Platform, name: str, *, actor: str, reason: str) -> PromotionEvent:
+    """Point ``name``'s champion back at its previous version and record the move."""
+    from dockline.pipeline.lineage import record_alias_move
+
+    event = open_registry(platform).rollback(name, actor=actor, reason=reason)
+    record_alias_move(platform, event)
+    return event
+
+
+# -- end lineage ---------------------------------------------------------------------------------
 
 
 def _verdict(

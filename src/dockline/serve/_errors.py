@@ -22,6 +22,7 @@ REASON_STATUS: dict[str, int] = {
     "unauthorized": 401,
     "unknown_entity": 404,
     "not_found": 404,
+    "not_configured": 404,
     "method_not_allowed": 405,
     "batch_too_large": 413,
     "body_too_large": 413,
@@ -36,6 +37,7 @@ REASON_STATUS: dict[str, int] = {
     "store_unavailable": 503,
     "feature_schema_mismatch": 503,
     "not_ready": 503,
+    "monitoring_unavailable": 503,
     "registry_unavailable": 503,
     # admin actions that were refused
     "bundle_tampered": 409,

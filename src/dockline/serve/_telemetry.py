@@ -329,10 +329,20 @@ class Telemetry:
                 self.restart_recovered,
             ):
                 counter.labels(sink)
+        # seed 003's prediction counter; roles only (no entity label: cardinality)
+        self.ml_predictions = Counter(
+            "ml_prediction",
+            "Predictions made, by role (champion, canary, shadow, baseline).",
+            ["role"],
+            registry=self.registry,
+        )
         self._children: dict[tuple[str, str], Counter] = {}
         self._latency = {e: self.latency.labels(e) for e in ENDPOINTS}
         self._probability = {
             r: self.probability.labels(r) for r in ("champion", "canary", "shadow", "baseline")
+        }
+        self._ml_predictions = {
+            r: self.ml_predictions.labels(r) for r in ("champion", "canary", "shadow", "baseline")
         }
 
     def _window_start(self, now_us: int) -> int:
@@ -388,8 +398,9 @@ class Telemetry:
             window.latencies_ms.append(latency_s * 1000.0)
 
     def observe_prediction(self, role: str, probability: float) -> None:
-        """Add one probability to the distribution of ``role``."""
+        """Add one probability to the distribution of ``role`` (and count the prediction)."""
         self._probability[role].observe(probability)
+        self._ml_predictions[role].inc()
 
     def model_load_error(self, role: str, reason: str) -> None:
         """Count a refused bundle (in Prometheus and the current predict window)."""

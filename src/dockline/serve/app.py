@@ -15,7 +15,7 @@ import gc
 import hmac
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 from time import perf_counter
@@ -25,6 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
 from starlette.concurrency import run_in_threadpool
 
 from dockline.core.config import DataDir, ServeConfig
@@ -39,6 +40,7 @@ from dockline.serve._http import (
     read_body,
     request_failed,
 )
+from dockline.serve._monitoring import MonitoringProvider, install_monitoring
 from dockline.serve._predlog import PredictionLog
 from dockline.serve._protocol import uvicorn_options
 from dockline.serve._recovery import CrashCheckpoint, recover
@@ -133,6 +135,8 @@ def create_app(
     plan_hash: str | None = None,
     on_close: Sequence[Callable[[], None]] = (),
     features: FeatureReader | None = None,
+    monitoring: Mapping[str, MonitoringProvider] | None = None,
+    collectors: Sequence[Collector] = (),
 ) -> FastAPI:
     """The serving app for ``model_name``'s ``champion`` (and ``challenger``) in ``registry``.
 
@@ -144,6 +148,9 @@ def create_app(
     none, admin endpoints always answer 401, and an empty one is a ``ConfigError``.
     ``plan_hash`` (the plan that built ``group``) refuses bundles trained on another plan.
     ``on_close`` callbacks run at shutdown (e.g. closing the store the caller opened).
+    ``monitoring`` serves ``GET /v1/monitoring/{health,drift,retraining_trigger}`` from the
+    wiring's callables; ``collectors`` add Prometheus metrics to ``/metrics`` (the monitor's
+    gauges: serving itself computes no verdict).
     """
     cfg = config or ServeConfig()
     clk = clock or SystemClock()
@@ -371,6 +378,12 @@ def create_app(
             reason = reason or mismatch.reason
         body = {"ready": reason is None, "reason": reason, "checks": checks}
         return Response(encode(body), status_code=200 if reason is None else 503, media_type=JSON)
+
+    # -- monitoring (seed 002 endpoints, the monitor's metrics) --
+    install_monitoring(app, monitoring or {}, predictor.ids.next)
+    for collector in collectors:
+        telemetry.registry.register(collector)
+    # -- end monitoring --
 
     @app.get("/metrics", summary="Prometheus metrics")
     async def metrics() -> Response:
