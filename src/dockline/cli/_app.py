@@ -21,6 +21,7 @@ from dockline.cli import (
     _demo,
     _features,
     _ingest,
+    _lineage,
     _loop,
     _models,
     _monitor,
@@ -123,6 +124,7 @@ def _register() -> None:
     app.add_typer(_models.models_app, name="models")
     _monitor.monitor_app.command("run")(_loop.monitor_run)
     app.add_typer(_monitor.monitor_app, name="monitor")
+    app.add_typer(_lineage.lineage_app, name="lineage")
     app.add_typer(_decide.decide_app, name="decide")
     app.add_typer(_config.config_app, name="config")
 
