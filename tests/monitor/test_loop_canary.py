@@ -165,6 +165,9 @@ def test_a_constant_challenger_is_rolled_back_within_two_windows(small_city: Cit
     assert stages[0] == "shadow"
     state = load_state(platform)
     assert state.phase == "idle" and state.last_outcome["outcome"] == "rolled_back"  # type: ignore[index]
+    # the automatic moves are in the lineage too, not only in the alias history
+    lineage = "".join(p.read_text() for p in sorted(platform.data.lineage.glob("*.ndjson")))
+    assert "automatic rollback of v2" in lineage
 
 
 @pytest.mark.slow

@@ -35,6 +35,7 @@ from dockline.core.errors import StorageError
 from dockline.core.time import ensure_utc
 from dockline.monitor.canary import Phase, WindowAnalysis, analyze_window, decide
 from dockline.monitor.triggers import TriggerDecision, evaluate_triggers
+from dockline.pipeline.lineage import record_alias_move
 from dockline.pipeline.loop_evidence import champion_on, signals, window_sides
 from dockline.pipeline.platform import Platform
 
@@ -326,7 +327,7 @@ def run_cycle(
         report.actions.append({"action": action, "reason": reason, **extra})
 
     def stage(what: str, reason: str, evidence: dict[str, Any]) -> None:
-        registry.set_alias(
+        moved = registry.set_alias(
             name,
             CHALLENGER,
             state.challenger,
@@ -335,6 +336,7 @@ def run_cycle(
             action="stage",
             evidence=evidence,
         )
+        record_alias_move(platform, moved)
         record(what, reason, version=state.challenger)
 
     if state.phase == "idle":
@@ -404,7 +406,7 @@ def run_cycle(
         evidence = {"decision": decision.to_dict(), "analyses": state.analyses}
         if decision.action == "rollback":
             control.set_routing("champion")
-            registry.set_alias(
+            moved = registry.set_alias(
                 name,
                 CHALLENGER,
                 None,
@@ -413,20 +415,22 @@ def run_cycle(
                 action="rollback",
                 evidence=evidence,
             )
+            record_alias_move(platform, moved)
             control.reload()
             record("rollback", decision.reason, version=state.challenger)
             _finish(state, "rolled_back", decision.reason, now)
         elif decision.action == "promote":
             version = state.challenger
             assert version is not None
-            registry.promote(
+            promoted = registry.promote(
                 name,
                 version,
                 actor=ACTOR,
                 reason=f"canary passed: {decision.reason}",
                 evidence=evidence,
             )
-            registry.set_alias(
+            record_alias_move(platform, promoted)
+            demoted = registry.set_alias(
                 name,
                 CHALLENGER,
                 None,
@@ -434,6 +438,7 @@ def run_cycle(
                 reason=f"v{version} promoted to champion",
                 action="demote",
             )
+            record_alias_move(platform, demoted)
             control.set_routing("champion")
             control.reload()
             record("promote", decision.reason, version=version)
