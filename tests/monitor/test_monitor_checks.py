@@ -88,3 +88,15 @@ def test_vector_freshness_distribution() -> None:
     fresh = vector_freshness([10.0] * 96 + [4000.0] * 4, at, 1800.0)
     assert fresh is not None and fresh.status == "FRESH" and fresh.share_stale == 0.04
     assert vector_freshness([], at, 1800.0) is None
+
+
+def test_built_datasets_are_judged_in_a_data_dir(tmp_path: Path) -> None:
+    from dockline.pipeline.monitor import freshness
+    from dockline.pipeline.platform import Platform
+
+    platform = Platform.open(tmp_path / "data")
+    built = datetime(2026, 4, 7, 8, 0, tzinfo=UTC)
+    _meta(built).write(platform.data.datasets / "d" / "_metadata.json")  # what dataset build writes
+    run = freshness(platform, at=built + timedelta(minutes=10))
+    judged = [(r.dataset_name, r.dataset_version, r.status) for r in run.results]
+    assert ("d", "v", "FRESH") in judged

@@ -122,7 +122,7 @@ def _latest_manifests(platform: Platform) -> list[Path]:
             if dates:
                 found.append(dates[-1])
     if platform.data.datasets.is_dir():
-        found.extend(sorted(platform.data.datasets.rglob("_manifest.json")))
+        found.extend(sorted(platform.data.datasets.rglob("_metadata.json")))  # built datasets
     return found
 
 
