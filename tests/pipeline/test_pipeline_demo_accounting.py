@@ -67,3 +67,27 @@ def test_a_reason_never_injected_is_not_a_disagreement(tmp_path: Path) -> None:
     for wrong in ({**report["dead_letters"], reason: n + 1}, {**report["dead_letters"], "x": 1}):
         with pytest.raises(ContractError, match="differ from the injected faults"):
             check_accounting({**report, "dead_letters": wrong})
+
+
+def test_held_records_are_what_a_consumer_counts_unchanged(tmp_path: Path) -> None:
+    """A quiet station republishes its last values; when the publication that drew them faulted
+    its record or left it out, the consumer never accepted them, so the repeat is a new event
+    to it — the simulator counted it held regardless (373 held for 369 unchanged here)."""
+    city = City(CityConfig(stations=40, seed=1, faults=FaultConfig.all(0.03)))
+    clock = FixedClock(city.time)
+    end = city.time + timedelta(minutes=30)
+    platform = Platform.open(tmp_path / "data")
+    with SimServer(city, speed=1200.0, clock=clock) as server:
+        summary = ingest_feed(
+            platform,
+            f"{server.url}/gbfs.json",
+            stop=lambda: clock.now() >= end,
+            clock_source="feed",
+            on_progress=lambda _: clock.advance(timedelta(minutes=1)),
+        )
+        stats = server.stats()
+    assert stats["held_records"] > 0 and stats["faults"]["vanish"] > 0
+    assert summary.unchanged == stats["held_records"]
+    nonzero = {reason: n for reason, n in stats["expected_rejections"].items() if n}
+    assert summary.dead_letters == nonzero
+    assert summary.received == stats["published_records"]
