@@ -204,7 +204,8 @@ class FaultCounts(Mapping[str, int]):
     """Injected faults by name, plus what was published; thread-safe, dict-like.
 
     ``published_records`` counts station_status records in served documents (duplicates
-    included); ``expected_rejections`` is what a correct consumer dead-letters, by reason.
+    included); ``expected_rejections`` is what a correct consumer dead-letters, by reason, and
+    ``held_records`` what it counts unchanged.
     """
 
     def __init__(self) -> None:
@@ -224,7 +225,8 @@ class FaultCounts(Mapping[str, int]):
         return len(self._counts)
 
     def add(self, counts: Mapping[str, int], published_records: int, held_records: int = 0) -> None:
-        """Count one served publication (``held_records``: records republished unchanged)."""
+        """Count one served publication (``held_records``: held records that repeat one a
+        consumer accepted, i.e. what it counts ``unchanged``)."""
         with self._lock:
             for name, n in counts.items():
                 self._counts[name] += n
@@ -337,6 +339,9 @@ class FaultInjector:
         self._published: dict[str, np.ndarray] | None = None
         self._held = np.zeros(n_stations, dtype=bool)
         self._hold_counts: dict[str, int] = {}
+        # stations whose last published values (what a held record repeats) a consumer has
+        # accepted: served present and clean (or duplicated) at least once
+        self._accepted = np.zeros(n_stations, dtype=bool)
 
     def hold(self, time_s: int, status: StatusT) -> StatusT:
         """Apply the quiet-feed faults to ``status`` (call once per publication, before
@@ -374,6 +379,7 @@ class FaultInjector:
                 for name, values in current.items()
             }
             self._published = {name: values.copy() for name, values in out.items()}
+            self._accepted &= held  # new values are not accepted until served clean
             self._held = held
             self._hold_counts = {
                 "quiet": new_quiet,
@@ -441,6 +447,12 @@ class FaultInjector:
             millis = np.zeros(n, dtype=bool)
             if cfg.millis > 0:
                 millis = present & (codes == 0) & (self._rng.random(n) < cfg.millis)
+            clean = present & ((codes == 0) | (codes == CODE_BY_FAULT["duplicate"]))
+            # A held record repeats the station's last published *clean* values; when the
+            # publication that drew them left the station out or faulted its record, a consumer
+            # never accepted them, so to it the held record is a new event, not a repeat.
+            repeats = held & present & self._accepted
+            self._accepted |= clean
         counts = {name: int((codes == code).sum()) for name, code in CODE_BY_FAULT.items()}
         n_present = int(present.sum())
         published = n_present + counts["duplicate"]
@@ -448,9 +460,8 @@ class FaultInjector:
         counts["millis"] = int(millis.sum())
         for name in ("quiet", "dead", "on_change"):
             counts[name] = hold_counts.get(name, 0)
-        held_published = int((held & present).sum())
+        held_published = int(repeats.sum())
         counts["numeric_ids"] = published if cfg.numeric_ids > 0 else 0
-        clean = present & ((codes == 0) | (codes == CODE_BY_FAULT["duplicate"]))
         return FaultPlan(
             time_s=time_s,
             present=present,
