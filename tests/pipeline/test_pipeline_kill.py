@@ -160,5 +160,5 @@ def test_kill_9_of_the_ingester_loses_and_duplicates_nothing(tmp_path: Path) -> 
     rows, distinct = row
     assert rows == distinct, "a restart duplicated rows"
     assert rows == _log_rows(data_dir)
-    assert dead == stats["expected_rejections"]
+    assert dead == {k: v for k, v in stats["expected_rejections"].items() if v}  # type: ignore[attr-defined]
     assert rows + sum(dead.values()) == stats["published_records"], "records were lost"
