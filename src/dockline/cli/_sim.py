@@ -145,6 +145,10 @@ def sim_calibrate(
     replay_moves: Annotated[
         bool, typer.Option(help="Replay the held-out month's operator moves in the simulation.")
     ] = True,
+    reset_daily: Annotated[
+        bool,
+        typer.Option(help="Reset the simulated counts to the archive's each local midnight."),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Fit a city to a real archive: stations, capacities, positions and each station's
@@ -175,6 +179,7 @@ def sim_calibrate(
             holdout,
             seed=seed,
             replay_moves=replay_moves,
+            reset_daily=reset_daily,
             move_threshold=move_threshold,
         )
         report["holdout"] = check.as_dict()
