@@ -102,6 +102,7 @@ def test_flows_and_operator_moves_are_inferred_from_count_changes(tmp_path: Path
     rows.insert(3, rows[2])  # a duplicated snapshot time: ignored
     rows += [("b", t0 + timedelta(minutes=i), 0, 10) for i in range(3)]  # empty: no exposure
     rows.append(("b", t0 + timedelta(minutes=30), 5, 5))  # after a recorder gap: not a flow
+    rows += [("zz", t0 + timedelta(minutes=i), i, 20 - i) for i in range(3)]  # not in info
     _write_info(tmp_path, ["a", "b"], capacity=20)
     _write_status(tmp_path, "2013-10", rows)
     c = month_counts(tmp_path, "2013-10", ("a", "b"))
@@ -205,6 +206,14 @@ def test_holdout_check_replays_moves(divvy_slice: Path) -> None:
     assert 0.0 <= report.sim_empty_share <= 1.0 and 0.0 <= report.archive_empty_share <= 1.0
     assert report.bikes_added - report.bikes_added_skipped >= 0
     assert "empty_relative_error" in d and report.trips_sim > 0
+    # A daily reset to the archive's counts starts each day where Chicago was: it changes the
+    # trajectory, and with no moves replayed no drop-off is ever short of bikes.
+    reset = validate_month(fit.city, divvy_slice, "2013-11", reset_daily=True, replay_moves=False)
+    assert reset.reset_daily and reset.bikes_added_skipped == 0
+    assert (reset.sim_empty_share, reset.sim_full_share) != (
+        report.sim_empty_share,
+        report.sim_full_share,
+    )
 
 
 def test_cli_calibrate_and_evaluate_on_the_fitted_city(divvy_slice: Path, tmp_path: Path) -> None:

@@ -161,8 +161,9 @@ def month_counts(
     table = pq.read_table(_month_path(Path(archive), month), columns=_COLUMNS)
     n = len(station_ids)
     index = pa.array(station_ids)
-    st = pc.index_in(table["station_id"], value_set=index).to_numpy(zero_copy_only=False)
-    keep = ~np.isnan(st.astype(float)) if st.dtype == object else st >= 0
+    # Stations outside ``station_ids`` (unknown to station_information) index as -1: skipped.
+    found = pc.index_in(table["station_id"], value_set=index)
+    st = pc.fill_null(found, -1).to_numpy().astype(np.int64)
     ts = table["obs_ts"].cast(pa.timestamp("us", tz="UTC"))
     local = ts.cast(pa.timestamp("us", tz="America/Chicago"))
     how = pc.day_of_week(local).to_numpy().astype(np.int64) * 24 + pc.hour(local).to_numpy().astype(
@@ -172,7 +173,6 @@ def month_counts(
     bikes = table["num_bikes_available"].to_numpy().astype(np.int64)
     docks = table["num_docks_available"].to_numpy().astype(np.int64)
     renting = table["is_renting"].to_numpy(zero_copy_only=False).astype(bool)
-    st = np.where(keep, st, -1).astype(np.int64)
     sel = st >= 0
     st, how, ts_us, bikes, docks, renting = (
         a[sel] for a in (st, how, ts_us, bikes, docks, renting)
