@@ -111,6 +111,10 @@ def decide_evaluate(
         int | None, typer.Option(help="Move budget per day (default: [decide] moves_per_day).")
     ] = None,
     stations: Annotated[int, typer.Option(help="Stations in the simulated city.")] = 300,
+    city: Annotated[
+        Path | None,
+        typer.Option(help="A calibrated city file (dockline sim calibrate) instead of --stations."),
+    ] = None,
     forecaster: Annotated[
         str,
         typer.Option(
@@ -131,11 +135,14 @@ def decide_evaluate(
     """Score the policies on simulated days at the same budget (common random numbers).
 
     Example: dockline decide evaluate --days 3 --seeds 5 --trucks 4 --moves-per-day 96 --json
+
+    Example: dockline decide evaluate --city city.toml --days 1 --seeds 5
     """
     from dockline.core.config import DataDir, resolve_data_dir
     from dockline.core.decisions import PolicyName
     from dockline.decide import POLICIES
     from dockline.pipeline.decide import eval_config_from, evaluate, write_report
+    from dockline.sim.calibrate import load_city
 
     names = [p.strip() for p in policies.split(",") if p.strip()]
     bad = [p for p in names if p not in POLICIES]
@@ -151,6 +158,7 @@ def decide_evaluate(
         moves_per_day=moves_per_day,
         stations=stations,
         forecaster=forecaster,
+        calibrated=None if city is None else load_city(city),
     )
     chosen: list[PolicyName] = [p for p in POLICIES if p in names]
     with progress_bar(quiet=json_out) as progress:

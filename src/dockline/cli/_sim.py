@@ -19,6 +19,7 @@ sim_app = typer.Typer(
     Examples:
       dockline sim serve --stations 300 --speed 60 --port 8080 --faults all
       dockline sim archive --stations 50 --days 2 --out ./city-archive
+      dockline sim calibrate --archive ../shared/data/divvy --out city.toml
     """,
     no_args_is_help=True,
 )
@@ -121,3 +122,85 @@ def sim_archive(
         print_json(result)
     else:
         console.print(f"wrote {summary.rows:,} station-minutes for {stations} stations to {out}")
+
+
+@sim_app.command("calibrate")
+def sim_calibrate(
+    archive: Annotated[Path, typer.Option(help="A Divvy-layout archive directory.")],
+    out: Annotated[Path, typer.Option(help="The calibrated city file (TOML) to write.")],
+    months: Annotated[
+        str, typer.Option(help="Comma-separated YYYY-MM months to fit on.")
+    ] = "2013-09,2013-10",
+    holdout: Annotated[
+        str | None,
+        typer.Option(help="A held-out month to check the fit on (simulated; ~15 s a month)."),
+    ] = None,
+    move_threshold: Annotated[
+        int,
+        typer.Option(
+            min=2, help="A jump of at least this many bikes in one snapshot is an operator move."
+        ),
+    ] = 4,
+    seed: Annotated[int, typer.Option(help="Random seed of the held-out simulation.")] = 0,
+    replay_moves: Annotated[
+        bool, typer.Option(help="Replay the held-out month's operator moves in the simulation.")
+    ] = True,
+    reset_daily: Annotated[
+        bool,
+        typer.Option(help="Reset the simulated counts to the archive's each local midnight."),
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Fit a city to a real archive: stations, capacities, positions and each station's
+    departure and arrival rates by hour of week; operator moves (large jumps) are reported.
+
+    Example: dockline sim calibrate --archive ../shared/data/divvy --out city.toml --holdout 2013-11
+    """
+    from dockline.sim.calibrate import calibrate, save_city
+
+    json_out = want_json(json_out)
+    fit_months = tuple(m.strip() for m in months.split(",") if m.strip())
+    result = calibrate(archive, fit_months, move_threshold=move_threshold)
+    save_city(result.city, out)
+    report: dict[str, object] = {
+        "out": str(out),
+        "stations": result.city.n,
+        "months": list(result.months),
+        "trips": result.trips,
+        "trips_per_hour": round(float(result.city.departures.sum(axis=0).mean()), 1),
+        "operator_moves": result.moves.summary(),
+    }
+    if holdout is not None:
+        from dockline.sim.validate import validate_month
+
+        check = validate_month(
+            result.city,
+            archive,
+            holdout,
+            seed=seed,
+            replay_moves=replay_moves,
+            reset_daily=reset_daily,
+            move_threshold=move_threshold,
+        )
+        report["holdout"] = check.as_dict()
+    if json_out:
+        print_json(report)
+        return
+    moves = result.moves.summary()
+    console.print(
+        f"fitted {result.city.n} stations on {', '.join(result.months)}: {result.trips:,} trips"
+        f" ({report['trips_per_hour']} per hour on average) → {out}"
+    )
+    console.print(
+        f"operator moves detected: {moves['moves']:,} (removed {moves['bikes_removed']:,} bikes,"
+        f" added {moves['bikes_added']:,})"
+    )
+    if holdout is not None:
+        h = report["holdout"]
+        assert isinstance(h, dict)
+        console.print(
+            f"held-out {holdout}: empty share archive {h['archive_empty_share']:.4f} vs sim"
+            f" {h['sim_empty_share']:.4f}; full share archive {h['archive_full_share']:.4f} vs"
+            f" sim {h['sim_full_share']:.4f}; per-station MAE empty {h['station_empty_mae']:.4f},"
+            f" full {h['station_full_mae']:.4f}"
+        )

@@ -39,6 +39,7 @@ from dockline.decide import POISSON_MODEL_VERSION, POLICIES, decide, poisson_ris
 from dockline.decide.audit import DecisionLog
 from dockline.decide.report import render_report, save_report, write_plots
 from dockline.decide.scoring import COST_PER_MINUTE, OUTAGE_HOURS, OutageCounter, summarize
+from dockline.sim.calibrate import CalibratedCity
 from dockline.sim.city import City, CityConfig
 from dockline.sim.fleet import ActionRequest, Fleet, future_outlook
 
@@ -104,6 +105,10 @@ class EvalConfig:
                 f"forecaster must be one of {', '.join(FORECASTERS)}; got {self.forecaster!r}"
             )
 
+    calibrated: CalibratedCity | None = field(default=None, compare=False)
+    """A city fitted to real data (``decide evaluate --city``); its station count replaces
+    ``stations``, its per-station rates the zone model."""
+
     base: Constraints = field(default_factory=Constraints)
     """Speed, handling time and service hours (the ``[decide]`` section's); the fields above
     override its budget."""
@@ -168,7 +173,10 @@ class EvalResult:
         return {
             "policies": self.summary(),
             "config": {
-                "stations": c.stations,
+                "stations": c.stations if c.calibrated is None else c.calibrated.n,
+                "city": "generated"
+                if c.calibrated is None
+                else f"calibrated: {c.calibrated.source}",
                 "days": c.days,
                 "seeds": list(range(c.seed, c.seed + c.seeds)),
                 "trucks": c.trucks,
@@ -271,7 +279,11 @@ def run_policy(
     """Simulate ``config.days`` of one city under ``policy``: (KPIs, empty+full per minute)."""
     city = City(
         CityConfig(
-            stations=config.stations, seed=seed, start=config.start, common_random_numbers=True
+            stations=config.stations,
+            seed=seed,
+            start=config.start,
+            common_random_numbers=True,
+            calibrated=config.calibrated,
         )
     )
     base = config.constraints

@@ -26,6 +26,7 @@ import numpy as np
 
 from dockline.core.errors import ConfigError, NotFoundError, ValidationError
 from dockline.core.time import ensure_utc, from_micros, to_micros
+from dockline.sim.calibrate import CalibratedCity
 from dockline.sim.faults import FaultConfig
 
 __all__ = [
@@ -90,8 +91,17 @@ class CityConfig:
     """Draw the randomness of every attempted trip, taken or failed, so the random stream does
     not depend on the bikes: runs that differ only in truck moves then see the same riders
     (policy evaluation). Off, a seed keeps the trajectory it always had."""
+    calibrated: CalibratedCity | None = field(default=None, compare=False)
+    """A city fitted to real data (:mod:`dockline.sim.calibrate`): its stations, positions,
+    capacities and bikes replace the generated layout, and each station's own hour-of-week
+    departure rates replace the zone model (no weather factor: the rates already average the
+    fitted months' weather); a trip's destination is drawn in proportion to the stations'
+    arrival rates that hour. ``stations`` is set to its station count. None: the generated city."""
 
     def __post_init__(self) -> None:
+        if self.calibrated is not None:
+            object.__setattr__(self, "stations", self.calibrated.n)
+            object.__setattr__(self, "tz", self.calibrated.tz)
         if not 1 <= self.stations <= 100_000:
             raise ConfigError(f"stations must be in [1, 100000]; got {self.stations}")
         object.__setattr__(self, "start", ensure_utc(self.start).replace(microsecond=0))
@@ -254,6 +264,17 @@ class City:
         self.zone = zone
         self.lat = np.round(CENTER[0] + y / _KM_PER_DEG_LAT, 6)
         self.lon = np.round(CENTER[1] + x / _KM_PER_DEG_LON, 6)
+        cal = config.calibrated
+        if cal is not None:
+            self.lat = np.asarray(cal.lat, dtype=float).copy()
+            self.lon = np.asarray(cal.lon, dtype=float).copy()
+            # Zones only steer the generated demand model; here they label stations for the
+            # zone-level forecaster: the Loop is business, the lakefront leisure, else residential.
+            east = self.lon > CENTER[1] - 0.012 + 0.02 * np.abs(self.lat - CENTER[0])
+            loop = np.hypot((self.lat - CENTER[0]) * _KM_PER_DEG_LAT,
+                            (self.lon - CENTER[1]) * _KM_PER_DEG_LON) < 2.5  # fmt: skip
+            zone = np.where(loop, BUSINESS, np.where(east, LEISURE, RESIDENTIAL)).astype(np.int8)
+            self.zone = zone
         self._x = (self.lon - CENTER[1]) * _KM_PER_DEG_LON
         self._y = (self.lat - CENTER[0]) * _KM_PER_DEG_LAT
         mean_cap = np.where(zone == BUSINESS, 24.0, np.where(zone == LEISURE, 21.0, 17.0))
@@ -270,7 +291,14 @@ class City:
         ns = layout.integers(0, len(_STREETS_NS), size=n)
         ew = layout.integers(0, len(_STREETS_EW), size=n)
         self.names = [f"{_STREETS_NS[a]} & {_STREETS_EW[b]}" for a, b in zip(ns, ew, strict=True)]
-        if config.faults.numeric_ids > 0:
+        if cal is not None:
+            self.capacity = np.asarray(cal.capacity, dtype=np.int64).copy()
+            self.docks_disabled = np.zeros(n, dtype=np.int64)
+            self.bikes = np.asarray(cal.bikes, dtype=np.int64).copy()
+            self._popularity = np.ones(n)
+            self.names = list(cal.names)
+            self.station_ids = list(cal.station_ids)
+        elif config.faults.numeric_ids > 0:
             self.station_ids = [str(1001 + i) for i in range(n)]
         else:
             width = max(4, len(str(n)))
@@ -504,10 +532,19 @@ class City:
         share = self._popularity / np.maximum(zone_pop[self.zone], 1e-12)
         t = self.time
         left = float(minutes)
+        cal = self.config.calibrated
         while left > 0:
             local = t.astimezone(self._tz)
             span = min(left, 60.0 - local.minute - local.second / 60.0)
             how = local.weekday() * 24 + local.hour
+            if cal is not None:
+                d = cal.departures[:, how] / 60.0 * span
+                w = cal.arrivals[:, how] + 1e-9
+                dep += d
+                arr += d.sum() * w / w.sum()
+                left -= span
+                t += timedelta(minutes=span)
+                continue
             d = per_min * _ORIGIN[how][self.zone] * span
             probs = np.diff(_DEST_CUM[how], axis=1, prepend=0.0) * self._zone_present
             probs /= probs.sum(axis=1, keepdims=True)
@@ -553,6 +590,13 @@ class City:
         self._step_weather(local)
         factor = weather_factor(self.weather.temp_c, self.weather.precip_mm)
         per_step = self.config.trips_per_station_hour / 60.0 * self._step_min
+        cal = self.config.calibrated
+        if cal is not None:
+            self._calibrated_hour(cal, how)
+            self._maintenance()
+            hour_us = 3_600_000_000
+            self._next_refresh_us = (self._now_us // hour_us + 1) * hour_us
+            return
         self._lam = per_step * factor * self._popularity * _ORIGIN[how][self.zone]
         cum = _DEST_CUM[how].copy()
         if not self._zone_present.all():  # tiny cities: never send a trip to an empty zone
@@ -562,6 +606,28 @@ class City:
         self._maintenance()
         hour_us = 3_600_000_000
         self._next_refresh_us = (self._now_us // hour_us + 1) * hour_us
+
+    def _calibrated_hour(self, cal: CalibratedCity, how: int) -> None:
+        """Per-station rates of hour-of-week ``how``; destinations ∝ that hour's arrival rates.
+
+        ``_start_trips`` picks a zone then a station within it by cumulative weight, so the zone
+        shares are set to the zones' arrival totals (the same for every origin) and the weights
+        within a zone to the stations' arrival rates: together, P(station) ∝ its arrival rate.
+        """
+        self._lam = cal.departures[:, how] / 60.0 * self._step_min
+        w = cal.arrivals[:, how] + 1e-9
+        order = self._dest_order
+        cumw = np.empty(self.n)
+        zone_w = np.zeros(3)
+        for z in range(3):
+            in_z = self.zone[order] == z
+            sel = order[in_z]
+            if sel.size:
+                c = np.cumsum(w[sel])
+                zone_w[z] = c[-1]
+                cumw[in_z] = z + c / c[-1]
+        self._dest_cumw = cumw
+        self._dest_cum_now = np.tile(np.cumsum(zone_w / zone_w.sum()), (3, 1))
 
     def _step_weather(self, local: datetime) -> None:
         doy = local.timetuple().tm_yday
