@@ -20,7 +20,10 @@ if TYPE_CHECKING:
 __all__ = ["lineage_app"]
 
 lineage_app = typer.Typer(
-    help="Lineage: where a prediction or a bundle came from (OpenLineage events in lineage/).",
+    help="""Lineage: where a prediction or a bundle came from (OpenLineage events in lineage/).
+
+    Example: dockline lineage trace 1d0b-1 --json
+    """,
     no_args_is_help=True,
 )
 
