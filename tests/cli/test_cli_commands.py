@@ -207,6 +207,14 @@ def test_demo_trains_registers_and_serves_a_champion(tmp_path: Path) -> None:
     assert serving["batch_status"] == 200 and serving["batch_items"] == 40
     assert serving["unknown_entity"] == [404, "unknown_entity"]
     assert serving["malformed"][0] == 422
+    # P7 at the end: decision cycles over HTTP (audited, sent to the truck API) and a scored day
+    assert len(serving["decisions"]) == 3
+    assert all(c["refused"] == 0 and c["accepted"] == c["actions"] for c in serving["decisions"])
+    assert set(serving["evaluation"]) == {"none", "reactive", "predictive", "oracle"}
+    assert (
+        serving["evaluation"]["oracle"]["empty_full_minutes"]
+        <= (serving["evaluation"]["none"]["empty_full_minutes"])
+    )
     # P6: the monitor cycle canaried a deliberately bad challenger and rolled it back itself
     canary = report["monitor"]["canary"]
     assert canary["action"] == "rollback" and canary["alias"] == "challenger"

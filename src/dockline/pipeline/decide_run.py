@@ -11,6 +11,7 @@ app's ``/ready`` (ready ⇒ ``healthy``, not ready ⇒ ``unhealthy``).
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -188,7 +189,9 @@ def run_once(
             cycle_time=now,
             stations=tuple(states),
             predictions=_join(empty, full),
-            health=HealthInput(verdict, feature_age_s=max(ages) if ages else 0.0),
+            # the deployment's feature age is the median station's, as the policy judges station
+            # ages: one station the feed stopped confirming must not gate the model for all
+            health=HealthInput(verdict, feature_age_s=statistics.median(ages) if ages else 0.0),
             fleet=tuple(fleet),
             constraints=constraints_from(cfg, _moves_today(log, now, cfg.tz)),
         )

@@ -156,7 +156,7 @@ def run_demo(
             # requests at simulated times after the feed stopped: every station is quiet, its
             # windows slide and its age grows; the served vectors are checked against offline
             serving = dataclasses.replace(platform, clock=FixedClock(end + timedelta(seconds=30)))
-            report["serving"] = _serve(serving, list(city.station_ids))
+            report["serving"] = _serve(serving, list(city.station_ids), city)
             served = check_served_consistency(platform)
             report["serving"]["consistency"] = {
                 "compared": served.compared,
@@ -209,8 +209,9 @@ def _import_history(
 DEMO_REQUESTS = 300
 
 
-def _serve(platform: Platform, stations: list[str]) -> dict[str, Any]:
-    """P5: serve the champion over real HTTP and send it single, batch and bad requests."""
+def _serve(platform: Platform, stations: list[str], city: City) -> dict[str, Any]:
+    """P5: serve the champion over real HTTP and send it single, batch and bad requests; then
+    P7: a few decision cycles against the city over HTTP, and a simulated day scored."""
     import httpx
 
     from dockline.pipeline.serve import BackgroundServer, create_serving_app
@@ -224,6 +225,8 @@ def _serve(platform: Platform, stations: list[str]) -> dict[str, Any]:
         BackgroundServer(create_serving_app(platform)) as server,
         httpx.Client(base_url=server.url, timeout=10) as client,
     ):
+        # decision cycles first, while the features are seconds old (the burst then ages them)
+        decisions = _decide_live(platform, city, server.url)
         for i in range(DEMO_REQUESTS):
             if i and i % 20 == 0:
                 clock.advance(timedelta(seconds=61))  # 15 simulated minutes over the burst
@@ -252,7 +255,52 @@ def _serve(platform: Platform, stations: list[str]) -> dict[str, Any]:
         "batch_items": len(batch.json().get("predictions", [])) if batch.is_success else 0,
         "unknown_entity": [unknown.status_code, unknown.json().get("reason")],
         "malformed": [malformed.status_code, malformed.json().get("reason")],
+        "decisions": decisions,
+        "evaluation": _evaluate_day(len(stations)),
     }
+
+
+DEMO_DECISION_CYCLES = 3
+
+
+def _decide_live(platform: Platform, city: City, serve_url: str) -> list[dict[str, Any]]:
+    """P7 over HTTP: the city (its GBFS feed and truck API) and serving, as `decide run` would."""
+    from dockline.pipeline.decide_run import run_once
+    from dockline.sim.fleet import Fleet
+
+    clock = FixedClock(city.time)
+    cycles: list[dict[str, Any]] = []
+    with SimServer(city, speed=1.0, clock=clock, fleet=Fleet(city, trucks=4)) as sim:
+        for _ in range(DEMO_DECISION_CYCLES):
+            result = run_once(
+                platform.data.root, platform.config.decide, serve_url=serve_url, sim_url=sim.url
+            )
+            decision = result.decision
+            applied = result.applied or {}
+            cycles.append(
+                {
+                    "decision_id": decision.decision_id,
+                    "policy": decision.policy,
+                    "actions": len(decision.actions),
+                    "bikes": sum(a.bikes for a in decision.actions),
+                    "gate": str(decision.health_gate),
+                    "reasons": list(decision.reasons)[:3],
+                    "accepted": int(applied.get("accepted", 0)),
+                    "refused": int(applied.get("refused", 0)),
+                }
+            )
+            clock.advance(timedelta(minutes=15))
+    return cycles
+
+
+def _evaluate_day(stations: int) -> dict[str, dict[str, float]]:
+    """The four policies on one held-out simulated day at the same budget (common random
+    numbers); `dockline decide evaluate` does this over weeks and seeds."""
+    from dockline.pipeline.decide import EvalConfig, evaluate
+
+    summary = evaluate(EvalConfig(stations=stations, days=1.0, seeds=1, seed=100)).summary()
+    keep = ("empty_full_minutes", "outage_cost_usd", "failed_rentals", "truck_km", "moves")
+    return {policy: {k: round(v[k], 1) for k in keep if k in v} for policy, v in summary.items()}
 
 
 def _train(platform: Platform, dataset: Path) -> dict[str, Any]:
@@ -438,6 +486,30 @@ def _print(console: Console, report: dict[str, Any]) -> None:
         )
         for example in serving["examples"]:
             console.print(f"  {example}", markup=False)
+        for cycle in serving.get("decisions", []):
+            console.print(
+                f"  decision {cycle['decision_id'][:12]} ({cycle['policy']}, gate {cycle['gate']}):"
+                f" {cycle['actions']} moves, {cycle['bikes']} bikes; truck API accepted"
+                f" {cycle['accepted']}, refused {cycle['refused']}; {', '.join(cycle['reasons'])}",
+                markup=False,
+            )
+        evaluation = serving.get("evaluation")
+        if evaluation:
+            table = Table(
+                title="one simulated day, same budget: empty+full station-minutes",
+                title_justify="left",
+            )
+            for column in ("policy", "empty+full min", "outage $", "failed rentals", "truck-km"):
+                table.add_column(column, justify="left" if column == "policy" else "right")
+            for policy, kpis in evaluation.items():
+                table.add_row(
+                    policy,
+                    f"{kpis.get('empty_full_minutes', 0):,.0f}",
+                    f"{kpis.get('outage_cost_usd', 0):,.0f}",
+                    f"{kpis.get('failed_rentals', 0):,.0f}",
+                    f"{kpis.get('truck_km', 0):,.0f}",
+                )
+            console.print(table)
         served = serving.get("consistency")
         if served:
             console.print(
