@@ -98,3 +98,18 @@ def parse_time(value: str | None, option: str) -> datetime | None:
     except ValueError:
         raise ConfigError(f"{option} must be an ISO-8601 time; got {value!r}") from None
     return ensure_utc(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC))
+
+
+def group_platform(ctx: typer.Context) -> Platform:
+    """The platform of a command group's ``--data-dir`` (else the root's), opened as it is:
+    monitoring and lineage read what is there and never create a data dir."""
+    from dockline.core.config import DataDir, resolve_data_dir
+    from dockline.pipeline.platform import Platform, configured_clock
+
+    data_dir = ctx.obj if isinstance(ctx.obj, Path) else None
+    if data_dir is None:
+        root = ctx.find_root().params.get("data_dir")
+        data_dir = Path(root) if root else None
+    data = DataDir(resolve_data_dir(data_dir))
+    config = data.config()
+    return Platform(data=data, config=config, clock=configured_clock(data, config))

@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
+from dockline.cli._common import group_platform
 from dockline.cli._output import console, err_console, print_json
 
 if TYPE_CHECKING:
-    from dockline.pipeline.platform import Platform
+    pass
 
 __all__ = ["lineage_app"]
 
@@ -38,19 +39,6 @@ def _lineage(
 ) -> None:
     """Lineage over the data directory's prediction log, bundles, datasets and offline store."""
     ctx.obj = data_dir
-
-
-def _platform(ctx: typer.Context) -> Platform:
-    from dockline.core.config import DataDir, resolve_data_dir
-    from dockline.pipeline.platform import Platform, configured_clock
-
-    data_dir = ctx.obj if isinstance(ctx.obj, Path) else None
-    if data_dir is None:
-        root = ctx.find_root().params.get("data_dir")
-        data_dir = Path(root) if root else None
-    data = DataDir(resolve_data_dir(data_dir))
-    config = data.config()
-    return Platform(data=data, config=config, clock=configured_clock(data, config))
 
 
 def _summary(step: dict[str, Any]) -> str:
@@ -104,7 +92,7 @@ def trace(
     """
     from dockline.pipeline.lineage import trace as walk
 
-    result = walk(_platform(ctx), ident).to_dict()
+    result = walk(group_platform(ctx), ident).to_dict()
     if json_out:
         print_json(result)
     else:

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from dockline.cli._monitor import AtOpt, JsonOpt, _platform, parse_at
+from dockline.cli._common import group_platform
+from dockline.cli._monitor import AtOpt, JsonOpt, parse_at
 from dockline.cli._output import console, print_json
 from dockline.core.errors import ConfigError
 
@@ -56,7 +57,7 @@ def monitor_run(
         raise ConfigError("--once and --follow exclude each other")
     if follow and at is not None:
         raise ConfigError("--at evaluates one past moment; it cannot be combined with --follow")
-    platform = _platform(ctx)
+    platform = group_platform(ctx)
     loop = platform.config.monitor.loop
     control = control_for(platform, serve_url)
     while True:

@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
+from dockline.cli._common import group_platform
 from dockline.cli._output import console, err_console, print_json
 from dockline.core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from dockline.pipeline.platform import Platform
+    pass
 
 __all__ = ["monitor_app"]
 
@@ -56,23 +57,6 @@ def _monitor(
 ) -> None:
     """Monitoring over the data directory's serving windows, prediction log and bundles."""
     ctx.obj = data_dir
-
-
-def _platform(ctx: typer.Context) -> Platform:
-    """The platform of the data directory, opened read-only: monitoring never creates it."""
-    from dockline.core.config import DataDir, resolve_data_dir
-    from dockline.pipeline.platform import (  # lazily: keeps `--help` fast
-        Platform,
-        configured_clock,
-    )
-
-    data_dir = ctx.obj if isinstance(ctx.obj, Path) else None
-    if data_dir is None:
-        root = ctx.find_root().params.get("data_dir")
-        data_dir = Path(root) if root else None
-    data = DataDir(resolve_data_dir(data_dir))
-    config = data.config()
-    return Platform(data=data, config=config, clock=configured_clock(data, config))
 
 
 def parse_at(value: str | None) -> datetime | None:
@@ -119,7 +103,7 @@ def health(
     from dockline.pipeline import monitor as pipeline
 
     run = pipeline.health(
-        _platform(ctx), windows_dir=windows, at=parse_at(at), deployment=deployment
+        group_platform(ctx), windows_dir=windows, at=parse_at(at), deployment=deployment
     )
     if json_out:
         print_json(
@@ -174,7 +158,7 @@ def freshness(
     """
     from dockline.pipeline import monitor as pipeline
 
-    run = pipeline.freshness(_platform(ctx), metadata=metadata, at=parse_at(at))
+    run = pipeline.freshness(group_platform(ctx), metadata=metadata, at=parse_at(at))
     if json_out:
         print_json({"results": [_dump(r) for r in run.results], "notes": run.notes})
         return
@@ -274,7 +258,7 @@ def drift(
 
     if (reference is None) != (current is None):
         raise ConfigError("--reference and --current go together; give both or neither")
-    platform = _platform(ctx)
+    platform = group_platform(ctx)
     if reference is not None and current is not None:
         result = pipeline.drift_tables(platform, reference, current)
         if json_out:
@@ -329,7 +313,7 @@ def performance(
     from dockline.pipeline import monitor as pipeline
 
     run = pipeline.performance(
-        _platform(ctx),
+        group_platform(ctx),
         window=None if window is None else parse_duration(window),
         lookback=parse_duration(lookback),
         at=parse_at(at),
