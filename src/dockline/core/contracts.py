@@ -40,6 +40,7 @@ __all__ = [
     "FileDigest",
     "GateVerdict",
     "IngestSummary",
+    "JsonModel",
     "ModelVersion",
     "PromotionEvent",
     "RejectReason",
@@ -159,15 +160,14 @@ UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
 """A pydantic datetime field that must be tz-aware; stored as UTC."""
 
 
-class Contract(BaseModel):
-    """Base of metadata contracts: frozen, strict about unknown fields, versioned."""
+class JsonModel(BaseModel):
+    """A frozen pydantic record kept as a JSON file: unknown fields refused, atomic writes,
+    and a bad file read as :class:`ContractError` naming it."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    schema_version: Literal["v1"] = "v1"
-
     def write(self, path: Path) -> None:
-        """Write the contract as pretty JSON, atomically (write then rename)."""
+        """Write the record as pretty JSON, atomically (write then rename)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
@@ -175,15 +175,20 @@ class Contract(BaseModel):
 
     @classmethod
     def read(cls, path: Path) -> Self:
-        """Read and validate a contract file; a bad file raises :class:`ContractError`."""
+        """Read and validate a file; a missing or bad one raises :class:`ContractError`."""
         try:
             return cls.model_validate_json(path.read_bytes())
         except FileNotFoundError:
             raise ContractError(f"{cls.__name__} file is missing", where=str(path)) from None
         except ValueError as exc:
-            first = str(exc).splitlines()
-            detail = "; ".join(first[:3])
+            detail = "; ".join(str(exc).splitlines()[:3])
             raise ContractError(f"{cls.__name__} is invalid: {detail}", where=str(path)) from exc
+
+
+class Contract(JsonModel):
+    """Base of metadata contracts: frozen, strict about unknown fields, versioned."""
+
+    schema_version: Literal["v1"] = "v1"
 
 
 class FileDigest(BaseModel):

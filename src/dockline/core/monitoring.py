@@ -18,13 +18,11 @@ no ``schema_version``: the seed's outputs have none, and adding it would change 
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal, Self
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from dockline.core.contracts import UtcDatetime
-from dockline.core.errors import ContractError
+from dockline.core.contracts import JsonModel, UtcDatetime
 
 __all__ = [
     "HEALTH_CHECKS",
@@ -65,28 +63,9 @@ SEED_CHECKS = (
 """The seed's five metadata checks, in order."""
 
 
-class MonitorOutput(BaseModel):
-    """Base of the monitoring outputs: frozen, unknown fields refused, JSON on disk."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    def write(self, path: Path) -> None:
-        """Write as pretty JSON, atomically (write then rename)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
-        tmp.replace(path)
-
-    @classmethod
-    def read(cls, path: Path) -> Self:
-        """Read and validate a file; a missing or bad one raises :class:`ContractError`."""
-        try:
-            return cls.model_validate_json(path.read_bytes())
-        except FileNotFoundError:
-            raise ContractError(f"{cls.__name__} file is missing", where=str(path)) from None
-        except ValueError as exc:
-            detail = "; ".join(str(exc).splitlines()[:3])
-            raise ContractError(f"{cls.__name__} is invalid: {detail}", where=str(path)) from exc
+class MonitorOutput(JsonModel):
+    """Base of the monitoring outputs: frozen, unknown fields refused, JSON on disk (no
+    ``schema_version``: the seed's outputs have none)."""
 
 
 class DeploymentHealthState(MonitorOutput):
