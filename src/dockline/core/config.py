@@ -23,6 +23,7 @@ from dockline.core.errors import ConfigError, ValidationError
 from dockline.core.time import parse_duration
 
 __all__ = [
+    "COMPANION_PREFIX",
     "DATA_DIR_ENV",
     "DataDir",
     "DecideConfig",
@@ -181,6 +182,10 @@ class TrainConfig(_Frozen):
     """Subsample training rows (by entity-hash, deterministic) beyond this; None: all."""
 
 
+COMPANION_PREFIX = "/models/"
+"""A companion model's API (``[serve] companions``): the main routes under ``/models/<label>``."""
+
+
 class ServeConfig(_Frozen):
     """How ``dockline serve`` answers, gates freshness and reports."""
 
@@ -226,6 +231,10 @@ class ServeConfig(_Frozen):
     write_buffer_rows: int = Field(default=50_000, ge=1)
     """Prediction-log rows kept in memory while the disk refuses writes; beyond, dropped
     and counted (``dockline_serving_rows_dropped_total``)."""
+    companions: tuple[str, ...] = ()
+    """Labels whose models are served beside the main one, each under ``/models/<label>/``
+    with the same routes, its own champion, metrics windows (deployment ``<id>-<label>``) and
+    prediction-log rows (e.g. ``["full_next_hour"]`` beside ``empty_next_hour``)."""
 
 
 class ClockConfig(_Frozen):
@@ -454,6 +463,9 @@ class DecideConfig(_Frozen):
     """Cost of one truck-km, against the value of a move."""
     serve_url: str = "http://127.0.0.1:8000"
     """``dockline decide run`` reads predictions from this serving API."""
+    full_label: str = "full_next_hour"
+    """The label giving ``p_full``: its companion deployment (``[serve] companions``) is read
+    at ``<serve_url>/models/<full_label>``; where none runs, ``p_full`` is 0 (``full:none``)."""
     sim_url: str = "http://127.0.0.1:8080"
     """… and sends the actions to this simulated city's truck API."""
 

@@ -3,7 +3,7 @@
 The serving app (``dockline.serve``) may not import ``dockline.decide``, so the route is added
 here, in the wiring, to an app :func:`dockline.serve.create_app` built: it scores the stations
 with the app's own predictor (the batch path: one online-store read and one ONNX run per chunk)
-and runs the policy on them.
+and, for ``p_full``, the companion ``full_next_hour`` deployment's, and runs the policy on them.
 
 >>> app = create_serving_app(platform)            # doctest: +SKIP
 >>> add_decide_route(app, DecideConfig())         # doctest: +SKIP
@@ -64,8 +64,10 @@ def _error(status: int, reason: str, message: str, field: str | None = None) -> 
     return Response(body, status_code=status, media_type="application/json")
 
 
-def add_decide_route(app: FastAPI, cfg: DecideConfig) -> None:
-    """Add ``POST /v1/decide`` to a serving app (it uses ``app.state.predictor``)."""
+def add_decide_route(app: FastAPI, cfg: DecideConfig, *, full: Any = None) -> None:
+    """Add ``POST /v1/decide`` to a serving app: ``p_empty`` from its own predictor
+    (``app.state.predictor``), ``p_full`` from ``full``, the companion ``full_next_hour``
+    deployment's predictor (None, or no champion there: ``p_full`` is 0, ``full:none``)."""
     predictor: Any = app.state.predictor
     params = params_from(cfg)
 
@@ -85,24 +87,20 @@ def add_decide_route(app: FastAPI, cfg: DecideConfig) -> None:
         preds: list[StationPrediction] = []
         ages: list[float] = []
         try:
-            for lo in range(0, len(ids), predictor.max_batch):
-                batch = predictor.predict_batch(
-                    ids[lo : lo + predictor.max_batch], predictor.ids.next(), now_us, t0
-                )
-                for item in batch.predictions:
-                    if item.status == "error" or item.probability is None or item.model is None:
-                        continue  # unknown or unscorable: the coverage gate counts it
-                    preds.append(
-                        StationPrediction(
-                            station_id=item.entity,
-                            p_empty=min(1.0, max(0.0, float(item.probability))),
-                            p_full=0.0,  # no full_next_hour deployment in this app yet
-                            model_version=f"empty:{item.model.version}/full:none",
-                            bundle_id=item.model.bundle_id,
-                        )
+            p_full = _full_scores(full, ids, now_us, t0)
+            for item in _scored(predictor, ids, now_us, t0):
+                pf, version = p_full.get(item.entity, (0.0, "none"))
+                preds.append(
+                    StationPrediction(
+                        station_id=item.entity,
+                        p_empty=min(1.0, max(0.0, float(item.probability))),
+                        p_full=pf,
+                        model_version=f"empty:{item.model.version}/full:{version}",
+                        bundle_id=item.model.bundle_id,
                     )
-                    if item.age_s is not None:
-                        ages.append(float(item.age_s))
+                )
+                if item.age_s is not None:
+                    ages.append(float(item.age_s))
             cycle = ensure_utc(req.cycle_time) if req.cycle_time else from_micros(now_us)
             inputs = DecisionInput(
                 cycle_time=cycle,
@@ -117,6 +115,38 @@ def add_decide_route(app: FastAPI, cfg: DecideConfig) -> None:
             status = 503 if exc.reason in _UNAVAILABLE else 422
             return _error(status, exc.reason, exc.message, exc.where)
         return Response(encode(decision), media_type="application/json")
+
+
+def _scored(predictor: Any, ids: list[str], now_us: int, t0: float) -> list[Any]:
+    """The batch path's scored items for ``ids`` (unknown or unscorable stations are left to
+    the coverage gate, which counts them)."""
+    out: list[Any] = []
+    for lo in range(0, len(ids), predictor.max_batch):
+        chunk = ids[lo : lo + predictor.max_batch]
+        batch = predictor.predict_batch(chunk, predictor.ids.next(), now_us, t0)
+        out.extend(
+            item
+            for item in batch.predictions
+            if item.status != "error" and item.probability is not None and item.model is not None
+        )
+    return out
+
+
+def _full_scores(full: Any, ids: list[str], now_us: int, t0: float) -> dict[str, tuple[float, str]]:
+    """``{station: (p_full, model version)}`` from the companion; none where it has no model
+    (the decision then says ``full:none`` rather than failing the cycle)."""
+    if full is None:
+        return {}
+    try:
+        items = _scored(full, ids, now_us, t0)
+    except DocklineError as exc:
+        if exc.reason in _UNAVAILABLE:
+            return {}
+        raise
+    return {
+        item.entity: (min(1.0, max(0.0, float(item.probability))), str(item.model.version))
+        for item in items
+    }
 
 
 def _live(policy: str) -> Literal["none", "reactive", "predictive"]:
