@@ -1,10 +1,13 @@
-"""The Grafana dashboard (deploy/grafana/dockline.json) shows only what dockline exports.
+"""deploy/ against the real serving app: the dashboard, the health check and the probes.
+
+The Grafana dashboard (deploy/grafana/dockline.json) shows only what dockline exports.
 
 Its queries are parsed by a maintained PromQL parser (``promql-parser``); the metric names they
 select are checked against a real scrape of ``/metrics`` of the serving app built by the product
 wiring (``create_serving_app``: serving telemetry plus the monitor's collector) over a simulated
 city; and a real Prometheus, configured from deploy/prometheus/prometheus.yml, evaluates every
-query against that app.
+query against that app. The image's HEALTHCHECK command and the Kubernetes probes are run
+against the same app.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -23,7 +27,8 @@ import httpx
 import promql_parser
 import pyarrow.parquet as pq
 import pytest
-from deploy_helpers import DASHBOARD, DEPLOY, load_yaml, promql, require_binary
+from deploy_helpers import DASHBOARD, DEPLOY, load_yaml, load_yaml_all, promql, require_binary
+from dockerfile_parse import DockerfileParser
 from prometheus_client.parser import text_string_to_metric_families
 from test_serve_monitoring import City, free_port
 
@@ -298,3 +303,30 @@ def _all_selectors_match(prom: httpx.Client, expr: str) -> bool:
         if not r.json()["data"]["result"]:
             return False
     return True
+
+
+@pytest.mark.slow
+def test_the_image_health_check_and_the_probes_answer_on_the_served_app(served: str) -> None:
+    """The Dockerfile's HEALTHCHECK command, run as the container would (its port pointed at the
+    app), and the paths the Kubernetes probes ask."""
+    df = DockerfileParser(path=str(DEPLOY / "Dockerfile"))
+    (check,) = [i["value"] for i in df.structure if i["instruction"] == "HEALTHCHECK"]
+    command = json.loads(check.split("CMD", 1)[1])
+    port = served.rsplit(":", 1)[1]
+    command = [a.replace("127.0.0.1:8000", f"127.0.0.1:{port}") for a in command]
+    assert command[0] == "python"
+    ok = subprocess.run([sys.executable, *command[1:]], capture_output=True, timeout=30)
+    assert ok.returncode == 0, ok.stderr
+    gone = [a.replace(f"127.0.0.1:{port}", f"127.0.0.1:{free_port()}") for a in command]
+    assert subprocess.run([sys.executable, *gone[1:]], capture_output=True).returncode != 0
+
+    (serve,) = [
+        d for d in load_yaml_all(DEPLOY / "k8s" / "serve.yaml") if d["kind"] == "Deployment"
+    ]
+    (container,) = serve["spec"]["template"]["spec"]["containers"]
+    with httpx.Client(base_url=served, timeout=30) as client:
+        for probe in ("livenessProbe", "startupProbe"):
+            r = client.get(container[probe]["httpGet"]["path"])
+            assert r.status_code == 200, (probe, r.text)
+        ready = client.get(container["readinessProbe"]["httpGet"]["path"])
+        assert ready.status_code == 200 and ready.json()["ready"] is True, ready.text
