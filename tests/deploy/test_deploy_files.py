@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +110,41 @@ def test_the_image_installs_the_serving_extras_and_uses_the_data_dir_variable() 
     copied = [i["value"].split()[0] for i in df.structure if i["instruction"] == "COPY"]
     for source in copied:  # the build context is the repository root
         assert (REPO / source).exists(), source
+
+
+def test_what_the_image_copies_builds_the_package_it_installs(tmp_path: Path) -> None:
+    """The Dockerfile's COPY sources alone (the build context is the repository root) build
+    dockline's wheel, with the default project inside and the extras the image asks for."""
+    df = _dockerfile()
+    context = tmp_path / "context"
+    for instruction in df.structure:
+        if instruction["instruction"] == "COPY":
+            *sources, _ = instruction["value"].split()
+            for source in sources:
+                path = REPO / source
+                if path.is_dir():
+                    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+                    shutil.copytree(path, context / source, ignore=ignore)
+                else:
+                    context.mkdir(exist_ok=True)
+                    shutil.copy2(path, context / source)
+    pip = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
+    result = subprocess.run(
+        [*pip, "-w", str(tmp_path / "dist"), str(context)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    (wheel,) = (tmp_path / "dist").glob("dockline-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+        text = archive.read(metadata).decode()
+    provided = set(re.findall(r"^Provides-Extra: (\S+)$", text, re.M))
+    assert "dockline/cli/__init__.py" in names
+    assert any(n.startswith("dockline/examples/bikeshare/") for n in names)
+    assert set(df.args["EXTRAS"].split(",")) <= provided
 
 
 # -- Compose ----------------------------------------------------------------------------------
