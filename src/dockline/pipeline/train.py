@@ -200,6 +200,9 @@ def export_bundle(
         test_end=from_micros(int(data.as_of_us[splits.test.rows].max())),
         tolerance=config.parity_tolerance,
         hour_of_week=_hour_of_week(data, outcome),
+        int8=(config.int8_max_abs_diff, config.int8_mean_abs_diff)
+        if config.quantize == "int8"
+        else None,
     )
 
 
