@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,6 +114,14 @@ class _Reader:
             yield item
 
 
+class _NoPreprocessingAdvice(logging.Filter):
+    """Drops the quantizer's advice to pre-process the graph (shape inference and fusions meant
+    for CNNs), which it logs on the root logger at every call; every other record passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
 def quantize_int8(
     estimator: Any, fp32_onnx: bytes, spec: OnnxSpec, n_features: int, x_train: Matrix
 ) -> Quantized:
@@ -154,25 +161,23 @@ def quantize_int8(
     with tempfile.TemporaryDirectory(prefix="dockline-int8-") as tmp:
         source_path, target_path = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         source_path.write_bytes(source)
-        level = logging.getLogger().level
-        logging.getLogger().setLevel(logging.ERROR)  # the quantizer logs each node it skips
+        quiet = _NoPreprocessingAdvice()
+        logging.getLogger().addFilter(quiet)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # preprocessing advice, not a failure
-                quantize_static(
-                    source_path,
-                    target_path,
-                    reader,
-                    quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=targets,
-                    per_channel=False,
-                    activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8,
-                    calibrate_method=CalibrationMethod.MinMax,
-                    extra_options={"CalibTensorRangeSymmetric": False},
-                )
+            quantize_static(
+                source_path,
+                target_path,
+                reader,
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=targets,
+                per_channel=False,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+                extra_options={"CalibTensorRangeSymmetric": False},
+            )
         finally:
-            logging.getLogger().setLevel(level)
+            logging.getLogger().removeFilter(quiet)
         quantized = target_path.read_bytes()
     return Quantized(_normalized(quantized), "static_qdq", tuple(targets))
 
