@@ -155,3 +155,24 @@ def test_without_quantize_bundles_and_config_hashes_are_as_before(
     assert err.value.reason == INT8_UNAVAILABLE
     again = export_bundle(tmp_path / "again", data, outcome, INT8)
     assert again.bundle_id == bundle.bundle_id  # INT8 bytes are deterministic too
+
+
+def test_train_quantize_in_dockline_toml_reaches_the_bundle_and_the_summary(
+    tmp_path: Path,
+) -> None:
+    from dockline.pipeline.platform import Platform
+    from dockline.pipeline.train import train_model
+
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "dockline.toml").write_text(
+        '[train]\ncandidates = ["logistic"]\nn_trials = 0\ncv_folds = 2\nquantize = "int8"\n',
+        encoding="utf-8",
+    )
+    dataset = write_synthetic(tmp_path / "ds", stations=12, days=4, project="bikeshare")
+    summary = train_model(Platform.open(root), dataset=dataset, actor="test")
+    assert summary.int8 is not None and summary.int8["status"] == "passed"
+    bundle = load_bundle(Path(summary.bundle_path))
+    assert bundle.manifest.int8 is not None
+    assert summary.int8["max_abs_diff"] == bundle.manifest.int8.max_abs_diff
+    assert INT8_FILE in bundle.manifest.lineage.files

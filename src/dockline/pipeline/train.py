@@ -100,6 +100,9 @@ class TrainSummary:
     dataset_hash: str = ""
     unlabeled_rows: int = 0
     """Rows of the dataset left out because their label was unknown at build time."""
+    int8: dict[str, Any] | None = None
+    """The INT8 variant's parity gate (``train.quantize = "int8"``): status, reason, measured
+    max and mean |Δp|; None when not asked for."""
 
 
 def open_registry(platform: Platform) -> MlflowRegistry:
@@ -340,6 +343,7 @@ def train_model(
         already_registered=same is not None,
         dataset_hash=data.metadata.content_hash,
         unlabeled_rows=data.unlabeled_rows,
+        int8=bundle.manifest.int8.model_dump(mode="json") if bundle.manifest.int8 else None,
     )
     _finish_reports(outcome, summary, data)
     if same is None:
