@@ -135,6 +135,16 @@ def test_the_bundle_hash_covers_the_int8_file(bundle: Bundle, tmp_path: Path) ->
     (tampered / INT8_FILE).unlink()
     with pytest.raises(ContractError, match="missing"):
         load_bundle(tampered)
+    # a manifest naming an INT8 model it does not hash is refused, not trusted
+    unlisted = tmp_path / "unlisted"
+    shutil.copytree(bundle.path, unlisted)
+    raw = json.loads((unlisted / "manifest.json").read_text())
+    del raw["lineage"]["files"][INT8_FILE]
+    (unlisted / INT8_FILE).unlink()
+    (unlisted / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(ContractError, match="INT8 model must be a listed") as err:
+        load_bundle(unlisted)
+    assert err.value.reason == "bundle_tampered"
 
 
 def test_without_quantize_bundles_and_config_hashes_are_as_before(
