@@ -180,6 +180,15 @@ class TrainConfig(_Frozen):
     """Largest |ONNX - native| probability on the test rows before the bundle is refused."""
     max_rows: int | None = Field(default=None, ge=1000)
     """Subsample training rows (by entity-hash, deterministic) beyond this; None: all."""
+    # -- INT8 variant (issue 16 §4); left out of the config hash while off, so bundle ids of
+    # configs that never set it do not change --
+    quantize: Literal["off", "int8"] = "off"
+    """``int8``: add an ONNX Runtime INT8 variant to the bundle, with its parity gate."""
+    int8_max_abs_diff: float = Field(default=0.04, gt=0, le=1)
+    """The INT8 gate: largest per-row |Δp| (calibrated) against FP32 on the test rows."""
+    int8_mean_abs_diff: float = Field(default=0.01, gt=0, le=1)
+    """The INT8 gate: largest mean |Δp| against FP32 on the test rows."""
+    # -- end INT8 variant --
 
 
 COMPANION_PREFIX = "/models/"
@@ -235,6 +244,11 @@ class ServeConfig(_Frozen):
     """Labels whose models are served beside the main one, each under ``/models/<label>/``
     with the same routes, its own champion, metrics windows (deployment ``<id>-<label>``) and
     prediction-log rows (e.g. ``["full_next_hour"]`` beside ``empty_next_hour``)."""
+    # -- INT8 variant (issue 16 §4) --
+    precision: Literal["fp32", "int8"] = "fp32"
+    """``int8`` scores with the bundle's INT8 variant; a bundle without one whose parity gate
+    passed is refused (reason ``int8_unavailable``)."""
+    # -- end INT8 variant --
 
 
 class ClockConfig(_Frozen):
