@@ -24,13 +24,17 @@ from dagster import (
     materialize,
 )
 
+from dockline.core.errors import ConfigError
 from dockline.orchestration import DocklineResource
 from dockline.orchestration.assets import (
     ALL_ASSETS,
     MONITORING,
     LoopConfig,
     OfflineStoreConfig,
+    TrainingSetConfig,
+    loop_state,
     results_path,
+    training_set,
 )
 from dockline.orchestration.automation import retraining_sensor
 from dockline.pipeline.lineage import record_alias_move
@@ -189,3 +193,58 @@ def test_the_sensor_skips_on_a_fresh_model_and_requests_training_on_a_stale_one(
     stale = evaluate(city.at + timedelta(days=8))
     assert isinstance(stale, RunRequest)
     assert stale.tags["dockline/triggers"] == "stale_model"
+
+
+@pytest.mark.slow
+def test_the_loop_cycle_leaves_training_to_the_training_job(city: City) -> None:
+    """A week on, the stale-model trigger fires in the cycle too, but with ``train`` off (the
+    default here) the cycle reports it and trains nothing: the sensor's training job does."""
+    platform = Platform.open(city.data, existing=True)
+    name = str(_metadata(city.result, "model")["model_name"])
+    before = [v.version for v in open_registry(platform).versions(name)]
+    result = materialize(
+        [loop_state],
+        resources={
+            "dockline": DocklineResource(
+                data_dir=str(city.data), at=(city.at + timedelta(days=8)).isoformat()
+            )
+        },
+        instance=city.instance,
+        run_config=RunConfig(ops={"loop_state": LoopConfig(serve_url="http://127.0.0.1:9")}),
+    )
+    loop = _metadata(result, "loop_state")
+    assert loop["phase"] == "idle"
+    fired = loop["triggers_fired"]
+    assert isinstance(fired, list)
+    assert any("champion's training data is" in reason for reason in fired)
+    assert loop["actions"] == []
+    assert [v.version for v in open_registry(platform).versions(name)] == before
+
+
+@pytest.mark.slow
+def test_a_training_set_over_a_given_range(city: City) -> None:
+    start, end = city.at - timedelta(days=2), city.at - timedelta(days=1)
+    resources = {"dockline": DocklineResource(data_dir=str(city.data))}
+    result = materialize(
+        [training_set],
+        resources=resources,
+        instance=city.instance,
+        run_config=RunConfig(
+            ops={
+                "training_set": TrainingSetConfig(
+                    start=start.isoformat(), end=end.isoformat(), every="1h"
+                )
+            }
+        ),
+    )
+    meta = _metadata(result, "training_set")
+    path = Path(str(meta["dataset_path"]))
+    assert path.name == f"dagster-{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}"
+    assert meta["rows"] == 20 * 24  # every station, every hour of one day
+    with pytest.raises(ConfigError, match="training_set: give both start and end, or neither"):
+        materialize(
+            [training_set],
+            resources=resources,
+            instance=city.instance,
+            run_config=RunConfig(ops={"training_set": TrainingSetConfig(start=start.isoformat())}),
+        )
