@@ -10,7 +10,6 @@ attaches what the command would print (row counts, bundle id, verdicts) as Dagst
 # parameters' annotations as objects when the definitions load.
 import os
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +30,8 @@ from pydantic import Field
 
 from dockline.core.contracts import DatasetMetadata
 from dockline.core.errors import ConfigError
-from dockline.core.time import ensure_utc, parse_duration
-from dockline.orchestration.resources import DocklineResource
+from dockline.core.time import parse_duration
+from dockline.orchestration.resources import DocklineResource, parse_utc
 from dockline.pipeline.platform import Platform
 
 __all__ = [
@@ -192,14 +191,6 @@ class TrainingSetConfig(Config):
     )
 
 
-def _iso(value: str, name: str) -> datetime:
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise ConfigError(f"training_set.{name} must be an ISO-8601 time; got {value!r}") from None
-    return ensure_utc(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC))
-
-
 @asset(
     group_name=TRAINING,
     deps=[offline_store],
@@ -218,7 +209,8 @@ def training_set(
     if (config.start is None) != (config.end is None):
         raise ConfigError("training_set: give both start and end, or neither")
     if config.start is not None and config.end is not None:
-        start, end = _iso(config.start, "start"), _iso(config.end, "end")
+        start = parse_utc(config.start, "training_set.start")
+        end = parse_utc(config.end, "training_set.end")
         every = (
             parse_duration(config.every)
             if config.every

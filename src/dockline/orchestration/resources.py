@@ -12,7 +12,19 @@ from dockline.core.errors import ConfigError
 from dockline.core.time import FixedClock, ensure_utc
 from dockline.pipeline.platform import Platform
 
-__all__ = ["DocklineResource"]
+__all__ = ["DocklineResource", "parse_utc"]
+
+
+def parse_utc(value: str, what: str) -> datetime:
+    """An ISO-8601 time from run config, UTC when naive; a bad one is a :class:`ConfigError`
+    naming ``what``."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(
+            f"{what} must be an ISO-8601 time; got {value!r}", reason="bad_time"
+        ) from None
+    return ensure_utc(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC))
 
 
 class DocklineResource(ConfigurableResource):
@@ -30,15 +42,7 @@ class DocklineResource(ConfigurableResource):
 
     def moment(self) -> datetime | None:
         """``at`` as a UTC datetime, or None for the configured clock."""
-        if self.at is None:
-            return None
-        try:
-            parsed = datetime.fromisoformat(self.at)
-        except ValueError:
-            raise ConfigError(
-                f"DocklineResource.at must be an ISO-8601 time; got {self.at!r}", reason="bad_time"
-            ) from None
-        return ensure_utc(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC))
+        return None if self.at is None else parse_utc(self.at, "DocklineResource.at")
 
     def platform(self, *, existing: bool = True) -> Platform:
         """The platform of the data directory; ``existing`` refuses one that holds no state
