@@ -38,7 +38,13 @@ def signals(platform: Platform, name: str, at: datetime, last_trained: datetime 
         runs = drift_live(platform, at=at)
     except DocklineError:
         runs = []
-    champion = open_registry(platform).resolve(name, "champion")
+    # no registry yet: no champion. Measuring creates nothing (a sensor polling a fresh data
+    # dir must not leave an MLflow database behind, nor pay for migrating one)
+    champion = (
+        open_registry(platform).resolve(name, "champion")
+        if platform.data.mlflow_db.exists()
+        else None
+    )
     mine = [r for r in runs if champion is not None and r.bundle_id == champion.bundle_id]
     if mine:
         drift = mine[0].dataset.drift
