@@ -23,6 +23,7 @@ from typing import Any, Literal
 import msgspec
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from dockline.core.config import DecideConfig
 from dockline.core.decisions import (
@@ -70,6 +71,7 @@ def add_decide_route(app: FastAPI, cfg: DecideConfig, *, full: Any = None) -> No
     deployment's predictor (None, or no champion there: ``p_full`` is 0, ``full:none``)."""
     predictor: Any = app.state.predictor
     params = params_from(cfg)
+    metrics = _DecideMetrics(app.state.telemetry.registry)
 
     @app.post(DECIDE_PATH, summary="One cycle's rebalancing decision for the stations given")
     async def decide_route(request: Request) -> Response:
@@ -77,11 +79,11 @@ def add_decide_route(app: FastAPI, cfg: DecideConfig, *, full: Any = None) -> No
         try:
             req = msgspec.json.decode(await request.body(), type=DecideRequest)
         except msgspec.ValidationError as exc:
-            return _error(422, "invalid_request", str(exc))
+            return metrics.error(422, "invalid_request", str(exc))
         except msgspec.DecodeError as exc:
-            return _error(422, "invalid_json", str(exc))
+            return metrics.error(422, "invalid_json", str(exc))
         if not req.stations:
-            return _error(422, "invalid_value", "stations must not be empty", "stations")
+            return metrics.error(422, "invalid_value", "stations must not be empty", "stations")
         now_us = predictor.now_us()
         ids = [s.station_id for s in req.stations]
         preds: list[StationPrediction] = []
@@ -113,8 +115,56 @@ def add_decide_route(app: FastAPI, cfg: DecideConfig, *, full: Any = None) -> No
             decision = decide(req.policy or _live(cfg.policy), inputs, params)
         except DocklineError as exc:
             status = 503 if exc.reason in _UNAVAILABLE else 422
-            return _error(status, exc.reason, exc.message, exc.where)
+            return metrics.error(status, exc.reason, exc.message, exc.where)
+        metrics.decided(decision, perf_counter() - t0)
         return Response(encode(decision), media_type="application/json")
+
+
+class _DecideMetrics:
+    """``POST /v1/decide`` on the serving app's ``/metrics``: decisions by policy and gate, the
+    moves and bikes they plan, refusals by reason, latency (no per-station labels)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.decisions = Counter(
+            "dockline_decisions",
+            "Decisions answered by POST /v1/decide, by policy and health gate.",
+            ["policy", "health_gate"],
+            registry=registry,
+        )
+        self.moves = Counter(
+            "dockline_decision_moves",
+            "Truck moves planned by POST /v1/decide.",
+            ["policy"],
+            registry=registry,
+        )
+        self.bikes = Counter(
+            "dockline_decision_bikes",
+            "Bikes planned to move by POST /v1/decide.",
+            ["policy"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "dockline_decide_errors",
+            "POST /v1/decide requests refused, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.seconds = Histogram(
+            "dockline_decide_duration_seconds",
+            "POST /v1/decide latency, scoring and planning included.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=registry,
+        )
+
+    def decided(self, decision: Any, seconds: float) -> None:
+        self.decisions.labels(decision.policy, str(decision.health_gate)).inc()
+        self.moves.labels(decision.policy).inc(len(decision.actions))
+        self.bikes.labels(decision.policy).inc(sum(a.bikes for a in decision.actions))
+        self.seconds.observe(seconds)
+
+    def error(self, status: int, reason: str, message: str, field: str | None = None) -> Response:
+        self.errors.labels(reason).inc()
+        return _error(status, reason, message, field)
 
 
 def _scored(predictor: Any, ids: list[str], now_us: int, t0: float) -> list[Any]:
