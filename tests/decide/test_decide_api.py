@@ -18,7 +18,7 @@ from dockline.core.config import DataDir, DecideConfig, ServeConfig
 from dockline.core.contracts import TS_TYPE
 from dockline.core.decisions import StationState, Truck, decode_decision
 from dockline.core.time import FixedClock, to_micros
-from dockline.pipeline.decide_api import DECIDE_PATH, add_decide_route
+from dockline.pipeline.decide_api import DECIDE_PATH, MAX_DECIDE_BODY, add_decide_route
 from dockline.pipeline.serve import BackgroundServer
 from dockline.serve import create_app
 from dockline.sim import City, CityConfig
@@ -137,5 +137,7 @@ def test_bad_requests_are_422_with_a_reason(served: tuple[str, City, str]) -> No
         assert bad.status_code == 422 and bad.json()["reason"] == "invalid_json"
         wrong = client.post(f"{url}{DECIDE_PATH}", json=body(city, policy="oracle"))
         assert wrong.status_code == 422 and wrong.json()["reason"] == "invalid_request"
+        huge = client.post(f"{url}{DECIDE_PATH}", content=b"[" + b" " * MAX_DECIDE_BODY + b"]")
+        assert huge.status_code == 413 and huge.json()["reason"] == "body_too_large"
         metrics = client.get(f"{url}/metrics").text
         assert 'dockline_decide_errors_total{reason="invalid_json"}' in metrics

@@ -24,6 +24,7 @@ import msgspec
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.requests import ClientDisconnect
 
 from dockline.core.config import DecideConfig
 from dockline.core.decisions import (
@@ -39,10 +40,13 @@ from dockline.core.errors import DocklineError
 from dockline.core.time import ensure_utc, from_micros
 from dockline.decide import decide
 from dockline.pipeline.decide import constraints_from, params_from
+from dockline.serve import REASON_STATUS, ServeError, read_body
 
-__all__ = ["DECIDE_PATH", "DecideRequest", "add_decide_route"]
+__all__ = ["DECIDE_PATH", "MAX_DECIDE_BODY", "DecideRequest", "add_decide_route"]
 
 DECIDE_PATH = "/v1/decide"
+MAX_DECIDE_BODY = 4 * 1024 * 1024
+"""Bodies past this are refused (413) while they stream in: ~10,000 stations with a fleet."""
 # The serving app's 503 reasons (serve._errors.REASON_STATUS): the service, not the request, failed.
 _UNAVAILABLE = frozenset(
     {"stale_features", "no_model", "store_unavailable", "not_ready", "registry_unavailable"}
@@ -72,12 +76,19 @@ def add_decide_route(app: FastAPI, cfg: DecideConfig, *, full: Any = None) -> No
     predictor: Any = app.state.predictor
     params = params_from(cfg)
     metrics = _DecideMetrics(app.state.telemetry.registry)
+    body_timeout_s: float = app.state.body_timeout_s  # serve.request_timeout, as elsewhere
 
     @app.post(DECIDE_PATH, summary="One cycle's rebalancing decision for the stations given")
     async def decide_route(request: Request) -> Response:
         t0 = perf_counter()
         try:
-            req = msgspec.json.decode(await request.body(), type=DecideRequest)
+            raw = await read_body(request, MAX_DECIDE_BODY, body_timeout_s)
+        except ServeError as exc:  # too large, or too slow: before any decoding
+            return metrics.error(REASON_STATUS[exc.reason], exc.reason, exc.message, "body")
+        except ClientDisconnect:
+            return metrics.error(400, "client_disconnected", "the client left mid-body")
+        try:
+            req = msgspec.json.decode(raw, type=DecideRequest)
         except msgspec.ValidationError as exc:
             return metrics.error(422, "invalid_request", str(exc))
         except msgspec.DecodeError as exc:

@@ -282,6 +282,7 @@ def create_app(
     app.state.prediction_log = prediction_log
     app.state.uvicorn_options = uvicorn_options(cfg)
     body_timeout_s = cfg.request_timeout.total_seconds()
+    app.state.body_timeout_s = body_timeout_s  # routes the wiring adds read bodies alike
 
     async def _read_body(request: Request) -> bytes:
         return await read_body(request, max_body, body_timeout_s)
