@@ -89,6 +89,13 @@ def create_serving_app(platform: Platform) -> FastAPI:
         collectors=[monitor.collector()],
     )
     add_decide_route(app, platform.config.decide)  # POST /v1/decide (P7)
+    # -- ui: the dashboard's read-only JSON and its static files at /ui --
+    from dockline.pipeline.ui_api import add_ui_routes
+    from dockline.ui import UI_PATH, ui_files
+
+    add_ui_routes(app, platform)
+    app.mount(UI_PATH, ui_files(), name="ui")
+    # -- end ui --
     # -- lineage: a serving deployment run (never fails the start) --
     from dockline.pipeline.lineage import record_serving
 
