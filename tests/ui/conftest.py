@@ -1,4 +1,4 @@
-"""The dashboard's fixtures: one served data dir for the module and a headless Chromium.
+"""The dashboard's fixtures: one served data dir for every UI test, and a headless Chromium.
 
 The data dir is real end to end: a simulated archive ingested, the offline store, a PIT
 dataset, a trained and registered model made champion, the serving app running over HTTP, every
@@ -29,8 +29,8 @@ from dockline.pipeline.ingest import ingest_archive, sink_offline
 from dockline.pipeline.lineage import record_alias_move
 from dockline.pipeline.platform import Platform
 from dockline.pipeline.serve import BackgroundServer, create_serving_app
-from dockline.pipeline.ui_api import stations
 from dockline.pipeline.train import TrainSummary, open_registry, train_model
+from dockline.pipeline.ui_api import stations
 from dockline.sim import CityConfig, write_archive
 
 CHROMIUM = "/usr/bin/chromium"
@@ -108,7 +108,7 @@ def _decide_once(client: httpx.Client, platform: Platform) -> str:
     return decision.decision_id
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("ui-city")
     archive = write_archive(
@@ -144,15 +144,21 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     with BackgroundServer(create_serving_app(platform)) as server:
         with httpx.Client(base_url=server.url, timeout=30) as client:
             ids = [s["station_id"] for s in stations(platform)["stations"]]
-            r = client.post("/v1/predict/batch", json={"entities": ids})
-            assert r.status_code == 200, r.text
+            for minute in range(4):  # a few minutes of traffic: windows for the health page
+                if minute:
+                    clock.advance(timedelta(minutes=1))
+                r = client.post("/v1/predict/batch", json={"entities": ids})
+                assert r.status_code == 200, r.text
+                for station in ids[: 3 + 2 * minute]:
+                    r = client.post("/v1/predict", json={"entity": station})
+                    assert r.status_code == 200, r.text
             _wait_for_log(platform.data.serving_predictions)
             decision_id = _decide_once(client, platform)
         clock.advance(timedelta(minutes=1))  # time passes: the monitor reads [start, now)
         yield Served(platform, server.url, summary, ids, decision_id)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     """Debian's headless Chromium through Playwright (skips without it; fails under CI=true)."""
     if not (Path(CHROMIUM).exists() and shutil.which(CHROMIUM)):

@@ -7,7 +7,6 @@ from typing import Any
 import httpx
 import pytest
 
-
 from dockline.pipeline.decide import decision_log
 from dockline.pipeline.lineage import trace
 from dockline.pipeline.train import open_registry
@@ -49,7 +48,8 @@ def test_models_decisions_performance_windows_and_lineage_match_the_pipeline(
         decisions = client.get("/v1/decisions").json()["decisions"]
         assert [d["decision_id"] for d in decisions] == [served.decision_id]
         perf = client.get("/v1/monitoring/performance").json()
-        assert perf["rows"] == 2 * len(served.stations)  # the batch call and /v1/decide
+        # four batch calls, 3 + 5 + 7 + 9 single ones, and /v1/decide's
+        assert perf["rows"] == 5 * len(served.stations) + 24
         assert {w["bundle_id"] for w in perf["windows"]} == {served.summary.bundle_id}
         windows = client.get("/v1/monitoring/windows?hours=24").json()["windows"]
         assert windows and all("request_count" in w for w in windows)
@@ -80,6 +80,8 @@ def test_the_page_is_served_with_a_same_origin_policy(served: Any) -> None:
     r = httpx.get(f"{served.url}/ui/", timeout=30)
     assert r.status_code == 200 and "<main" in r.text
     assert "default-src 'self'" in r.headers["content-security-policy"]
-    assert httpx.get(f"{served.url}/ui/js/main.js", timeout=30).headers[
-        "content-type"
-    ].startswith(("text/javascript", "application/javascript"))
+    assert (
+        httpx.get(f"{served.url}/ui/js/main.js", timeout=30)
+        .headers["content-type"]
+        .startswith(("text/javascript", "application/javascript"))
+    )

@@ -128,7 +128,9 @@ def test_a_station_page_shows_the_apis_prediction_and_traces_it(
         assert p.locator("#no-contributions").count() == 1
     rid = p.locator("#trace-link").inner_text().split("(")[-1].rstrip(")")
     history = _api(served, f"/v1/stations/{riskiest['station_id']}/history?hours=24")
-    before = [q for q in history["predictions"] if q["request_id"] not in {rid, answer["request_id"]}]
+    before = [
+        q for q in history["predictions"] if q["request_id"] not in {rid, answer["request_id"]}
+    ]
     assert p.locator("#predictions tbody tr").count() == len(before)  # the page's load time
     page.shot("ui-station.png", tmp_path)
 

@@ -55,6 +55,8 @@ __all__ = [
 ]
 
 _MAX_HOURS = 24 * 31
+_LOG_COLUMNS = ["request_id", "entity", "served", "source", "probability", "label"]
+_LOG_COLUMNS += ["model_version", "bundle_id", "role"]
 _STATUS = {"not_found": 404, "unknown_id": 404, "unknown_station": 404, "no_data": 404}
 
 
@@ -145,8 +147,7 @@ def _latest_predictions(platform: Platform, since: datetime) -> dict[str, dict[s
     rows = read_prediction_log(
         platform.data.serving_predictions,
         start=since,
-        columns=["request_id", "entity", "served", "source", "probability", "label"]
-        + ["model_version", "bundle_id"],
+        columns=_LOG_COLUMNS,
     )
     if rows.num_rows == 0:
         return {}
@@ -238,8 +239,7 @@ def station_history(platform: Platform, station_id: str, hours: float) -> dict[s
         platform.data.serving_predictions,
         start=start,
         end=end + timedelta(microseconds=1),
-        columns=["request_id", "entity", "served", "source", "probability", "label"]
-        + ["model_version", "bundle_id", "role"],
+        columns=_LOG_COLUMNS,
     )
     predictions: list[dict[str, Any]] = []
     if rows.num_rows:
@@ -403,4 +403,3 @@ def add_ui_routes(app: FastAPI, platform: Platform, *, ttl_s: float = 5.0) -> No
     @app.get("/v1/lineage/{ident}", summary="Lineage of a prediction (request id) or a bundle")
     def get_lineage(ident: str) -> Response:
         return _answer(lambda: trace(platform, ident))
-

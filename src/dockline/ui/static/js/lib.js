@@ -111,35 +111,42 @@ export function scale(d0, d1, r0, r1) {
  * A time-series chart: `series` = [{label, points: [[ms, y]], colour, kind: "line"|"step"|"dots"|"bars", axis: "left"|"right", shape?}].
  * Returns an SVG with a <title>, a <desc> and one labelled group per series.
  */
-export function timeChart({ title, desc, series, left, right, width = 880, height = 300, marks = [] }) {
-  const m = { l: 52, r: right ? 52 : 16, t: 16, b: 34 };
+export function timeChart({ title, desc, series, left, right, width = 720, height = 280, marks = [] }) {
+  const m = { l: 52, r: right ? 56 : 16, t: 28, b: 34 };
   const all = series.flatMap((x) => x.points.map((p) => p[0])).concat(marks.map((k) => k.t));
-  const t0 = Math.min(...all), t1 = Math.max(...all);
-  const x = scale(t0, t1 === t0 ? t0 + 1 : t1, m.l, width - m.r);
+  // half a step of padding either side (bars stay inside); a single instant gets ± 5 minutes
+  const sorted = [...new Set(all)].sort((a, b) => a - b);
+  const step = sorted.length > 1 ? Math.min(...sorted.slice(1).map((v, k) => v - sorted[k])) : 6e5;
+  const pad = series.some((x) => x.kind === "bars") || sorted.length < 2 ? step / 2 : 0;
+  const t0 = sorted[0] - pad, t1 = sorted.at(-1) + pad;
+  const x = scale(t0, t1, m.l, width - m.r);
+  const tick = (axis) => axis.fmt ?? ((v) => (axis.max - axis.min < 10 ? v.toFixed(1) : String(Math.round(v))));
   const yl = scale(left.min, left.max, height - m.b, m.t);
   const yr = right ? scale(right.min, right.max, height - m.b, m.t) : null;
   const svg = s("svg", { class: "chart", viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": title },
     s("title", {}, title), s("desc", {}, desc ?? title));
-  const axes = s("g", { "aria-hidden": "true", "font-size": 11, fill: "#57606a" });
+  const axes = s("g", { "aria-hidden": "true", "font-size": 12, fill: "#57606a" });
   for (const v of yl.ticks(4)) {
     axes.append(s("line", { x1: m.l, x2: width - m.r, y1: yl(v), y2: yl(v), stroke: "#e6eaef" }));
-    axes.append(s("text", { x: m.l - 6, y: yl(v) + 4, "text-anchor": "end" }, left.fmt ? left.fmt(v) : Math.round(v)));
+    axes.append(s("text", { x: m.l - 6, y: yl(v) + 4, "text-anchor": "end" }, tick(left)(v)));
   }
   if (yr) for (const v of yr.ticks(4)) axes.append(s("text", { x: width - m.r + 6, y: yr(v) + 4 }, right.fmt ? right.fmt(v) : v.toFixed(2)));
   const span = t1 - t0;
   for (let k = 0; k <= 6; k++) {
     const t = t0 + (span * k) / 6;
-    const label = span > 2 * 864e5 ? new Date(t).toISOString().slice(5, 16).replace("T", " ") : new Date(t).toISOString().slice(11, 16);
+    const iso = new Date(t).toISOString();
+    const label = span > 2 * 864e5 ? iso.slice(5, 16).replace("T", " ") : span < 9e5 ? iso.slice(11, 19) : iso.slice(11, 16);
     axes.append(s("text", { x: x(t), y: height - m.b + 18, "text-anchor": "middle" }, label));
   }
   axes.append(s("text", { x: 6, y: 12 }, left.label ?? ""));
   if (right) axes.append(s("text", { x: width - 6, y: 12, "text-anchor": "end" }, right.label ?? ""));
   svg.append(axes);
   for (const mark of marks) {
+    const mx = x(mark.t), nearEnd = mx > width - m.r - 60;
     svg.append(s("g", { class: "mark" },
       s("title", {}, mark.title),
-      s("line", { x1: x(mark.t), x2: x(mark.t), y1: m.t, y2: height - m.b, stroke: mark.colour ?? "#000", "stroke-dasharray": "4 3", "stroke-width": 1.5 }),
-      s("text", { x: x(mark.t) + 3, y: m.t + 10, "font-size": 11, fill: mark.colour ?? "#000" }, mark.label ?? "")));
+      s("line", { x1: mx, x2: mx, y1: m.t, y2: height - m.b, stroke: mark.colour ?? "#000", "stroke-dasharray": "4 3", "stroke-width": 1.5 }),
+      s("text", { x: nearEnd ? mx - 4 : mx + 4, y: m.t + 16, "font-size": 12, fill: mark.colour ?? "#000", "text-anchor": nearEnd ? "end" : "start", stroke: "#fff", "stroke-width": 3, "paint-order": "stroke" }, mark.label ?? "")));
   }
   for (const line of series) {
     const y = line.axis === "right" ? yr : yl;
@@ -148,7 +155,7 @@ export function timeChart({ title, desc, series, left, right, width = 880, heigh
     if (line.kind === "dots") {
       for (const p of pts) g.append(shape(line.shape?.(p) ?? "circle", x(p[0]), y(p[1]), line.colourOf?.(p) ?? line.colour, p[2]));
     } else if (line.kind === "bars") {
-      const w = Math.max(2, ((width - m.l - m.r) / Math.max(1, pts.length)) * 0.7);
+      const w = Math.min(28, Math.max(2, (x(t0 + step) - x(t0)) * 0.7));
       for (const p of pts) g.append(s("rect", { x: x(p[0]) - w / 2, y: y(p[1]), width: w, height: Math.max(0, y(0) - y(p[1])), fill: line.colour, opacity: 0.75 }));
     } else if (pts.length) {
       let d = `M${x(pts[0][0])},${y(pts[0][1])}`;

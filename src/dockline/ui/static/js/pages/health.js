@@ -44,7 +44,7 @@ export async function render(view) {
         ],
         left: { min: 0, max: maxReq * 1.1, label: "requests" },
         right: { min: 0, max: maxP95 * 1.2, label: "p95 ms", fmt: (v) => v.toFixed(1) },
-        height: 240,
+        width: 1000, height: 260,
       }),
       h("div", { class: "legend" }, legendItem("requests", "#0072b2"), legendItem("failed or rejected", "#d55e00"), legendItem("p95 latency", "#e69f00", "line"))));
   }

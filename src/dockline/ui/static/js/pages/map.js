@@ -73,7 +73,7 @@ function drawMap(stations, decision) {
     moves.append(s("g", { class: "move", role: "listitem", "aria-label": words },
       s("title", {}, words),
       s("line", { x1: x1 + ux * 12, y1: y1 + uy * 12, x2: x2 - ux * 13, y2: y2 - uy * 13, "marker-end": "url(#arrow)" }),
-      s("text", { x: (x1 + x2) / 2 + 6, y: (y1 + y2) / 2 - 6, "font-size": 12, "font-weight": 700, fill: "#1b1f24", stroke: "#fff", "stroke-width": 3, "paint-order": "stroke" }, `${a.bikes}`)));
+      s("text", { x: (x1 + x2) / 2 + 6, y: (y1 + y2) / 2 - 6, "font-size": 15, "font-weight": 700, fill: "#1b1f24", stroke: "#fff", "stroke-width": 4, "paint-order": "stroke" }, `${a.bikes}`)));
   }
   const markers = s("g", { class: "markers" });
   const ordered = [...stations].sort((a, b) => (a.prediction?.probability ?? -1) - (b.prediction?.probability ?? -1));
@@ -96,7 +96,18 @@ function drawMap(stations, decision) {
     s("circle", { class: "dot", cx: x, cy: y, r, fill: p === undefined ? "#fff" : riskColour(p) }),
     st.prediction?.label ? s("circle", { cx: x, cy: y, r: 2.2, fill: "#fff", "aria-hidden": "true" }) : null));
   }
-  svg.append(moves, markers);
+  // name the stations a reader should look at: the flagged ones and those a truck visits
+  const named = new Set((decision?.actions ?? []).flatMap((a) => [a.from_station, a.to_station]));
+  for (const st of stations) if (st.prediction?.label) named.add(st.station_id);
+  const labels = s("g", { "aria-hidden": "true", "font-size": 13, fill: "#1b1f24" });
+  for (const id of named) {
+    const st = byId.get(id);
+    if (!st) continue;
+    const [x, y] = xy(st.lat, st.lon);
+    const left = x > W * 0.7;
+    labels.append(s("text", { x: left ? x - 16 : x + 16, y: y + 4, "text-anchor": left ? "end" : "start", stroke: "#fff", "stroke-width": 4, "paint-order": "stroke" }, st.name ?? id));
+  }
+  svg.append(moves, markers, labels);
   return svg;
 }
 
