@@ -77,8 +77,8 @@ def test_bad_requests_answer_4xx_with_a_reason(
 
 
 def test_the_page_is_served_with_a_same_origin_policy(served: Any) -> None:
-    r = httpx.get(f"{served.url}/ui/", timeout=30)
-    assert r.status_code == 200 and "<main" in r.text
+    r = httpx.get(f"{served.url}/ui", timeout=30, follow_redirects=True)
+    assert r.status_code == 200 and "<main" in r.text and str(r.url).endswith("/ui/")
     assert "default-src 'self'" in r.headers["content-security-policy"]
     assert (
         httpx.get(f"{served.url}/ui/js/main.js", timeout=30)

@@ -181,3 +181,44 @@ def test_an_unknown_lineage_id_shows_the_apis_reason(page: Watched, served: Any)
     # the page's fetch got a 404: Chromium logs it as a console error, which is the point here
     page.errors.clear()
     assert p.locator(".error").get_attribute("data-reason") == "unknown_id"
+
+
+def test_a_station_page_shows_the_top_contributions_of_an_explained_prediction(
+    page: Watched, served: Any
+) -> None:
+    """The explanation contract of issue 16 (``contributions``, ``base_value``, ``raw_score`` in
+    ``/v1/predict?explain=true``): the real answer is passed through; until this deployment
+    explains, the test adds contributions that satisfy the contract (base + Σ = raw score) so
+    the page's rendering of them is checked either way."""
+    import json
+    import math
+
+    added: dict[str, Any] = {}
+
+    def explain(route: Any) -> None:
+        response = route.fetch()
+        body = response.json()
+        if "contributions" not in body:
+            contributions = {f"feature_{k}": (-1) ** k * (k + 1) / 10 for k in range(10)}
+            q = min(max(body["probability"], 1e-9), 1 - 1e-9)
+            base = math.log(q / (1 - q)) - sum(contributions.values())
+            body |= {"contributions": contributions, "base_value": base}
+            body["raw_score"] = base + sum(contributions.values())
+            added.update(body)
+        route.fulfill(response=response, body=json.dumps(body))
+
+    page.page.route("**/v1/predict?explain=true", explain)
+    p = page.open(f"station/{served.stations[0]}")
+    p.wait_for_selector("#contributions")
+    answer = (
+        added
+        or httpx.post(
+            f"{served.url}/v1/predict?explain=true", json={"entity": served.stations[0]}
+        ).json()
+    )
+    top = sorted(answer["contributions"].items(), key=lambda kv: -abs(kv[1]))[:8]
+    rows = p.locator("#contributions table tbody tr").all()
+    assert [r.locator("td").first.inner_text() for r in rows] == [name for name, _ in top]
+    shown = [float(r.locator("td").nth(1).inner_text()) for r in rows]
+    assert shown == pytest.approx([value for _, value in top], abs=1e-4)
+    assert f"raw score {answer['raw_score']:.3f}" in p.locator("#contributions").inner_text()

@@ -59,9 +59,10 @@ function contributions(answer) {
   const top = Object.entries(answer.contributions)
     .filter(([, v]) => typeof v === "number")
     .sort((a, b) => Math.abs(b[1]) - Math.abs(a[1])).slice(0, 8);
-  const W = 420, row = 24, left = 170, mid = left + (W - left) / 2;
+  const W = 440, row = 24, left = 160, room = 48;  // names | value text, bar ← mid → bar, value text
+  const mid = left + (W - left) / 2;
   const max = Math.max(...top.map(([, v]) => Math.abs(v)), 1e-9);
-  const unit = (W - left - 10) / 2 / max;
+  const unit = ((W - left) / 2 - room) / max;
   const svg = s("svg", { class: "chart bars", viewBox: `0 0 ${W} ${top.length * row + 10}`, role: "img", "aria-label": "Top contributions to the model's raw score" },
     s("title", {}, "Top feature contributions (raw score units)"));
   top.forEach(([name, v], k) => {
