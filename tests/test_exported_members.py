@@ -35,6 +35,10 @@ PUBLIC = [
     "dockline.pipeline.decide_api",
     "dockline.cli._decide",
     "dockline.features.served",
+    # -- ui --
+    "dockline.ui",
+    "dockline.pipeline.ui_api",
+    "dockline.cli._ui",
 ]
 
 
