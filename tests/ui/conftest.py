@@ -1,10 +1,13 @@
 """The dashboard's fixtures: one served data dir for every UI test, and a headless Chromium.
 
-The data dir is real end to end: a simulated archive ingested, the offline store, a PIT
-dataset, a trained and registered model made champion, the serving app running over HTTP, every
-station scored once (the prediction log), and one decision cycle audited. Debian's ``chromium``
-is driven by Playwright (``executable_path``; never ``playwright install``): missing, the
-browser tests skip with an install hint, except under ``CI=true`` where they fail.
+The data dir is real end to end: a simulated archive ingested up to a cut, the offline store, a
+PIT dataset, a trained and registered model made champion, the serving app running over HTTP
+with a few minutes of traffic; then the rest of the archive ingested three hours later (so the
+first predictions' labels are known), more traffic, and one decision cycle audited.
+
+Debian's ``chromium`` is driven by Playwright (``executable_path``; never ``playwright
+install``): missing, the browser tests skip with an install hint, except under ``CI=true``
+where they fail.
 """
 
 from __future__ import annotations
@@ -14,11 +17,14 @@ import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from dockline.core.decisions import decode_decision
@@ -108,17 +114,43 @@ def _decide_once(client: httpx.Client, platform: Platform) -> str:
     return decision.decision_id
 
 
+def _split_archive(full: Path, cut: datetime, first: Path, rest: Path) -> None:
+    """The archive up to ``cut`` in ``first``, the reports after it in ``rest``: the feed as it
+    stood when serving started, and what it reported afterwards."""
+    status = pq.read_table(full / "station_status" / f"{cut:%Y-%m}.parquet")
+    before = pc.less_equal(status["obs_ts"], pa.scalar(cut, status.schema.field("obs_ts").type))
+    for out, rows in ((first, status.filter(before)), (rest, status.filter(pc.invert(before)))):
+        (out / "station_status").mkdir(parents=True)
+        pq.write_table(rows, out / "station_status" / f"{cut:%Y-%m}.parquet")
+        shutil.copy(full / "station_information.parquet", out / "station_information.parquet")
+
+
+def _traffic(client: httpx.Client, clock: FixedClock, ids: list[str], minutes: int) -> None:
+    """A few minutes of requests: the batch path for every station and single ones."""
+    for minute in range(minutes):
+        if minute:
+            clock.advance(timedelta(minutes=1))
+        r = client.post("/v1/predict/batch", json={"entities": ids})
+        assert r.status_code == 200, r.text
+        for station in ids[: 5 + 2 * minute]:
+            r = client.post("/v1/predict", json={"entity": station})
+            assert r.status_code == 200, r.text
+
+
 @pytest.fixture(scope="session")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("ui-city")
     archive = write_archive(
         CityConfig(stations=25, seed=3, step=timedelta(minutes=5)), 4, tmp / "archive"
     )
+    assert archive.first_ts is not None and archive.last_ts is not None
+    cut = archive.last_ts - timedelta(hours=3)
+    _split_archive(tmp / "archive", cut, tmp / "first", tmp / "rest")
     (tmp / "data").mkdir()
     (tmp / "data" / "dockline.toml").write_text(CONFIG, encoding="utf-8")
-    clock = FixedClock(archive.last_ts + timedelta(minutes=2))
+    clock = FixedClock(cut + timedelta(minutes=2))
     platform = Platform.open(tmp / "data", clock=clock)
-    ingest_archive(platform, tmp / "archive", source="archive:ui")
+    ingest_archive(platform, tmp / "first", source="archive:ui")
     sink_offline(platform)
     materialize(platform)
     out = platform.data.datasets / "ui-empty"
@@ -126,7 +158,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         platform,
         label="empty_next_hour",
         start=archive.first_ts + timedelta(hours=12),
-        end=archive.last_ts - timedelta(hours=1),
+        end=cut - timedelta(hours=1),
         every=timedelta(minutes=20),
         out=out,
     )
@@ -144,14 +176,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     with BackgroundServer(create_serving_app(platform)) as server:
         with httpx.Client(base_url=server.url, timeout=30) as client:
             ids = [s["station_id"] for s in stations(platform)["stations"]]
-            for minute in range(4):  # a few minutes of traffic: windows for the health page
-                if minute:
-                    clock.advance(timedelta(minutes=1))
-                r = client.post("/v1/predict/batch", json={"entities": ids})
-                assert r.status_code == 200, r.text
-                for station in ids[: 3 + 2 * minute]:
-                    r = client.post("/v1/predict", json={"entity": station})
-                    assert r.status_code == 200, r.text
+            _traffic(client, clock, ids, 4)
+            # the feed goes on for three hours: the predictions' labels become known
+            clock.advance(timedelta(hours=3))
+            ingest_archive(platform, tmp / "rest", source="archive:ui-later")
+            sink_offline(platform)
+            materialize(platform)
+            _traffic(client, clock, ids, 3)
             _wait_for_log(platform.data.serving_predictions)
             decision_id = _decide_once(client, platform)
         clock.advance(timedelta(minutes=1))  # time passes: the monitor reads [start, now)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pyarrow.compute as pc
 import pytest
 
+from dockline.monitor.predictions import read_prediction_log
 from dockline.pipeline.decide import decision_log
 from dockline.pipeline.lineage import trace
 from dockline.pipeline.train import open_registry
@@ -29,9 +31,10 @@ def test_a_station_history_holds_its_bikes_predictions_and_moves(served: Any) ->
     moved = decision.actions[0].to_station if decision.actions else served.stations[0]
     body = httpx.get(f"{served.url}/v1/stations/{moved}/history?hours=12", timeout=30).json()
     assert body["station_id"] == moved and len(body["status"]) > 100  # 5-min reports, 12 h
-    # scored by the batch call, then by the decision cycle
     assert {p["bundle_id"] for p in body["predictions"]} == {served.summary.bundle_id}
-    assert all(p["outcome"] is None for p in body["predictions"])  # labels not known yet
+    # the first minutes' labels are known three hours on; the last minutes' not yet
+    known = [p["outcome"] is not None for p in body["predictions"]]
+    assert known[0] and not known[-1] and known == sorted(known, reverse=True)
     if decision.actions:
         assert body["decisions"][0]["decision_id"] == decision.decision_id
 
@@ -48,8 +51,10 @@ def test_models_decisions_performance_windows_and_lineage_match_the_pipeline(
         decisions = client.get("/v1/decisions").json()["decisions"]
         assert [d["decision_id"] for d in decisions] == [served.decision_id]
         perf = client.get("/v1/monitoring/performance").json()
-        # four batch calls, 3 + 5 + 7 + 9 single ones, and /v1/decide's
-        assert perf["rows"] == 5 * len(served.stations) + 24
+        logged = read_prediction_log(served.platform.data.serving_predictions)
+        assert perf["rows"] == pc.sum(pc.equal(logged["source"], "model")).as_py()
+        assert any(w["labelled"] > 0 for w in perf["windows"])
+        assert any(w["labelled"] == 0 for w in perf["windows"])
         assert {w["bundle_id"] for w in perf["windows"]} == {served.summary.bundle_id}
         windows = client.get("/v1/monitoring/windows?hours=24").json()["windows"]
         assert windows and all("request_count" in w for w in windows)

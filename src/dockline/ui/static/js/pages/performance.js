@@ -36,7 +36,8 @@ function metricChart(perf, metric) {
   const W = 360, H = 200, m = { l: 44, r: 10, t: 10, b: 28 };
   const ws = perf.windows;
   const t0 = Math.min(...ws.map((w) => w.window_start_us)), t1 = Math.max(...ws.map((w) => w.window_start_us));
-  const x = (t) => m.l + (t1 === t0 ? 0.5 : (t - t0) / (t1 - t0)) * (W - m.l - m.r);
+  const inset = 16;  // keep the first and last window's marks inside the frame
+  const x = (t) => m.l + inset + (t1 === t0 ? 0.5 : (t - t0) / (t1 - t0)) * (W - m.l - m.r - 2 * inset);
   const seen = ws.flatMap((w) => [w.metrics[metric]?.high, w.metrics[metric]?.value, w.estimate[metric]])
     .concat(Object.values(perf.reference).map((r) => r[metric])).filter((v) => typeof v === "number");
   const top = Math.min(1, Math.max(0.05, ...seen) * 1.15);
