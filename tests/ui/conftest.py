@@ -73,7 +73,7 @@ class Served:
 
 def _wait_for_log(root: Path, deadline_s: float = 15.0) -> None:
     stop = time.monotonic() + deadline_s
-    while not any(root.rglob("*.parquet")) if root.is_dir() else True:
+    while not (root.is_dir() and any(root.rglob("*.parquet"))):
         if time.monotonic() > stop:
             raise AssertionError("the prediction log was not flushed")
         time.sleep(0.05)
