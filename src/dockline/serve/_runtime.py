@@ -23,11 +23,13 @@ import orjson
 from dockline.core.bundle import Bundle, BundleScorer, load_bundle
 from dockline.core.contracts import ModelVersion
 from dockline.core.errors import ContractError, DocklineError
+from dockline.core.explain import Explainer, Explanation, load_explainer
 from dockline.core.ports import ModelRegistry, OnlineValue
 from dockline.serve._errors import ServeError
 
 __all__ = [
     "BASELINE_FILE",
+    "EXPLAIN_UNAVAILABLE",
     "SCHEMA_MISMATCH",
     "Baseline",
     "LoadedModel",
@@ -41,6 +43,8 @@ BASELINE_FILE = "baseline.json"
 SCHEMA_MISMATCH = "feature_schema_mismatch"
 """The reason when the online group's layout or plan is not the one a bundle was trained on."""
 HOURS_PER_WEEK = 168
+EXPLAIN_UNAVAILABLE = "explain_unavailable"
+"""The reason when ``explain=true`` reaches a model whose bundle has no explanation dump."""
 
 _log = logging.getLogger(__name__)
 
@@ -136,6 +140,8 @@ class LoadedModel:
             if BASELINE_FILE in manifest.lineage.files
             else None
         )
+        # the safe model dump for ?explain=true (None: the bundle ships none)
+        self.explainer: Explainer | None = load_explainer(bundle)
         self._local = threading.local()
         self.score_matrix(np.zeros((1, len(self.features)), dtype=np.float32))  # warm up ONNX
 
@@ -197,6 +203,17 @@ class LoadedModel:
             raise
         except Exception as exc:  # onnxruntime raises its own hierarchy
             raise ServeError(f"the model failed to score: {exc}", reason="inference_error") from exc
+
+    def explain_matrix(self, matrix: npt.NDArray[np.float32]) -> Explanation:
+        """Contributions, base value and raw score for ``matrix`` from the bundle's dump."""
+        if self.explainer is None:
+            raise ServeError(
+                f"{self.name} v{self.version_number} ({self.role}) has no explanation dump"
+                " (bundle trained before explanations, or a model kind without one)",
+                reason=EXPLAIN_UNAVAILABLE,
+                where="explain",
+            )
+        return self.explainer.explain(matrix)
 
     def baseline_rate(self, values: Sequence[OnlineValue]) -> float | None:
         """The baseline probability for a vector, or None when the bundle ships no baseline."""
