@@ -162,7 +162,10 @@ def test_contributions_reproduce_the_models_raw_score(
 
 
 def test_lightgbm_contributions_equal_lightgbms_own_treeshap(
-    fitted: dict[str, Any], bundles: dict[str, Bundle], data: tuple[np.ndarray, ...]
+    fitted: dict[str, Any],
+    bundles: dict[str, Bundle],
+    data: tuple[np.ndarray, ...],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _, _, x_test = data
     explainer = load_explainer(bundles["lightgbm"])
@@ -171,6 +174,12 @@ def test_lightgbm_contributions_equal_lightgbms_own_treeshap(
     reference = fitted["lightgbm"].booster_.predict(x_test, pred_contrib=True)
     np.testing.assert_allclose(explained.contributions, reference[:, :-1], atol=1e-9, rtol=0)
     np.testing.assert_allclose(explained.base_value, reference[0, -1], atol=1e-9, rtol=0)
+    # A batch computed a row at a time (as large batches are) gives the same values (to the
+    # last bits: BLAS sums in another order).
+    monkeypatch.setattr("dockline.core.explain._CHUNK", 1)
+    chunked = explainer.explain(x_test[:20])
+    np.testing.assert_allclose(chunked.contributions, explained.contributions[:20], atol=1e-12)
+    np.testing.assert_allclose(chunked.raw, explained.raw[:20], atol=1e-12)
 
 
 def test_lightgbm_zero_as_missing_is_explained_as_lightgbm_scores_it(

@@ -55,8 +55,8 @@ EXPLAIN_FILE = "explain.json"
 EXPLAIN_FORMAT = "dockline-explain/1"
 ZERO_THRESHOLD = 1e-35
 """LightGBM's ``kZeroThreshold``: with ``missing_type=Zero`` values this close to 0 are missing."""
-_CHUNK = 2_000_000
-"""Row × leaf × path-slot cells computed at once (bounds a batch's memory to ~100 MB)."""
+_CHUNK = 400_000
+"""Row × leaf × slot × quadrature-point cells computed at once (a few MB per array)."""
 
 Matrix = npt.NDArray[np.float32]
 Floats = npt.NDArray[np.float64]
@@ -234,41 +234,51 @@ class TreeExplainer(Explainer):
                 stack.append((child, [*path, edge]))
 
     def _build(self, paths: list[tuple[float, list[tuple[int, bool, int, float]]]], k: int) -> None:
-        """Pad every leaf's path into arrays: edges (to test ``o``) and unique-feature slots."""
+        """Pad every leaf's path into ``[leaf, slot]`` arrays: a slot is one feature of the
+        path, with every split of the path on that feature (``o`` needs all of them taken)."""
         leaves = len(paths)
-        edges = max((len(p) for _, p in paths), default=0) or 1
-        slot_lists: list[list[int]] = []
+        slot_lists: list[dict[int, list[tuple[int, bool]]]] = []  # feature -> its splits
         for _, path in paths:
-            slots: list[int] = []
-            for _, _, f, _ in path:
-                if f not in slots:
-                    slots.append(f)
+            slots: dict[int, list[tuple[int, bool]]] = {}
+            for node, went_left, f, _ in path:
+                slots.setdefault(f, []).append((node, went_left))
             slot_lists.append(slots)
         width = max((len(s) for s in slot_lists), default=0) or 1
         self.value = np.array([v for v, _ in paths], dtype=np.float64)
-        self.edge_node = np.zeros((leaves, edges), dtype=np.int64)
-        self.edge_left = np.ones((leaves, edges), dtype=bool)
-        self.edge_valid = np.zeros((leaves, edges), dtype=bool)
-        self.edge_slot = np.zeros((leaves, edges), dtype=np.int64)
-        # Padding slots are the factor 1 (z = o = 1) and map to a dropped column k.
+        # Every slot's splits, flattened in (leaf, slot) order from ``slot_start``; a padding
+        # slot holds one split of an extra, always-taken node (o = 1, z = 1: the factor 1) and
+        # maps to a dropped column k.
+        edge_node: list[int] = []
+        edge_left: list[bool] = []
+        starts: list[int] = []
         self.slot_feature = np.full((leaves, width), k, dtype=np.int64)
         self.slot_zero = np.ones((leaves, width), dtype=np.float64)
         for leaf, ((_, path), slots) in enumerate(zip(paths, slot_lists, strict=True)):
             position = {f: s for s, f in enumerate(slots)}
-            self.slot_feature[leaf, : len(slots)] = slots
-            for e, (node, went_left, f, fraction) in enumerate(path):
-                s = position[f]
-                self.edge_node[leaf, e] = node
-                self.edge_left[leaf, e] = went_left
-                self.edge_valid[leaf, e] = True
-                self.edge_slot[leaf, e] = s
-                self.slot_zero[leaf, s] *= fraction
+            for f, edges in slots.items():
+                self.slot_feature[leaf, position[f]] = f
+                starts.append(len(edge_node))
+                edge_node.extend(node for node, _ in edges)
+                edge_left.extend(went_left for _, went_left in edges)
+            for _ in range(width - len(slots)):
+                starts.append(len(edge_node))
+                edge_node.append(self._nodes)
+                edge_left.append(True)
+            for _, _, f, fraction in path:
+                self.slot_zero[leaf, position[f]] *= fraction
+        self.edge_node = np.array(edge_node, dtype=np.int64)
+        self.edge_left = np.array(edge_left, dtype=bool)
+        self.slot_start = np.array(starts, dtype=np.int64)
         self.width = width
         # Gauss-Legendre with m points integrates degree 2m − 1 exactly; the polynomial in t
         # has degree (slots − 1).
         points, weights = np.polynomial.legendre.leggauss(max(1, (width + 1) // 2))
-        self._t = (points + 1.0) / 2.0
+        t = (points + 1.0) / 2.0
         self._w = weights / 2.0
+        z = self.slot_zero[..., None]
+        # The factor z + (o − z) t of a slot, precomputed for o = 1 and o = 0: [L, S, q]
+        self._factor_on = z + (1.0 - z) * t
+        self._factor_off = z * (1.0 - t)
         self.base_value = self.offset + self.scale * float(
             np.sum(self.value * np.prod(self.slot_zero, axis=1))
         )
@@ -289,7 +299,7 @@ class TreeExplainer(Explainer):
         leaves, width = self.slot_zero.shape
         contributions = np.zeros((n, k), dtype=np.float64)
         raw = np.empty(n, dtype=np.float64)
-        step = max(1, _CHUNK // max(1, leaves * width * self._t.size))
+        step = max(1, _CHUNK // max(1, leaves * width * self._w.size))
         for start in range(0, n, step):
             stop = min(n, start + step)
             c, r = self._chunk(x[start:stop], k)
@@ -300,24 +310,24 @@ class TreeExplainer(Explainer):
     def _chunk(self, x: Floats, k: int) -> tuple[Floats, Floats]:
         n = x.shape[0]
         leaves, width = self.slot_zero.shape
-        go_left = self._go_left(x)
-        # An edge is taken when the row goes the edge's way; o = all of a slot's edges taken.
-        taken = (go_left[:, self.edge_node] == self.edge_left) | ~self.edge_valid
-        cell = (np.arange(n * leaves).reshape(n, leaves, 1) * width + self.edge_slot).ravel()
-        misses = np.bincount(cell, weights=(~taken).ravel(), minlength=n * leaves * width)
-        o = (misses.reshape(n, leaves, width) == 0).astype(np.float64)
-        z = self.slot_zero
-        # factors[n, L, S, q] = z + (o − z) t_q; g = Π over slots
-        factors = z[None, :, :, None] + (o - z)[..., None] * self._t
-        g = np.prod(factors, axis=2)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            others = np.where(factors > 0, g[:, :, None, :] / factors, 0.0)
+        go_left = np.empty((n, self._nodes + 1), dtype=bool)
+        go_left[:, :-1] = self._go_left(x)
+        go_left[:, -1] = True  # the padding's node
+        # o: the row takes every split of the slot's feature on the leaf's path
+        taken = go_left[:, self.edge_node] == self.edge_left
+        on = np.logical_and.reduceat(taken, self.slot_start, axis=1).reshape(n, leaves, width)
+        factors = np.where(on[..., None], self._factor_on, self._factor_off)  # [n, L, S, q]
+        g = factors[:, :, 0].copy()
+        for s in range(1, width):
+            g *= factors[:, :, s]
+        others = np.zeros_like(factors)  # Π over the other slots; a zero factor has o = z = 0
+        np.divide(g[:, :, None, :], factors, out=others, where=factors > 0)
         integral = others @ self._w  # [n, L, S]
-        phi = (self.value[:, None] * (o - z)) * integral * self.scale
+        phi = (self.value[:, None] * (on - self.slot_zero)) * integral * self.scale
         index = (np.arange(n)[:, None, None] * (k + 1) + self.slot_feature).ravel()
         sums = np.bincount(index, weights=phi.ravel(), minlength=n * (k + 1))
         contributions: Floats = sums.reshape(n, k + 1)[:, :k].astype(np.float64)
-        reached = np.prod(o, axis=2)  # 1 for the leaf each tree sends the row to
+        reached = np.all(on, axis=2)  # the leaf each tree sends the row to
         raw: Floats = self.offset + self.scale * (reached @ self.value)
         return contributions, raw
 
