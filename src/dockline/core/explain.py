@@ -234,53 +234,28 @@ class TreeExplainer(Explainer):
                 stack.append((child, [*path, edge]))
 
     def _build(self, paths: list[tuple[float, list[tuple[int, bool, int, float]]]], k: int) -> None:
-        """Pad every leaf's path into ``[leaf, slot]`` arrays: a slot is one feature of the
-        path, with every split of the path on that feature (``o`` needs all of them taken)."""
-        leaves = len(paths)
-        slot_lists: list[dict[int, list[tuple[int, bool]]]] = []  # feature -> its splits
-        for _, path in paths:
-            slots: dict[int, list[tuple[int, bool]]] = {}
-            for node, went_left, f, _ in path:
+        """Group the leaves by how many features their path splits on (``d``): a group's arrays
+        are ``[leaf, d]`` and it integrates with ``⌈d/2⌉`` points, so a shallow leaf does not pay
+        for the deepest path."""
+        by_width: dict[int, list[tuple[float, dict[int, list[tuple[int, bool]]], list[float]]]]
+        by_width = {}
+        constant = 0.0  # single-leaf trees: every row reaches them
+        for value, path in paths:
+            slots: dict[int, list[tuple[int, bool]]] = {}  # feature -> its splits on the path
+            zero: dict[int, float] = {}
+            for node, went_left, f, fraction in path:
                 slots.setdefault(f, []).append((node, went_left))
-            slot_lists.append(slots)
-        width = max((len(s) for s in slot_lists), default=0) or 1
-        self.value = np.array([v for v, _ in paths], dtype=np.float64)
-        # Every slot's splits, flattened in (leaf, slot) order from ``slot_start``; a padding
-        # slot holds one split of an extra, always-taken node (o = 1, z = 1: the factor 1) and
-        # maps to a dropped column k.
-        edge_node: list[int] = []
-        edge_left: list[bool] = []
-        starts: list[int] = []
-        self.slot_feature = np.full((leaves, width), k, dtype=np.int64)
-        self.slot_zero = np.ones((leaves, width), dtype=np.float64)
-        for leaf, ((_, path), slots) in enumerate(zip(paths, slot_lists, strict=True)):
-            position = {f: s for s, f in enumerate(slots)}
-            for f, edges in slots.items():
-                self.slot_feature[leaf, position[f]] = f
-                starts.append(len(edge_node))
-                edge_node.extend(node for node, _ in edges)
-                edge_left.extend(went_left for _, went_left in edges)
-            for _ in range(width - len(slots)):
-                starts.append(len(edge_node))
-                edge_node.append(self._nodes)
-                edge_left.append(True)
-            for _, _, f, fraction in path:
-                self.slot_zero[leaf, position[f]] *= fraction
-        self.edge_node = np.array(edge_node, dtype=np.int64)
-        self.edge_left = np.array(edge_left, dtype=bool)
-        self.slot_start = np.array(starts, dtype=np.int64)
-        self.width = width
-        # Gauss-Legendre with m points integrates degree 2m − 1 exactly; the polynomial in t
-        # has degree (slots − 1).
-        points, weights = np.polynomial.legendre.leggauss(max(1, (width + 1) // 2))
-        t = (points + 1.0) / 2.0
-        self._w = weights / 2.0
-        z = self.slot_zero[..., None]
-        # The factor z + (o − z) t of a slot, precomputed for o = 1 and o = 0: [L, S, q]
-        self._factor_on = z + (1.0 - z) * t
-        self._factor_off = z * (1.0 - t)
-        self.base_value = self.offset + self.scale * float(
-            np.sum(self.value * np.prod(self.slot_zero, axis=1))
+                zero[f] = zero.get(f, 1.0) * fraction
+            if not slots:
+                constant += value
+                continue
+            by_width.setdefault(len(slots), []).append((value, slots, [zero[f] for f in slots]))
+        self._constant = constant
+        self._groups = [_LeafGroup(d, by_width[d]) for d in sorted(by_width)]
+        self.leaves = sum(len(g.value) for g in self._groups) + (1 if constant else 0)
+        self.width = max((g.width for g in self._groups), default=0)
+        self.base_value = self.offset + self.scale * (
+            constant + sum(g.expected for g in self._groups)
         )
 
     def _go_left(self, x: Floats) -> npt.NDArray[np.bool_]:
@@ -296,40 +271,77 @@ class TreeExplainer(Explainer):
         """Exact TreeSHAP for every row, vectorized over rows, leaves and path features."""
         x = self._check(matrix)
         n, k = x.shape
-        leaves, width = self.slot_zero.shape
-        contributions = np.zeros((n, k), dtype=np.float64)
-        raw = np.empty(n, dtype=np.float64)
-        step = max(1, _CHUNK // max(1, leaves * width * self._w.size))
+        contributions = np.zeros((n, k + 1), dtype=np.float64)  # column k: padding, dropped
+        raw = np.full(n, self._constant, dtype=np.float64)
+        cells = max(1, sum(g.cells for g in self._groups))
+        step = max(1, _CHUNK // cells)
         for start in range(0, n, step):
             stop = min(n, start + step)
-            c, r = self._chunk(x[start:stop], k)
-            contributions[start:stop] = c
-            raw[start:stop] = r
-        return Explanation(contributions, self.base_value, raw)
+            go_left = self._go_left(x[start:stop])
+            for group in self._groups:
+                group.add(go_left, contributions[start:stop], raw[start:stop])
+        return Explanation(
+            contributions[:, :k] * self.scale, self.base_value, self.offset + self.scale * raw
+        )
 
-    def _chunk(self, x: Floats, k: int) -> tuple[Floats, Floats]:
-        n = x.shape[0]
+
+class _LeafGroup:
+    """The leaves whose paths split on ``width`` distinct features, as padded-free arrays.
+
+    Each leaf's slots are its path's features; ``edge_node``/``edge_left`` list every slot's
+    splits flattened in (leaf, slot) order from ``slot_start``: ``o`` of a slot is whether the
+    row takes all of them.
+    """
+
+    def __init__(
+        self,
+        width: int,
+        leaves: list[tuple[float, dict[int, list[tuple[int, bool]]], list[float]]],
+    ) -> None:
+        self.width = width
+        self.value = np.array([v for v, _, _ in leaves], dtype=np.float64)
+        self.slot_feature = np.array([list(s) for _, s, _ in leaves], dtype=np.int64)
+        self.slot_zero = np.array([z for _, _, z in leaves], dtype=np.float64)
+        edge_node: list[int] = []
+        edge_left: list[bool] = []
+        starts: list[int] = []
+        for _, slots, _ in leaves:
+            for edges in slots.values():
+                starts.append(len(edge_node))
+                edge_node.extend(node for node, _ in edges)
+                edge_left.extend(went_left for _, went_left in edges)
+        self.edge_node = np.array(edge_node, dtype=np.int64)
+        self.edge_left = np.array(edge_left, dtype=bool)
+        self.slot_start = np.array(starts, dtype=np.int64)
+        # Gauss-Legendre with m points integrates degree 2m − 1 exactly; the polynomial in t
+        # has degree width − 1.
+        points, weights = np.polynomial.legendre.leggauss(max(1, (width + 1) // 2))
+        t = (points + 1.0) / 2.0
+        self.weights = weights / 2.0
+        z = self.slot_zero[..., None]
+        # The slot's factor z + (o − z) t, for o = 1 and o = 0: [L, d, q]
+        self.factor_on = z + (1.0 - z) * t
+        self.factor_off = z * (1.0 - t)
+        self.expected = float(np.sum(self.value * np.prod(self.slot_zero, axis=1)))
+        self.cells = self.value.size * width * t.size
+
+    def add(self, go_left: npt.NDArray[np.bool_], contributions: Floats, raw: Floats) -> None:
+        """Add this group's (unscaled) contributions and reached leaf values for the rows."""
+        n = go_left.shape[0]
         leaves, width = self.slot_zero.shape
-        go_left = np.empty((n, self._nodes + 1), dtype=bool)
-        go_left[:, :-1] = self._go_left(x)
-        go_left[:, -1] = True  # the padding's node
-        # o: the row takes every split of the slot's feature on the leaf's path
         taken = go_left[:, self.edge_node] == self.edge_left
         on = np.logical_and.reduceat(taken, self.slot_start, axis=1).reshape(n, leaves, width)
-        factors = np.where(on[..., None], self._factor_on, self._factor_off)  # [n, L, S, q]
+        factors = np.where(on[..., None], self.factor_on, self.factor_off)  # [n, L, d, q]
         g = factors[:, :, 0].copy()
         for s in range(1, width):
             g *= factors[:, :, s]
         others = np.zeros_like(factors)  # Π over the other slots; a zero factor has o = z = 0
         np.divide(g[:, :, None, :], factors, out=others, where=factors > 0)
-        integral = others @ self._w  # [n, L, S]
-        phi = (self.value[:, None] * (on - self.slot_zero)) * integral * self.scale
-        index = (np.arange(n)[:, None, None] * (k + 1) + self.slot_feature).ravel()
-        sums = np.bincount(index, weights=phi.ravel(), minlength=n * (k + 1))
-        contributions: Floats = sums.reshape(n, k + 1)[:, :k].astype(np.float64)
-        reached = np.all(on, axis=2)  # the leaf each tree sends the row to
-        raw: Floats = self.offset + self.scale * (reached @ self.value)
-        return contributions, raw
+        phi = (self.value[:, None] * (on - self.slot_zero)) * (others @ self.weights)
+        k1 = contributions.shape[1]
+        index = (np.arange(n)[:, None, None] * k1 + self.slot_feature).ravel()
+        contributions += np.bincount(index, weights=phi.ravel(), minlength=n * k1).reshape(n, k1)
+        raw += np.all(on, axis=2) @ self.value  # the leaf each tree sends the row to
 
 
 def parse_explainer(raw: bytes, features: list[str] | tuple[str, ...], where: str) -> Explainer:
