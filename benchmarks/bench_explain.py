@@ -141,7 +141,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument("--batch-requests", type=int, default=100)
+    parser.add_argument("--batch-requests", type=int, default=30)
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--features", type=int, default=29)
     parser.add_argument("--entities", type=int, default=500)
