@@ -182,7 +182,7 @@ def test_explain_answers_exact_contributions_per_model_kind(
 
 def test_explain_on_a_bundle_without_a_dump_is_refused(world: World, serve: ServeFactory) -> None:
     assert EXPLAIN_FILE not in world.bundles[0].manifest.lineage.files
-    server, _ = serve()  # "main": the helpers' bundles have no dump
+    server, app = serve()  # "main": the helpers' bundles have no dump
     with httpx.Client(base_url=server.url) as client:
         for url, body in (
             ("/v1/predict?explain=true", {"entity": "s001"}),
@@ -193,6 +193,10 @@ def test_explain_on_a_bundle_without_a_dump_is_refused(world: World, serve: Serv
             assert r.json()["reason"] == "explain_unavailable"
             assert r.json()["field"] == "explain"
         assert client.post("/v1/predict", json={"entity": "s001"}).status_code == 200
+    # The metrics windows count a refusal, not a server fault.
+    for endpoint in ("/v1/predict", "/v1/predict/batch"):
+        counts = app.state.telemetry._current[endpoint].counts
+        assert counts["rejected_count"] == 1 and counts["internal_error_count"] == 0
 
 
 def test_an_invalid_explain_value_is_a_422(
