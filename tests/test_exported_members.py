@@ -35,6 +35,8 @@ PUBLIC = [
     "dockline.pipeline.decide_api",
     "dockline.cli._decide",
     "dockline.features.served",
+    "dockline.orchestration",
+    "dockline.orchestration.defs",
 ]
 
 

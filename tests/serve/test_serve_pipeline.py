@@ -72,12 +72,7 @@ def quiet_city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QuietCity]:
     sink_offline(platform)
     materialize(platform)
     plan = load_plan(platform)
-    # a model over features that stay defined for a quiet station (no NaN into the logistic)
-    features = [
-        n
-        for n in plan.feature_names
-        if (n.endswith("__last") and "is_" not in n) or n in ("hour_of_day", "day_of_week")
-    ]
+    features = _quiet_safe(plan.feature_names)
     bundle = make_bundle(
         root / "staging", 0, baseline=False, features=features, plan_hash=plan.hash
     )
@@ -89,6 +84,15 @@ def quiet_city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QuietCity]:
     )
     platform = Platform.open(platform.data.root, clock=clock)  # with its settings
     yield QuietCity(platform, list(city.station_ids), end, summary)
+
+
+def _quiet_safe(names: tuple[str, ...] | list[str]) -> list[str]:
+    """Features that stay defined for a quiet station (no NaN into the logistic)."""
+    return [
+        n
+        for n in names
+        if (n.endswith("__last") and "is_" not in n) or n in ("hour_of_day", "day_of_week")
+    ]
 
 
 @pytest.mark.slow
@@ -165,3 +169,104 @@ def test_run_server_serves_the_data_directory_with_two_workers(quiet_city: Quiet
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.mark.slow
+def test_a_companion_model_is_served_beside_the_main_one_and_feeds_decide(
+    quiet_city: QuietCity,
+) -> None:
+    """``[serve] companions = ["full_next_hour"]``: the full model answers under
+    ``/models/full_next_hour`` from the same vectors, ``/v1/decide`` takes its ``p_full``,
+    and its log rows and windows are told apart from the main model's."""
+    from dockline.core.config import COMPANION_PREFIX, DecideConfig
+    from dockline.core.decisions import decode_decision
+    from dockline.core.errors import SourceError
+    from dockline.monitor import read_windows
+    from dockline.monitor.predictions import read_prediction_log
+    from dockline.pipeline.decide_run import read_predictions
+    from dockline.pipeline.serve import model_name
+
+    base = quiet_city.platform
+    config = base.config.model_copy(
+        update={"serve": base.config.serve.model_copy(update={"companions": ("full_next_hour",)})}
+    )
+    clock = FixedClock(quiet_city.end + timedelta(seconds=5))
+    platform = dataclasses.replace(base, config=config, clock=clock)
+    full_name = model_name(platform, "full_next_hour")
+    assert full_name.endswith("-full_next_hour") and full_name != model_name(platform)
+    registry = MlflowRegistry.for_data_dir(platform.data)
+    plan = load_plan(platform)
+    names = _quiet_safe(plan.feature_names)
+    bundle = make_bundle(
+        platform.data.root / "staging-full", 1, baseline=False, features=names, plan_hash=plan.hash
+    )
+    stations = quiet_city.stations
+    prefix = f"{COMPANION_PREFIX}full_next_hour"
+    body = _decide_body(stations, clock.now())
+    with (
+        BackgroundServer(create_serving_app(platform)) as server,
+        httpx.Client(base_url=server.url, timeout=10) as client,
+    ):
+        # no champion yet: the companion refuses, /v1/decide goes on with p_full = 0
+        missing = client.post(f"{prefix}/v1/predict", json={"entity": stations[0]})
+        assert missing.status_code == 503 and missing.json()["reason"] == "no_model"
+        first = client.post("/v1/decide", json=body)
+        assert first.status_code == 200, first.text
+        assert decode_decision(first.content).model_versions == ("empty:1/full:none",)
+        # `decide run` reads the companion where it runs and goes on without it elsewhere
+        for absent in (prefix, f"{COMPANION_PREFIX}no_such_label"):
+            assert read_predictions(client, server.url + absent, stations, optional=True)[0] == {}
+        with pytest.raises(SourceError, match="503"):
+            read_predictions(client, server.url + prefix, stations)
+    version = registry.register(full_name, bundle.path, run_id=None, gate=_verdict()).version
+    registry.set_alias(full_name, "champion", version, actor="t", reason="t", action="promote")
+    with (
+        BackgroundServer(create_serving_app(platform)) as server,
+        httpx.Client(base_url=server.url, timeout=10) as client,
+    ):
+        main = client.post("/v1/predict/batch", json={"entities": stations}).json()
+        full = client.post(f"{prefix}/v1/predict/batch", json={"entities": stations}).json()
+        assert {p["model"]["name"] for p in full["predictions"]} == {full_name}
+        assert {p["model"]["name"] for p in main["predictions"]} == {"main"}
+        assert [p["probability"] for p in full["predictions"]] != [
+            p["probability"] for p in main["predictions"]
+        ]
+        read, _ = read_predictions(client, server.url + prefix, stations, optional=True)
+        assert {v[1] for v in read.values()} == {str(version)} and len(read) == len(stations)
+        decided = decode_decision(client.post("/v1/decide", json=body).content)
+        assert decided.model_versions == (f"empty:1/full:{version}",)
+        assert DecideConfig().full_label == "full_next_hour"
+    rows = read_prediction_log(platform.data.serving_predictions)
+    assert set(rows["model_name"].to_pylist()) == {"main", full_name}
+    mine = read_prediction_log(platform.data.serving_predictions, exclude_models=[full_name])
+    assert 0 < mine.num_rows < rows.num_rows and set(mine["model_name"].to_pylist()) == {"main"}
+    windows = read_windows(platform.data.serving_metrics).windows
+    assert {("local", "main"), ("local-full_next_hour", full_name)} <= {
+        (w.deployment_id, w.model_name) for w in windows
+    }  # (beside the other tests' two-worker windows, local-<pid>)
+
+
+def _decide_body(stations: list[str], now: datetime) -> dict[str, object]:
+    return {
+        "stations": [
+            {
+                "station_id": sid,
+                "bikes": 3,
+                "docks": 7,
+                "capacity": 10,
+                "lat": 41.88 + i * 1e-3,
+                "lon": -87.63,
+                "as_of": now.isoformat(),
+                "age_s": 0.0,
+            }
+            for i, sid in enumerate(stations)
+        ]
+    }
+
+
+def test_a_companion_label_the_plan_lacks_is_a_config_error(quiet_city: QuietCity) -> None:
+    from dockline.core.errors import ConfigError
+    from dockline.pipeline.serve import model_name
+
+    with pytest.raises(ConfigError, match="no label 'full_next_hours'"):
+        model_name(quiet_city.platform, "full_next_hours")

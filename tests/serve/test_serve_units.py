@@ -38,6 +38,17 @@ def test_a_full_queue_drops_and_counts_instead_of_blocking(tmp_path: Path) -> No
     assert len(list(tmp_path.rglob("*.parquet"))) == 2  # append-only: a new file per flush
 
 
+def test_two_logs_of_one_process_never_overwrite_each_other(tmp_path: Path) -> None:
+    """A serving app and its companion (or an app restarted on a fixed clock) flush rows with
+    the same first timestamp from the same process: both files are kept."""
+    logs = [
+        PredictionLog(tmp_path, flush_rows=100, flush_interval_s=60, max_queue=10) for _ in "ab"
+    ]
+    for log in logs:
+        assert log.append(_row(0)) and log.flush() == 1
+    assert len(list(tmp_path.rglob("*.parquet"))) == 2
+
+
 def test_baseline_rates_by_hour_of_week() -> None:
     hours = [i / 200 for i in range(168)]
     base = Baseline.parse(

@@ -5,7 +5,8 @@ A bundle is a directory ``bundles/<bundle_id>/``::
     manifest.json          BundleManifest: feature schema, calibration, threshold, parity, lineage
     model.onnx             the model as ONNX (never a pickle: loading it cannot run code)
     drift_baseline.json    DriftBaseline: per-feature quantiles and histograms of the training data
-    explain.json           (optional) the model as JSON for explanations (dockline.core.explain)
+    model.int8.onnx        optional: the INT8 variant, present when its parity gate passed
+    explain.json           optional: the model as JSON for explanations (dockline.core.explain)
 
 The manifest records the SHA-256 of every other file, and ``bundle_id`` is the SHA-256 of the
 manifest's bytes, so the id addresses the whole content: two bundles with the same id hold the
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DRIFT_BASELINE_FILE",
+    "INT8_FILE",
+    "INT8_UNAVAILABLE",
     "MANIFEST_FILE",
     "MODEL_FILE",
     "Bundle",
@@ -48,6 +51,7 @@ __all__ = [
     "Calibration",
     "DriftBaseline",
     "FeatureBaseline",
+    "Int8Report",
     "Lineage",
     "OnnxSpec",
     "ParityReport",
@@ -61,6 +65,9 @@ MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
 DRIFT_BASELINE_FILE = "drift_baseline.json"
 BUNDLE_ID_LENGTH = 16
+INT8_FILE = "model.int8.onnx"
+INT8_UNAVAILABLE = "int8_unavailable"
+"""The reason when INT8 scoring is asked of a bundle without a passing INT8 variant."""
 
 
 class _Part(BaseModel):
@@ -117,6 +124,38 @@ class ParityReport(_Part):
     passed: bool
 
 
+class Int8Report(_Part):
+    """The INT8 variant's parity gate against the bundle's FP32 model (issue 16, seed 002).
+
+    ``status`` ``passed``: ``file`` holds the quantized model, and per-row and mean
+    ``|Δp|`` of the served (calibrated) probability on the test rows are within the
+    tolerances. ``failed``: measured, too far, no file shipped. ``not_applicable``: ONNX
+    Runtime's quantizer has nothing to quantize in this model (tree ensembles); ``reason`` says
+    why. ``raw_*`` are the same differences before calibration, for diagnosis.
+    """
+
+    status: Literal["passed", "failed", "not_applicable"]
+    method: str
+    """How it was quantized (``static_qdq``: MatMul weights int8, activations uint8 with
+    ranges calibrated on the training split), or ``none``."""
+    reason: str = ""
+    file: str | None = None
+    rows: int = Field(default=0, ge=0)
+    max_abs_diff: float | None = None
+    mean_abs_diff: float | None = None
+    raw_max_abs_diff: float | None = None
+    raw_mean_abs_diff: float | None = None
+    max_tolerance: float
+    mean_tolerance: float
+    quantized_ops: list[str] = Field(default_factory=list)
+    """The operators of the FP32 graph the quantizer turned into INT8 ones."""
+
+    @property
+    def servable(self) -> bool:
+        """Whether serving may score with the INT8 file."""
+        return self.status == "passed" and self.file is not None
+
+
 class Lineage(_Part):
     """Where the model came from; ``files`` holds the SHA-256 of every other bundle file."""
 
@@ -150,6 +189,11 @@ class BundleManifest(Contract):
     train_start: UtcDatetime
     test_end: UtcDatetime
     drift_baseline: str = DRIFT_BASELINE_FILE
+    # -- INT8 variant (issue 16 §4) --
+    int8: Int8Report | None = None
+    """The INT8 variant's parity gate; absent (not even null in the JSON) when training was
+    not asked to quantize, so bundles built without it keep their ids."""
+    # -- end INT8 variant --
 
 
 class FeatureBaseline(_Part):
@@ -201,6 +245,8 @@ def _canonical_json(model: BaseModel) -> bytes:
     # Sorted keys and fixed separators: the manifest's bytes (and so the bundle id) depend only
     # on its content, not on dict insertion order.
     data = model.model_dump(mode="json")
+    if isinstance(model, BundleManifest) and model.int8 is None:
+        del data["int8"]  # a field added later must not change the ids of bundles without it
     return (json.dumps(data, sort_keys=True, indent=2, allow_nan=False) + "\n").encode()
 
 
@@ -319,6 +365,11 @@ def load_bundle(path: Path) -> Bundle:
         _check_name(name, str(path))
     if not manifest.onnx.file.endswith(".onnx") or manifest.onnx.file not in listed:
         raise ContractError("the model must be a listed .onnx file", where=str(path))
+    int8 = manifest.int8.file if manifest.int8 is not None else None
+    if int8 is not None and (not int8.endswith(".onnx") or int8 not in listed):
+        raise ContractError(
+            "the INT8 model must be a listed .onnx file", reason="bundle_tampered", where=str(path)
+        )
     present = {p.name for p in path.iterdir()} - {MANIFEST_FILE}
     extra = present - listed.keys()
     if extra:
@@ -346,21 +397,45 @@ def load_bundle(path: Path) -> Bundle:
     return Bundle(path=path, bundle_id=bundle_id, manifest=manifest)
 
 
+def _model_file(bundle: Bundle, precision: str) -> str:
+    """The ONNX file scoring at ``precision`` uses; INT8 only from a passing variant."""
+    if precision == "fp32":
+        return bundle.manifest.onnx.file
+    report = bundle.manifest.int8
+    if precision != "int8":
+        raise ContractError(f"precision must be fp32 or int8; got {precision!r}", where="precision")
+    if report is None:
+        why = 'it was trained without quantization (train.quantize = "off")'
+    elif not report.servable:
+        why = f"its INT8 parity gate is {report.status}: {report.reason}"
+    else:
+        return str(report.file)
+    raise ContractError(
+        f"precision int8 needs a bundle with a passing INT8 variant; {why}",
+        reason=INT8_UNAVAILABLE,
+        where=str(bundle.path),
+    )
+
+
 class BundleScorer:
     """Scores float32 feature matrices with a bundle's ONNX model, then its calibration.
 
     One thread per session: serving scales by processes, and a single-row request must not pay
-    for thread hand-offs.
+    for thread hand-offs. ``precision="int8"`` scores with the bundle's INT8 variant, and is
+    refused (:class:`ContractError`, reason ``int8_unavailable``) unless its parity gate passed.
     """
 
-    def __init__(self, bundle: Bundle, *, threads: int = 1) -> None:
+    def __init__(
+        self, bundle: Bundle, *, threads: int = 1, precision: Literal["fp32", "int8"] = "fp32"
+    ) -> None:
         import onnxruntime as ort  # heavy; only scoring processes load it
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        model = bundle.file(bundle.manifest.onnx.file).read_bytes()
+        self.precision = precision
+        model = bundle.file(_model_file(bundle, precision)).read_bytes()
         self.bundle = bundle
         self.n_features = len(bundle.manifest.features)
         self._spec = bundle.manifest.onnx

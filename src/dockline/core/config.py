@@ -23,6 +23,7 @@ from dockline.core.errors import ConfigError, ValidationError
 from dockline.core.time import parse_duration
 
 __all__ = [
+    "COMPANION_PREFIX",
     "DATA_DIR_ENV",
     "DataDir",
     "DecideConfig",
@@ -179,6 +180,19 @@ class TrainConfig(_Frozen):
     """Largest |ONNX - native| probability on the test rows before the bundle is refused."""
     max_rows: int | None = Field(default=None, ge=1000)
     """Subsample training rows (by entity-hash, deterministic) beyond this; None: all."""
+    # -- INT8 variant (issue 16 §4); left out of the config hash while off, so bundle ids of
+    # configs that never set it do not change --
+    quantize: Literal["off", "int8"] = "off"
+    """``int8``: add an ONNX Runtime INT8 variant to the bundle, with its parity gate."""
+    int8_max_abs_diff: float = Field(default=0.04, gt=0, le=1)
+    """The INT8 gate: largest per-row |Δp| (calibrated) against FP32 on the test rows."""
+    int8_mean_abs_diff: float = Field(default=0.01, gt=0, le=1)
+    """The INT8 gate: largest mean |Δp| against FP32 on the test rows."""
+    # -- end INT8 variant --
+
+
+COMPANION_PREFIX = "/models/"
+"""A companion model's API (``[serve] companions``): the main routes under ``/models/<label>``."""
 
 
 class ServeConfig(_Frozen):
@@ -226,6 +240,15 @@ class ServeConfig(_Frozen):
     write_buffer_rows: int = Field(default=50_000, ge=1)
     """Prediction-log rows kept in memory while the disk refuses writes; beyond, dropped
     and counted (``dockline_serving_rows_dropped_total``)."""
+    companions: tuple[str, ...] = ()
+    """Labels whose models are served beside the main one, each under ``/models/<label>/``
+    with the same routes, its own champion, metrics windows (deployment ``<id>-<label>``) and
+    prediction-log rows (e.g. ``["full_next_hour"]`` beside ``empty_next_hour``)."""
+    # -- INT8 variant (issue 16 §4) --
+    precision: Literal["fp32", "int8"] = "fp32"
+    """``int8`` scores with the bundle's INT8 variant; a bundle without one whose parity gate
+    passed is refused (reason ``int8_unavailable``)."""
+    # -- end INT8 variant --
 
 
 class ClockConfig(_Frozen):
@@ -454,6 +477,9 @@ class DecideConfig(_Frozen):
     """Cost of one truck-km, against the value of a move."""
     serve_url: str = "http://127.0.0.1:8000"
     """``dockline decide run`` reads predictions from this serving API."""
+    full_label: str = "full_next_hour"
+    """The label giving ``p_full``: its companion deployment (``[serve] companions``) is read
+    at ``<serve_url>/models/<full_label>``; where none runs, ``p_full`` is 0 (``full:none``)."""
     sim_url: str = "http://127.0.0.1:8080"
     """… and sends the actions to this simulated city's truck API."""
 

@@ -6,7 +6,7 @@ range are never opened.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -36,14 +36,18 @@ def read_prediction_log(
     start: datetime | None = None,
     end: datetime | None = None,
     columns: Sequence[str] | None = None,
+    exclude_models: Collection[str] = (),
 ) -> pa.Table:
-    """Rows with ``start <= logged_at < end`` (either bound optional), sorted by ``logged_at``.
+    """Rows with ``start <= logged_at < end`` (either bound optional), sorted by ``logged_at``,
+    but for the models in ``exclude_models`` (a deployment's companions log beside it).
 
     A missing directory gives an empty table; an unreadable file is a :class:`StorageError`.
     """
     wanted = list(columns) if columns is not None else None
     if wanted is not None and "logged_at" not in wanted:
         wanted.append("logged_at")
+    if wanted is not None and exclude_models and "model_name" not in wanted:
+        wanted.append("model_name")
     first = None if start is None else (ensure_utc(start) - timedelta(days=1)).strftime("%F")
     last = None if end is None else ensure_utc(end).strftime("%F")
     tables: list[pa.Table] = []
@@ -75,6 +79,9 @@ def read_prediction_log(
     if end is not None:
         upper = pc.less(table["logged_at"], pa.scalar(ensure_utc(end), type=TS_TYPE))
         mask = upper if mask is None else pc.and_(mask, upper)
+    if exclude_models:
+        kept = pc.invert(pc.is_in(table["model_name"], pa.array(sorted(exclude_models))))
+        mask = kept if mask is None else pc.and_(mask, kept)
     if mask is not None:
         table = table.filter(mask)
     return table.sort_by("logged_at")

@@ -3,7 +3,7 @@
 The serving app (``dockline.serve``) may not import ``dockline.decide``, so the route is added
 here, in the wiring, to an app :func:`dockline.serve.create_app` built: it scores the stations
 with the app's own predictor (the batch path: one online-store read and one ONNX run per chunk)
-and runs the policy on them.
+and, for ``p_full``, the companion ``full_next_hour`` deployment's, and runs the policy on them.
 
 >>> app = create_serving_app(platform)            # doctest: +SKIP
 >>> add_decide_route(app, DecideConfig())         # doctest: +SKIP
@@ -23,6 +23,7 @@ from typing import Any, Literal
 import msgspec
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from dockline.core.config import DecideConfig
 from dockline.core.decisions import (
@@ -64,10 +65,13 @@ def _error(status: int, reason: str, message: str, field: str | None = None) -> 
     return Response(body, status_code=status, media_type="application/json")
 
 
-def add_decide_route(app: FastAPI, cfg: DecideConfig) -> None:
-    """Add ``POST /v1/decide`` to a serving app (it uses ``app.state.predictor``)."""
+def add_decide_route(app: FastAPI, cfg: DecideConfig, *, full: Any = None) -> None:
+    """Add ``POST /v1/decide`` to a serving app: ``p_empty`` from its own predictor
+    (``app.state.predictor``), ``p_full`` from ``full``, the companion ``full_next_hour``
+    deployment's predictor (None, or no champion there: ``p_full`` is 0, ``full:none``)."""
     predictor: Any = app.state.predictor
     params = params_from(cfg)
+    metrics = _DecideMetrics(app.state.telemetry.registry)
 
     @app.post(DECIDE_PATH, summary="One cycle's rebalancing decision for the stations given")
     async def decide_route(request: Request) -> Response:
@@ -75,34 +79,30 @@ def add_decide_route(app: FastAPI, cfg: DecideConfig) -> None:
         try:
             req = msgspec.json.decode(await request.body(), type=DecideRequest)
         except msgspec.ValidationError as exc:
-            return _error(422, "invalid_request", str(exc))
+            return metrics.error(422, "invalid_request", str(exc))
         except msgspec.DecodeError as exc:
-            return _error(422, "invalid_json", str(exc))
+            return metrics.error(422, "invalid_json", str(exc))
         if not req.stations:
-            return _error(422, "invalid_value", "stations must not be empty", "stations")
+            return metrics.error(422, "invalid_value", "stations must not be empty", "stations")
         now_us = predictor.now_us()
         ids = [s.station_id for s in req.stations]
         preds: list[StationPrediction] = []
         ages: list[float] = []
         try:
-            for lo in range(0, len(ids), predictor.max_batch):
-                batch = predictor.predict_batch(
-                    ids[lo : lo + predictor.max_batch], predictor.ids.next(), now_us, t0
-                )
-                for item in batch.predictions:
-                    if item.status == "error" or item.probability is None or item.model is None:
-                        continue  # unknown or unscorable: the coverage gate counts it
-                    preds.append(
-                        StationPrediction(
-                            station_id=item.entity,
-                            p_empty=min(1.0, max(0.0, float(item.probability))),
-                            p_full=0.0,  # no full_next_hour deployment in this app yet
-                            model_version=f"empty:{item.model.version}/full:none",
-                            bundle_id=item.model.bundle_id,
-                        )
+            p_full = _full_scores(full, ids, now_us, t0)
+            for item in _scored(predictor, ids, now_us, t0):
+                pf, version = p_full.get(item.entity, (0.0, "none"))
+                preds.append(
+                    StationPrediction(
+                        station_id=item.entity,
+                        p_empty=min(1.0, max(0.0, float(item.probability))),
+                        p_full=pf,
+                        model_version=f"empty:{item.model.version}/full:{version}",
+                        bundle_id=item.model.bundle_id,
                     )
-                    if item.age_s is not None:
-                        ages.append(float(item.age_s))
+                )
+                if item.age_s is not None:
+                    ages.append(float(item.age_s))
             cycle = ensure_utc(req.cycle_time) if req.cycle_time else from_micros(now_us)
             inputs = DecisionInput(
                 cycle_time=cycle,
@@ -115,8 +115,88 @@ def add_decide_route(app: FastAPI, cfg: DecideConfig) -> None:
             decision = decide(req.policy or _live(cfg.policy), inputs, params)
         except DocklineError as exc:
             status = 503 if exc.reason in _UNAVAILABLE else 422
-            return _error(status, exc.reason, exc.message, exc.where)
+            return metrics.error(status, exc.reason, exc.message, exc.where)
+        metrics.decided(decision, perf_counter() - t0)
         return Response(encode(decision), media_type="application/json")
+
+
+class _DecideMetrics:
+    """``POST /v1/decide`` on the serving app's ``/metrics``: decisions by policy and gate, the
+    moves and bikes they plan, refusals by reason, latency (no per-station labels)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.decisions = Counter(
+            "dockline_decisions",
+            "Decisions answered by POST /v1/decide, by policy and health gate.",
+            ["policy", "health_gate"],
+            registry=registry,
+        )
+        self.moves = Counter(
+            "dockline_decision_moves",
+            "Truck moves planned by POST /v1/decide.",
+            ["policy"],
+            registry=registry,
+        )
+        self.bikes = Counter(
+            "dockline_decision_bikes",
+            "Bikes planned to move by POST /v1/decide.",
+            ["policy"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "dockline_decide_errors",
+            "POST /v1/decide requests refused, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.seconds = Histogram(
+            "dockline_decide_duration_seconds",
+            "POST /v1/decide latency, scoring and planning included.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=registry,
+        )
+
+    def decided(self, decision: Any, seconds: float) -> None:
+        self.decisions.labels(decision.policy, str(decision.health_gate)).inc()
+        self.moves.labels(decision.policy).inc(len(decision.actions))
+        self.bikes.labels(decision.policy).inc(sum(a.bikes for a in decision.actions))
+        self.seconds.observe(seconds)
+
+    def error(self, status: int, reason: str, message: str, field: str | None = None) -> Response:
+        self.errors.labels(reason).inc()
+        return _error(status, reason, message, field)
+
+
+def _scored(predictor: Any, ids: list[str], now_us: int, t0: float) -> list[Any]:
+    """The batch path's scored items for ``ids`` (unknown or unscorable stations are left to
+    the coverage gate, which counts them)."""
+    out: list[Any] = []
+    for lo in range(0, len(ids), predictor.max_batch):
+        chunk = ids[lo : lo + predictor.max_batch]
+        batch = predictor.predict_batch(chunk, predictor.ids.next(), now_us, t0)
+        out.extend(
+            item
+            for item in batch.predictions
+            if item.status != "error" and item.probability is not None and item.model is not None
+        )
+    return out
+
+
+def _full_scores(full: Any, ids: list[str], now_us: int, t0: float) -> dict[str, tuple[float, str]]:
+    """``{station: (p_full, model version)}`` from the companion; none where it has no model
+    (the decision then says ``full:none`` rather than failing the cycle)."""
+    if full is None:
+        return {}
+    try:
+        items = _scored(full, ids, now_us, t0)
+    except DocklineError as exc:
+        if exc.reason in _UNAVAILABLE:
+            return {}
+        raise
+    return {
+        item.entity: (min(1.0, max(0.0, float(item.probability))), str(item.model.version))
+        for item in items
+    }
 
 
 def _live(policy: str) -> Literal["none", "reactive", "predictive"]:

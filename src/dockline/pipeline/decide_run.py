@@ -2,11 +2,14 @@
 
 Each cycle reads the city from its GBFS feed and truck API (``dockline sim serve``), predictions
 from the serving API's batch endpoint (``dockline serve``: ``p_empty`` from the deployment at
-``serve_url``, ``p_full`` from ``full_serve_url`` when a ``full_next_hour`` deployment runs),
-decides, appends the decision to the audit log, and posts the actions to the truck API.
+``serve_url``, ``p_full`` from ``full_serve_url``, else from the serving app's companion at
+``<serve_url>/models/<[decide] full_label>`` when it runs one), decides, appends the decision to
+the audit log, and posts the actions to the truck API.
 
-The health verdict is an input until P6's monitor serves one: ``--health``, else the serving
-app's ``/ready`` (ready ⇒ ``healthy``, not ready ⇒ ``unhealthy``).
+The health verdict: ``--health``, else the serving app's ``/ready`` (ready ⇒ ``healthy``, not
+ready ⇒ ``unhealthy``). ``/ready`` answers for this instant; the monitor's windowed verdict
+(``/v1/monitoring/health``) calls a deployment nobody has asked yet unhealthy (seed 003's
+no-requests rule), which would hold the first cycle of every new deployment.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import msgspec
 
-from dockline.core.config import DecideConfig
+from dockline.core.config import COMPANION_PREFIX, DecideConfig
 from dockline.core.decisions import (
     Decision,
     DecisionInput,
@@ -119,9 +122,12 @@ def read_fleet(client: httpx.Client, sim_url: str) -> list[Truck]:
 
 
 def read_predictions(
-    client: httpx.Client, url: str, stations: list[str]
+    client: httpx.Client, url: str, stations: list[str], *, optional: bool = False
 ) -> tuple[dict[str, tuple[float, str, str]], list[float]]:
-    """``{station: (probability, model version, bundle id)}`` and the feature ages seen."""
+    """``{station: (probability, model version, bundle id)}`` and the feature ages seen.
+
+    ``optional``: a deployment that is not there (404) or has no model (503) gives nothing.
+    """
     out: dict[str, tuple[float, str, str]] = {}
     ages: list[float] = []
     for lo in range(0, len(stations), _BATCH):
@@ -130,6 +136,8 @@ def read_predictions(
             response = client.post(f"{url}/v1/predict/batch", json={"entities": chunk})
         except httpx.HTTPError as exc:
             raise SourceError(f"cannot reach {url}: {exc}", reason="unreachable") from exc
+        if optional and response.status_code in (404, 503):
+            return {}, []
         if response.status_code != 200:
             raise SourceError(
                 f"{url}/v1/predict/batch answered {response.status_code}: {response.text[:200]}",
@@ -182,6 +190,10 @@ def run_once(
             empty, ages = read_predictions(http, serve_url.rstrip("/"), ids)
         if full_serve_url:
             full, more = read_predictions(http, full_serve_url.rstrip("/"), ids)
+            ages += more
+        elif serve_url:  # the serving app's companion deployment, if it runs one
+            companion = f"{serve_url.rstrip('/')}{COMPANION_PREFIX}{cfg.full_label}"
+            full, more = read_predictions(http, companion, ids, optional=True)
             ages += more
         verdict: HealthVerdict = health or _ready(http, serve_url)
         log = decision_log(data_dir)

@@ -88,10 +88,14 @@ def run_demo(
     console = Console(stderr=json_out, highlight=False)
     if not platform.data.config_file.exists():
         # the data runs on the simulated clock: serving it later starts from its last instant
+        # the data runs on the simulated clock (serving it later starts from its last
+        # instant); the full_next_hour model is served beside empty_next_hour (P7's p_full)
         platform.data.config_file.write_text(
-            '# written by dockline demo: the data is simulated\n[clock]\nkind = "data"\n',
+            "# written by dockline demo: the data is simulated\n"
+            '[clock]\nkind = "data"\n[serve]\ncompanions = ["full_next_hour"]\n',
             encoding="utf-8",
         )
+        platform = dataclasses.replace(platform, config=platform.data.config())
     city = City(
         CityConfig(
             stations=stations,
@@ -151,6 +155,8 @@ def run_demo(
     if train and report["features"]["dataset"]:
         console.print("training candidates and baselines, exporting, gating, registering …")
         report["model"] = _train(platform, Path(report["features"]["dataset"]))
+        if report["features"].get("full_dataset"):
+            report["model_full"] = _train(platform, Path(report["features"]["full_dataset"]))
         if report["model"]["alias"] == "champion":
             console.print("serving the champion and sending a burst of requests …")
             # requests at simulated times after the feed stopped: every station is quiet, its
@@ -284,6 +290,7 @@ def _decide_live(platform: Platform, city: City, serve_url: str) -> list[dict[st
                     "actions": len(decision.actions),
                     "bikes": sum(a.bikes for a in decision.actions),
                     "gate": str(decision.health_gate),
+                    "models": list(decision.model_versions),
                     "reasons": list(decision.reasons)[:3],
                     "accepted": int(applied.get("accepted", 0)),
                     "refused": int(applied.get("refused", 0)),
@@ -344,12 +351,23 @@ def _features(platform: Platform, start: datetime, end: datetime) -> dict[str, A
             every=timedelta(minutes=10),
             out=out,
         )
+        full = platform.data.datasets / "demo-full_next_hour"
+        full_meta = build_dataset(
+            platform,
+            label="full_next_hour",
+            start=spine_start,
+            end=spine_end,
+            every=timedelta(minutes=10),
+            out=full,
+        )
         dataset = {
             "dataset": str(out),
             "dataset_rows": meta.row_count,
             "dataset_features": meta.feature_count,
             "label_rate": round(float(meta.extra.get("label_rate") or 0.0), 4),
             "plan_hash": meta.extra.get("plan_hash"),
+            "full_dataset": str(full),
+            "full_label_rate": round(float(full_meta.extra.get("label_rate") or 0.0), 4),
         }
     consistency = check_consistency(platform, sample=300, seed=0)
     if consistency.overall_match_rate < 1.0:
@@ -466,14 +484,16 @@ def _print(console: Console, report: dict[str, Any]) -> None:
         f" points: {feats['consistency_match_rate']:.2%}"
     )
     model = report.get("model")
-    if model:
-        metric = model["primary_metric"]
-        baselines = ", ".join(f"{k} {v}" for k, v in model["baselines"].items())
+    for trained in (model, report.get("model_full")):
+        if not trained:
+            continue
+        metric = trained["primary_metric"]
+        baselines = ", ".join(f"{k} {v}" for k, v in trained["baselines"].items())
         console.print(
-            f"model: {model['model_name']} v{model['version']} ({model['selected']}),"
-            f" test {metric} {model['test_metrics'].get(metric)} vs baselines {baselines};"
-            f" gate {'passed' if model['gate_passed'] else 'failed'}"
-            f" → {model['alias'] or 'not promoted'} · bundle {model['bundle_id']}"
+            f"model: {trained['model_name']} v{trained['version']} ({trained['selected']}),"
+            f" test {metric} {trained['test_metrics'].get(metric)} vs baselines {baselines};"
+            f" gate {'passed' if trained['gate_passed'] else 'failed'}"
+            f" → {trained['alias'] or 'not promoted'} · bundle {trained['bundle_id']}"
         )
     serving = report.get("serving")
     if serving:
@@ -488,7 +508,8 @@ def _print(console: Console, report: dict[str, Any]) -> None:
             console.print(f"  {example}", markup=False)
         for cycle in serving.get("decisions", []):
             console.print(
-                f"  decision {cycle['decision_id'][:12]} ({cycle['policy']}, gate {cycle['gate']}):"
+                f"  decision {cycle['decision_id'][:12]} ({cycle['policy']}, gate {cycle['gate']},"
+                f" models {' '.join(cycle.get('models', []))}):"
                 f" {cycle['actions']} moves, {cycle['bikes']} bikes; truck API accepted"
                 f" {cycle['accepted']}, refused {cycle['refused']}; {', '.join(cycle['reasons'])}",
                 markup=False,
@@ -549,7 +570,8 @@ def _print_monitor(console: Console, monitor: dict[str, Any]) -> None:
         drifted = run["drifted"]
         names = ", ".join(drifted[:4]) + (f" +{len(drifted) - 4} more" if len(drifted) > 4 else "")
         console.print(
-            f"  drift v{run['model_version']} over {run['rows']:,} predictions in the last hour:"
+            f"  drift {run.get('model', '')} v{run['model_version']} over {run['rows']:,}"
+            " predictions in the last hour:"
             f" {'drift' if run['window_drift'] else 'no drift'}"
             f" ({len(drifted)} features moved{': ' + names if drifted else ''})"
         )

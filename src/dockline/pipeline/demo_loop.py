@@ -193,6 +193,7 @@ def run_loop_demo(platform: Platform, model_name: str, stations: list[str]) -> d
         ],
         "drift": [
             {
+                "model": r.model_name,
                 "model_version": r.model_version,
                 "rows": r.rows,
                 "window_drift": r.result.drift,

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from dockline.core.contracts import DatasetMetadata
 from dockline.core.errors import StorageError
 from dockline.core.time import ensure_utc
 from dockline.monitor.canary import Phase, WindowAnalysis, analyze_window, decide
@@ -50,7 +51,9 @@ __all__ = [
     "Trainer",
     "control_for",
     "fresh_data_trainer",
+    "fresh_dataset",
     "load_state",
+    "retrain_triggers",
     "run_cycle",
 ]
 
@@ -130,11 +133,11 @@ Trainer = Callable[[Platform, datetime], TrainResult]
 """Train on fresh data at a time: the default builds a training set and runs ``train``."""
 
 
-def fresh_data_trainer(platform: Platform, at: datetime) -> TrainResult:
-    """Build a training set over ``[at − horizon − train_window, at − horizon)`` (every row's
-    label known at ``at``) and run ``dockline train`` on it (tune, gate, register)."""
+def fresh_dataset(platform: Platform, at: datetime, *, prefix: str = "loop") -> DatasetMetadata:
+    """Build the loop's training set at ``at``: every ``monitor.loop.train_every`` over
+    ``[at − horizon − train_window, at − horizon)`` (every row's label known at ``at``), in
+    ``datasets/<prefix>-<at>``."""
     from dockline.pipeline.features import build_dataset, load_plan
-    from dockline.pipeline.train import train_model
 
     config = platform.config
     plan = load_plan(platform)
@@ -142,17 +145,39 @@ def fresh_data_trainer(platform: Platform, at: datetime) -> TrainResult:
     horizon = timedelta(microseconds=horizon_us)
     end = at - horizon
     start = end - config.monitor.loop.train_window
-    out = platform.data.datasets / f"loop-{at:%Y%m%dT%H%M%S}"
-    build_dataset(
+    return build_dataset(
         platform,
         label=config.train.label,
         start=start,
         end=end,
         every=config.monitor.loop.train_every,
-        out=out,
+        out=platform.data.datasets / f"{prefix}-{at:%Y%m%dT%H%M%S}",
     )
-    summary = train_model(platform, dataset=out, actor=ACTOR)
+
+
+def fresh_data_trainer(platform: Platform, at: datetime) -> TrainResult:
+    """Build :func:`fresh_dataset` at ``at`` and run ``dockline train`` on it (tune, gate,
+    register)."""
+    from dockline.pipeline.train import train_model
+
+    dataset = fresh_dataset(platform, at)
+    summary = train_model(platform, dataset=Path(dataset.path), actor=ACTOR)
     return TrainResult(summary.version, summary.alias, summary.gate.passed, summary.gate.reasons)
+
+
+def retrain_triggers(
+    platform: Platform,
+    *,
+    at: datetime | None = None,
+    last_trained: datetime | None = None,
+) -> TriggerDecision:
+    """The retraining triggers (drift, live performance under the gate's bar, stale model,
+    schedule) of the served model at ``at`` (default the platform's clock), as the loop's idle
+    phase evaluates them; ``last_trained`` feeds the schedule trigger."""
+    now = ensure_utc(at) if at is not None else platform.clock.now()
+    return evaluate_triggers(
+        signals(platform, _model_name(platform), now, last_trained), platform.config.monitor.loop
+    )
 
 
 @dataclass
@@ -309,8 +334,13 @@ def run_cycle(
     trainer: Trainer | None = None,
     at: datetime | None = None,
     force_train: bool = False,
+    train: bool = True,
 ) -> CycleReport:
-    """Advance the loop at ``at`` (default the platform's clock) and save its state."""
+    """Advance the loop at ``at`` (default the platform's clock) and save its state.
+
+    With ``train=False`` the idle phase evaluates and reports the triggers but never trains:
+    training is someone else's (an orchestrator's training job), and the challenger it
+    registers is adopted on the next cycle."""
     from dockline.pipeline.train import open_registry
 
     now = ensure_utc(at) if at is not None else platform.clock.now()
@@ -347,9 +377,7 @@ def run_cycle(
         if challenger is not None and (champion is None or challenger.version != champion.version):
             started = f"challenger v{challenger.version} registered outside the loop"
         else:
-            report.triggers = evaluate_triggers(
-                signals(platform, name, now, state.last_trained), platform.config.monitor.loop
-            )
+            report.triggers = retrain_triggers(platform, at=now, last_trained=state.last_trained)
             evidence["triggers"] = report.triggers.to_dict()
             cooldown = platform.config.monitor.loop.retrain_cooldown
             cooling = state.last_trained is not None and now - state.last_trained < cooldown
@@ -359,7 +387,7 @@ def run_cycle(
                     f"{'; '.join(report.triggers.reasons)}; not retraining: the loop trained at"
                     f" {state.last_trained:%F %T}Z, within retrain_cooldown {cooldown}",
                 )
-            elif champion is not None and (report.triggers.retrain or force_train):
+            elif champion is not None and train and (report.triggers.retrain or force_train):
                 reasons = report.triggers.reasons or ["forced (--train)"]
                 record("train", "; ".join(reasons))
                 result = (trainer or fresh_data_trainer)(platform, now)

@@ -38,7 +38,13 @@ def signals(platform: Platform, name: str, at: datetime, last_trained: datetime 
         runs = drift_live(platform, at=at)
     except DocklineError:
         runs = []
-    champion = open_registry(platform).resolve(name, "champion")
+    # no registry yet: no champion. Measuring creates nothing (a sensor polling a fresh data
+    # dir must not leave an MLflow database behind, nor pay for migrating one)
+    champion = (
+        open_registry(platform).resolve(name, "champion")
+        if platform.data.mlflow_db.exists()
+        else None
+    )
     mine = [r for r in runs if champion is not None and r.bundle_id == champion.bundle_id]
     if mine:
         drift = mine[0].dataset.drift
@@ -101,7 +107,11 @@ def window_sides(
     side: a canary is rolled back, never promoted, on failures nobody can attribute."""
     columns = ["entity", "role", "model_version", "probability", "latency_ms", "source"]
     rows = read_prediction_log(
-        platform.data.serving_predictions, start=start, end=end, columns=columns
+        platform.data.serving_predictions,
+        start=start,
+        end=end,
+        columns=columns,
+        exclude_models=_companions(platform),
     )
     if rows.num_rows:
         rows = rows.filter(pc.equal(rows["source"], "model"))
@@ -153,6 +163,7 @@ def champion_on(
         start=start,
         end=end,
         columns=["entity", "role", "model_version", "probability", "source"],
+        exclude_models=_companions(platform),
     )
     if rows.num_rows == 0 or not entities:
         return np.empty(0)
@@ -173,11 +184,21 @@ def failed_requests(platform: Platform, start: datetime, end: datetime) -> int:
     if not platform.data.serving_metrics.is_dir():
         return 0  # serving has not written a window yet: it failed nothing
     scan = read_windows(platform.data.serving_metrics)
+    companions = _companions(platform)  # their windows are not the main deployment's
     return sum(
         w.inference_runtime_error_count
         + w.model_load_error_count
         + w.prediction_non_finite_count
         + w.prediction_out_of_range_count
         for w in scan.windows
-        if start <= w.window_start and w.window_end <= end
+        if start <= w.window_start and w.window_end <= end and w.model_name not in companions
     )
+
+
+def _companions(platform: Platform) -> tuple[str, ...]:
+    """The serving app's companion models (they log beside the main one)."""
+    from dockline.pipeline.serve import companion_names
+
+    if not platform.config.serve.companions:
+        return ()
+    return companion_names(platform)

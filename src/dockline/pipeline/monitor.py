@@ -413,6 +413,7 @@ def performance(
         start=start,
         end=end,
         columns=["entity", "bundle_id", "model_version", "probability", "served", "source"],
+        exclude_models=_companions(platform),  # judged on the main model's label
     )
     if rows.num_rows:
         rows = rows.filter(
@@ -447,3 +448,12 @@ def performance(
     )
     # -- end lineage --
     return PerformanceRun(windows, reference, start, end, rows.num_rows)
+
+
+def _companions(platform: Platform) -> tuple[str, ...]:
+    """The serving app's companion models (they log beside the main one)."""
+    from dockline.pipeline.serve import companion_names
+
+    if not platform.config.serve.companions:
+        return ()
+    return companion_names(platform)

@@ -13,12 +13,14 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
 
-from dockline.core.config import DATA_DIR_ENV
-from dockline.core.errors import DocklineError
+from dockline.core.config import COMPANION_PREFIX, DATA_DIR_ENV
+from dockline.core.errors import ConfigError, DocklineError
 from dockline.core.time import to_micros
 from dockline.features.offline import OfflineExecutor
 from dockline.features.served import ServedVectors
@@ -33,6 +35,7 @@ from dockline.train.registry import MlflowRegistry
 __all__ = [
     "WORKERS_ENV",
     "BackgroundServer",
+    "companion_names",
     "create_app_from_data_dir",
     "create_serving_app",
     "model_name",
@@ -43,12 +46,37 @@ WORKERS_ENV = "DOCKLINE_SERVE_WORKERS"
 """Set by :func:`run_server` so each worker can tell its metrics windows apart."""
 
 
-def model_name(platform: Platform) -> str:
-    """The served model: ``serve.model_name``, else training's name rule (``<project>-<label>``)."""
+def model_name(platform: Platform, label: str | None = None) -> str:
+    """The served model: ``serve.model_name``, else training's name rule (``<project>-<label>``).
+
+    With ``label``, the companion model of that label (``[serve] companions``), which must be
+    named apart from the main one.
+    """
     serve, train = platform.config.serve, platform.config.train
-    if serve.model_name:
-        return serve.model_name
-    return model_name_for(train, load_plan(platform).project, train.label)
+    if label is None:
+        if serve.model_name:
+            return serve.model_name
+        return model_name_for(train, load_plan(platform).project, train.label)
+    plan = load_plan(platform)
+    if label not in plan.label_names:
+        raise ConfigError(
+            f"no label {label!r} in the plan (labels: {', '.join(plan.label_names)})",
+            where="serve.companions",
+        )
+    name = model_name_for(train, plan.project, label)
+    if name == model_name(platform):
+        raise ConfigError(
+            f"the companion {label!r} would serve {name!r}, the main model: with [train]"
+            " model_name set every label registers under one name; unset it",
+            where="serve.companions",
+        )
+    return name
+
+
+def companion_names(platform: Platform) -> tuple[str, ...]:
+    """The models ``[serve] companions`` serves beside the main one (their log rows and
+    windows are not the main deployment's evidence)."""
+    return tuple(model_name(platform, label) for label in platform.config.serve.companions)
 
 
 def create_serving_app(platform: Platform) -> FastAPI:
@@ -88,7 +116,27 @@ def create_serving_app(platform: Platform) -> FastAPI:
         monitoring=monitor.providers(),
         collectors=[monitor.collector()],
     )
-    add_decide_route(app, platform.config.decide)  # POST /v1/decide (P7)
+    companions = {
+        label: create_app(
+            features=features,  # one reader: the companions score the same vectors
+            registry=registry,
+            model_name=model_name(platform, label),
+            config=config,
+            data_dir=platform.data,
+            clock=platform.clock,
+            deployment_id=f"{deployment}-{label}",
+            plan_hash=plan.hash,
+        )
+        for label in config.companions
+    }
+    for label, companion in companions.items():
+        app.mount(f"{COMPANION_PREFIX}{label}", companion)
+    if companions:
+        _run_lifespans(app, list(companions.values()))
+    full = companions.get(platform.config.decide.full_label)
+    add_decide_route(  # POST /v1/decide (P7)
+        app, platform.config.decide, full=full.state.predictor if full is not None else None
+    )
     # -- lineage: a serving deployment run (never fails the start) --
     from dockline.pipeline.lineage import record_serving
 
@@ -104,6 +152,21 @@ def create_serving_app(platform: Platform) -> FastAPI:
     )
     # -- end lineage --
     return app
+
+
+def _run_lifespans(app: FastAPI, mounted: list[FastAPI]) -> None:
+    """Run the mounted apps' lifespans inside ``app``'s (Starlette runs only the outer one):
+    they start after it and stop before it, which closes the reader they share."""
+    outer = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(main: FastAPI) -> AsyncIterator[None]:
+        async with outer(main), AsyncExitStack() as stack:
+            for sub in mounted:
+                await stack.enter_async_context(sub.router.lifespan_context(sub))
+            yield
+
+    app.router.lifespan_context = lifespan
 
 
 def create_app_from_data_dir() -> FastAPI:

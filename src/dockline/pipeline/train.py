@@ -100,6 +100,9 @@ class TrainSummary:
     dataset_hash: str = ""
     unlabeled_rows: int = 0
     """Rows of the dataset left out because their label was unknown at build time."""
+    int8: dict[str, Any] | None = None
+    """The INT8 variant's parity gate (``train.quantize = "int8"``): status, reason, measured
+    max and mean |Δp|; None when not asked for."""
 
 
 def open_registry(platform: Platform) -> MlflowRegistry:
@@ -200,6 +203,9 @@ def export_bundle(
         test_end=from_micros(int(data.as_of_us[splits.test.rows].max())),
         tolerance=config.parity_tolerance,
         hour_of_week=_hour_of_week(data, outcome),
+        int8=(config.int8_max_abs_diff, config.int8_mean_abs_diff)
+        if config.quantize == "int8"
+        else None,
     )
 
 
@@ -337,6 +343,7 @@ def train_model(
         already_registered=same is not None,
         dataset_hash=data.metadata.content_hash,
         unlabeled_rows=data.unlabeled_rows,
+        int8=bundle.manifest.int8.model_dump(mode="json") if bundle.manifest.int8 else None,
     )
     _finish_reports(outcome, summary, data)
     if same is None:

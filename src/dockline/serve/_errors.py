@@ -39,6 +39,7 @@ REASON_STATUS: dict[str, int] = {
     "not_ready": 503,
     "monitoring_unavailable": 503,
     "registry_unavailable": 503,
+    "int8_unavailable": 503,
     # admin actions that were refused
     "bundle_tampered": 409,
     "bundle_invalid": 409,

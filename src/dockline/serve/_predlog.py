@@ -2,8 +2,9 @@
 
 Requests append a tuple to a bounded in-memory queue (no I/O, no lock beyond the deque's);
 a daemon thread drains it every ``flush_interval`` or when ``flush_rows`` are waiting and writes
-one new file ``<root>/date=YYYY-MM-DD/part-<first_us>-<pid>-<seq>.parquet`` per flush (written
-to ``.tmp`` and renamed: a file is whole or absent).
+one new file ``<root>/date=YYYY-MM-DD/part-<first_us>-<pid>-<log>-<seq>.parquet`` per flush
+(written to ``.tmp`` and renamed: a file is whole or absent; ``<log>`` tells apart the logs of
+one process, a serving app's companions or a restarted app on a fixed clock).
 
 A row leaves memory only once its file is written: when a write fails (disk full, directory
 gone or read-only) the rows are kept and the next flush retries them. Rows queued plus rows
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import uuid
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -114,6 +116,7 @@ class PredictionLog:
         self._stop = threading.Event()
         self._write_lock = threading.Lock()
         self._seq = 0
+        self._token = uuid.uuid4().hex[:8]
         self._on_written = on_written
         self._on_dropped = on_dropped
         self._on_write_failed = on_write_failed
@@ -168,7 +171,7 @@ class PredictionLog:
             first = rows[0][1]
             day = from_micros(first).strftime("%Y-%m-%d")
             self._seq += 1
-            name = f"part-{first}-{os.getpid()}-{self._seq:06d}.parquet"
+            name = f"part-{first}-{os.getpid()}-{self._token}-{self._seq:06d}.parquet"
             try:
                 write_parquet(table, self.root / f"date={day}" / name)
             except (StorageError, OSError) as exc:  # OSError: mkdir of the day's directory

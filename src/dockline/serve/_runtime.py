@@ -15,12 +15,13 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 import orjson
 
-from dockline.core.bundle import Bundle, BundleScorer, load_bundle
+from dockline.core.bundle import INT8_UNAVAILABLE, Bundle, BundleScorer, load_bundle
 from dockline.core.contracts import ModelVersion
 from dockline.core.errors import ContractError, DocklineError
 from dockline.core.explain import Explainer, Explanation, load_explainer
@@ -105,7 +106,13 @@ class LoadedModel:
     """
 
     def __init__(
-        self, version: ModelVersion, bundle: Bundle, columns: Sequence[str], *, role: str
+        self,
+        version: ModelVersion,
+        bundle: Bundle,
+        columns: Sequence[str],
+        *,
+        role: str,
+        precision: Literal["fp32", "int8"] = "fp32",
     ) -> None:
         manifest = bundle.manifest
         position = {name: i for i, name in enumerate(columns)}
@@ -133,7 +140,8 @@ class LoadedModel:
         )
         self.dataset_name = manifest.lineage.dataset_name
         self.dataset_version = manifest.lineage.dataset_hash
-        self.scorer = BundleScorer(bundle)
+        self.precision = precision
+        self.scorer = BundleScorer(bundle, precision=precision)
         baseline_file = bundle.file(BASELINE_FILE)
         self.baseline = (
             Baseline.parse(baseline_file.read_bytes(), str(baseline_file))
@@ -232,10 +240,12 @@ def load_model(
     role: str,
     loader: Callable[[Path], Bundle],
     plan_hash: str | None = None,
+    precision: Literal["fp32", "int8"] = "fp32",
 ) -> LoadedModel:
     """Load and verify the bundle of ``version``; the registry's bundle id must match its bytes,
     and the bundle must have been trained on the plan ``plan_hash`` (when given) that built the
-    online group whose layout is ``columns``."""
+    online group whose layout is ``columns``. ``precision="int8"`` needs the bundle's INT8
+    variant to have passed its parity gate (else reason ``int8_unavailable``)."""
     bundle = loader(Path(version.bundle_path))
     if bundle.bundle_id != version.bundle_id:
         raise ContractError(
@@ -251,7 +261,7 @@ def load_model(
             reason=SCHEMA_MISMATCH,
             where=version.bundle_path,
         )
-    return LoadedModel(version, bundle, columns, role=role)
+    return LoadedModel(version, bundle, columns, role=role, precision=precision)
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,8 +300,10 @@ class ModelRuntime:
         on_load_error: Callable[[str, DocklineError], None] | None = None,
         on_swap: Callable[[ModelSet], None] | None = None,
         plan_hash: str | None = None,
+        precision: Literal["fp32", "int8"] = "fp32",
     ) -> None:
         self.registry = registry
+        self.precision = precision
         self.columns = columns  # the feature reader's column order, read at each load
         self.model_name = model_name
         self.plan_hash = plan_hash
@@ -332,10 +344,11 @@ class ModelRuntime:
             return ReloadResult(changed=changed, models=self.models, errors=errors)
 
     def unavailable(self) -> ServeError:
-        """Why no champion answers: its layout mismatch when that refused it, else no_model."""
+        """Why no champion answers: its layout mismatch or missing INT8 variant when that
+        refused it, else no_model."""
         failure = self.errors.get("champion")
-        if failure is not None and failure.reason == SCHEMA_MISMATCH:
-            return ServeError(failure.message, reason=SCHEMA_MISMATCH, where="champion")
+        if failure is not None and failure.reason in (SCHEMA_MISMATCH, INT8_UNAVAILABLE):
+            return ServeError(failure.message, reason=failure.reason, where="champion")
         return ServeError("no champion model is loaded", reason="no_model", where="champion")
 
     def layout_error(self, models: ModelSet) -> ServeError | None:
@@ -376,7 +389,12 @@ class ModelRuntime:
         if version is None:
             return None
         return load_model(
-            version, self.columns(), role=role, loader=load_bundle, plan_hash=self.plan_hash
+            version,
+            self.columns(),
+            role=role,
+            loader=load_bundle,
+            plan_hash=self.plan_hash,
+            precision=self.precision,
         )
 
     def _registry_call(

@@ -219,6 +219,7 @@ def create_app(
         on_load_error=lambda role, exc: telemetry.model_load_error(role, exc.reason),
         on_swap=swapped,
         plan_hash=plan_hash,
+        precision=cfg.precision,
     )
     runtime_box.append(runtime)
     prediction_log = PredictionLog(

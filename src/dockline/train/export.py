@@ -105,13 +105,16 @@ class HourOfWeekRates(BaseModel):
 # -- ONNX export --------------------------------------------------------------------------------
 
 
-def export_onnx(estimator: Any, n_features: int) -> tuple[bytes, OnnxSpec]:
+def export_onnx(
+    estimator: Any, n_features: int, *, black_op: frozenset[str] = frozenset()
+) -> tuple[bytes, OnnxSpec]:
     """Convert a fitted classifier on ``n_features`` float32 columns to ONNX bytes.
 
     Supported: scikit-learn pipelines and classifiers that skl2onnx converts (imputers with
     ``add_indicator=True`` included), and LightGBM's ``LGBMClassifier``, bare or as a pipeline's
     last step. The model's one input is float32 ``[n, n_features]``; its probability output is
-    ``[n, 2]`` (no ZipMap).
+    ``[n, 2]`` (no ZipMap). ``black_op`` names operators skl2onnx must express with others
+    (``LinearClassifier`` as ``MatMul``, which the INT8 quantizer can quantize).
     """
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType
@@ -131,6 +134,7 @@ def export_onnx(estimator: Any, n_features: int) -> tuple[bytes, OnnxSpec]:
             target_opset={"": ONNX_OPSET, "ai.onnx.ml": ONNX_ML_OPSET},
             custom_shape_calculators={SimpleImputer: _imputer_shape},
             custom_conversion_functions={SimpleImputer: _convert_imputer},
+            black_op=set(black_op) or None,
         )
     except (RuntimeError, NotImplementedError, TypeError, ValueError) as exc:
         raise ValidationError(
@@ -423,12 +427,15 @@ def build_bundle(
     test_end: datetime,
     tolerance: float,
     hour_of_week: HourOfWeekRates | None = None,
+    int8: tuple[float, float] | None = None,
 ) -> Bundle:
     """Export, check parity, and write the bundle under ``root/<bundle_id>/``.
 
     Raises :class:`ContractError` (reason ``parity_failed``) instead of writing when the ONNX
     model and the native one differ by more than ``tolerance`` on ``x_test``. ``hour_of_week``,
-    when given, is written as ``baseline.json`` so serving can fall back to it.
+    when given, is written as ``baseline.json`` so serving can fall back to it. ``int8``
+    (max and mean ``|Δp|`` tolerances) adds the INT8 variant and its parity gate
+    (:func:`dockline.train.quantize.add_int8`).
     """
     onnx_bytes, spec = export_onnx(estimator, len(features))
     report = parity(estimator, onnx_bytes, spec, x_test, tolerance=tolerance)
@@ -460,5 +467,21 @@ def build_bundle(
         train_start=train_start,
         test_end=test_end,
     )
+    if int8 is not None:
+        manifest, files = _with_int8(manifest, files, estimator, x_train, x_test, int8)
     drift = drift_baseline(x_train, features, train_scores)
     return write_bundle(root, manifest, files, drift)
+
+
+def _with_int8(
+    manifest: BundleManifest,
+    files: dict[str, bytes],
+    estimator: Any,
+    x_train: Matrix,
+    x_test: Matrix,
+    tolerances: tuple[float, float],
+) -> tuple[BundleManifest, dict[str, bytes]]:
+    # Kept apart from build_bundle: the INT8 variant is optional and lives in quantize.py.
+    from dockline.train.quantize import add_int8
+
+    return add_int8(manifest, files, estimator, x_train, x_test, tolerances)

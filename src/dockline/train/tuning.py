@@ -47,9 +47,20 @@ class TuningResult:
     n_pruned: int
 
 
+INT8_KEYS = ("quantize", "int8_max_abs_diff", "int8_mean_abs_diff")
+
+
 def config_hash(config: TrainConfig) -> str:
-    """SHA-256 of the training config's canonical JSON."""
-    data = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    """SHA-256 of the training config's canonical JSON.
+
+    The INT8 settings count only when ``quantize`` is on: configs from before they existed
+    keep their hash (and so their bundle ids).
+    """
+    dumped = config.model_dump(mode="json")
+    if config.quantize == "off":
+        for key in INT8_KEYS:
+            dumped.pop(key)
+    data = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(data.encode()).hexdigest()
 
 
