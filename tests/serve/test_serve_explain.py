@@ -253,3 +253,21 @@ def test_a_tampered_dump_keeps_the_bundle_from_loading(
             assert r.status_code == 409
             assert r.json()["reason"] == "bundle_tampered"
             assert EXPLAIN_FILE in r.json()["message"]
+
+
+def test_int8_serving_does_not_explain(world: World, serve: ServeFactory) -> None:
+    """The dump describes the FP32 model; INT8 answers differ within their parity gate, so the
+    raw score would not be the one served."""
+    from test_serve_int8 import _int8_bundle
+
+    bundle = _int8_bundle(world.staging / "explain-int8")
+    assert EXPLAIN_FILE in bundle.manifest.lineage.files
+    world.promote("explain-int8", world.register("explain-int8", bundle))
+    int8, _ = serve(model="explain-int8", precision="int8")
+    fp32, _ = serve(model="explain-int8")
+    r = httpx.post(f"{int8.url}/v1/predict?explain=true", json={"entity": "s001"})
+    assert r.status_code == 409 and r.json()["reason"] == "explain_unavailable"
+    assert "INT8" in r.json()["message"]
+    assert httpx.post(f"{int8.url}/v1/predict", json={"entity": "s001"}).status_code == 200
+    r = httpx.post(f"{fp32.url}/v1/predict?explain=true", json={"entity": "s001"})
+    assert r.status_code == 200 and r.json()["contributions"] is not None

@@ -148,8 +148,10 @@ class LoadedModel:
             if BASELINE_FILE in manifest.lineage.files
             else None
         )
-        # the safe model dump for ?explain=true (None: the bundle ships none)
-        self.explainer: Explainer | None = load_explainer(bundle)
+        # The safe model dump for ?explain=true (None: the bundle ships none). It describes the
+        # FP32 model: an INT8 scorer's answers differ (within its parity gate), so its raw
+        # score would not be the served one; INT8 serving does not explain.
+        self.explainer: Explainer | None = load_explainer(bundle) if precision == "fp32" else None
         self._local = threading.local()
         self.score_matrix(np.zeros((1, len(self.features)), dtype=np.float32))  # warm up ONNX
 
@@ -215,9 +217,15 @@ class LoadedModel:
     def explain_matrix(self, matrix: npt.NDArray[np.float32]) -> Explanation:
         """Contributions, base value and raw score for ``matrix`` from the bundle's dump."""
         if self.explainer is None:
+            why = (
+                "is served at INT8 precision; explanations are exact for the FP32 model only"
+                ' (serve.precision = "fp32")'
+                if self.precision == "int8"
+                else "has no explanation dump (bundle trained before explanations, or a model"
+                " kind without one)"
+            )
             raise ServeError(
-                f"{self.name} v{self.version_number} ({self.role}) has no explanation dump"
-                " (bundle trained before explanations, or a model kind without one)",
+                f"{self.name} v{self.version_number} ({self.role}) {why}",
                 reason=EXPLAIN_UNAVAILABLE,
                 where="explain",
             )
