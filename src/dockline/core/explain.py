@@ -56,7 +56,8 @@ EXPLAIN_FORMAT = "dockline-explain/1"
 ZERO_THRESHOLD = 1e-35
 """LightGBM's ``kZeroThreshold``: with ``missing_type=Zero`` values this close to 0 are missing."""
 _CHUNK = 400_000
-"""Row × leaf × slot × quadrature-point cells computed at once (a few MB per array)."""
+"""Row × leaf × slot × quadrature-point cells computed at once (a few MB per array); a forest
+with more leaves is explained in groups of leaves."""
 
 Matrix = npt.NDArray[np.float32]
 Floats = npt.NDArray[np.float64]
@@ -240,6 +241,7 @@ class TreeExplainer(Explainer):
         by_width: dict[int, list[tuple[float, dict[int, list[tuple[int, bool]]], list[float]]]]
         by_width = {}
         constant = 0.0  # single-leaf trees: every row reaches them
+        stumps = 0
         for value, path in paths:
             slots: dict[int, list[tuple[int, bool]]] = {}  # feature -> its splits on the path
             zero: dict[int, float] = {}
@@ -248,11 +250,19 @@ class TreeExplainer(Explainer):
                 zero[f] = zero.get(f, 1.0) * fraction
             if not slots:
                 constant += value
+                stumps += 1
                 continue
             by_width.setdefault(len(slots), []).append((value, slots, [zero[f] for f in slots]))
         self._constant = constant
-        self._groups = [_LeafGroup(d, by_width[d]) for d in sorted(by_width)]
-        self.leaves = sum(len(g.value) for g in self._groups) + (1 if constant else 0)
+        # Groups of at most _CHUNK cells per row, so no array of a huge forest outgrows a few MB
+        self._groups: list[_LeafGroup] = []
+        for d in sorted(by_width):
+            size = max(1, _CHUNK // (d * ((d + 1) // 2)))
+            group = by_width[d]
+            self._groups.extend(
+                _LeafGroup(d, group[i : i + size]) for i in range(0, len(group), size)
+            )
+        self.leaves = sum(len(g.value) for g in self._groups) + stumps
         self.width = max((g.width for g in self._groups), default=0)
         self.base_value = self.offset + self.scale * (
             constant + sum(g.expected for g in self._groups)
@@ -273,7 +283,7 @@ class TreeExplainer(Explainer):
         n, k = x.shape
         contributions = np.zeros((n, k + 1), dtype=np.float64)  # column k: padding, dropped
         raw = np.full(n, self._constant, dtype=np.float64)
-        cells = max(1, sum(g.cells for g in self._groups))
+        cells = max((g.cells for g in self._groups), default=1)
         step = max(1, _CHUNK // cells)
         for start in range(0, n, step):
             stop = min(n, start + step)
@@ -317,11 +327,8 @@ class _LeafGroup:
         # has degree width − 1.
         points, weights = np.polynomial.legendre.leggauss(max(1, (width + 1) // 2))
         t = (points + 1.0) / 2.0
+        self.t = t
         self.weights = weights / 2.0
-        z = self.slot_zero[..., None]
-        # The slot's factor z + (o − z) t, for o = 1 and o = 0: [L, d, q]
-        self.factor_on = z + (1.0 - z) * t
-        self.factor_off = z * (1.0 - t)
         self.expected = float(np.sum(self.value * np.prod(self.slot_zero, axis=1)))
         self.cells = self.value.size * width * t.size
 
@@ -331,7 +338,8 @@ class _LeafGroup:
         leaves, width = self.slot_zero.shape
         taken = go_left[:, self.edge_node] == self.edge_left
         on = np.logical_and.reduceat(taken, self.slot_start, axis=1).reshape(n, leaves, width)
-        factors = np.where(on[..., None], self.factor_on, self.factor_off)  # [n, L, d, q]
+        z = self.slot_zero[..., None]
+        factors = z + (on[..., None] - z) * self.t  # z + (o − z) t: [n, L, d, q]
         g = factors[:, :, 0].copy()
         for s in range(1, width):
             g *= factors[:, :, s]
