@@ -63,6 +63,7 @@ bench: $(STAMP) servers
 	$(BIN)/python benchmarks/bench_ingest_start.py
 	$(BIN)/python benchmarks/bench_served_consistency.py
 	$(BIN)/python benchmarks/bench_tradeoffs.py
+	$(BIN)/python benchmarks/bench_explain.py
 
 # Installs Feast 0.67 in its own venv (benchmarks/.venv-feast) and takes several minutes.
 bench-pit: $(STAMP)
