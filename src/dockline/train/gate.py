@@ -5,6 +5,12 @@ least ``TrainConfig.gate_margin``, and its expected calibration error must be wi
 ``TrainConfig.max_ece``. The verdict lists each failed condition in words and is stored with the
 registered version, so a refused promotion explains itself.
 
+Given the slice table (:mod:`dockline.train.slices`), the verdict also lists the test slices
+where the candidate trails persistence (``slice_flags``). Under ``[train.slices] on_flag =
+"warn"`` (the default) each is a warning: a model better overall may still be the right one to
+ship, but nobody should promote it without seeing where it is worse. ``on_flag = "fail"``
+makes each a failed condition.
+
 >>> from dockline.core.config import TrainConfig
 >>> v = evaluate_gate("pr_auc", True, 0.42, {"persistence": 0.30}, None, 0.02, TrainConfig())
 >>> v.passed, v.reasons
@@ -15,10 +21,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 from dockline.core.config import TrainConfig
 from dockline.core.contracts import GateVerdict
 from dockline.core.errors import ValidationError
+from dockline.train.slices import flagged_slices, slice_counts
 
 __all__ = ["HIGHER_IS_BETTER", "evaluate_gate"]
 
@@ -58,6 +66,8 @@ def evaluate_gate(
     champion: tuple[int, float] | None,
     ece: float,
     config: TrainConfig,
+    *,
+    slices: Mapping[str, Any] | None = None,
 ) -> GateVerdict:
     """The gate's verdict on a candidate (pure: no I/O).
 
@@ -66,7 +76,9 @@ def evaluate_gate(
     ``config.gate_margin``, and ``ece <= config.max_ece``. No baselines at all fails: a gate
     that compared nothing proves nothing. Non-finite inputs are refused
     (:class:`~dockline.core.errors.ValidationError`): a metric that could not be computed must
-    be fixed, not silently passed or failed.
+    be fixed, not silently passed or failed. ``slices`` (a :func:`~dockline.train.slices.
+    compare_slices` table) adds the flagged slices as warnings or, with ``on_flag = "fail"``,
+    reasons.
     """
     margin = config.gate_margin
     _finite(f"candidate {primary_metric}", candidate_value)
@@ -100,6 +112,16 @@ def evaluate_gate(
             )
     if ece > config.max_ece:
         reasons.append(f"calibration error (ECE) {ece:.4g} exceeds the bound {config.max_ece:.4g}")
+    policy = config.slices.on_flag
+    flags = flagged_slices(slices) if slices is not None else []
+    judged, inconclusive = slice_counts(slices) if slices is not None else (0, 0)
+    lines = [
+        f.describe()
+        + f" (tolerance {config.slices.tolerance:g}; [train.slices] on_flag = {policy})"
+        for f in flags
+    ]
+    warnings: list[str] = []
+    (reasons if policy == "fail" else warnings).extend(lines)
     return GateVerdict(
         passed=not reasons,
         primary_metric=primary_metric,
@@ -112,4 +134,9 @@ def evaluate_gate(
         ece=ece,
         max_ece=config.max_ece,
         reasons=reasons,
+        warnings=warnings,
+        slice_flags=flags,
+        slice_policy=policy,
+        slices_judged=judged,
+        slices_inconclusive=inconclusive,
     )
