@@ -303,7 +303,21 @@ def _slice_plot(family: str, table: Mapping[str, Any], rows: list[Mapping[str, A
                 bar.set_hatch("//")
                 bar.set_alpha(0.5)
     ax.set_xticks(x)
-    ax.set_xticklabels([str(r["slice"]) for r in rows], rotation=25, ha="right", fontsize=7)
+    labels = ax.set_xticklabels(
+        [
+            str(r["slice"])
+            + {"worse": " (worse)", "inconclusive": " (inconclusive)"}.get(str(r.get("status")), "")
+            for r in rows
+        ],
+        rotation=25,
+        ha="right",
+        fontsize=7,
+    )
+    for text, r in zip(labels, rows, strict=True):
+        if r.get("status") == "worse":
+            text.set_color("crimson")
+        elif r.get("status") == "inconclusive":
+            text.set_color("grey")
     ax.set_ylabel(metric)
     flagged = [str(r["slice"]) for r in rows if r.get("status") == "worse"]
     note = f" — worse: {', '.join(flagged)}" if flagged else ""
