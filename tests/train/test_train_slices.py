@@ -279,6 +279,41 @@ def test_the_gate_warns_by_default_and_fails_when_told() -> None:
     assert quiet.slice_flags == [] and quiet.slices_judged == 0 and quiet.slice_note() == ""
 
 
+def test_a_verdict_with_many_flagged_slices_stays_small_enough_to_store() -> None:
+    """The verdict is an MLflow tag (≤ 8,000 characters): the worst 20 flags are kept, the
+    count is exact, five are spelled out."""
+    rng = np.random.default_rng(3)
+    stations = np.repeat([f"s{i:03d}" for i in range(120)], 60)
+    y = (rng.random(stations.size) < 0.3).astype(np.int8)
+    persistence = y * 0.8 + 0.1
+    # station i's candidate is noise, more so for higher i: later slices are worse
+    mix = np.repeat(np.linspace(0.5, 1.0, 120), 60)
+    candidate = (1 - mix) * persistence + mix * rng.random(y.size)
+    masks = {
+        "station group": {
+            f"group {g:02d}": np.isin(stations, [f"s{i:03d}" for i in range(3 * g, 3 * g + 3)])
+            for g in range(40)
+        }
+    }
+    table = compare_slices(
+        y,
+        stations,
+        masks,
+        {"cand": candidate, "persistence": persistence},
+        candidate="cand",
+        config=TrainSlicesConfig(min_rows=100, min_positives=10, bootstrap=20),
+        seed=0,
+    )
+    n_worse = len(flagged_slices(table))
+    assert n_worse > 25
+    verdict = _gate(table, "warn")
+    assert verdict.slices_flagged == n_worse and len(verdict.slice_flags) == 20
+    assert verdict.slice_flags[0].slice == "group 39"  # worst first
+    assert len(verdict.warnings) == 6 and verdict.warnings[-1].startswith(f"and {n_worse - 5} more")
+    assert len(verdict.model_dump_json()) < 8000
+    assert verdict.slice_note().endswith(f" and {n_worse - 5} more")
+
+
 # -- the whole run -------------------------------------------------------------------------------
 
 TOML = """[train]

@@ -84,7 +84,11 @@ def models_list(
                 "-"
                 if gate is None
                 else ("passed" if gate.passed else "failed")
-                + (f" ({len(gate.slice_flags)} slices worse)" if gate.slice_flags else ""),
+                + (
+                    f" ({max(gate.slices_flagged, len(gate.slice_flags))} slices worse)"
+                    if gate.slice_flags
+                    else ""
+                ),
                 "-" if gate is None else f"{gate.primary_metric} {gate.value:.4f}",
             )
         console.print(table)

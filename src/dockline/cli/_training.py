@@ -156,17 +156,19 @@ def slice_lines(summary: TrainSummary) -> list[str]:
     if not gate.slices_judged and not gate.slices_inconclusive:
         return []
     flags = gate.slice_flags
+    worse = max(gate.slices_flagged, len(flags))
     head = (
         f"slices: {gate.slices_judged} judged against persistence,"
         f" {gate.slices_inconclusive} inconclusive (too few rows or positives);"
         + (
-            f" {len(flags)} worse than persistence"
+            f" {worse} worse than persistence"
             + (" — fails the gate" if gate.slice_policy == "fail" else " — a warning")
             if flags
             else " none worse than persistence"
         )
     )
-    return [head, *(f"  ! {f.describe()}" for f in flags)]
+    more = [f"  … and {worse - len(flags)} more (report.html)"] if worse > len(flags) else []
+    return [head, *(f"  ! {f.describe()}" for f in flags), *more]
 
 
 def train_tables(summary: TrainSummary) -> list[Table | str]:

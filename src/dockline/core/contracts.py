@@ -375,6 +375,8 @@ class GateVerdict(Contract):
     slice_flags: list[SliceFlag] = Field(default_factory=list)
     """Test slices where the candidate trails persistence (fail or warn per ``slice_policy``)."""
     slice_policy: Literal["warn", "fail"] = "warn"
+    slices_flagged: int = 0
+    """How many slices were worse (``slice_flags`` keeps the worst 20)."""
     slices_judged: int = 0
     """Slices with enough rows and positives to judge (0: no slice check ran)."""
     slices_inconclusive: int = 0
@@ -384,8 +386,11 @@ class GateVerdict(Contract):
         """``"; slices worse than persistence (warn): hour=night (00–06h), …"``; "" if none."""
         if not self.slice_flags:
             return ""
-        names = ", ".join(f"{f.family}={f.slice}" for f in self.slice_flags)
-        return f"; slices worse than persistence ({self.slice_policy}): {names}"
+        names = ", ".join(f"{f.family}={f.slice}" for f in self.slice_flags[:5])
+        more = max(self.slices_flagged, len(self.slice_flags)) - min(len(self.slice_flags), 5)
+        return f"; slices worse than persistence ({self.slice_policy}): {names}" + (
+            f" and {more} more" if more > 0 else ""
+        )
 
 
 class ModelVersion(Contract):

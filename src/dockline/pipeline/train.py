@@ -399,7 +399,7 @@ def _record_lineage(
         "model_name": summary.model_name,
         "selected": summary.selected,
         "gate_passed": summary.gate.passed,
-        "gate_slice_flags": len(summary.gate.slice_flags),
+        "gate_slices_worse": summary.gate.slices_flagged,
         "rows": summary.rows,
         **{f"test.{k}": v for k, v in summary.test_metrics.items()},
     }

@@ -28,7 +28,7 @@ from dockline.core.contracts import GateVerdict
 from dockline.core.errors import ValidationError
 from dockline.train.slices import flagged_slices, slice_counts
 
-__all__ = ["HIGHER_IS_BETTER", "evaluate_gate"]
+__all__ = ["HIGHER_IS_BETTER", "MAX_SLICE_FLAGS", "MAX_SLICE_LINES", "evaluate_gate"]
 
 HIGHER_IS_BETTER: dict[str, bool] = {
     "pr_auc": True,
@@ -37,6 +37,11 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "log_loss": False,
 }
 """Direction of each primary metric ``TrainConfig`` allows."""
+
+MAX_SLICE_FLAGS = 20
+"""At most this many flagged slices are kept in the verdict (the worst); the count is exact."""
+MAX_SLICE_LINES = 5
+"""At most this many flagged slices are spelled out in the verdict's warnings or reasons."""
 
 _SLACK = 1e-12
 """Float slack on the margin: 0.3 − 0.2 is 0.0999…, and must count as beating by 0.1."""
@@ -115,11 +120,16 @@ def evaluate_gate(
     policy = config.slices.on_flag
     flags = flagged_slices(slices) if slices is not None else []
     judged, inconclusive = slice_counts(slices) if slices is not None else (0, 0)
-    lines = [
-        f.describe()
-        + f" (tolerance {config.slices.tolerance:g}; [train.slices] on_flag = {policy})"
-        for f in flags
-    ]
+    # Worst first, and bounded: the verdict is stored as an MLflow tag (at most 8,000
+    # characters); the report holds every slice.
+    flags.sort(key=lambda f: _improvement(f.candidate, f.persistence, HIGHER_IS_BETTER[f.metric]))
+    kept = flags[:MAX_SLICE_FLAGS]
+    rule = f" (tolerance {config.slices.tolerance:g}; [train.slices] on_flag = {policy})"
+    lines = [f.describe() + rule for f in kept[:MAX_SLICE_LINES]]
+    if len(flags) > len(lines):
+        lines.append(
+            f"and {len(flags) - len(lines)} more slices worse than persistence (see report.html)"
+        )
     warnings: list[str] = []
     (reasons if policy == "fail" else warnings).extend(lines)
     return GateVerdict(
@@ -135,7 +145,8 @@ def evaluate_gate(
         max_ece=config.max_ece,
         reasons=reasons,
         warnings=warnings,
-        slice_flags=flags,
+        slice_flags=kept,
+        slices_flagged=len(flags),
         slice_policy=policy,
         slices_judged=judged,
         slices_inconclusive=inconclusive,
