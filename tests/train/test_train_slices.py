@@ -390,3 +390,19 @@ def test_with_on_flag_fail_the_region_fails_the_gate(
     # same data and seed: the slice table is the same, byte for byte (policy aside)
     assert summary.slices["families"] == first.slices["families"]
     assert open_registry(platform).resolve(summary.model_name, "champion") is None
+
+
+def test_the_documented_slice_settings_load() -> None:
+    """docs/training.md's ``[train.slices]`` example is a valid config, as written."""
+    import tomllib
+
+    from dockline.core.config import DocklineConfig
+
+    page = (Path(__file__).parents[2] / "docs" / "training.md").read_text(encoding="utf-8")
+    block = re.search(r"```toml\n(\[train\.slices\].*?)```", page, re.DOTALL)
+    assert block is not None
+    config = DocklineConfig.model_validate({"train": tomllib.loads(block[1])["train"]})
+    assert config.train.slices.on_flag == "fail" and config.train.slices.hour_bands[1] == (
+        "am peak",
+        7,
+    )

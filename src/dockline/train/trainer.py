@@ -316,7 +316,11 @@ def _report(
             {fitted.name: ev.p_test}
             | ({} if fitted.name == PERSISTENCE else {PERSISTENCE: others[PERSISTENCE].p_test}),
             candidate=fitted.name,
-            config=config.slices,
+            # a baseline is never gated: its slices are judged on the point estimate alone,
+            # sparing the bootstrap (hour_of_week trails persistence nearly everywhere)
+            config=config.slices
+            if fitted.kind == "trained"
+            else config.slices.model_copy(update={"bootstrap": 0}),
             seed=config.seed,
         ),
         reliability=reliability(y_test, ev.p_test),
