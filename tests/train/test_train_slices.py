@@ -359,8 +359,8 @@ def test_the_run_flags_the_region_in_verdict_registry_report_and_output(
     assert stored is not None and stored.slice_flags == gate.slice_flags
     events = registry.history(summary.model_name)
     assert "slices worse than persistence (warn): geography=cluster 3" in events[0].reason
-    if summary.alias is not None:  # it passed the rest of the gate: the alias move says it too
-        assert "geography=cluster 3" in events[-1].reason
+    assert summary.alias == "champion"  # only warned: promoted, and the alias move says why
+    assert events[-1].action == "promote" and "geography=cluster 3" in events[-1].reason
     # dockline train's output
     text = render(summary)
     assert "1 worse than persistence — a warning" in text
@@ -379,17 +379,34 @@ def test_the_run_flags_the_region_in_verdict_registry_report_and_output(
 
 
 @pytest.mark.slow
-def test_with_on_flag_fail_the_region_fails_the_gate(
-    run: tuple[Platform, TrainSummary, Path], tmp_path: Path
+def test_with_on_flag_fail_the_region_fails_the_gate_and_the_champion_is_shown(
+    run: tuple[Platform, TrainSummary, Path],
 ) -> None:
-    _, first, dataset = run
-    toml = TOML + 'on_flag = "fail"\n'
-    platform, summary = _train(tmp_path / "data", dataset, toml)
+    """Retrain the same data in the same data dir with ``on_flag = "fail"``: the first run's
+    version is champion now, so the table shows it beside the candidate and persistence."""
+    first_platform, first, dataset = run
+    assert first.alias == "champion"  # a warning does not stop the promotion
+    root = first_platform.data.root
+    (root / "dockline.toml").write_text(TOML + 'on_flag = "fail"\n', encoding="utf-8")
+    platform = Platform.open(root)
+    summary = train_model(platform, dataset=dataset, actor="test")
+    assert summary.version == first.version + 1  # another config: another bundle
     assert not summary.gate.passed and summary.alias is None
     assert any(r.startswith("slice geography=cluster 3") for r in summary.gate.reasons)
-    # same data and seed: the slice table is the same, byte for byte (policy aside)
-    assert summary.slices["families"] == first.slices["families"]
-    assert open_registry(platform).resolve(summary.model_name, "champion") is None
+    assert not summary.gate.warnings
+    registry = open_registry(platform)
+    assert registry.resolve(summary.model_name, "champion").version == first.version  # type: ignore[union-attr]
+    champion = f"champion v{first.version}"
+    assert summary.slices["models"] == [summary.selected, "persistence", champion]
+    # same data and seed: the slice verdicts are the same (the champion's column aside)
+    for family, rows in summary.slices["families"].items():
+        before = first.slices["families"][family]
+        assert [(r["slice"], r["status"], r["delta"]) for r in rows] == [
+            (r["slice"], r["status"], r["delta"]) for r in before
+        ]
+    page = Path(summary.report).read_text(encoding="utf-8")
+    assert f"<th>PR-AUC {champion}</th>" in page and "<span class='failed'>failed</span>" in page
+    assert "slices worse than persistence (fail)" in registry.history(summary.model_name)[-1].reason
 
 
 def test_the_documented_slice_settings_load() -> None:
