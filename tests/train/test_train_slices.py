@@ -228,6 +228,21 @@ def test_families_from_positions_capacity_turnover_hours_and_days(regional: Trai
     assert [n.split(" (")[0] for n in masks["capacity"]] == ["low", "medium", "high"]
 
 
+def test_activity_from_a_feature_is_the_stations_median_over_the_history(
+    regional: TrainingData,
+) -> None:
+    history, test = _rows(regional)
+    config = TrainSlicesConfig(activity_feature="capacity__static", activity_edges=(15.0, 25.0))
+    bands = slice_masks(regional, test, history, config)["activity"]
+    assert list(bands) == ["low (≤ 15)", "medium (15–25)", "high (> 25)"]
+    ids, cap = regional.station_ids[test], regional.column("capacity__static")[test]  # type: ignore[index]
+    for name, (a, b) in zip(bands, [(0, 15), (15, 25), (25, 99)], strict=True):
+        assert ((cap[bands[name]] > a) & (cap[bands[name]] <= b)).all()
+        assert set(ids[bands[name]]) == set(ids[(cap > a) & (cap <= b)])
+    missing = TrainSlicesConfig(activity_feature="no_such_feature")
+    assert "activity" not in slice_masks(regional, test, history, missing)
+
+
 def test_hour_bands_follow_the_time_zone(regional: TrainingData) -> None:
     history, test = _rows(regional)
     by_feature = slice_masks(regional, test, history, TrainSlicesConfig())["hour"]
@@ -423,3 +438,17 @@ def test_the_documented_slice_settings_load() -> None:
         "am peak",
         7,
     )
+
+
+def test_group_medians_match_numpy() -> None:
+    from dockline.train.slices import _group_medians
+
+    rng = np.random.default_rng(4)
+    codes = rng.integers(0, 7, 500)
+    values = np.round(rng.normal(size=500), 1)
+    values[rng.random(500) < 0.1] = np.nan
+    got = _group_medians(codes, values, 8)  # code 7 has no rows
+    for c in range(7):
+        v = values[codes == c]
+        assert got[c] == pytest.approx(np.median(v[~np.isnan(v)]))
+    assert np.isnan(got[7])

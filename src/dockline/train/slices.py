@@ -158,29 +158,39 @@ def _geography(
     return out
 
 
+def _group_medians(codes: IntArray, values: FloatArray, n: int) -> FloatArray:
+    """The median of ``values`` per code in ``range(n)`` (NaN ignored; NaN for none)."""
+    ok = ~np.isnan(values)
+    codes, values = codes[ok], values[ok]
+    order = np.lexsort((values, codes))
+    codes, values = codes[order], values[order]
+    counts = np.bincount(codes, minlength=n)
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    has = counts > 0
+    lo = values[(starts + (counts - 1) // 2)[has]]
+    hi = values[(starts + counts // 2)[has]]
+    out = np.full(n, np.nan)
+    out[has] = (lo + hi) / 2
+    return out
+
+
 def _activity(
     data: TrainingData,
-    rows: IntArray,
     history: IntArray,
-    station_index: Mapping[str, int],
+    names: npt.NDArray[np.str_],
     codes: IntArray,
     config: TrainSlicesConfig,
 ) -> dict[str, BoolArray]:
-    n = len(station_index)
-    h_codes = np.array([station_index.get(str(s), -1) for s in data.station_ids[history]])
-    keep = h_codes >= 0
-    hist, h_codes = history[keep], h_codes[keep]
-    per_station = np.full(n, np.nan)
+    n = len(names)
+    ids = data.station_ids[history]
+    at = np.minimum(np.searchsorted(names, ids), n - 1)
+    keep = names[at] == ids  # stations of the test split only
+    hist, h_codes = history[keep], at[keep].astype(np.int64)
     if config.activity_feature is not None:
         column = data.column(config.activity_feature)
         if column is None:
             return {}
-        values = column[hist].astype(np.float64)
-        for s in np.unique(h_codes):
-            v = values[h_codes == s]
-            v = v[~np.isnan(v)]
-            if v.size:
-                per_station[s] = float(np.median(v))
+        per_station = _group_medians(h_codes, column[hist].astype(np.float64), n)
         unit = ""
     else:
         bikes = data.column("num_bikes_available__last")
@@ -233,7 +243,6 @@ def slice_masks(
     ids = data.station_ids[rows]
     names, codes = np.unique(ids, return_inverse=True)
     codes = codes.astype(np.int64)
-    index = {str(s): i for i, s in enumerate(names)}
     out: Masks = {}
     out["geography"] = _geography(data, rows, codes, len(names), config.geo_clusters)
     cap = data.column("capacity__static")
@@ -243,7 +252,7 @@ def slice_masks(
         per_station = _per_station_first(cap[rows].astype(np.float64), codes, len(names))
         bands = _bands(per_station, config.capacity_edges, " docks")
         out["capacity"] = _banded(cap[rows].astype(np.float64), bands) if bands else {}
-    out["activity"] = _activity(data, rows, history, index, codes, config)
+    out["activity"] = _activity(data, history, names, codes, config)
     if config.hour_bands:
         h, _ = _hours(data, rows, config.tz)
         starts = [s for _, s in config.hour_bands]
