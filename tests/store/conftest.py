@@ -1,8 +1,8 @@
 """Fixtures for the store tests: a real redis-server on 127.0.0.1, started by pytest-redis, and
 a Tansu broker (Kafka wire protocol, in memory) on a free port.
 
-Without ``redis-server`` (or Tansu) installed their tests skip and say how to install it — except under
-``CI=true``, where a missing server is a failure, never a skip.
+Without ``redis-server`` (or Tansu) installed their tests skip and say how to install it —
+except under ``CI=true``, where a missing server is a failure, never a skip.
 """
 
 from __future__ import annotations

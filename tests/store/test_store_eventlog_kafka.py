@@ -118,9 +118,7 @@ def test_two_handles_see_each_others_appends(kafka_bootstrap: str) -> None:
             (first if start % 20 else second).append("t", rows(start, 10), key="key")
         for handle in (first, second):
             assert sum(handle.end_offsets("t").values()) == 60
-            seen = sorted(
-                s for p in range(2) for s in read_all(handle, "t", p)["seq"].to_pylist()
-            )
+            seen = sorted(s for p in range(2) for s in read_all(handle, "t", p)["seq"].to_pylist())
             assert seen == list(range(60))
     finally:
         first.close()

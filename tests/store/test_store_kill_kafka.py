@@ -46,10 +46,13 @@ def test_producer_and_sink_killed_and_resumed_store_every_row_once(
     for _ in range(3):
         before = observer.committed("offline-sink", TOPIC)
         proc = spawn("sink", spec, str(root), "300")
-        ready = wait_for(lambda: observer.committed("offline-sink", TOPIC) != before, timeout=60)
-        sink_kills += kill_after(proc, ready, rng.uniform(0.05, 0.3))
-        if not sink_kills:
-            break
+        ready = wait_for(
+            lambda before=before: observer.committed("offline-sink", TOPIC) != before, timeout=60
+        )
+        killed = kill_after(proc, ready, rng.uniform(0.05, 0.3))
+        sink_kills += killed
+        if not killed:
+            break  # it finished: nothing left to kill
     assert sink_kills >= 1, "the sink finished before any kill; make it slower"
     assert spawn("sink", spec, str(root), "2000").wait(timeout=120) == 0
     assert observer.producer_state("writer") == str(total).encode()

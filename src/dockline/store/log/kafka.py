@@ -30,6 +30,7 @@ an idempotent producer and ordered partitions, which every Kafka-protocol broker
 from __future__ import annotations
 
 import bisect
+import logging
 import re
 import threading
 import time
@@ -43,8 +44,16 @@ from typing import Any, Self
 import msgspec
 import numpy as np
 import pyarrow as pa
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from dockline.core.contracts import Contract, DeadLetter
 from dockline.core.errors import ConfigError, NotFoundError, StorageError, ValidationError
@@ -68,6 +77,7 @@ SCHEMA_VERSION = str(Contract.model_fields["schema_version"].default)
 """The contracts' version, sent in every message's ``schema_version`` header unless the Arrow
 schema's metadata names its own (``schema_version``)."""
 
+_LOGGER = logging.getLogger("dockline.store.kafka")  # librdkafka's logs, instead of stderr
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 _IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4", use_threads=False)
 _CACHE_BYTES = 64 << 20  # decoded data messages kept per handle, for sequential readers
@@ -159,7 +169,9 @@ class KafkaEventLog:
         if default_partitions < 1:
             raise ConfigError(f"default_partitions must be >= 1; got {default_partitions}")
         if not _TOPIC_NAME.match(topic_prefix + "x"):
-            raise ConfigError(f"topic_prefix must match {_TOPIC_NAME.pattern}; got {topic_prefix!r}")
+            raise ConfigError(
+                f"topic_prefix must match {_TOPIC_NAME.pattern}; got {topic_prefix!r}"
+            )
         self.bootstrap_servers = bootstrap_servers
         self.prefix = topic_prefix
         self.default_partitions = default_partitions
@@ -170,6 +182,7 @@ class KafkaEventLog:
         self._base: dict[str, Any] = {
             "bootstrap.servers": bootstrap_servers,
             "socket.timeout.ms": int(timeout * 1000),
+            "logger": _LOGGER,
         }
         self._lock = threading.RLock()
         self._closed = False
@@ -214,7 +227,8 @@ class KafkaEventLog:
     def _kafka_topic(self, topic: str) -> str:
         if not isinstance(topic, str) or not _TOPIC_NAME.match(topic):
             raise ValidationError(
-                f"topic must be a non-empty name of letters, digits, '.', '_' or '-'; got {topic!r}",
+                "topic must be a non-empty name of letters, digits, '.', '_' or '-';"
+                f" got {topic!r}",
                 reason="bad_value",
             )
         return self.prefix + topic
@@ -231,8 +245,13 @@ class KafkaEventLog:
             error = exc.args[0]
             if error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 _raise(error, "cannot create topic", name)
-        except Exception as exc:  # timeouts from the admin future
-            raise StorageError(f"cannot create topic: {exc}", where=name) from exc
+        except Exception as exc:  # the admin future's timeout: no broker answered
+            raise StorageError(
+                f"cannot create topic: no answer from the broker at {self.bootstrap_servers}"
+                f" within {self.timeout}s ({type(exc).__name__})",
+                reason="kafka_unreachable",
+                where=name,
+            ) from exc
         # Metadata propagates asynchronously; wait until the topic is visible with its partitions.
         deadline = time.monotonic() + self.timeout
         while self._kafka_partitions(name) is None:
@@ -347,10 +366,11 @@ class KafkaEventLog:
                     )
                 continue
             for message in messages:
-                if message.error() is not None:
-                    if message.error().code() == KafkaError._PARTITION_EOF:
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
                         continue
-                    _raise(message.error(), "cannot read the commit topic", self._control)
+                    _raise(error, "cannot read the commit topic", self._control)
                 offset = message.offset()
                 if offset is None or offset < self._control_next:
                     continue
@@ -408,8 +428,9 @@ class KafkaEventLog:
             delivered: list[tuple[str, int, int | None, KafkaError | None]] = []
 
             def report(error: KafkaError | None, message: Message) -> None:
-                delivered.append((message.topic() or "", message.partition() or 0,
-                                  message.offset(), error))
+                delivered.append(
+                    (message.topic() or "", message.partition() or 0, message.offset(), error)
+                )
 
             batches: list[tuple[str, int, int]] = []  # topic, partition, count (send order)
             for topic, pieces in prepared:
@@ -436,11 +457,16 @@ class KafkaEventLog:
                 offsets.setdefault((kafka_topic, partition), []).append(int(offset or 0))
             named: list[tuple[str, int, int, int]] = []
             for topic, partition, count in batches:
-                named.append((topic, partition, offsets[(self.prefix + topic, partition)].pop(0), count))
-            commit = _Commit(txn=txn, batches=named, states=[(s.producer, bytes(s.value)) for s in states])
+                named.append(
+                    (topic, partition, offsets[(self.prefix + topic, partition)].pop(0), count)
+                )
+            commit = _Commit(
+                txn=txn, batches=named, states=[(s.producer, bytes(s.value)) for s in states]
+            )
             delivered.clear()
-            producer.produce(self._control, value=_ENCODER.encode(commit), partition=0,
-                             on_delivery=report)
+            producer.produce(
+                self._control, value=_ENCODER.encode(commit), partition=0, on_delivery=report
+            )
             self._flush(producer, 1, delivered)
             commit_offset = int(delivered[0][2] or 0)
             self._refresh(until=commit_offset)
@@ -559,13 +585,15 @@ class KafkaEventLog:
                         )
                     past = False
                     for message in messages:
-                        if message.error() is not None:
-                            if message.error().code() == KafkaError._PARTITION_EOF:
+                        error = message.error()
+                        if error is not None:
+                            if error.code() == KafkaError._PARTITION_EOF:
                                 continue
-                            _raise(message.error(), "cannot read", name)
-                        offset = message.offset()
-                        if offset is None or offset < missing[0]:
+                            _raise(error, "cannot read", name)
+                        at = message.offset()
+                        if at is None or at < missing[0]:
                             continue
+                        offset = at
                         reader.position = offset + 1
                         if offset > missing[-1]:
                             past = True
@@ -815,7 +843,7 @@ class KafkaDeadLetterStore:
         self.inner = inner
         self.topic = topic_prefix + DEAD_LETTER_TOPIC
         self.timeout = timeout
-        base = {"bootstrap.servers": bootstrap_servers}
+        base: dict[str, Any] = {"bootstrap.servers": bootstrap_servers, "logger": _LOGGER}
         admin = AdminClient(base)
         futures = admin.create_topics(
             [NewTopic(self.topic, 1, 1, config={"retention.ms": str(retention_ms)})]
