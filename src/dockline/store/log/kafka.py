@@ -197,10 +197,13 @@ class KafkaEventLog:
         self._cache_bytes = 0
         self._control = self.prefix + COMMIT_TOPIC
         self._control_next = 0
-        self._ensure_kafka_topic(self._control, 1)
+        self._ensure_kafka_topic(self._control, 1, keep=True)  # the index of everything
         self._readers: dict[tuple[str, int], _Reader] = {}
         self._control_reader = self._consumer(f"{self.prefix}__reader")
         self._control_reader.assign([TopicPartition(self._control, 0, 0)])
+        # librdkafka takes ~0.5 s to get an idempotent producer its id: start now, in the
+        # background, so a producer's first append does not wait for it
+        self._producer_handle()
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -233,9 +236,10 @@ class KafkaEventLog:
             )
         return self.prefix + topic
 
-    def _ensure_kafka_topic(self, name: str, partitions: int) -> None:
-        """Create a Kafka topic (explicit retention); an existing one is left as it is."""
-        config = {"retention.ms": str(self.retention_ms)}
+    def _ensure_kafka_topic(self, name: str, partitions: int, *, keep: bool = False) -> None:
+        """Create a Kafka topic (explicit retention; ``keep``: forever); an existing one is
+        left as it is."""
+        config = {"retention.ms": "-1" if keep else str(self.retention_ms)}
         futures = self._admin.create_topics(
             [NewTopic(name, partitions, 1, config=config)], request_timeout=self.timeout
         )
