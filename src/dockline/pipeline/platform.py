@@ -131,7 +131,7 @@ class Platform:
         store = SqliteDeadLetterStore(self.data.deadletters / "deadletters.sqlite")
         log = self.config.log
         if log.kind == "kafka" and log.bootstrap_servers:
-            from dockline.store.log.kafka import KafkaDeadLetterStore
+            from dockline.store.log.kafka_deadletters import KafkaDeadLetterStore
 
             return KafkaDeadLetterStore(
                 store,

@@ -30,12 +30,9 @@ an idempotent producer and ordered partitions, which every Kafka-protocol broker
 from __future__ import annotations
 
 import bisect
-import logging
-import re
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -44,43 +41,26 @@ from typing import Any, Self
 import msgspec
 import numpy as np
 import pyarrow as pa
-from confluent_kafka import (
-    Consumer,
-    KafkaError,
-    KafkaException,
-    Message,
-    Producer,
-    TopicPartition,
-)
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
 
-from dockline.core.contracts import Contract, DeadLetter
 from dockline.core.errors import ConfigError, NotFoundError, StorageError, ValidationError
-from dockline.core.ports import (
-    OFFSET_COLUMN,
-    AppendResult,
-    DeadLetterStore,
-    ProducerState,
-    stable_partition,
+from dockline.core.ports import OFFSET_COLUMN, AppendResult, ProducerState
+from dockline.store.log._kafka import (
+    COMMIT_TOPIC,
+    DEAD_LETTER_TOPIC,
+    LOGGER,
+    SCHEMA_VERSION,
+    TOPIC_NAME,
+    DataReaders,
+    ensure_topic,
+    partition_batches,
+    raise_error,
+    take,
+    topic_partitions,
 )
 
-__all__ = ["COMMIT_TOPIC", "DEAD_LETTER_TOPIC", "KafkaDeadLetterStore", "KafkaEventLog"]
-
-COMMIT_TOPIC = "__commits"
-"""Suffix (after the prefix) of the commit topic: one record per committed append."""
-
-DEAD_LETTER_TOPIC = "deadletters"
-"""Suffix (after the prefix) of the dead-letter topic (seed 004's own topic for bad events)."""
-
-SCHEMA_VERSION = str(Contract.model_fields["schema_version"].default)
-"""The contracts' version, sent in every message's ``schema_version`` header unless the Arrow
-schema's metadata names its own (``schema_version``)."""
-
-_LOGGER = logging.getLogger("dockline.store.kafka")  # librdkafka's logs, instead of stderr
-_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
-_IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4", use_threads=False)
-_CACHE_BYTES = 64 << 20  # decoded data messages kept per handle, for sequential readers
+__all__ = ["COMMIT_TOPIC", "DEAD_LETTER_TOPIC", "SCHEMA_VERSION", "KafkaEventLog"]
 
 
 class _Commit(msgspec.Struct, array_like=True):
@@ -103,45 +83,6 @@ class _PartitionIndex:
     counts: list[int] = field(default_factory=list)
     kafka: list[int] = field(default_factory=list)
     end: int = 0
-
-
-@dataclass
-class _Reader:
-    """A consumer kept assigned to one data partition, and the next Kafka offset it returns."""
-
-    consumer: Consumer
-    position: int
-
-
-def _raise(error: KafkaError | None, what: str, where: str | None = None) -> None:
-    if error is not None:
-        raise StorageError(f"{what}: {error.str()}", reason="kafka_error", where=where)
-
-
-def _take(consumer: Consumer, timeout: float, limit: int = 1000) -> list[Message]:
-    """What is buffered, else what arrives first within ``timeout``.
-
-    ``consume(n, timeout)`` waits for all ``n`` messages or the whole timeout, so it is only
-    used with a zero timeout; ``poll`` returns as soon as one message is there.
-    """
-    messages = consumer.consume(limit, timeout=0)
-    if messages:
-        return list(messages)
-    first = consumer.poll(timeout)
-    if first is None:
-        return []
-    return [first, *consumer.consume(limit - 1, timeout=0)]
-
-
-def _encode(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema, options=_IPC_OPTIONS) as writer:
-        writer.write_table(table)
-    return bytes(sink.getvalue().to_pybytes())
-
-
-def _decode(blob: bytes) -> pa.Table:
-    return pa.ipc.open_stream(pa.py_buffer(blob)).read_all()
 
 
 class KafkaEventLog:
@@ -168,10 +109,8 @@ class KafkaEventLog:
     ) -> None:
         if default_partitions < 1:
             raise ConfigError(f"default_partitions must be >= 1; got {default_partitions}")
-        if not _TOPIC_NAME.match(topic_prefix + "x"):
-            raise ConfigError(
-                f"topic_prefix must match {_TOPIC_NAME.pattern}; got {topic_prefix!r}"
-            )
+        if not TOPIC_NAME.match(topic_prefix + "x"):
+            raise ConfigError(f"topic_prefix must match {TOPIC_NAME.pattern}; got {topic_prefix!r}")
         self.bootstrap_servers = bootstrap_servers
         self.prefix = topic_prefix
         self.default_partitions = default_partitions
@@ -182,7 +121,7 @@ class KafkaEventLog:
         self._base: dict[str, Any] = {
             "bootstrap.servers": bootstrap_servers,
             "socket.timeout.ms": int(timeout * 1000),
-            "logger": _LOGGER,
+            "logger": LOGGER,
         }
         self._lock = threading.RLock()
         self._closed = False
@@ -193,12 +132,15 @@ class KafkaEventLog:
         self._index: dict[tuple[str, int], _PartitionIndex] = {}
         self._last_batch: dict[str, tuple[int, int]] = {}  # topic → (partition, kafka offset)
         self._states: dict[str, bytes] = {}
-        self._cache: OrderedDict[tuple[str, int, int], pa.Table] = OrderedDict()
-        self._cache_bytes = 0
         self._control = self.prefix + COMMIT_TOPIC
         self._control_next = 0
         self._ensure_kafka_topic(self._control, 1, keep=True)  # the index of everything
-        self._readers: dict[tuple[str, int], _Reader] = {}
+        self._data = DataReaders(
+            self.prefix,
+            lambda: self._consumer(f"{self.prefix}__reader"),
+            timeout=timeout,
+            poll_timeout=poll_timeout,
+        )
         self._control_reader = self._consumer(f"{self.prefix}__reader")
         self._control_reader.assign([TopicPartition(self._control, 0, 0)])
         # librdkafka takes ~0.5 s to get an idempotent producer its id: start now, in the
@@ -228,7 +170,7 @@ class KafkaEventLog:
             raise StorageError("the Kafka event log is closed", reason="closed")
 
     def _kafka_topic(self, topic: str) -> str:
-        if not isinstance(topic, str) or not _TOPIC_NAME.match(topic):
+        if not isinstance(topic, str) or not TOPIC_NAME.match(topic):
             raise ValidationError(
                 "topic must be a non-empty name of letters, digits, '.', '_' or '-';"
                 f" got {topic!r}",
@@ -237,44 +179,19 @@ class KafkaEventLog:
         return self.prefix + topic
 
     def _ensure_kafka_topic(self, name: str, partitions: int, *, keep: bool = False) -> None:
-        """Create a Kafka topic (explicit retention; ``keep``: forever); an existing one is
-        left as it is."""
-        config = {"retention.ms": "-1" if keep else str(self.retention_ms)}
-        futures = self._admin.create_topics(
-            [NewTopic(name, partitions, 1, config=config)], request_timeout=self.timeout
+        ensure_topic(
+            self._admin,
+            name,
+            partitions,
+            retention_ms=-1 if keep else self.retention_ms,
+            timeout=self.timeout,
+            servers=self.bootstrap_servers,
         )
-        try:
-            futures[name].result(timeout=self.timeout)
-        except KafkaException as exc:
-            error = exc.args[0]
-            if error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                _raise(error, "cannot create topic", name)
-        except Exception as exc:  # the admin future's timeout: no broker answered
-            raise StorageError(
-                f"cannot create topic: no answer from the broker at {self.bootstrap_servers}"
-                f" within {self.timeout}s ({type(exc).__name__})",
-                reason="kafka_unreachable",
-                where=name,
-            ) from exc
-        # Metadata propagates asynchronously; wait until the topic is visible with its partitions.
-        deadline = time.monotonic() + self.timeout
-        while self._kafka_partitions(name) is None:
-            if time.monotonic() > deadline:
-                raise StorageError("topic did not appear in the metadata", where=name)
-            time.sleep(0.02)
 
     def _kafka_partitions(self, name: str) -> int | None:
-        try:
-            metadata = self._admin.list_topics(timeout=self.timeout)
-        except KafkaException as exc:
-            raise StorageError(
-                f"cannot reach the broker at {self.bootstrap_servers}: {exc.args[0].str()}",
-                reason="kafka_error",
-            ) from exc
-        found = metadata.topics.get(name)
-        if found is None or found.error is not None or not found.partitions:
-            return None
-        return len(found.partitions)
+        return topic_partitions(
+            self._admin, name, timeout=self.timeout, servers=self.bootstrap_servers
+        )
 
     # -- topics ---------------------------------------------------------------------------------
 
@@ -353,12 +270,12 @@ class KafkaEventLog:
                         control, timeout=self.timeout, cached=False
                     )
                 except KafkaException as exc:
-                    _raise(exc.args[0], "cannot read the commit topic's end", self._control)
+                    raise_error(exc.args[0], "cannot read the commit topic's end", self._control)
                 if self._control_next >= high:
                     return
             elif self._control_next > until:
                 return
-            messages = _take(self._control_reader, self.poll_timeout)
+            messages = take(self._control_reader, self.poll_timeout)
             if not messages:
                 if until is None:
                     return
@@ -374,7 +291,7 @@ class KafkaEventLog:
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
                         continue
-                    _raise(error, "cannot read the commit topic", self._control)
+                    raise_error(error, "cannot read the commit topic", self._control)
                 offset = message.offset()
                 if offset is None or offset < self._control_next:
                     continue
@@ -425,6 +342,8 @@ class KafkaEventLog:
         record naming it (see the module doc); returns each topic's offsets."""
         prepared = [(topic, self._prepare(topic, records, key)) for topic, records in appends]
         states = [state] if isinstance(state, ProducerState) else list(state or ())
+        if not states and not any(pieces for _, pieces in prepared):
+            return [AppendResult({}) for _ in prepared]  # nothing to commit: no round trip
         txn = uuid.uuid4().hex
         with self._lock:
             self._check_open()
@@ -511,7 +430,7 @@ class KafkaEventLog:
                     where=self.bootstrap_servers,
                 )
         for topic, _, _, error in delivered:
-            _raise(error, "append failed", topic)
+            raise_error(error, "append failed", topic)
 
     def _prepare(
         self, topic: str, records: pa.Table, key: str
@@ -536,120 +455,9 @@ class KafkaEventLog:
         except NotFoundError:
             self.create_topic(topic, self.default_partitions)
             count = self.partitions(topic)
-        metadata = records.schema.metadata or {}
-        version = metadata.get(b"schema_version", SCHEMA_VERSION.encode())
-        pieces: list[tuple[int, pa.Table, bytes, bytes]] = []
-        if not records.num_rows:
-            return pieces
-        parts = stable_partition(records[key], count)
-        sizes = np.bincount(parts, minlength=count)
-        ordered = records
-        if np.count_nonzero(sizes) > 1:
-            narrow = parts.astype(np.uint8 if count <= 256 else np.int32)
-            ordered = records.take(pa.array(np.argsort(narrow, kind="stable")))
-        start = 0
-        for partition, size in enumerate(sizes.tolist()):
-            if not size:
-                continue
-            part = ordered.slice(start, size)
-            start += size
-            # Arrow's in-memory size bounds the compressed message: split below the limit.
-            chunks = max(1, -(-part.nbytes // self.max_message_bytes))
-            step = -(-size // chunks)
-            for offset in range(0, size, step):
-                piece = part.slice(offset, step)
-                pieces.append((partition, piece, _encode(piece), version))
-        return pieces
+        return partition_batches(records, key, count, self.max_message_bytes)
 
     # -- reading --------------------------------------------------------------------------------
-
-    def _fetch(self, topic: str, partition: int, kafka_offsets: Sequence[int]) -> list[pa.Table]:
-        """The data messages at ``kafka_offsets`` of one partition, decoded (cached)."""
-        name = self.prefix + topic
-        found: dict[int, pa.Table] = {}
-        for offset in kafka_offsets:
-            table = self._cache.get((topic, partition, offset))
-            if table is not None:
-                self._cache.move_to_end((topic, partition, offset))
-                found[offset] = table
-        missing = sorted(set(kafka_offsets) - set(found))
-        if missing:
-            wanted = set(missing)
-            reader = self._reader(topic, partition, missing[0])
-            deadline = time.monotonic() + self.timeout
-            try:
-                while wanted:
-                    messages = _take(reader.consumer, self.poll_timeout, 500)
-                    if not messages and time.monotonic() > deadline:
-                        raise StorageError(
-                            f"data message(s) {sorted(wanted)[:3]} of partition {partition}"
-                            f" not readable within {self.timeout}s",
-                            reason="kafka_timeout",
-                            where=name,
-                        )
-                    past = False
-                    for message in messages:
-                        error = message.error()
-                        if error is not None:
-                            if error.code() == KafkaError._PARTITION_EOF:
-                                continue
-                            _raise(error, "cannot read", name)
-                        at = message.offset()
-                        if at is None or at < missing[0]:
-                            continue
-                        offset = at
-                        reader.position = offset + 1
-                        if offset > missing[-1]:
-                            past = True
-                        value = message.value()
-                        if value is None:
-                            continue
-                        # keep what a sequential reader reads next, not only what was asked
-                        table = _decode(value)
-                        self._remember(topic, partition, offset, table)
-                        if offset in wanted:
-                            found[offset] = table
-                            wanted.discard(offset)
-                    if past and wanted:
-                        raise StorageError(
-                            f"data message(s) {sorted(wanted)[:3]} missing from the broker",
-                            reason="kafka_missing",
-                            where=name,
-                        )
-            except BaseException:
-                reader.position = -1  # unknown: seek on the next fetch
-                raise
-        return [found[offset] for offset in kafka_offsets]
-
-    def _reader(self, topic: str, partition: int, offset: int) -> _Reader:
-        """The partition's reader, positioned at Kafka offset ``offset``.
-
-        One consumer per partition read, kept assigned: a sequential reader (the sinks) finds
-        the next messages already fetched, and a fresh ``assign`` costs ~70 ms on Tansu.
-        """
-        reader = self._readers.get((topic, partition))
-        target = TopicPartition(self.prefix + topic, partition, offset)
-        if reader is None:
-            consumer = self._consumer(f"{self.prefix}__reader")
-            consumer.assign([target])
-            reader = self._readers[(topic, partition)] = _Reader(consumer, offset)
-        elif reader.position != offset:
-            try:
-                reader.consumer.seek(target)
-            except KafkaException:  # not fetching yet (a seek needs an active partition)
-                reader.consumer.assign([target])
-            reader.position = offset
-        return reader
-
-    def _remember(self, topic: str, partition: int, offset: int, table: pa.Table) -> None:
-        key = (topic, partition, offset)
-        if key in self._cache:
-            return
-        self._cache[key] = table
-        self._cache_bytes += table.nbytes
-        while self._cache_bytes > _CACHE_BYTES and len(self._cache) > 1:
-            _, old = self._cache.popitem(last=False)
-            self._cache_bytes -= old.nbytes
 
     def read(self, topic: str, partition: int, offset: int, max_records: int) -> pa.Table:
         """Up to ``max_records`` records from ``offset`` on, with an ``_offset`` column.
@@ -682,7 +490,7 @@ class KafkaEventLog:
                     continue
                 chosen.append(i)
                 have += part.counts[i] - skip
-            tables = self._fetch(topic, partition, [part.kafka[i] for i in chosen])
+            tables = self._data.fetch(topic, partition, [part.kafka[i] for i in chosen])
             pieces: list[pa.Table] = []
             schema: pa.Schema | None = None
             first_offset = offset
@@ -715,7 +523,7 @@ class KafkaEventLog:
         last = self._last_batch.get(topic)
         schema = pa.schema([])
         if last is not None:
-            schema = self._fetch(topic, last[0], [last[1]])[0].schema
+            schema = self._data.fetch(topic, last[0], [last[1]])[0].schema
         return schema.empty_table().append_column(OFFSET_COLUMN, pa.array([], pa.int64()))
 
     def end_offsets(self, topic: str) -> dict[int, int]:
@@ -750,11 +558,11 @@ class KafkaEventLog:
                     [TopicPartition(name, p) for p in range(count)], timeout=self.timeout
                 )
             except KafkaException as exc:
-                _raise(exc.args[0], "cannot read committed offsets", topic)
+                raise_error(exc.args[0], "cannot read committed offsets", topic)
                 raise  # unreachable: _raise raised
         result = dict.fromkeys(range(count), 0)
         for tp in found:
-            _raise(tp.error, "cannot read committed offsets", topic)
+            raise_error(tp.error, "cannot read committed offsets", topic)
             if tp.offset >= 0:
                 result[tp.partition] = tp.offset
         return result
@@ -786,7 +594,7 @@ class KafkaEventLog:
                     asynchronous=False,
                 )
             except KafkaException as exc:
-                _raise(exc.args[0], "cannot commit offsets", topic)
+                raise_error(exc.args[0], "cannot commit offsets", topic)
 
     def producer_state(self, producer: str) -> bytes | None:
         """The last :class:`ProducerState` value committed by ``producer``, if any."""
@@ -804,12 +612,10 @@ class KafkaEventLog:
             if self._producer is not None:
                 self._producer.flush(self.timeout)
                 self._producer = None
-            readers = [r.consumer for r in self._readers.values()]
-            for consumer in (*readers, self._control_reader, *self._groups.values()):
+            self._data.close()
+            for consumer in (self._control_reader, *self._groups.values()):
                 consumer.close()
-            self._readers.clear()
             self._groups.clear()
-            self._cache.clear()
 
     def __enter__(self) -> Self:
         return self
@@ -821,90 +627,3 @@ class KafkaEventLog:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-class KafkaDeadLetterStore:
-    """A :class:`~dockline.core.ports.DeadLetterStore` that also publishes to a Kafka topic.
-
-    The wrapped store stays the store of record (counts, examples, replay); every letter it
-    stores is also produced to ``<prefix>deadletters`` — keyed by the letter's id, JSON
-    value, ``schema_version``/``reason``/``source`` headers — for consumers outside dockline
-    (seed 004 routes invalid events to their own topic). Stored first, published second: a
-    crash in between leaves a letter stored but unpublished, never the reverse. At least once:
-    a call that stores some new letters publishes all of its letters (consumers dedupe on the
-    key, or read the topic compacted).
-    """
-
-    def __init__(
-        self,
-        inner: DeadLetterStore,
-        bootstrap_servers: str,
-        *,
-        topic_prefix: str = "dockline.",
-        retention_ms: int = -1,
-        timeout: float = 15.0,
-    ) -> None:
-        self.inner = inner
-        self.topic = topic_prefix + DEAD_LETTER_TOPIC
-        self.timeout = timeout
-        base: dict[str, Any] = {"bootstrap.servers": bootstrap_servers, "logger": _LOGGER}
-        admin = AdminClient(base)
-        futures = admin.create_topics(
-            [NewTopic(self.topic, 1, 1, config={"retention.ms": str(retention_ms)})]
-        )
-        try:
-            futures[self.topic].result(timeout=timeout)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                _raise(exc.args[0], "cannot create topic", self.topic)
-        self._producer = Producer({**base, "enable.idempotence": True, "linger.ms": 5})
-
-    def add(self, letters: Sequence[DeadLetter]) -> int:
-        """Store ``letters`` (idempotent on ``id``), publish the new ones; return how many."""
-        added = self.inner.add(letters)
-        if not added:
-            return added
-        errors: list[KafkaError] = []
-
-        def report(error: KafkaError | None, _: Message) -> None:
-            if error is not None:
-                errors.append(error)
-
-        for letter in letters:
-            self._producer.produce(
-                self.topic,
-                key=letter.id.encode(),
-                value=msgspec.json.encode(letter),
-                headers=[
-                    ("schema_version", SCHEMA_VERSION.encode()),
-                    ("reason", str(letter.reason).encode()),
-                    ("source", letter.source.encode()),
-                ],
-                on_delivery=report,
-            )
-            self._producer.poll(0)
-        self._producer.flush(self.timeout)
-        if errors:
-            _raise(errors[0], "cannot publish dead letters", self.topic)
-        return added
-
-    def counts(self, *, source: str | None = None, pending_only: bool = False) -> dict[str, int]:
-        """Number of dead letters by reason (from the store of record)."""
-        return self.inner.counts(source=source, pending_only=pending_only)
-
-    def examples(self, reason: str, limit: int = 3) -> list[DeadLetter]:
-        """A few dead letters with ``reason``, oldest first."""
-        return self.inner.examples(reason, limit)
-
-    def pending(self, *, reason: str | None = None, source: str | None = None) -> Any:
-        """Dead letters not yet replayed successfully, oldest first."""
-        return self.inner.pending(reason=reason, source=source)
-
-    def mark_replayed(self, ids: Sequence[str], at: Any) -> None:
-        """Mark dead letters as re-ingested successfully at ``at``."""
-        self.inner.mark_replayed(ids, at)
-
-    def close(self) -> None:
-        """Flush the producer and close the store of record."""
-        self._producer.flush(self.timeout)
-        self.inner.close()
