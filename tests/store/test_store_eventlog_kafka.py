@@ -123,3 +123,72 @@ def test_two_handles_see_each_others_appends(kafka_bootstrap: str) -> None:
     finally:
         first.close()
         second.close()
+
+
+def test_concurrent_writers_get_the_offsets_their_records_are_read_at(
+    kafka_bootstrap: str,
+) -> None:
+    """Writers interleave on the broker, so commit order differs from the data's Kafka order;
+    each append's reported offsets still hold exactly its records."""
+    import threading
+
+    prefix = _prefix()
+    KafkaEventLog(kafka_bootstrap, topic_prefix=prefix).create_topic("t", 2)
+    results: list[tuple[int, int, dict[int, tuple[int, int]]]] = []
+    errors: list[BaseException] = []
+
+    def work(worker: int) -> None:
+        log = KafkaEventLog(kafka_bootstrap, topic_prefix=prefix)
+        try:
+            for step in range(15):
+                start = worker * 10_000 + step * 10
+                results.append(
+                    (start, 10, dict(log.append("t", rows(start, 10), key="key").ranges))
+                )
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            log.close()
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    reader = KafkaEventLog(kafka_bootstrap, topic_prefix=prefix)
+    try:
+        tables = {p: read_all(reader, "t", p) for p in range(2)}
+    finally:
+        reader.close()
+    for table in tables.values():
+        assert table[OFFSET_COLUMN].to_pylist() == list(range(table.num_rows))
+    seen = sorted(s for t in tables.values() for s in t["seq"].to_pylist())
+    assert seen == sorted(w * 10_000 + i for w in range(3) for i in range(150))
+    for start, count, ranges in results:
+        for partition, (first, last) in ranges.items():
+            got = tables[partition]["seq"].to_pylist()[first : last + 1]
+            assert set(got) <= set(range(start, start + count))
+            assert len(got) == last - first + 1
+        assert sum(last - first + 1 for first, last in ranges.values()) == count
+
+
+def test_a_reader_sees_every_commit_made_before_it_asks_even_with_slow_fetches(
+    kafka_bootstrap: str,
+) -> None:
+    """A refresh reads up to the watermark it saw, however long the fetch takes: a reader sees
+    every append committed before it asks, and its producer state."""
+    prefix = _prefix()
+    # a poll shorter than any fetch stands in for a loaded machine
+    reader = KafkaEventLog(kafka_bootstrap, topic_prefix=prefix, poll_timeout=0.0001)
+    writer = KafkaEventLog(kafka_bootstrap, topic_prefix=prefix)
+    try:
+        writer.create_topic("t", 2)
+        assert reader.end_offsets("t") == {0: 0, 1: 0}
+        for start in range(0, 50, 10):
+            writer.append("t", rows(start, 10), key="key", state=ProducerState("p", b"%d" % start))
+            assert sum(reader.end_offsets("t").values()) == start + 10
+            assert reader.producer_state("p") == b"%d" % start
+    finally:
+        writer.close()
+        reader.close()

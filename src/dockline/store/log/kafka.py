@@ -90,9 +90,9 @@ class KafkaEventLog:
 
     * ``retention_ms`` is set explicitly on every topic it creates (``-1``: keep forever) —
       brokers' defaults differ and Tansu's must not be relied on.
-    * Reads never depend on the broker's high watermark for correctness: the commit topic is
-      read until the watermark or until ``poll_timeout`` passes without a message, whichever
-      comes first, and what was read is always a consistent prefix of the commits.
+    * Reads never depend on the broker's high watermark for correctness: what was read of the
+      commit topic is always a consistent prefix of the commits; the watermark only says how
+      long to keep reading, and one that stays ahead of the records is not waited for again.
     * One handle is safe for one thread at a time per method (a lock serializes broker I/O).
     """
 
@@ -134,6 +134,7 @@ class KafkaEventLog:
         self._states: dict[str, bytes] = {}
         self._control = self.prefix + COMMIT_TOPIC
         self._control_next = 0
+        self._overstated = -1  # a commit-topic watermark found to stay ahead of its records
         self._ensure_kafka_topic(self._control, 1, keep=True)  # the index of everything
         self._data = DataReaders(
             self.prefix,
@@ -258,34 +259,44 @@ class KafkaEventLog:
     def _refresh(self, until: int | None = None) -> None:
         """Read the commit topic: to its end (``until`` None) or past Kafka offset ``until``.
 
-        "Its end" is the high watermark, but a watermark that stays ahead (Tansu's can) only
-        costs one ``poll_timeout``: an empty poll ends the refresh with what was read.
+        "Its end" is the high watermark when the refresh starts, so a refresh sees every append
+        committed before it. A watermark that stays ahead of what can be read for ``timeout``
+        seconds (the broker's bookkeeping, not records: Tansu's is not to be trusted) is logged
+        and never waited for again; what was read is a consistent prefix of the commits anyway.
         """
         deadline = time.monotonic() + self.timeout
-        control = TopicPartition(self._control, 0)
-        while True:
-            if until is None:
-                try:
-                    _, high = self._control_reader.get_watermark_offsets(
-                        control, timeout=self.timeout, cached=False
-                    )
-                except KafkaException as exc:
-                    raise_error(exc.args[0], "cannot read the commit topic's end", self._control)
-                if self._control_next >= high:
-                    return
-            elif self._control_next > until:
+        if until is None:
+            try:
+                _, high = self._control_reader.get_watermark_offsets(
+                    TopicPartition(self._control, 0), timeout=self.timeout, cached=False
+                )
+            except KafkaException as exc:
+                raise_error(exc.args[0], "cannot read the commit topic's end", self._control)
+            if high == self._overstated:
                 return
+            target = high - 1
+        else:
+            target = until
+        while self._control_next <= target:
             messages = take(self._control_reader, self.poll_timeout)
             if not messages:
+                if time.monotonic() <= deadline:
+                    continue
                 if until is None:
-                    return
-                if time.monotonic() > deadline:
-                    raise StorageError(
-                        f"commit record at offset {until} not readable within {self.timeout}s",
-                        reason="kafka_timeout",
-                        where=self._control,
+                    LOGGER.warning(
+                        "%s: the watermark %d stayed ahead of the readable records (%d);"
+                        " not waiting for it again",
+                        self._control,
+                        target + 1,
+                        self._control_next,
                     )
-                continue
+                    self._overstated = target + 1
+                    return
+                raise StorageError(
+                    f"commit record at offset {until} not readable within {self.timeout}s",
+                    reason="kafka_timeout",
+                    where=self._control,
+                )
             for message in messages:
                 error = message.error()
                 if error is not None:
