@@ -57,6 +57,7 @@ bench: $(STAMP) servers
 	$(BIN)/python benchmarks/bench_online.py
 	$(BIN)/python benchmarks/bench_materialize.py
 	$(BIN)/python benchmarks/bench_ingest_online.py
+	$(BIN)/python benchmarks/bench_kafka_log.py
 	$(BIN)/python benchmarks/bench_serving.py
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_drift.py

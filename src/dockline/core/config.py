@@ -75,13 +75,34 @@ class _Frozen(BaseModel):
 class LogConfig(_Frozen):
     """Which event log, and how it is laid out."""
 
-    kind: Literal["sqlite"] = "sqlite"
-    """The event log implementation (only the embedded SQLite log so far)."""
+    kind: Literal["sqlite", "kafka"] = "sqlite"
+    """The event log: ``sqlite`` (embedded, ``log/log.sqlite``) or ``kafka`` (a Kafka-protocol
+    broker at ``bootstrap_servers``; nothing is then written to the embedded log)."""
     partitions: int = Field(default=4, ge=1, le=256)
     """Partitions of a new topic; events are keyed by station, so order holds per station."""
     # FULL survives power loss; NORMAL (WAL) survives process crashes, which is what kill -9 needs.
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     """SQLite's durability: NORMAL survives a crashed process, FULL a power loss (slower)."""
+
+    # -- log: the Kafka-protocol log (issue 17) ------------------------------------------------
+    bootstrap_servers: str | None = None
+    """For ``kind = "kafka"``: the broker(s), ``"host:port[,host:port…]"``."""
+    topic_prefix: str = Field(default="dockline.", pattern=r"^[A-Za-z0-9._-]*$")
+    """For ``kind = "kafka"``: prefix of every topic and consumer group, so deployments can
+    share a cluster (``dockline.station_status``, ``dockline.__commits``, …)."""
+    retention_ms: int = Field(default=-1, ge=-1)
+    """For ``kind = "kafka"``: ``retention.ms`` set on the topics dockline creates (-1: keep
+    forever; the log is the source of truth the offline store is rebuilt from)."""
+    timeout: float = Field(default=15.0, gt=0)
+    """For ``kind = "kafka"``: seconds to wait for the broker before an operation fails."""
+
+    @model_validator(mode="after")
+    def _kafka_needs_servers(self) -> Self:
+        if self.kind == "kafka" and not self.bootstrap_servers:
+            raise ValueError('kind = "kafka" needs bootstrap_servers = "host:port"')
+        return self
+
+    # -- end log: Kafka --------------------------------------------------------------------------
 
 
 class IngestConfig(_Frozen):
