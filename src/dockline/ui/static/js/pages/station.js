@@ -59,7 +59,8 @@ function contributions(answer) {
   const top = Object.entries(answer.contributions)
     .filter(([, v]) => typeof v === "number")
     .sort((a, b) => Math.abs(b[1]) - Math.abs(a[1])).slice(0, 8);
-  const W = 440, row = 24, left = 160, room = 48;  // names | value text, bar ← mid → bar, value text
+  // names (the longest plan feature is ~28 characters at ~7.5 px) | bar ← mid → bar, value text
+  const W = 580, row = 24, left = 236, room = 48;
   const mid = left + (W - left) / 2;
   const max = Math.max(...top.map(([, v]) => Math.abs(v)), 1e-9);
   const unit = ((W - left) / 2 - room) / max;
