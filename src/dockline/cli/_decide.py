@@ -249,7 +249,13 @@ def decide_run(
     if health is not None and health not in HEALTH_VERDICTS:
         raise ConfigError(f"--health must be one of {', '.join(HEALTH_VERDICTS)}; got {health!r}")
     root = _data_dir(data_dir)
-    cfg = DataDir(resolve_data_dir(root)).config().decide
+    settings = DataDir(resolve_data_dir(root)).config()
+    cfg = settings.decide
+    if settings.tracing.enabled:  # the cycles' spans, parents of serving's request spans
+        from dockline.pipeline.platform import Platform
+        from dockline.pipeline.tracing import configure_tracing
+
+        configure_tracing(Platform.open(root), "decide")
     kw = {
         "policy": policy,
         "serve_url": serve_url,

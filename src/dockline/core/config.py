@@ -40,6 +40,7 @@ __all__ = [
     "OfflineConfig",
     "OnlineConfig",
     "ServeConfig",
+    "TracingConfig",
     "TrainConfig",
     "TrainSlicesConfig",
     "config_errors",
@@ -606,6 +607,28 @@ class LineageConfig(_Frozen):
 # -- end lineage ---------------------------------------------------------------------------------
 
 
+# -- tracing -------------------------------------------------------------------------------------
+
+
+class TracingConfig(_Frozen):
+    """``[tracing]``: OpenTelemetry spans across ingest → materialize → serve → decide. With
+    ``endpoint`` they go to an OTLP/HTTP collector (``http://host:4318``); without, to
+    ``<data-dir>/traces/spans-YYYY-MM-DD.jsonl``. A served prediction's trace id is in its
+    prediction-log row (``trace_id``)."""
+
+    enabled: bool = False
+    """Record spans (off: one attribute check per request on the serving path)."""
+    endpoint: str | None = None
+    """OTLP/HTTP collector base URL (spans are POSTed to ``<endpoint>/v1/traces``)."""
+    sample_ratio: float = Field(default=1.0, ge=0, le=1)
+    """Share of new traces recorded; a request that arrives with a sampled parent is kept."""
+    service_name: str = "dockline"
+    """The ``service.name`` resource attribute (each process adds its role)."""
+
+
+# -- end tracing ---------------------------------------------------------------------------------
+
+
 class DocklineConfig(_Frozen):
     """All of dockline's settings, loaded from ``<data-dir>/dockline.toml`` when present."""
 
@@ -620,6 +643,7 @@ class DocklineConfig(_Frozen):
     monitor: MonitorConfig = MonitorConfig()
     decide: DecideConfig = DecideConfig()
     lineage: LineageConfig = LineageConfig()
+    tracing: TracingConfig = TracingConfig()
 
     @classmethod
     def load(cls, path: Path | None) -> Self:

@@ -26,6 +26,7 @@ from fastapi.responses import Response
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.requests import ClientDisconnect
 
+from dockline.core import tracing
 from dockline.core.config import DecideConfig
 from dockline.core.decisions import (
     Constraints,
@@ -80,6 +81,10 @@ def add_decide_route(app: FastAPI, cfg: DecideConfig, *, full: Any = None) -> No
 
     @app.post(DECIDE_PATH, summary="One cycle's rebalancing decision for the stations given")
     async def decide_route(request: Request) -> Response:
+        with tracing.span("decide.request", parent=request.headers):
+            return await _decide(request)
+
+    async def _decide(request: Request) -> Response:
         t0 = perf_counter()
         try:
             raw = await read_body(request, MAX_DECIDE_BODY, body_timeout_s)

@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import msgspec
 
+from dockline.core import tracing
 from dockline.core.config import COMPANION_PREFIX, DecideConfig
 from dockline.core.decisions import (
     Decision,
@@ -133,7 +134,9 @@ def read_predictions(
     for lo in range(0, len(stations), _BATCH):
         chunk = stations[lo : lo + _BATCH]
         try:
-            response = client.post(f"{url}/v1/predict/batch", json={"entities": chunk})
+            response = client.post(
+                f"{url}/v1/predict/batch", json={"entities": chunk}, headers=tracing.inject({})
+            )
         except httpx.HTTPError as exc:
             raise SourceError(f"cannot reach {url}: {exc}", reason="unreachable") from exc
         if optional and response.status_code in (404, 503):
@@ -176,6 +179,23 @@ def run_once(
             "the oracle needs the simulator's future; it runs only in `decide evaluate`",
             reason="bad_value",
         )
+    with tracing.span("decide.cycle", {"policy": policy or cfg.policy}):
+        return _run_once(
+            data_dir, cfg, chosen, serve_url, full_serve_url, sim_url, health, dry_run, client
+        )
+
+
+def _run_once(
+    data_dir: str | Path | None,
+    cfg: DecideConfig,
+    chosen: PolicyName,
+    serve_url: str | None,
+    full_serve_url: str | None,
+    sim_url: str | None,
+    health: HealthVerdict | None,
+    dry_run: bool,
+    client: httpx.Client | None,
+) -> CycleResult:
     sim = (sim_url or cfg.sim_url).rstrip("/")
     own = client is None
     http = client or httpx.Client(timeout=10.0)
@@ -213,7 +233,7 @@ def run_once(
         if decision.actions and not dry_run:
             body = {"actions": msgspec.to_builtins(decision.actions)}
             try:
-                response = http.post(f"{sim}/v1/actions", json=body)
+                response = http.post(f"{sim}/v1/actions", json=body, headers=tracing.inject({}))
             except httpx.HTTPError as exc:
                 raise SourceError(f"cannot reach {sim}: {exc}", reason="unreachable") from exc
             if response.status_code != 200:

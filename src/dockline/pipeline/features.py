@@ -18,6 +18,7 @@ from pathlib import Path
 
 import duckdb
 
+from dockline.core import tracing
 from dockline.core.config import DataDir, OnlineConfig, record_project
 from dockline.core.contracts import DatasetMetadata, TrainingMetadata
 from dockline.core.errors import ConfigError, ContractError
@@ -36,6 +37,7 @@ from dockline.features.dataset import Published, build_training_set, publish_dat
 from dockline.features.materialize import Materializer, MaterializeReport
 from dockline.features.offline import OfflineExecutor, grid_spine
 from dockline.pipeline.platform import Platform
+from dockline.pipeline.tracing import configure_tracing
 from dockline.store.online.sqlite import SqliteOnlineStore
 
 __all__ = [
@@ -181,6 +183,7 @@ def materialize(
     offline sink first (``dockline ingest`` does).
     """
     plan = load_plan(platform, project)
+    configure_tracing(platform, "materialize")
     log = platform.open_log()
     store = open_online_store(platform)
     try:
@@ -196,7 +199,10 @@ def materialize(
             if follow:
                 report = materializer.follow(stop=stop or (lambda: False))
             else:
-                report = materializer.run_once()
+                with tracing.span("features.materialize", {"plan_hash": plan.hash}) as span:
+                    report = materializer.run_once()
+                    if span is not None:
+                        span.set_attribute("vectors", report.vectors)
     finally:
         store.close()
         log.close()

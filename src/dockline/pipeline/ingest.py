@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from dockline.core import tracing
 from dockline.core.contracts import (
     TOPIC_STATION_INFORMATION,
     TOPIC_STATION_STATUS,
@@ -56,6 +57,7 @@ from dockline.ingest import (
 )
 from dockline.ingest.client import ClockSource
 from dockline.pipeline.platform import Platform
+from dockline.pipeline.tracing import configure_tracing
 from dockline.store.offline import OfflineSink, SinkReport
 
 __all__ = ["TOPIC_CONFIRMED", "IngestRun", "ingest_archive", "ingest_feed", "sink_offline"]
@@ -518,6 +520,7 @@ def ingest_feed(
         return deadline is not None and time.monotonic() >= deadline
 
     started = time.perf_counter()
+    configure_tracing(platform, "ingest")
     with GbfsClient(url, clock=platform.clock, clock_source=clock_source) as client:
         name = source or _feed_source_name(client, url)
         run = _open_run(platform, name)
@@ -539,21 +542,24 @@ def ingest_feed(
                 batch_id = (
                     f"{fetched.name}@{(fetched.last_updated or fetched.ingested_at).isoformat()}"
                 )
-                if feed == TOPIC_STATION_INFORMATION:
-                    run.commit_information(
-                        normalize_station_information(
-                            fetched.payload,
-                            source=run.source,
-                            ingested_at=fetched.ingested_at,
-                            batch_id=batch_id,
+                with tracing.span("ingest.document", {"feed": feed, "batch_id": batch_id}):
+                    if feed == TOPIC_STATION_INFORMATION:
+                        run.commit_information(
+                            normalize_station_information(
+                                fetched.payload,
+                                source=run.source,
+                                ingested_at=fetched.ingested_at,
+                                batch_id=batch_id,
+                            )
                         )
-                    )
-                else:
-                    run.commit_status(
-                        run.normalizer.normalize_document(
-                            fetched.payload, ingested_at=fetched.ingested_at, batch_id=batch_id
+                    else:
+                        run.commit_status(
+                            run.normalizer.normalize_document(
+                                fetched.payload,
+                                ingested_at=fetched.ingested_at,
+                                batch_id=batch_id,
+                            )
                         )
-                    )
                 if on_progress is not None:
                     on_progress(run.summary)
                 if (

@@ -28,6 +28,7 @@ from dockline.pipeline.decide_api import add_decide_route
 from dockline.pipeline.features import load_plan, offline_sources, open_online_store
 from dockline.pipeline.platform import Platform
 from dockline.pipeline.serve_monitoring import ServingMonitor
+from dockline.pipeline.tracing import configure_tracing
 from dockline.pipeline.train import model_name_for
 from dockline.serve import GuardedHttpProtocol, configure_protocol, create_app, uvicorn_options
 from dockline.train.registry import MlflowRegistry
@@ -87,6 +88,7 @@ def create_serving_app(platform: Platform) -> FastAPI:
     neighbourhoods) come from the offline store's runs, computed once per run and cached.
     """
     plan = load_plan(platform)
+    configure_tracing(platform, "serve")
     offline = OfflineExecutor(
         plan, offline_sources(platform, plan), memory_limit=platform.config.features.memory_limit
     )

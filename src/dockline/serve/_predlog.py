@@ -21,6 +21,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
@@ -28,6 +29,7 @@ from dockline.core.contracts import TS_TYPE
 from dockline.core.errors import StorageError
 from dockline.core.files import write_parquet
 from dockline.core.time import from_micros
+from dockline.core.tracing import current_trace_id
 
 __all__ = ["PREDICTION_LOG_SCHEMA", "LogRow", "PredictionLog"]
 
@@ -56,6 +58,8 @@ PREDICTION_LOG_SCHEMA = pa.schema(
         # knowledge watermark (every event ingested by then was in)
         pa.field("known_at", TS_TYPE),
         pa.field("vector", pa.list_(pa.float64())),
+        # the request's OpenTelemetry trace (32 hex digits), when [tracing] is on
+        pa.field("trace_id", pa.string()),
     ]
 )
 """Columns of the prediction log files."""
@@ -82,7 +86,8 @@ LogRow = tuple[
     int | None,  # known_at (µs)
     list[float | None] | None,  # vector
 ]
-"""One prediction, in :data:`PREDICTION_LOG_SCHEMA` order (times as µs)."""
+"""One prediction, in :data:`PREDICTION_LOG_SCHEMA` order (times as µs); the log adds the
+request's trace id (the current span's) when the row is appended."""
 
 _log = logging.getLogger(__name__)
 
@@ -109,8 +114,8 @@ class PredictionLog:
         self.written = 0
         self.accepted = 0
         self.write_failures = 0
-        self._queue: deque[LogRow] = deque()
-        self._pending: list[LogRow] = []  # taken from the queue, not yet written
+        self._queue: deque[tuple[Any, ...]] = deque()  # LogRow + (trace_id,)
+        self._pending: list[tuple[Any, ...]] = []  # taken from the queue, not yet written
         self._failing = False
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -131,7 +136,7 @@ class PredictionLog:
             self._drop(1)
             return False
         self.accepted += 1
-        queue.append(row)
+        queue.append((*row, current_trace_id()))
         if len(queue) >= self.flush_rows:
             self._wake.set()
         return True
@@ -196,7 +201,7 @@ class PredictionLog:
             return len(rows)
 
     @staticmethod
-    def _table(rows: list[LogRow]) -> pa.Table:
+    def _table(rows: list[tuple[Any, ...]]) -> pa.Table:
         columns = list(zip(*rows, strict=True))
         arrays = [
             pa.array(column, type=f.type)

@@ -28,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 from starlette.concurrency import run_in_threadpool
 
+from dockline.core import tracing
 from dockline.core.config import DataDir, ServeConfig
 from dockline.core.errors import ConfigError, DocklineError
 from dockline.core.ports import FeatureReader, ModelRegistry, OnlineStore
@@ -326,15 +327,19 @@ def create_app(
         t0 = perf_counter()
         rid = predictor.ids.next()
         now_us = predictor.now_us()
-        try:
-            explain = explain_flag(request.scope["query_string"])
-            body = decode(await _read_body(request), PredictRequest)
-            if explain:  # milliseconds of TreeSHAP: off the event loop, plain requests go on
-                payload = await run_in_threadpool(predictor.predict, body, rid, now_us, t0, True)
-                return Response(payload, media_type=JSON)
-            return Response(predictor.predict(body, rid, now_us, t0), media_type=JSON)
-        except Exception as exc:
-            return _failed(PREDICT, exc, rid, now_us, t0)
+        # a caller's traceparent (a decision cycle) makes this request's span its child
+        with tracing.span("serve.predict", {"request_id": rid}, parent=request.headers):
+            try:
+                explain = explain_flag(request.scope["query_string"])
+                body = decode(await _read_body(request), PredictRequest)
+                if explain:  # milliseconds of TreeSHAP: off the event loop, plain ones go on
+                    payload = await run_in_threadpool(
+                        predictor.predict, body, rid, now_us, t0, True
+                    )
+                    return Response(payload, media_type=JSON)
+                return Response(predictor.predict(body, rid, now_us, t0), media_type=JSON)
+            except Exception as exc:
+                return _failed(PREDICT, exc, rid, now_us, t0)
 
     @app.post(
         BATCH,
@@ -356,18 +361,19 @@ def create_app(
         t0 = perf_counter()
         rid = predictor.ids.next()
         now_us = predictor.now_us()
-        try:
-            explain = explain_flag(request.scope["query_string"])
-            body = decode(await _read_body(request), BatchRequest)
-            if explain:
-                result = await run_in_threadpool(
-                    predictor.predict_batch, body.entities, rid, now_us, t0, True
-                )
-            else:
-                result = predictor.predict_batch(body.entities, rid, now_us, t0)
-            return Response(encode(result), media_type=JSON)
-        except Exception as exc:
-            return _failed(BATCH, exc, rid, now_us, t0)
+        with tracing.span("serve.predict_batch", {"request_id": rid}, parent=request.headers):
+            try:
+                explain = explain_flag(request.scope["query_string"])
+                body = decode(await _read_body(request), BatchRequest)
+                if explain:
+                    result = await run_in_threadpool(
+                        predictor.predict_batch, body.entities, rid, now_us, t0, True
+                    )
+                else:
+                    result = predictor.predict_batch(body.entities, rid, now_us, t0)
+                return Response(encode(result), media_type=JSON)
+            except Exception as exc:
+                return _failed(BATCH, exc, rid, now_us, t0)
 
     @app.get("/health", summary="Liveness: the process answers")
     async def health() -> dict[str, str]:
