@@ -191,10 +191,12 @@ def replicas(served: ServedDir, n: int, logs: Path) -> Iterator[list[Replica]]:
     try:
         for i in range(n):
             port = free_port()
+            # each replica its own deployment id: its own metrics windows
+            own = {**env, "DOCKLINE_DEPLOYMENT_ID": f"replica-{i}"}
             with (logs / f"replica{i}.log").open("wb") as log:
                 proc = subprocess.Popen(
                     [str(DOCKLINE), "--data-dir", str(served.root), "serve", "--port", str(port)],
-                    stdout=log, stderr=subprocess.STDOUT, env=env,
+                    stdout=log, stderr=subprocess.STDOUT, env=own,
                 )  # fmt: skip
             started.append(Replica(f"http://127.0.0.1:{port}", proc))
         for i, r in enumerate(started):

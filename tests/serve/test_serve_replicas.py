@@ -34,6 +34,9 @@ from replica_helpers import (
     replicas,
 )
 
+from dockline.core.config import DataDir
+from dockline.monitor import read_windows
+
 pytestmark = pytest.mark.slow
 POLL = 0.5  # [serve] reload_poll of the data dir, seconds
 # The poller's period, then the reload itself (registry read, bundle verify, ONNX session) on
@@ -197,3 +200,13 @@ def test_a_replica_stopping_under_load_fails_no_request(stack: Stack) -> None:
         load.finish()
     assert set(load.statuses) == {200}, load.statuses
     assert sum(load.statuses.values()) > 20, load.statuses
+    # Stopped, each replica wrote its metrics windows under its own deployment id: with one
+    # shared id monitoring would deduplicate one replica's windows away.
+    stack.replicas[1].stop()
+    scan = read_windows(DataDir(stack.served.root).serving_metrics)
+    assert scan.duplicates == 0
+    counts = Counter[str]()
+    for w in scan.windows:
+        counts[w.deployment_id] += w.request_count
+    assert set(counts) == {"replica-0", "replica-1"}, counts
+    assert all(n > 0 for n in counts.values()), counts
