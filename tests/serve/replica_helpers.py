@@ -226,7 +226,7 @@ def render_nginx(prefix: Path, listen: int, upstreams: list[str]) -> str:
 @contextmanager
 def nginx(prefix: Path, upstreams: list[str]) -> Iterator[str]:
     """nginx (not a daemon) in ``prefix`` balancing ``upstreams``; yields its URL."""
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    binary = nginx_binary()
     prefix.mkdir(parents=True, exist_ok=True)
     port = free_port()
     conf = prefix / "nginx.conf"
@@ -246,5 +246,10 @@ def nginx(prefix: Path, upstreams: list[str]) -> Iterator[str]:
         _stop(proc)
 
 
+def nginx_binary() -> str:
+    """nginx on PATH, else Debian's /usr/sbin/nginx (not on a non-root user's PATH)."""
+    return shutil.which("nginx") or "/usr/sbin/nginx"
+
+
 def nginx_available() -> bool:
-    return shutil.which("nginx") is not None or Path("/usr/sbin/nginx").exists()
+    return Path(nginx_binary()).exists()

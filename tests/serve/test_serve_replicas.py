@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -29,6 +30,7 @@ from replica_helpers import (
     build_served_dir,
     nginx,
     nginx_available,
+    nginx_binary,
     redis_server,
     render_nginx,
     replicas,
@@ -37,7 +39,6 @@ from replica_helpers import (
 from dockline.core.config import DataDir
 from dockline.monitor import read_windows
 
-pytestmark = pytest.mark.slow
 POLL = 0.5  # [serve] reload_poll of the data dir, seconds
 # The poller's period, then the reload itself (registry read, bundle verify, ONNX session) on
 # a loaded 2-core machine.
@@ -130,15 +131,25 @@ def _version(replica: Replica, entity: str) -> int:
     return int(r.json()["model"]["version"])
 
 
-def test_the_template_renders_every_placeholder(tmp_path: Path) -> None:
+def test_the_template_renders_to_a_config_nginx_accepts(tmp_path: Path) -> None:
+    _require(nginx_available(), NGINX_HINT)
     text = render_nginx(tmp_path, 8080, ["http://127.0.0.1:8001", "http://127.0.0.1:8002"])
     assert "server 127.0.0.1:8001 max_fails=2 fail_timeout=2s;" in text
     assert "server 127.0.0.1:8002" in text and "listen 127.0.0.1:8080;" in text
     assert "proxy_next_upstream error timeout http_502 http_503" in text
     assert "$host" in text  # nginx's own variables survive
     assert not re.search(r"\$\{DOCKLINE_[A-Z_]+\}", text)
+    (tmp_path / "nginx.conf").write_text(text)
+    (tmp_path / "logs").mkdir()
+    check = subprocess.run(
+        [nginx_binary(), "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"),
+         "-g", f"pid {tmp_path}/nginx.pid;"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stderr
 
 
+@pytest.mark.slow
 def test_promotions_reach_every_replica_with_no_failed_request(stack: Stack) -> None:
     entity = stack.served.entities[0]
     assert {_version(r, entity) for r in stack.replicas} == {1}
@@ -189,6 +200,7 @@ def test_promotions_reach_every_replica_with_no_failed_request(stack: Stack) -> 
         assert seen[0][1] == {1}
 
 
+@pytest.mark.slow
 def test_a_replica_stopping_under_load_fails_no_request(stack: Stack) -> None:
     # Runs last: it stops a replica of the module's stack.
     load = Load(stack.url, stack.served.entities).start()
