@@ -33,7 +33,7 @@ MODEL = "main"
 PLACEHOLDER = re.compile(r"\$\{(DOCKLINE_[A-Z_]+)\}")
 ADMIN_TOKEN = "replica-secret"
 START = datetime(2026, 5, 4, tzinfo=UTC)  # the simulated day (any past day)
-NGINX_HINT = "nginx is not installed: apt-get install nginx-light (or `make servers`)"
+NGINX_HINT = "nginx is not installed: apt-get install nginx (or `make servers`)"
 REDIS_HINT = "redis-server is not installed: apt-get install redis-server (or `make servers`)"
 
 
