@@ -26,6 +26,9 @@ servers:
 	@if [ "$$(id -u)" = 0 ] && ! command -v prometheus >/dev/null 2>&1; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus; \
 	fi
+	@if [ "$$(id -u)" = 0 ] && ! [ -x /usr/bin/chromium ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	fi
 	@if [ "$$(id -u)" = 0 ] && ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx; \
 	fi
@@ -57,12 +60,14 @@ bench: $(STAMP) servers
 	$(BIN)/python benchmarks/bench_online.py
 	$(BIN)/python benchmarks/bench_materialize.py
 	$(BIN)/python benchmarks/bench_ingest_online.py
+	$(BIN)/python benchmarks/bench_kafka_log.py
 	$(BIN)/python benchmarks/bench_serving.py
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_drift.py
 	$(BIN)/python benchmarks/bench_ingest_start.py
 	$(BIN)/python benchmarks/bench_served_consistency.py
 	$(BIN)/python benchmarks/bench_tradeoffs.py
+	$(BIN)/python benchmarks/bench_explain.py
 
 # Installs Feast 0.67 in its own venv (benchmarks/.venv-feast) and takes several minutes.
 bench-pit: $(STAMP)
