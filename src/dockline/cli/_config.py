@@ -36,6 +36,7 @@ config_app = typer.Typer(
 ENV_OVERRIDES = {
     "features.project": "DOCKLINE_PROJECT",
     "serve.admin_token": "DOCKLINE_ADMIN_TOKEN",
+    "serve.deployment_id": "DOCKLINE_DEPLOYMENT_ID",
 }
 _SECRETS = {"serve.admin_token"}
 

@@ -44,6 +44,9 @@ __all__ = [
 ]
 
 WORKERS_ENV = "DOCKLINE_SERVE_WORKERS"
+DEPLOYMENT_ENV = "DOCKLINE_DEPLOYMENT_ID"
+"""Overrides ``serve.deployment_id``. Replicas serving one data dir each set their own: with one
+id their metrics windows share monitoring's deduplication key and all but one are dropped."""
 """Set by :func:`run_server` so each worker can tell its metrics windows apart."""
 
 
@@ -99,7 +102,7 @@ def create_serving_app(platform: Platform) -> FastAPI:
     registry = MlflowRegistry.for_data_dir(platform.data, platform.clock)
     config = platform.config.serve
     configure_protocol(config)  # this process's uvicorn protocol (see run_server)
-    deployment = config.deployment_id
+    deployment = os.environ.get(DEPLOYMENT_ENV) or config.deployment_id
     if int(os.environ.get(WORKERS_ENV, "1")) > 1:
         # Each worker counts its own requests: one window series per process, not one
         # deployment-wide series that P6's deduplication would collapse.
