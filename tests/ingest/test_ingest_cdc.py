@@ -15,13 +15,17 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import duckdb
+import orjson
 import pytest
+import typer
+from typer.testing import CliRunner
 
 psycopg2 = pytest.importorskip("psycopg2")
 
+from dockline.cli._cdc import cdc_app  # noqa: E402
 from dockline.core.errors import ConfigError  # noqa: E402
 from dockline.pipeline.cdc import ingest_cdc  # noqa: E402
 from dockline.pipeline.ingest import sink_offline  # noqa: E402
@@ -230,3 +234,39 @@ def test_cdc_reader_killed_mid_stream_resumes_without_loss_or_duplicates(
     rows = _offline(platform)
     assert len(rows) == transactions * per
     assert len(set(rows)) == len(rows)
+
+
+cli_root = typer.Typer()
+
+
+@cli_root.callback()
+def _root(data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None) -> None:
+    """The root app's --data-dir, as dockline's root callback declares it."""
+
+
+cli_root.add_typer(cdc_app, name="cdc")
+
+
+def test_cli_cdc_ingest_reads_the_dsn_from_config_and_reports_json(db: Db, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "dockline.toml").write_text(
+        f'[cdc]\ndsn = "{db.dsn}"\nslot = "s_cli"\n', encoding="utf-8"
+    )
+    runner = CliRunner()
+    args = ["cdc", "ingest", "--data-dir", str(data), "--once", "--json"]
+    first = runner.invoke(cli_root, args)
+    assert first.exit_code == 0, first.output
+    db.insert([("st1", 3, 7, _base()), ("st2", 99, -1, _base())])
+    second = runner.invoke(cli_root, args)
+    assert second.exit_code == 0, second.output
+    report = orjson.loads(second.stdout)
+    assert report["source"] == "cdc:s_cli"
+    assert (report["received"], report["accepted"]) == (2, 1)
+    assert report["offline_rows_written"]["station_status"] == 1
+
+
+def test_cli_cdc_ingest_without_a_dsn_is_a_config_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli_root, ["cdc", "ingest", "--data-dir", str(tmp_path), "--once"])
+    assert isinstance(result.exception, ConfigError)
+    assert "--dsn" in str(result.exception)

@@ -25,6 +25,7 @@ from dockline.core.time import parse_duration
 __all__ = [
     "COMPANION_PREFIX",
     "DATA_DIR_ENV",
+    "CdcConfig",
     "DataDir",
     "DecideConfig",
     "DocklineConfig",
@@ -506,6 +507,26 @@ class LineageConfig(_Frozen):
 
 # -- end lineage ---------------------------------------------------------------------------------
 
+# -- cdc -----------------------------------------------------------------------------------------
+
+
+class CdcConfig(_Frozen):
+    """``[cdc]``: follow a PostgreSQL table of station_status rows by logical replication
+    (``dockline cdc ingest``; the server needs ``wal_level=logical`` and wal2json)."""
+
+    dsn: str | None = None
+    """libpq connection string or URL, e.g. ``postgresql://dockline@db:5432/bikes``; a password
+    is better kept in ``PGPASSWORD`` or ``~/.pgpass`` than here."""
+    table: str = "station_status"
+    """The table (``schema.table``; default schema ``public``) another system writes rows to."""
+    slot: str = "dockline"
+    """Logical replication slot (created when missing); it names the source ``cdc:<slot>``."""
+    sink_every: Duration = timedelta(minutes=1)
+    """While following: bring the offline store up to date this often."""
+
+
+# -- end cdc -------------------------------------------------------------------------------------
+
 
 class DocklineConfig(_Frozen):
     """All of dockline's settings, loaded from ``<data-dir>/dockline.toml`` when present."""
@@ -521,6 +542,7 @@ class DocklineConfig(_Frozen):
     monitor: MonitorConfig = MonitorConfig()
     decide: DecideConfig = DecideConfig()
     lineage: LineageConfig = LineageConfig()
+    cdc: CdcConfig = CdcConfig()
 
     @classmethod
     def load(cls, path: Path | None) -> Self:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from datetime import timedelta
 
 from dockline.core.contracts import IngestSummary
 from dockline.ingest.cdc import CdcReader, format_lsn, rows_to_table
-from dockline.pipeline.ingest import IngestRun, ProgressFn
+from dockline.pipeline.ingest import IngestRun, ProgressFn, sink_offline
 from dockline.pipeline.platform import Platform
 
 __all__ = ["ingest_cdc"]
@@ -33,6 +34,7 @@ def ingest_cdc(
     once: bool = False,
     stop: Callable[[], bool] | None = None,
     idle_timeout: float | None = None,
+    sink_every: timedelta | None = None,
     on_progress: ProgressFn | None = None,
 ) -> IngestSummary:
     """Follow ``table`` through the logical replication slot ``slot`` (created when missing).
@@ -40,7 +42,8 @@ def ingest_cdc(
     ``once`` stops when everything committed before the call is ingested; otherwise it runs
     until ``stop()`` or ``idle_timeout`` seconds without a change. The source is named
     ``cdc:<slot>`` unless ``source`` is given. Rows committed before the slot existed are not
-    seen: create the slot (a first ``--once`` run) before the writer starts.
+    seen: create the slot (a first ``--once`` run) before the writer starts. The offline store
+    is brought up to date every ``sink_every`` of real time (None: the caller sinks).
     """
     reader = CdcReader(dsn, table=table, slot=slot)
     current = reader.prepare()
@@ -49,6 +52,7 @@ def ingest_cdc(
     )
     started = time.perf_counter()
     deletes = 0
+    last_sink = time.monotonic()
     try:
         reader.start()
         # a crash after an append but before its feedback: tell the server now
@@ -77,6 +81,12 @@ def ingest_cdc(
             reader.confirm(max(batch.lsn, run.resume.source_lsn))
             if on_progress is not None:
                 on_progress(run.summary)
+            if (
+                sink_every is not None
+                and time.monotonic() - last_sink >= sink_every.total_seconds()
+            ):
+                sink_offline(platform)
+                last_sink = time.monotonic()
         if deletes:
             log.info("%s: %d deleted row(s) seen (not station records)", run.source, deletes)
         return run.finish(started)
