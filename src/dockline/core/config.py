@@ -39,6 +39,7 @@ __all__ = [
     "MonitorHealthConfig",
     "OfflineConfig",
     "OnlineConfig",
+    "RegistryConfig",
     "ServeConfig",
     "TrainConfig",
     "config_errors",
@@ -162,7 +163,9 @@ class TrainConfig(_Frozen):
     n_trials: int = Field(default=12, ge=0)
     """Optuna trials per tuned candidate (0: defaults only)."""
     tuning_storage: str | None = None
-    """Optuna storage URL; None: SQLite in the data directory."""
+    """Optuna storage URL, e.g. ``postgresql://dockline@db/optuna`` so several training
+    workers share one study (each runs trials until the study has ``n_trials``); None: SQLite
+    in the data directory."""
     primary_metric: Literal["pr_auc", "roc_auc", "brier", "log_loss"] = "pr_auc"
     """The metric that selects the candidate and that the promotion gate compares."""
     threshold_policy: Literal["target_precision", "expected_cost"] = "target_precision"
@@ -527,6 +530,22 @@ class CdcConfig(_Frozen):
 
 # -- end cdc -------------------------------------------------------------------------------------
 
+# -- registry ------------------------------------------------------------------------------------
+
+
+class RegistryConfig(_Frozen):
+    """``[registry]``: where MLflow keeps runs and registered models.
+
+    Unset: a SQLite file in the data directory. A server database (``postgresql://user@host/db``)
+    lets several machines share one registry; artifacts stay under ``<data-dir>/mlruns/``.
+    """
+
+    tracking_uri: str | None = None
+    """MLflow tracking and registry store URI, e.g. ``postgresql://dockline@db:5432/mlflow``."""
+
+
+# -- end registry --------------------------------------------------------------------------------
+
 
 class DocklineConfig(_Frozen):
     """All of dockline's settings, loaded from ``<data-dir>/dockline.toml`` when present."""
@@ -543,6 +562,7 @@ class DocklineConfig(_Frozen):
     decide: DecideConfig = DecideConfig()
     lineage: LineageConfig = LineageConfig()
     cdc: CdcConfig = CdcConfig()
+    registry: RegistryConfig = RegistryConfig()
 
     @classmethod
     def load(cls, path: Path | None) -> Self:

@@ -106,8 +106,10 @@ class TrainSummary:
 
 
 def open_registry(platform: Platform) -> MlflowRegistry:
-    """The data directory's model registry (MLflow, local SQLite store)."""
-    return MlflowRegistry.for_data_dir(platform.data, platform.clock)
+    """The data directory's model registry (MLflow; ``[registry] tracking_uri`` or SQLite)."""
+    return MlflowRegistry.for_data_dir(
+        platform.data, platform.clock, tracking_uri=platform.config.registry.tracking_uri
+    )
 
 
 def model_name_for(config: TrainConfig, project: str, label: str) -> str:
@@ -270,7 +272,8 @@ def train_model(
     ).hexdigest()[:12]
     out_dir = platform.data.root / "runs" / f"{name}-{run_key}"
     platform.data.mlruns.mkdir(parents=True, exist_ok=True)
-    storage = f"sqlite:///{platform.data.tuning_db.resolve()}"
+    # a shared study (``[train] tuning_storage``, e.g. PostgreSQL) or the data dir's own
+    storage = config.tuning_storage or f"sqlite:///{platform.data.tuning_db.resolve()}"
     outcome = train_candidates(data, config, storage=storage, out_dir=out_dir, progress=progress)
     bundle = export_bundle(platform.data.bundles, data, outcome, config)
 
