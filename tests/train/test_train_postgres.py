@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -125,3 +126,42 @@ def test_two_tuning_workers_share_one_study_and_its_budget(optuna_url: str, tmp_
     # the study stops at its budget, plus at most the other worker's trial in flight — not
     # each worker's own budget (2 × 8)
     assert budget <= len(finished) <= budget + 1
+
+
+@pytest.mark.slow
+def test_dockline_train_uses_the_configured_postgres_registry_and_study(
+    mlflow_url: str, optuna_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``dockline train`` with both settings writes nothing to the data dir's SQLite files."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    import optuna
+    from train_synth import write_synthetic
+
+    from dockline.pipeline.monitor import _champion_training_data
+    from dockline.pipeline.train import has_registry, train_model
+
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "dockline.toml").write_text(
+        f'[registry]\ntracking_uri = "{mlflow_url}"\n\n'
+        f'[train]\ncandidates = ["logistic"]\nn_trials = 2\ncv_folds = 2\n'
+        f'tuning_storage = "{optuna_url}"\n',
+        encoding="utf-8",
+    )
+    platform = Platform.open(root)
+    dataset = write_synthetic(tmp_path / "ds", stations=6, days=3, project="pgcity")
+    summary = train_model(platform, dataset=dataset, actor="test")
+    data = DataDir(root)
+    assert not data.tuning_db.exists() and not data.mlflow_db.exists()
+    studies = optuna.get_all_study_names(storage=sqlalchemy_url(optuna_url))
+    assert studies  # the study is in PostgreSQL
+    versions = open_registry(platform).versions(summary.model_name)
+    assert [v.version for v in versions] == [summary.version]
+    # run artifacts stay in the data dir, never in the working directory
+    assert list((data.mlruns / "artifacts").rglob("report*"))
+    assert list(cwd.iterdir()) == []
+    assert has_registry(platform)
+    # the monitor looks in the configured registry, not for the absent SQLite file
+    assert "no model registry" not in str(_champion_training_data(platform, datetime.now(UTC)))

@@ -54,6 +54,7 @@ __all__ = [
     "TrainSummary",
     "current_actor",
     "export_bundle",
+    "has_registry",
     "history",
     "model_name_for",
     "open_registry",
@@ -103,6 +104,14 @@ class TrainSummary:
     int8: dict[str, Any] | None = None
     """The INT8 variant's parity gate (``train.quantize = "int8"``): status, reason, measured
     max and mean |Δp|; None when not asked for."""
+
+
+def has_registry(platform: Platform) -> bool:
+    """Whether a registry may hold models: a configured server store, or the SQLite file exists.
+
+    Lets read-only callers (monitors, sensors) skip creating and migrating a local database.
+    """
+    return platform.config.registry.tracking_uri is not None or platform.data.mlflow_db.exists()
 
 
 def open_registry(platform: Platform) -> MlflowRegistry:
@@ -315,6 +324,9 @@ def train_model(
                 dataset,
                 data.metadata.content_hash,
                 {"kind": result.kind, "selected": str(result.name == outcome.selected).lower()},
+                # the data dir's artifacts/ for any store (a PostgreSQL one has no default
+                # beside it: MLflow would write to the working directory)
+                artifact_root=registry.artifact_root,
             )
             for result in (*outcome.candidates.values(), *outcome.baselines.values())
         }
