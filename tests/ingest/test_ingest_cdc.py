@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 psycopg2 = pytest.importorskip("psycopg2")
 
 from dockline.cli._cdc import cdc_app  # noqa: E402
-from dockline.core.errors import ConfigError  # noqa: E402
+from dockline.core.errors import ConfigError, SourceError  # noqa: E402
 from dockline.pipeline.cdc import ingest_cdc  # noqa: E402
 from dockline.pipeline.ingest import sink_offline  # noqa: E402
 from dockline.pipeline.platform import Platform  # noqa: E402
@@ -200,6 +200,9 @@ def test_cdc_reader_killed_mid_stream_resumes_without_loss_or_duplicates(
     db: Db, tmp_path: Path
 ) -> None:
     data = tmp_path / "data"
+    data.mkdir()
+    # one transaction per batch (5 rows): the kill lands between appends, mid-stream
+    (data / "dockline.toml").write_text("[ingest]\nbatch_rows = 5\n", encoding="utf-8")
     platform = Platform.open(data)
     ingest_cdc(platform, db.dsn, table="station_status", slot="s_kill", once=True)
     t0 = _base()
@@ -230,7 +233,7 @@ def test_cdc_reader_killed_mid_stream_resumes_without_loss_or_duplicates(
             reader.stdout.close()
     resumed = ingest_cdc(platform, db.dsn, table="station_status", slot="s_kill", once=True)
     resumed.check_accounting()
-    assert resumed.accepted < transactions * per  # the killed reader had appended some
+    assert 0 < resumed.accepted < transactions * per  # killed mid-stream
     rows = _offline(platform)
     assert len(rows) == transactions * per
     assert len(set(rows)) == len(rows)
@@ -270,3 +273,10 @@ def test_cli_cdc_ingest_without_a_dsn_is_a_config_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli_root, ["cdc", "ingest", "--data-dir", str(tmp_path), "--once"])
     assert isinstance(result.exception, ConfigError)
     assert "--dsn" in str(result.exception)
+
+
+def test_cdc_unreachable_server_is_a_one_line_source_error(postgres: Any, tmp_path: Path) -> None:
+    dead = f"host=127.0.0.1 port={postgres.port + 1 if postgres.port < 65535 else 1} user=x"
+    with pytest.raises(SourceError, match="cannot connect to PostgreSQL") as caught:
+        ingest_cdc(Platform.open(tmp_path / "data"), dead, once=True)
+    assert "\n" not in str(caught.value)

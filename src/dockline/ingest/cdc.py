@@ -201,6 +201,29 @@ class CdcReader:
         true, when ``until_lsn`` is reached with nothing pending (``--once``: what was
         committed when the run began), or after ``idle_timeout`` seconds without a message.
         """
+        try:
+            yield from self._batches(
+                after_lsn=after_lsn,
+                stop=stop,
+                until_lsn=until_lsn,
+                max_rows=max_rows,
+                poll=poll,
+                idle_timeout=idle_timeout,
+            )
+        except self._psycopg2.Error as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SourceError(f"replication stream failed: {first}", where=self.where) from exc
+
+    def _batches(
+        self,
+        *,
+        after_lsn: int,
+        stop: Callable[[], bool] | None,
+        until_lsn: int | None,
+        max_rows: int,
+        poll: float,
+        idle_timeout: float | None,
+    ) -> Iterator[CdcTransaction]:
         if self._cursor is None:
             self.start()
         cursor = self._cursor
