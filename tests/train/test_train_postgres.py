@@ -10,14 +10,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from test_train_registry import _bundle, _verdict
+from test_train_registry import T0, _bundle, _verdict
 
 from dockline.core.config import DataDir
 from dockline.core.time import FixedClock
@@ -26,8 +25,6 @@ from dockline.pipeline.train import open_registry
 from dockline.train._db import sqlalchemy_url
 
 psycopg2 = pytest.importorskip("psycopg2")
-
-T0 = __import__("test_train_registry").T0
 
 
 def _database(server: Any, name: str) -> str:
@@ -45,7 +42,7 @@ def mlflow_url(postgres: Any) -> str:
 
 
 @pytest.fixture(scope="module")
-def optuna_url(postgres: Any) -> Iterator[str]:
+def optuna_url(postgres: Any) -> str:
     return _database(postgres, "optuna_studies")
 
 
@@ -165,3 +162,15 @@ def test_dockline_train_uses_the_configured_postgres_registry_and_study(
     assert has_registry(platform)
     # the monitor looks in the configured registry, not for the absent SQLite file
     assert "no model registry" not in str(_champion_training_data(platform, datetime.now(UTC)))
+
+
+def test_a_bare_postgresql_url_names_an_installed_driver() -> None:
+    import importlib.util
+
+    url = sqlalchemy_url("postgresql://u@h:5/db")
+    if importlib.util.find_spec("psycopg") is None:
+        assert url == "postgresql+psycopg2://u@h:5/db"
+    else:
+        assert url == "postgresql://u@h:5/db"
+    assert sqlalchemy_url("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+    assert sqlalchemy_url("postgresql+psycopg2://u@h/db") == "postgresql+psycopg2://u@h/db"
