@@ -33,6 +33,9 @@ servers:
 		major=$$(ls /usr/lib/postgresql | sort -n | tail -1) && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-$$major-wal2json; \
 	fi
+	@if [ "$$(id -u)" = 0 ] && ! [ -x /usr/bin/chromium ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	fi
 
 # The demo's city starts at the same instant every run, so each run starts from an empty data dir.
 demo: $(STAMP)
@@ -61,12 +64,14 @@ bench: $(STAMP) servers
 	$(BIN)/python benchmarks/bench_online.py
 	$(BIN)/python benchmarks/bench_materialize.py
 	$(BIN)/python benchmarks/bench_ingest_online.py
+	$(BIN)/python benchmarks/bench_kafka_log.py
 	$(BIN)/python benchmarks/bench_serving.py
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_drift.py
 	$(BIN)/python benchmarks/bench_ingest_start.py
 	$(BIN)/python benchmarks/bench_served_consistency.py
 	$(BIN)/python benchmarks/bench_tradeoffs.py
+	$(BIN)/python benchmarks/bench_explain.py
 
 # Installs Feast 0.67 in its own venv (benchmarks/.venv-feast) and takes several minutes.
 bench-pit: $(STAMP)

@@ -37,6 +37,10 @@ PUBLIC = [
     "dockline.features.served",
     "dockline.orchestration",
     "dockline.orchestration.defs",
+    # -- ui --
+    "dockline.ui",
+    "dockline.pipeline.ui_api",
+    "dockline.cli._ui",
 ]
 
 

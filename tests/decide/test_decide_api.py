@@ -18,7 +18,7 @@ from dockline.core.config import DataDir, DecideConfig, ServeConfig
 from dockline.core.contracts import TS_TYPE
 from dockline.core.decisions import StationState, Truck, decode_decision
 from dockline.core.time import FixedClock, to_micros
-from dockline.pipeline.decide_api import DECIDE_PATH, add_decide_route
+from dockline.pipeline.decide_api import DECIDE_PATH, MAX_DECIDE_BODY, add_decide_route
 from dockline.pipeline.serve import BackgroundServer
 from dockline.serve import create_app
 from dockline.sim import City, CityConfig
@@ -117,6 +117,15 @@ def test_decide_scores_the_stations_with_the_served_model(served: tuple[str, Cit
             times.append(time.perf_counter() - t)
         p50, p99 = np.percentile(times, [50, 99]) * 1e3
         print(f"POST /v1/decide, 300 stations: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+        metrics = client.get(f"{url}/metrics").text
+        answered = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("dockline_decisions_total{")
+        )
+        assert answered >= 104, "every decision is counted on /metrics"
+        assert 'dockline_decisions_total{health_gate="fallback",policy="predictive"}' in metrics
+        assert "dockline_decide_duration_seconds_count" in metrics
 
 
 def test_bad_requests_are_422_with_a_reason(served: tuple[str, City, str]) -> None:
@@ -128,3 +137,7 @@ def test_bad_requests_are_422_with_a_reason(served: tuple[str, City, str]) -> No
         assert bad.status_code == 422 and bad.json()["reason"] == "invalid_json"
         wrong = client.post(f"{url}{DECIDE_PATH}", json=body(city, policy="oracle"))
         assert wrong.status_code == 422 and wrong.json()["reason"] == "invalid_request"
+        huge = client.post(f"{url}{DECIDE_PATH}", content=b"[" + b" " * MAX_DECIDE_BODY + b"]")
+        assert huge.status_code == 413 and huge.json()["reason"] == "body_too_large"
+        metrics = client.get(f"{url}/metrics").text
+        assert 'dockline_decide_errors_total{reason="invalid_json"}' in metrics

@@ -167,6 +167,15 @@ def served(city: City) -> Iterator[str]:
         batch = client.post("/v1/predict/batch", json={"entities": city.stations[:3]})
         assert batch.status_code == 200, batch.text
         assert client.post("/v1/predict", json={"entity": "no-such-station"}).status_code == 404
+        now = clock.now().isoformat()
+        stations = [
+            {"station_id": s, "bikes": 0, "docks": 9, "capacity": 9, "lat": 41.9, "lon": -87.6}
+            | {"as_of": now, "age_s": 0.0}
+            for s in city.stations
+        ]
+        decided = client.post("/v1/decide", json={"stations": stations})
+        assert decided.status_code == 200, decided.text  # the decision metrics' input
+        assert client.post("/v1/decide", json={"stations": []}).status_code == 422
         clock.advance(timedelta(seconds=61))
         rows, windows = platform.data.serving_predictions, platform.data.serving_metrics
         deadline = time.monotonic() + 15

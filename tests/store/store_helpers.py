@@ -2,6 +2,8 @@
 
 writer LOG TOTAL BATCH      append rows 0..TOTAL-1, resuming from the producer state
 sink LOG ROOT READ_BATCH    run the offline sink once over topic station_status
+
+LOG is a SQLite log's path, or ``kafka://HOST:PORT/PREFIX`` for a Kafka log.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from dockline.core.contracts import STATION_STATUS_SCHEMA, DatasetMetadata
-from dockline.core.ports import ProducerState
+from dockline.core.ports import EventLog, ProducerState
 from dockline.core.time import FixedClock
 from dockline.store import OfflineSink, OfflineStore, SqliteEventLog
 
@@ -78,8 +80,18 @@ def manifest_of(path: Path) -> DatasetMetadata:
     return DatasetMetadata.read(path)
 
 
-def _writer(log_path: Path, total: int, batch: int) -> None:
-    log = SqliteEventLog(log_path)
+def open_log(spec: str) -> EventLog:
+    """A SQLite log at a path, or a Kafka log for ``kafka://HOST:PORT/PREFIX``."""
+    if spec.startswith("kafka://"):
+        from dockline.store.log.kafka import KafkaEventLog
+
+        bootstrap, prefix = spec.removeprefix("kafka://").split("/", 1)
+        return KafkaEventLog(bootstrap, topic_prefix=prefix)
+    return SqliteEventLog(Path(spec))
+
+
+def _writer(log_path: str, total: int, batch: int) -> None:
+    log = open_log(log_path)
     state = log.producer_state(PRODUCER)
     done = int(state) if state is not None else 0
     while done < total:
@@ -94,8 +106,8 @@ def _writer(log_path: Path, total: int, batch: int) -> None:
     log.close()
 
 
-def _sink(log_path: Path, root: Path, read_batch: int) -> None:
-    log = SqliteEventLog(log_path)
+def _sink(log_path: str, root: Path, read_batch: int) -> None:
+    log = open_log(log_path)
     store = OfflineStore(root, clock=FixedClock(START))
     OfflineSink(log, store, topic=TOPIC, read_batch=read_batch).run_once()
     log.close()
@@ -104,8 +116,8 @@ def _sink(log_path: Path, root: Path, read_batch: int) -> None:
 if __name__ == "__main__":
     command, *args = sys.argv[1:]
     if command == "writer":
-        _writer(Path(args[0]), int(args[1]), int(args[2]))
+        _writer(args[0], int(args[1]), int(args[2]))
     elif command == "sink":
-        _sink(Path(args[0]), Path(args[1]), int(args[2]))
+        _sink(args[0], Path(args[1]), int(args[2]))
     else:
         raise SystemExit(f"unknown command {command!r}")

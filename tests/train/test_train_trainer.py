@@ -50,7 +50,11 @@ def test_every_candidate_and_baseline_is_evaluated_and_reported(run: TrainOutcom
         assert base64.b64decode(first)[:8] == b"\x89PNG\r\n\x1a\n"
         metrics = json.loads((result.report_dir / METRICS_FILE).read_text())
         assert metrics["test"]["pr_auc"] == pytest.approx(result.test_metrics["pr_auc"])
-        assert set(metrics["slices"]) == {"station_size", "hour_of_day", "day_type"}
+        # no lat/lon in this set: every family but geography
+        assert set(metrics["slices"]["families"]) == {"capacity", "activity", "hour", "day_type"}
+        assert ("status" in metrics["slices"]["families"]["hour"][0]) == (
+            result.name != "persistence"
+        )
         assert metrics["threshold"]["threshold"] == result.threshold.threshold
     summary = json.loads((run.out_dir / SUMMARY_FILE).read_text())
     assert summary["selected"] == run.selected

@@ -7,6 +7,7 @@ meaningful baseline.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -42,14 +43,22 @@ def write_synthetic(
     name: str = "synth",
     label: str = "empty_next_hour",
     project: str | None = None,
+    positions: Mapping[int, tuple[float, float]] | None = None,
+    relabel: Callable[[int, dict[str, np.ndarray]], np.ndarray] | None = None,
 ) -> Path:
     """Write ``root/data.parquet`` and ``root/_metadata.json`` (built for ``label``); return
-    ``root``."""
+    ``root``.
+
+    ``positions`` (station index → (lat, lon)) adds the ``lat__static``/``lon__static``
+    features; ``relabel(station, columns)`` replaces a station's ``empty_next_hour`` (columns:
+    ``bikes``, ``noise``, ``as_of``, ``label``, ``rng``'s draws in ``u``).
+    """
+    features = FEATURES + (["lat__static", "lon__static"] if positions is not None else [])
     rng = np.random.default_rng(seed)
     steps = days * 24 * 4
     start_us = int(T0.timestamp() * 1_000_000)
     horizon_steps = HORIZON_US // STEP_US
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in ["station_id", "as_of", *FEATURES]}
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ["station_id", "as_of", *features]}
     labels: dict[str, list[np.ndarray]] = {"empty_next_hour": [], "full_next_hour": []}
     for s in range(stations):
         cap = int(rng.integers(8, 30))
@@ -79,8 +88,16 @@ def write_synthetic(
         cols["hour_of_day"].append(hour.astype(np.float64))
         cols["day_of_week"].append(dow.astype(np.float64))
         cols["is_weekend"].append((dow >= 5).astype(np.float64))
-        cols["noise"].append(rng.normal(size=steps))
-        labels["empty_next_hour"].append(future_min == 0)
+        noise = rng.normal(size=steps)
+        cols["noise"].append(noise)
+        empty_next = future_min == 0
+        if positions is not None:
+            cols["lat__static"].append(np.full(steps, positions[s][0]))
+            cols["lon__static"].append(np.full(steps, positions[s][1]))
+        if relabel is not None:
+            columns = {"bikes": bikes, "noise": noise, "as_of": as_of, "label": empty_next}
+            empty_next = relabel(s, columns | {"u": rng.random(steps)})
+        labels["empty_next_hour"].append(empty_next)
         labels["full_next_hour"].append(future_max == cap)
     as_of_all = np.concatenate(cols["as_of"])
     arrays: dict[str, pa.Array] = {
@@ -92,7 +109,7 @@ def write_synthetic(
         "bikes_in_60m": pa.array(np.zeros(as_of_all.size)),
         "availability__as_of": pa.array(as_of_all, pa.timestamp("us", tz="UTC")),
     }
-    for f in FEATURES:
+    for f in features:
         values = np.concatenate(cols[f])
         arrays[f] = pa.array(values, mask=np.isnan(values))
     table = pa.table(arrays)
@@ -116,7 +133,7 @@ def write_synthetic(
             )
         ],
         content_hash=digest,
-        feature_count=len(FEATURES),
+        feature_count=len(features),
         target=label,
         extra={
             "label": label,
@@ -124,7 +141,7 @@ def write_synthetic(
             "horizon_us": HORIZON_US,
             "labels": "empty_next_hour,full_next_hour,bikes_in_60m",
             "plan_hash": "p" * 64,
-            "features": ",".join(FEATURES),
+            "features": ",".join(features),
         },
     ).write(root / "_metadata.json")
     return root

@@ -28,6 +28,7 @@ from dockline.cli import (
     _serve,
     _sim,
     _training,
+    _ui,
 )
 from dockline.cli._common import State
 from dockline.core.config import DATA_DIR_ENV
@@ -117,6 +118,7 @@ def _register() -> None:
     app.command("init")(_demo.init)
     app.command("serve")(_serve.serve)
     app.command("train")(_training.train)
+    app.command("ui")(_ui.ui)
     _features.dataset_app.command("build")(_training.dataset_build)
     app.add_typer(_sim.sim_app, name="sim")
     app.add_typer(_features.features_app, name="features")

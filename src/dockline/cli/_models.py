@@ -81,7 +81,14 @@ def models_list(
                 ", ".join(v.aliases) or "-",
                 v.bundle_id,
                 v.created_at.isoformat(timespec="seconds"),
-                "-" if gate is None else ("passed" if gate.passed else "failed"),
+                "-"
+                if gate is None
+                else ("passed" if gate.passed else "failed")
+                + (
+                    f" ({max(gate.slices_flagged, len(gate.slice_flags))} slices worse)"
+                    if gate.slice_flags
+                    else ""
+                ),
                 "-" if gate is None else f"{gate.primary_metric} {gate.value:.4f}",
             )
         console.print(table)

@@ -150,6 +150,27 @@ def _cell(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def slice_lines(summary: TrainSummary) -> list[str]:
+    """The slice check in words: how many slices were judged, and each flagged one."""
+    gate = summary.gate
+    if not gate.slices_judged and not gate.slices_inconclusive:
+        return []
+    flags = gate.slice_flags
+    worse = max(gate.slices_flagged, len(flags))
+    head = (
+        f"slices: {gate.slices_judged} judged against persistence,"
+        f" {gate.slices_inconclusive} inconclusive (too few rows or positives);"
+        + (
+            f" {worse} worse than persistence"
+            + (" — fails the gate" if gate.slice_policy == "fail" else " — a warning")
+            if flags
+            else " none worse than persistence"
+        )
+    )
+    more = [f"  … and {worse - len(flags)} more (report.html)"] if worse > len(flags) else []
+    return [head, *(f"  ! {f.describe()}" for f in flags), *more]
+
+
 def train_tables(summary: TrainSummary) -> list[Table | str]:
     """The ``train`` summary: candidates with the validation metric the selection used and
     their test metrics, a legend, the splits with their row counts, and the verdict."""
@@ -211,6 +232,7 @@ def train_tables(summary: TrainSummary) -> list[Table | str]:
             f" (bundle {summary.bundle_id}, ONNX parity {summary.parity_max_abs_diff:.1e});"
             f" gate {verdict}; alias: {summary.alias or '-'}"
         )
+    out.extend(slice_lines(summary))
     if summary.reproducible:
         out.append("reproducible: a second run gave the same bundle id")
     out.append(f"report: {summary.report}")

@@ -6,6 +6,7 @@ A bundle is a directory ``bundles/<bundle_id>/``::
     model.onnx             the model as ONNX (never a pickle: loading it cannot run code)
     drift_baseline.json    DriftBaseline: per-feature quantiles and histograms of the training data
     model.int8.onnx        optional: the INT8 variant, present when its parity gate passed
+    explain.json           optional: the model as JSON for explanations (dockline.core.explain)
 
 The manifest records the SHA-256 of every other file, and ``bundle_id`` is the SHA-256 of the
 manifest's bytes, so the id addresses the whole content: two bundles with the same id hold the

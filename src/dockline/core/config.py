@@ -9,6 +9,7 @@ One data directory holds all state; its layout is stable (DESIGN.md, "Names and 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import tomllib
@@ -42,6 +43,7 @@ __all__ = [
     "RegistryConfig",
     "ServeConfig",
     "TrainConfig",
+    "TrainSlicesConfig",
     "config_errors",
     "read_toml",
     "record_project",
@@ -75,13 +77,34 @@ class _Frozen(BaseModel):
 class LogConfig(_Frozen):
     """Which event log, and how it is laid out."""
 
-    kind: Literal["sqlite"] = "sqlite"
-    """The event log implementation (only the embedded SQLite log so far)."""
+    kind: Literal["sqlite", "kafka"] = "sqlite"
+    """The event log: ``sqlite`` (embedded, ``log/log.sqlite``) or ``kafka`` (a Kafka-protocol
+    broker at ``bootstrap_servers``; nothing is then written to the embedded log)."""
     partitions: int = Field(default=4, ge=1, le=256)
     """Partitions of a new topic; events are keyed by station, so order holds per station."""
     # FULL survives power loss; NORMAL (WAL) survives process crashes, which is what kill -9 needs.
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     """SQLite's durability: NORMAL survives a crashed process, FULL a power loss (slower)."""
+
+    # -- log: the Kafka-protocol log (issue 17) ------------------------------------------------
+    bootstrap_servers: str | None = None
+    """For ``kind = "kafka"``: the broker(s), ``"host:port[,host:port…]"``."""
+    topic_prefix: str = Field(default="dockline.", pattern=r"^[A-Za-z0-9._-]*$")
+    """For ``kind = "kafka"``: prefix of every topic and consumer group, so deployments can
+    share a cluster (``dockline.station_status``, ``dockline.__commits``, …)."""
+    retention_ms: int = Field(default=-1, ge=-1)
+    """For ``kind = "kafka"``: ``retention.ms`` set on the topics dockline creates (-1: keep
+    forever; the log is the source of truth the offline store is rebuilt from)."""
+    timeout: float = Field(default=15.0, gt=0)
+    """For ``kind = "kafka"``: seconds to wait for the broker before an operation fails."""
+
+    @model_validator(mode="after")
+    def _kafka_needs_servers(self) -> Self:
+        if self.kind == "kafka" and not self.bootstrap_servers:
+            raise ValueError('kind = "kafka" needs bootstrap_servers = "host:port"')
+        return self
+
+    # -- end log: Kafka --------------------------------------------------------------------------
 
 
 class IngestConfig(_Frozen):
@@ -143,6 +166,80 @@ class FeaturesConfig(_Frozen):
     """DuckDB's memory limit for offline feature computation (it spills beyond)."""
 
 
+# -- train slices (issue 16) --------------------------------------------------------------------
+
+
+class TrainSlicesConfig(_Frozen):
+    """``[train.slices]``: performance per slice in the report and the promotion gate.
+
+    Slice families: ``geography`` (k-means of station positions), ``capacity`` and ``activity``
+    bands (station terciles unless edges are given), ``hour`` bands and ``day_type``. A slice
+    is judged only with at least ``min_rows`` rows and ``min_positives`` positives (else
+    *inconclusive*); it is *worse* when the candidate trails persistence on ``metric`` by more
+    than ``tolerance`` and the station-bootstrap interval of the difference excludes zero.
+    """
+
+    metric: Literal["pr_auc", "brier"] = "pr_auc"
+    """The metric a slice is judged on (candidate against persistence)."""
+    tolerance: float = Field(default=0.02, ge=0)
+    """How much worse than persistence (absolute, on ``metric``) a slice may be unflagged."""
+    min_rows: int = Field(default=200, ge=1)
+    """Fewer test rows in a slice: inconclusive, never judged."""
+    min_positives: int = Field(default=20, ge=1)
+    """Fewer positive labels in a slice: inconclusive, never judged."""
+    bootstrap: int = Field(default=200, ge=0)
+    """Station-block bootstrap replicates for the difference's interval (0: point estimate
+    only, so ``tolerance`` alone decides)."""
+    confidence: float = Field(default=0.9, gt=0, lt=1)
+    """Coverage of that interval."""
+    on_flag: Literal["warn", "fail"] = "warn"
+    """``warn``: a flagged slice is a warning in the gate's verdict; ``fail``: it fails the gate."""
+    geo_clusters: int = Field(default=4, ge=0)
+    """k of the k-means over station positions (``lat__static``/``lon__static``); 0: no
+    geography slices."""
+    capacity_edges: tuple[float, ...] = ()
+    """Capacity band edges (e.g. ``[15, 25]``); empty: the stations' capacity terciles."""
+    activity_feature: str | None = None
+    """The station's median of this feature over the train split is its activity; None: its
+    historical turnover, the mean absolute change of ``num_bikes_available__last`` between
+    consecutive snapshots in the train split."""
+    activity_edges: tuple[float, ...] = ()
+    """Activity band edges; empty: the stations' activity terciles."""
+    hour_bands: tuple[tuple[str, int], ...] = (
+        ("night", 0),
+        ("morning peak", 6),
+        ("midday", 10),
+        ("evening peak", 16),
+        ("evening", 19),
+    )
+    """(name, first hour) of each hour band, hours ascending from 0; a band lasts until the next."""
+    tz: str | None = None
+    """Time zone of the hour bands; None: the dataset's ``hour_of_day`` feature (the project
+    calendar's zone), or UTC when it has none."""
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        starts = [h for _, h in self.hour_bands]
+        ascending = all(b > a for a, b in itertools.pairwise(starts))
+        if starts and (starts[0] != 0 or not ascending or starts[-1] > 23):
+            raise ValueError("hour_bands must start at hour 0 and ascend strictly within 0-23")
+        edges = {"capacity_edges": self.capacity_edges, "activity_edges": self.activity_edges}
+        for name, values in edges.items():
+            if any(b <= a for a, b in itertools.pairwise(values)):
+                raise ValueError(f"{name} must ascend strictly")
+        if self.tz is not None:
+            from zoneinfo import ZoneInfo
+
+            try:
+                ZoneInfo(self.tz)
+            except (ValueError, KeyError):
+                raise ValueError(f"tz must be an IANA time zone; got {self.tz!r}") from None
+        return self
+
+
+# -- end train slices ---------------------------------------------------------------------------
+
+
 class TrainConfig(_Frozen):
     """How ``dockline train`` splits, tunes, calibrates, thresholds and gates."""
 
@@ -184,6 +281,8 @@ class TrainConfig(_Frozen):
     """Largest |ONNX - native| probability on the test rows before the bundle is refused."""
     max_rows: int | None = Field(default=None, ge=1000)
     """Subsample training rows (by entity-hash, deterministic) beyond this; None: all."""
+    slices: TrainSlicesConfig = TrainSlicesConfig()
+    """Slice checks in the report and the gate (``[train.slices]``)."""
     # -- INT8 variant (issue 16 §4); left out of the config hash while off, so bundle ids of
     # configs that never set it do not change --
     quantize: Literal["off", "int8"] = "off"

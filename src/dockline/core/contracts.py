@@ -45,6 +45,7 @@ __all__ = [
     "PromotionEvent",
     "RejectReason",
     "ServingMetricsWindow",
+    "SliceFlag",
     "TrainingMetadata",
     "UtcDatetime",
     "confirmations_topic",
@@ -325,6 +326,35 @@ class TrainingMetadata(Contract):
     candidate: str | None = None
 
 
+class SliceFlag(BaseModel):
+    """A test slice where the candidate trails persistence (see ``[train.slices]``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    family: str
+    slice: str
+    metric: str
+    candidate: float
+    persistence: float
+    rows: int
+    positives: int
+    interval: tuple[float, float] | None = None
+    """Interval of candidate − persistence (oriented: < 0 is worse); None without bootstrap."""
+
+    def describe(self) -> str:
+        """One line: which slice, both values, the support."""
+        band = (
+            ""
+            if self.interval is None
+            else f", difference interval [{self.interval[0]:+.3f}, {self.interval[1]:+.3f}]"
+        )
+        return (
+            f"slice {self.family}={self.slice}: {self.metric} {self.candidate:.3f} is worse than"
+            f" persistence {self.persistence:.3f} ({self.rows} rows, {self.positives}"
+            f" positives{band})"
+        )
+
+
 class GateVerdict(Contract):
     """Whether a model version may become champion, and why (stored with the version)."""
 
@@ -340,6 +370,27 @@ class GateVerdict(Contract):
     max_ece: float
     reasons: list[str] = Field(default_factory=list)
     """Each failed condition, in words; empty when ``passed``."""
+    warnings: list[str] = Field(default_factory=list)
+    """Findings that do not fail the gate (slices flagged under ``on_flag = "warn"``)."""
+    slice_flags: list[SliceFlag] = Field(default_factory=list)
+    """Test slices where the candidate trails persistence (fail or warn per ``slice_policy``)."""
+    slice_policy: Literal["warn", "fail"] = "warn"
+    slices_flagged: int = 0
+    """How many slices were worse (``slice_flags`` keeps the worst 20)."""
+    slices_judged: int = 0
+    """Slices with enough rows and positives to judge (0: no slice check ran)."""
+    slices_inconclusive: int = 0
+    """Slices too small to judge."""
+
+    def slice_note(self) -> str:
+        """``"; slices worse than persistence (warn): hour=night (00–06h), …"``; "" if none."""
+        if not self.slice_flags:
+            return ""
+        names = ", ".join(f"{f.family}={f.slice}" for f in self.slice_flags[:5])
+        more = max(self.slices_flagged, len(self.slice_flags)) - min(len(self.slice_flags), 5)
+        return f"; slices worse than persistence ({self.slice_policy}): {names}" + (
+            f" and {more} more" if more > 0 else ""
+        )
 
 
 class ModelVersion(Contract):

@@ -1,13 +1,14 @@
 """Ports: the narrow Protocols that storage backends implement.
 
 What exists today: every storage port has an embedded SQLite implementation
-(:class:`EventLog`, :class:`DeadLetterStore`, :class:`OnlineStore`), and only the online store
-also has a distributed one (Redis). Each implementation passes its port's shared contract-test
-class (``tests/store/contract_*.py``); a distributed event log or dead-letter store would subclass
-the same tests, but none exists yet. :class:`ModelRegistry` has one implementation (MLflow,
-``dockline.train.registry``); :class:`FeatureReader` has the serving readers (read-time
-evaluation in ``dockline.features.served``, stored vectors in ``dockline.serve``). Signatures use
-domain types — Arrow tables and typed records — and serialization stays inside the backend.
+(:class:`EventLog`, :class:`DeadLetterStore`, :class:`OnlineStore`); the online store also has a
+distributed one (Redis) and the event log a Kafka-protocol one (``dockline.store.log.kafka``).
+Each implementation passes its port's shared contract-test class (``tests/store/contract_*.py``);
+a distributed dead-letter store would subclass the same tests. :class:`ModelRegistry` has one
+implementation (MLflow, ``dockline.train.registry``); :class:`FeatureReader` has the serving
+readers (read-time evaluation in ``dockline.features.served``, stored vectors in
+``dockline.serve``). Signatures use domain types — Arrow tables and typed records — and
+serialization stays inside the backend.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class ProducerState:
     A producer (an ingester following a feed, an archive import) stores here what it needs to
     resume without duplicating: per-entity watermarks, files done. Because it commits in the same
     transaction as the append, a ``kill -9`` between two appends loses nothing and repeats nothing.
-    Kafka-protocol logs implement this with a transactional write to a compacted state topic.
+    The Kafka-protocol log carries the states in the commit record that makes an append visible.
     """
 
     producer: str

@@ -23,6 +23,8 @@ from typing import Any, Literal
 import msgspec
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.requests import ClientDisconnect
 
 from dockline.core.config import DecideConfig
 from dockline.core.decisions import (
@@ -38,10 +40,13 @@ from dockline.core.errors import DocklineError
 from dockline.core.time import ensure_utc, from_micros
 from dockline.decide import decide
 from dockline.pipeline.decide import constraints_from, params_from
+from dockline.serve import REASON_STATUS, ServeError, read_body
 
-__all__ = ["DECIDE_PATH", "DecideRequest", "add_decide_route"]
+__all__ = ["DECIDE_PATH", "MAX_DECIDE_BODY", "DecideRequest", "add_decide_route"]
 
 DECIDE_PATH = "/v1/decide"
+MAX_DECIDE_BODY = 4 * 1024 * 1024
+"""Bodies past this are refused (413) while they stream in: ~10,000 stations with a fleet."""
 # The serving app's 503 reasons (serve._errors.REASON_STATUS): the service, not the request, failed.
 _UNAVAILABLE = frozenset(
     {"stale_features", "no_model", "store_unavailable", "not_ready", "registry_unavailable"}
@@ -70,18 +75,26 @@ def add_decide_route(app: FastAPI, cfg: DecideConfig, *, full: Any = None) -> No
     deployment's predictor (None, or no champion there: ``p_full`` is 0, ``full:none``)."""
     predictor: Any = app.state.predictor
     params = params_from(cfg)
+    metrics = _DecideMetrics(app.state.telemetry.registry)
+    body_timeout_s: float = app.state.body_timeout_s  # serve.request_timeout, as elsewhere
 
     @app.post(DECIDE_PATH, summary="One cycle's rebalancing decision for the stations given")
     async def decide_route(request: Request) -> Response:
         t0 = perf_counter()
         try:
-            req = msgspec.json.decode(await request.body(), type=DecideRequest)
+            raw = await read_body(request, MAX_DECIDE_BODY, body_timeout_s)
+        except ServeError as exc:  # too large, or too slow: before any decoding
+            return metrics.error(REASON_STATUS[exc.reason], exc.reason, exc.message, "body")
+        except ClientDisconnect:
+            return metrics.error(400, "client_disconnected", "the client left mid-body")
+        try:
+            req = msgspec.json.decode(raw, type=DecideRequest)
         except msgspec.ValidationError as exc:
-            return _error(422, "invalid_request", str(exc))
+            return metrics.error(422, "invalid_request", str(exc))
         except msgspec.DecodeError as exc:
-            return _error(422, "invalid_json", str(exc))
+            return metrics.error(422, "invalid_json", str(exc))
         if not req.stations:
-            return _error(422, "invalid_value", "stations must not be empty", "stations")
+            return metrics.error(422, "invalid_value", "stations must not be empty", "stations")
         now_us = predictor.now_us()
         ids = [s.station_id for s in req.stations]
         preds: list[StationPrediction] = []
@@ -113,8 +126,56 @@ def add_decide_route(app: FastAPI, cfg: DecideConfig, *, full: Any = None) -> No
             decision = decide(req.policy or _live(cfg.policy), inputs, params)
         except DocklineError as exc:
             status = 503 if exc.reason in _UNAVAILABLE else 422
-            return _error(status, exc.reason, exc.message, exc.where)
+            return metrics.error(status, exc.reason, exc.message, exc.where)
+        metrics.decided(decision, perf_counter() - t0)
         return Response(encode(decision), media_type="application/json")
+
+
+class _DecideMetrics:
+    """``POST /v1/decide`` on the serving app's ``/metrics``: decisions by policy and gate, the
+    moves and bikes they plan, refusals by reason, latency (no per-station labels)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.decisions = Counter(
+            "dockline_decisions",
+            "Decisions answered by POST /v1/decide, by policy and health gate.",
+            ["policy", "health_gate"],
+            registry=registry,
+        )
+        self.moves = Counter(
+            "dockline_decision_moves",
+            "Truck moves planned by POST /v1/decide.",
+            ["policy"],
+            registry=registry,
+        )
+        self.bikes = Counter(
+            "dockline_decision_bikes",
+            "Bikes planned to move by POST /v1/decide.",
+            ["policy"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "dockline_decide_errors",
+            "POST /v1/decide requests refused, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.seconds = Histogram(
+            "dockline_decide_duration_seconds",
+            "POST /v1/decide latency, scoring and planning included.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=registry,
+        )
+
+    def decided(self, decision: Any, seconds: float) -> None:
+        self.decisions.labels(decision.policy, str(decision.health_gate)).inc()
+        self.moves.labels(decision.policy).inc(len(decision.actions))
+        self.bikes.labels(decision.policy).inc(sum(a.bikes for a in decision.actions))
+        self.seconds.observe(seconds)
+
+    def error(self, status: int, reason: str, message: str, field: str | None = None) -> Response:
+        self.errors.labels(reason).inc()
+        return _error(status, reason, message, field)
 
 
 def _scored(predictor: Any, ids: list[str], now_us: int, t0: float) -> list[Any]:

@@ -32,7 +32,23 @@ def _sqlite_log(data: DataDir, config: LogConfig) -> EventLog:
     )
 
 
-LOG_FACTORIES: dict[str, Callable[[DataDir, LogConfig], EventLog]] = {"sqlite": _sqlite_log}
+def _kafka_log(data: DataDir, config: LogConfig) -> EventLog:
+    from dockline.store.log.kafka import KafkaEventLog  # the kafka extra, only if chosen
+
+    assert config.bootstrap_servers is not None  # LogConfig checks it for kind = "kafka"
+    return KafkaEventLog(
+        config.bootstrap_servers,
+        topic_prefix=config.topic_prefix,
+        default_partitions=config.partitions,
+        retention_ms=config.retention_ms,
+        timeout=config.timeout,
+    )
+
+
+LOG_FACTORIES: dict[str, Callable[[DataDir, LogConfig], EventLog]] = {
+    "sqlite": _sqlite_log,
+    "kafka": _kafka_log,
+}
 """Event log implementations by ``LogConfig.kind``."""
 
 
@@ -110,8 +126,21 @@ class Platform:
         return LOG_FACTORIES[self.config.log.kind](self.data, self.config.log)
 
     def open_deadletters(self) -> DeadLetterStore:
-        """The dead-letter store."""
-        return SqliteDeadLetterStore(self.data.deadletters / "deadletters.sqlite")
+        """The dead-letter store; with the Kafka log, new letters also go to its dead-letter
+        topic (the SQLite store stays the store of record: counts, examples, replay)."""
+        store = SqliteDeadLetterStore(self.data.deadletters / "deadletters.sqlite")
+        log = self.config.log
+        if log.kind == "kafka" and log.bootstrap_servers:
+            from dockline.store.log.kafka_deadletters import KafkaDeadLetterStore
+
+            return KafkaDeadLetterStore(
+                store,
+                log.bootstrap_servers,
+                topic_prefix=log.topic_prefix,
+                retention_ms=log.retention_ms,
+                timeout=log.timeout,
+            )
+        return store
 
     def open_offline(self) -> OfflineStore:
         """The offline (Parquet) store."""

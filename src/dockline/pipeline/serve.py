@@ -139,6 +139,13 @@ def create_serving_app(platform: Platform) -> FastAPI:
     add_decide_route(  # POST /v1/decide (P7)
         app, platform.config.decide, full=full.state.predictor if full is not None else None
     )
+    # -- ui: the dashboard's read-only JSON and its static files at /ui --
+    from dockline.pipeline.ui_api import add_ui_routes
+    from dockline.ui import UI_PATH, ui_files
+
+    add_ui_routes(app, platform)
+    app.mount(UI_PATH, ui_files(), name="ui")
+    # -- end ui --
     # -- lineage: a serving deployment run (never fails the start) --
     from dockline.pipeline.lineage import record_serving
 

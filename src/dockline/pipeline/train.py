@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from dockline import __version__
 from dockline.core.bundle import Bundle, BundleScorer, Lineage, load_bundle
@@ -48,6 +49,7 @@ from dockline.train.export import HOURS_PER_WEEK, HourOfWeekRates, build_bundle
 from dockline.train.gate import evaluate_gate
 from dockline.train.mlflow_log import log_candidate_run
 from dockline.train.report import write_report
+from dockline.train.slices import PERSISTENCE, compare_slices
 from dockline.train.trainer import TrainOutcome, train_candidates
 
 __all__ = [
@@ -104,6 +106,9 @@ class TrainSummary:
     int8: dict[str, Any] | None = None
     """The INT8 variant's parity gate (``train.quantize = "int8"``): status, reason, measured
     max and mean |Δp|; None when not asked for."""
+    slices: dict[str, Any] = field(default_factory=dict)
+    """The selected candidate's slice table (beside persistence and the champion) the gate
+    judged; see :mod:`dockline.train.slices`."""
 
 
 def has_registry(platform: Platform) -> bool:
@@ -220,10 +225,10 @@ def export_bundle(
     )
 
 
-def _champion_value(
+def _champion_scores(
     registry: MlflowRegistry, name: str, outcome: TrainOutcome
-) -> tuple[int, float] | None:
-    """The current champion's primary metric on this run's test window, or None.
+) -> tuple[int, npt.NDArray[np.float64]] | None:
+    """The current champion's probabilities on this run's test window, or None.
 
     The champion is scored by its own bundle (its ONNX model and calibration) on the new test
     split, so the gate compares like with like. A champion needing features this dataset lacks
@@ -244,8 +249,32 @@ def _champion_value(
             where=name,
         )
     columns = np.ascontiguousarray(outcome.test_X[:, [index[f] for f in wanted]])
-    probabilities = BundleScorer(bundle).score(columns)
-    return current.version, metric(outcome.primary_metric, outcome.test_y, probabilities)
+    return current.version, np.asarray(BundleScorer(bundle).score(columns), dtype=np.float64)
+
+
+def _slice_table(
+    outcome: TrainOutcome,
+    config: TrainConfig,
+    champion: tuple[int, npt.NDArray[np.float64]] | None,
+) -> dict[str, Any]:
+    """The selected candidate's slice table beside persistence and, when there is one, the
+    champion (scored on the same test rows)."""
+    best = outcome.best
+    persistence = outcome.baselines[PERSISTENCE]
+    assert best.test_p is not None and persistence.test_p is not None
+    models = {best.name: best.test_p, PERSISTENCE: persistence.test_p}
+    if champion is not None:
+        models[f"champion v{champion[0]}"] = champion[1]
+    assert outcome.test_station_ids is not None
+    return compare_slices(
+        outcome.test_y,
+        outcome.test_station_ids,
+        outcome.slice_masks,
+        models,
+        candidate=best.name,
+        config=config.slices,
+        seed=config.seed,
+    )
 
 
 def train_model(
@@ -308,11 +337,14 @@ def train_model(
     same = next((v for v in registry.versions(name) if v.bundle_id == bundle.bundle_id), None)
     if same is not None:
         # the very bytes are registered already: another version would be a duplicate
-        verdict = same.gate or _verdict(registry, name, outcome, config)
+        if same.gate is not None:
+            verdict, slices = same.gate, _slice_table(outcome, config, None)
+        else:
+            verdict, slices = _verdict(registry, name, outcome, config)
         version, alias, run_ids = same, (same.aliases[0] if same.aliases else None), {}
         # aliases are not moved here: `dockline models promote` promotes a registered version
     else:
-        verdict = _verdict(registry, name, outcome, config)
+        verdict, slices = _verdict(registry, name, outcome, config)
         run_ids = {
             result.name: log_candidate_run(
                 registry.tracking_uri,
@@ -359,6 +391,7 @@ def train_model(
         dataset_hash=data.metadata.content_hash,
         unlabeled_rows=data.unlabeled_rows,
         int8=bundle.manifest.int8.model_dump(mode="json") if bundle.manifest.int8 else None,
+        slices=slices,
     )
     _finish_reports(outcome, summary, data)
     if same is None:
@@ -388,6 +421,7 @@ def _record_lineage(
         "model_name": summary.model_name,
         "selected": summary.selected,
         "gate_passed": summary.gate.passed,
+        "gate_slices_worse": summary.gate.slices_flagged,
         "rows": summary.rows,
         **{f"test.{k}": v for k, v in summary.test_metrics.items()},
     }
@@ -438,18 +472,23 @@ def rollback(platform: Platform, name: str, *, actor: str, reason: str) -> Promo
 
 def _verdict(
     registry: MlflowRegistry, name: str, outcome: TrainOutcome, config: TrainConfig
-) -> GateVerdict:
+) -> tuple[GateVerdict, dict[str, Any]]:
+    """The gate's verdict and the slice table it judged (the champion scored once for both)."""
     primary = outcome.primary_metric
     best = outcome.best
-    return evaluate_gate(
+    champion = _champion_scores(registry, name, outcome)
+    slices = _slice_table(outcome, config, champion)
+    verdict = evaluate_gate(
         primary,
         HIGHER_IS_BETTER[primary],
         best.test_metrics[primary],
         {n: r.test_metrics[primary] for n, r in outcome.baselines.items()},
-        _champion_value(registry, name, outcome),
+        None if champion is None else (champion[0], metric(primary, outcome.test_y, champion[1])),
         best.test_metrics["ece"],
         config,
+        slices=slices,
     )
+    return verdict, slices
 
 
 def _finish_reports(outcome: TrainOutcome, summary: TrainSummary, data: TrainingData) -> None:
@@ -462,6 +501,10 @@ def _finish_reports(outcome: TrainOutcome, summary: TrainSummary, data: Training
         if result.report is None:
             continue
         chosen = result.name == outcome.selected
+        report = result.report
+        if chosen:
+            # the table the gate judged: the candidate beside persistence and the champion
+            report = dataclasses.replace(report, slices=summary.slices)
         run = {
             "selected": outcome.selected,
             "why": summary.why_selected,
@@ -470,7 +513,7 @@ def _finish_reports(outcome: TrainOutcome, summary: TrainSummary, data: Training
             "dataset": f"{data.metadata.dataset_name} ({summary.dataset})",
             "dataset_hash": summary.dataset_hash,
         }
-        write_report(result.report_dir, dataclasses.replace(result.report, run=run))
+        write_report(result.report_dir, dataclasses.replace(report, run=run))
 
 
 def current_actor() -> str:
@@ -495,7 +538,9 @@ def _place(
             version.name,
             version.version,
             actor=actor,
-            reason="passed the promotion gate" + ("" if promote else " (no champion yet)"),
+            reason="passed the promotion gate"
+            + ("" if promote else " (no champion yet)")
+            + verdict.slice_note(),
         )
         return CHAMPION
     registry.set_alias(
@@ -503,7 +548,7 @@ def _place(
         CHALLENGER,
         version.version,
         actor=actor,
-        reason="passed the promotion gate; awaiting promotion",
+        reason="passed the promotion gate; awaiting promotion" + verdict.slice_note(),
         action="promote",
     )
     return CHALLENGER

@@ -9,6 +9,7 @@ registry.
 """
 
 from dockline.serve._errors import REASON_STATUS, ServeError
+from dockline.serve._http import read_body
 from dockline.serve._predlog import PREDICTION_LOG_SCHEMA, PredictionLog
 from dockline.serve._protocol import GuardedHttpProtocol, configure_protocol, uvicorn_options
 from dockline.serve._runtime import BASELINE_FILE, Baseline, LoadedModel, ModelRuntime, ModelSet
@@ -34,5 +35,6 @@ __all__ = [
     "canary_bucket",
     "configure_protocol",
     "create_app",
+    "read_body",
     "uvicorn_options",
 ]

@@ -44,6 +44,8 @@ REASON_STATUS: dict[str, int] = {
     "bundle_tampered": 409,
     "bundle_invalid": 409,
     "unknown_model": 409,
+    # ?explain=true on a model whose bundle has no explanation dump
+    "explain_unavailable": 409,
     "inference_error": 500,
     "invalid_prediction": 500,
     "internal_error": 500,

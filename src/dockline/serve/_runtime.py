@@ -24,11 +24,13 @@ import orjson
 from dockline.core.bundle import INT8_UNAVAILABLE, Bundle, BundleScorer, load_bundle
 from dockline.core.contracts import ModelVersion
 from dockline.core.errors import ContractError, DocklineError
+from dockline.core.explain import Explainer, Explanation, load_explainer
 from dockline.core.ports import ModelRegistry, OnlineValue
 from dockline.serve._errors import ServeError
 
 __all__ = [
     "BASELINE_FILE",
+    "EXPLAIN_UNAVAILABLE",
     "SCHEMA_MISMATCH",
     "Baseline",
     "LoadedModel",
@@ -42,6 +44,8 @@ BASELINE_FILE = "baseline.json"
 SCHEMA_MISMATCH = "feature_schema_mismatch"
 """The reason when the online group's layout or plan is not the one a bundle was trained on."""
 HOURS_PER_WEEK = 168
+EXPLAIN_UNAVAILABLE = "explain_unavailable"
+"""The reason when ``explain=true`` reaches a model whose bundle has no explanation dump."""
 
 _log = logging.getLogger(__name__)
 
@@ -144,6 +148,10 @@ class LoadedModel:
             if BASELINE_FILE in manifest.lineage.files
             else None
         )
+        # The safe model dump for ?explain=true (None: the bundle ships none). It describes the
+        # FP32 model: an INT8 scorer's answers differ (within its parity gate), so its raw
+        # score would not be the served one; INT8 serving does not explain.
+        self.explainer: Explainer | None = load_explainer(bundle) if precision == "fp32" else None
         self._local = threading.local()
         self.score_matrix(np.zeros((1, len(self.features)), dtype=np.float32))  # warm up ONNX
 
@@ -205,6 +213,23 @@ class LoadedModel:
             raise
         except Exception as exc:  # onnxruntime raises its own hierarchy
             raise ServeError(f"the model failed to score: {exc}", reason="inference_error") from exc
+
+    def explain_matrix(self, matrix: npt.NDArray[np.float32]) -> Explanation:
+        """Contributions, base value and raw score for ``matrix`` from the bundle's dump."""
+        if self.explainer is None:
+            why = (
+                "is served at INT8 precision; explanations are exact for the FP32 model only"
+                ' (serve.precision = "fp32")'
+                if self.precision == "int8"
+                else "has no explanation dump (bundle trained before explanations, or a model"
+                " kind without one)"
+            )
+            raise ServeError(
+                f"{self.name} v{self.version_number} ({self.role}) {why}",
+                reason=EXPLAIN_UNAVAILABLE,
+                where="explain",
+            )
+        return self.explainer.explain(matrix)
 
     def baseline_rate(self, values: Sequence[OnlineValue]) -> float | None:
         """The baseline probability for a vector, or None when the bundle ships no baseline."""

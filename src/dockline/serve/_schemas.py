@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from typing import Any, Literal, TypeVar
+from urllib.parse import parse_qs
 
 import msgspec
 
@@ -20,6 +21,8 @@ __all__ = [
     "BatchRequest",
     "BatchResponse",
     "ErrorBody",
+    "ExplainedBatchItem",
+    "ExplainedPredictResponse",
     "ModelRef",
     "PredictRequest",
     "PredictResponse",
@@ -27,6 +30,7 @@ __all__ = [
     "RoutingState",
     "decode",
     "encode",
+    "explain_flag",
     "openapi_components",
 ]
 
@@ -87,6 +91,25 @@ class BatchItem(msgspec.Struct):
     model: ModelRef | None = None
     as_of: str | None = None
     age_s: float | None = None
+
+
+class ExplainedPredictResponse(PredictResponse):
+    """A prediction answered with ``?explain=true``: ``base_value + Σ contributions ==
+    raw_score``, the model's score before calibration (the logit for logistic and LightGBM
+    models, the forest's averaged probability for ExtraTrees). Null when the bundle's baseline
+    answered (stale features): there is no model to explain."""
+
+    contributions: dict[str, float] | None
+    base_value: float | None
+    raw_score: float | None
+
+
+class ExplainedBatchItem(BatchItem):
+    """A batch entity answered with ``?explain=true`` (fields as in a single prediction)."""
+
+    contributions: dict[str, float] | None = None
+    base_value: float | None = None
+    raw_score: float | None = None
 
 
 class BatchResponse(msgspec.Struct):
@@ -184,6 +207,25 @@ def decode(body: bytes, kind: type[T]) -> T:
     return result
 
 
+_EXPLAIN_VALUES = {"true": True, "1": True, "false": False, "0": False}
+
+
+def explain_flag(query_string: bytes) -> bool:
+    """The ``explain`` query parameter: ``true``/``1`` or ``false``/``0`` (absent: false);
+    anything else, or the parameter given twice, is a :class:`ServeError` (422)."""
+    if not query_string:  # the hot path: no query, nothing parsed
+        return False
+    values = parse_qs(query_string.decode("latin-1"), keep_blank_values=True).get("explain")
+    if values is None:
+        return False
+    if len(values) == 1 and values[0].lower() in _EXPLAIN_VALUES:
+        return _EXPLAIN_VALUES[values[0].lower()]
+    shown = values[0][:40] if len(values) == 1 else f"{len(values)} values"
+    raise ServeError(
+        f"explain must be true or false; got {shown!r}", reason="invalid_value", where="explain"
+    )
+
+
 def _check_finite(features: dict[str, float | None]) -> None:
     # A model input is float32: a value beyond its range would reach the model as infinity.
     for name, value in features.items():
@@ -255,6 +297,8 @@ def openapi_components() -> dict[str, Any]:
             PredictResponse,
             BatchRequest,
             BatchResponse,
+            ExplainedPredictResponse,
+            ExplainedBatchItem,
             ErrorBody,
             RoutingRequest,
             RoutingState,

@@ -14,6 +14,10 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from time import perf_counter
+from typing import Any
+
+import msgspec
+import numpy as np
 
 from dockline.core.errors import ConfigError, DocklineError, NotFoundError, StorageError
 from dockline.core.ports import FeatureReader, OnlineValue, ServedVector
@@ -25,6 +29,8 @@ from dockline.serve._schemas import (
     MAX_ENTITY_LENGTH,
     BatchItem,
     BatchResponse,
+    ExplainedBatchItem,
+    ExplainedPredictResponse,
     ModelRef,
     PredictRequest,
     PredictResponse,
@@ -85,6 +91,25 @@ def _floats(vector: ServedVector | None) -> list[float | None] | None:
     if vector is None:
         return None
     return [float(v) if isinstance(v, int | float) else None for v in vector.values]
+
+
+def _require_explainer(model: LoadedModel) -> None:
+    if model.explainer is None:
+        model.explain_matrix(np.zeros((0, len(model.features)), dtype=np.float32))  # raises
+
+
+def _explanation_fields(model: LoadedModel, inputs: list[float] | None) -> dict[str, Any]:
+    """The explanation of one served input row (None: the baseline answered, nothing to
+    explain)."""
+    if inputs is None:
+        return {"contributions": None, "base_value": None, "raw_score": None}
+    explained = model.explain_matrix(np.asarray([inputs], dtype=np.float32))
+    values = explained.contributions[0].tolist()
+    return {
+        "contributions": dict(zip(model.features, values, strict=True)),
+        "base_value": explained.base_value,
+        "raw_score": float(explained.raw[0]),
+    }
 
 
 @dataclass(slots=True)
@@ -237,8 +262,17 @@ class Predictor:
 
     # -- single -------------------------------------------------------------------------------
 
-    def predict(self, request: PredictRequest, request_id: str, now_us: int, t0: float) -> bytes:
-        """Answer one request; raises :class:`ServeError`/:class:`DocklineError` on failure."""
+    def predict(
+        self,
+        request: PredictRequest,
+        request_id: str,
+        now_us: int,
+        t0: float,
+        explain: bool = False,
+    ) -> bytes:
+        """Answer one request; raises :class:`ServeError`/:class:`DocklineError` on failure.
+
+        ``explain`` adds the prediction's explanation (:class:`ExplainedPredictResponse`)."""
         entity = request.entity
         if not entity or len(entity) > MAX_ENTITY_LENGTH:
             raise ServeError(
@@ -248,6 +282,8 @@ class Predictor:
             )
         models = self._models()
         model, role, shadow = self._route(entity, models, self.routing)
+        if explain:
+            _require_explainer(model)
         vector = self._read(entity, now_us)
         values, stored = self._overlay(entity, vector, request.features, model)
         as_of_us = vector.confirmed_us if vector is not None else None
@@ -261,6 +297,7 @@ class Predictor:
                 where="entity",
             )
         scored, features = self._score_one(model, values, stale)
+        explanation = _explanation_fields(model, features) if explain else None
         status = "degraded" if stale else "ok"
         reason = "stale_features" if stale else None
         age_s = age_us / 1e6 if age_us is not None else None
@@ -279,6 +316,8 @@ class Predictor:
             age_s=age_s,
             latency_ms=round(latency_ms, 4),
         )
+        if explanation is not None:
+            response = ExplainedPredictResponse(**msgspec.structs.asdict(response), **explanation)
         if stored:
             self.last_entity = entity
         telemetry = self.telemetry
@@ -372,9 +411,17 @@ class Predictor:
     # -- batch --------------------------------------------------------------------------------
 
     def predict_batch(
-        self, entities: list[str], request_id: str, now_us: int, t0: float
+        self,
+        entities: list[str],
+        request_id: str,
+        now_us: int,
+        t0: float,
+        explain: bool = False,
     ) -> BatchResponse:
-        """Answer a batch: one ``read_many``, one ONNX run per model that answers."""
+        """Answer a batch: one ``read_many``, one ONNX run per model that answers.
+
+        ``explain`` adds each model-scored entity's explanation (one vectorized call per model).
+        """
         if len(entities) > self.max_batch:
             raise ServeError(
                 f"a batch holds at most {self.max_batch} entities; got {len(entities)}",
@@ -393,7 +440,8 @@ class Predictor:
         models = self._models()
         routing = self.routing
         vectors = self._read_many(entities, now_us)
-        items: list[BatchItem] = [BatchItem(entity=e, status="ok") for e in entities]
+        item_type = ExplainedBatchItem if explain else BatchItem
+        items: list[BatchItem] = [item_type(entity=e, status="ok") for e in entities]
         # rows to score, per answering model: (item index, values)
         plan: dict[str, tuple[LoadedModel, str, list[int]]] = {}
         shadow_rows: list[int] = []
@@ -435,9 +483,14 @@ class Predictor:
             (i, baseline_models[i], items[i].model.role, True, items[i].probability, None)  # type: ignore[union-attr,misc]
             for i in baseline_models
         )
+        if explain:  # refuse before scoring anything
+            for model, _, _ in plan.values():
+                _require_explainer(model)
         for model, role, rows in plan.values():
             matrix = model.fill_matrix([vectors[i].values for i in rows])  # type: ignore[union-attr]
             probabilities = model.score_matrix(matrix)
+            if explain:
+                self._explain_rows(model, matrix, rows, probabilities, items)
             labels = probabilities >= model.threshold
             ref = _ref(model, role)
             for k, i in enumerate(rows):
@@ -519,6 +572,25 @@ class Predictor:
         return BatchResponse(
             request_id=request_id, predictions=items, latency_ms=round(latency_ms, 4)
         )
+
+    @staticmethod
+    def _explain_rows(
+        model: LoadedModel,
+        matrix: Any,
+        rows: list[int],
+        probabilities: Any,
+        items: list[BatchItem],
+    ) -> None:
+        explained = model.explain_matrix(matrix)
+        contributions = explained.contributions.tolist()
+        raw = explained.raw.tolist()
+        names = model.features
+        for k, i in enumerate(rows):
+            item = items[i]
+            if isinstance(item, ExplainedBatchItem) and 0.0 <= probabilities[k] <= 1.0:
+                item.contributions = dict(zip(names, contributions[k], strict=True))
+                item.base_value = explained.base_value
+                item.raw_score = raw[k]
 
     # -- readiness ----------------------------------------------------------------------------
 

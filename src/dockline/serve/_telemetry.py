@@ -69,6 +69,7 @@ _REASON_FIELDS: dict[str, tuple[str, ...]] = {
     "stale_features": ("rejected_count",),
     "batch_too_large": ("rejected_count",),
     "body_too_large": ("rejected_count",),
+    "explain_unavailable": ("rejected_count",),
     "no_model": ("model_load_error_count",),
     "inference_error": ("inference_runtime_error_count",),
     "internal_error": ("internal_error_count",),

@@ -52,6 +52,7 @@ from dockline.serve._schemas import (
     RoutingRequest,
     decode,
     encode,
+    explain_flag,
     openapi_components,
 )
 from dockline.serve._service import BATCH, PREDICT, Predictor, Routing
@@ -119,6 +120,21 @@ def _body(schema: str) -> dict[str, Any]:
     if schema in EXAMPLES:
         media["examples"] = EXAMPLES[schema]
     return {"content": {JSON: media}}
+
+
+EXPLAIN_PARAMETER: dict[str, Any] = {
+    "name": "explain",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string", "enum": ["true", "false", "1", "0"], "default": "false"},
+    "description": "Add contributions (feature → value), base_value and raw_score to each"
+    " prediction (409 explain_unavailable when the model's bundle has no explanation dump).",
+}
+
+
+def _explained_body(plain: str, explained: str) -> dict[str, Any]:
+    refs = [{"$ref": f"#/components/schemas/{name}"} for name in (plain, explained)]
+    return {"content": {JSON: {"schema": {"oneOf": refs}}}}
 
 
 def create_app(
@@ -282,6 +298,7 @@ def create_app(
     app.state.prediction_log = prediction_log
     app.state.uvicorn_options = uvicorn_options(cfg)
     body_timeout_s = cfg.request_timeout.total_seconds()
+    app.state.body_timeout_s = body_timeout_s  # routes the wiring adds read bodies alike
 
     async def _read_body(request: Request) -> bytes:
         return await read_body(request, max_body, body_timeout_s)
@@ -292,10 +309,14 @@ def create_app(
     @app.post(
         PREDICT,
         summary="Predict for one entity from its latest online feature vector",
-        openapi_extra={"requestBody": {"required": True, **_body("PredictRequest")}},
+        openapi_extra={
+            "requestBody": {"required": True, **_body("PredictRequest")},
+            "parameters": [EXPLAIN_PARAMETER],
+        },
         responses={
-            200: _body("PredictResponse"),
+            200: _explained_body("PredictResponse", "ExplainedPredictResponse"),
             404: _body("ErrorBody"),
+            409: _body("ErrorBody"),
             422: _body("ErrorBody"),
             503: _body("ErrorBody"),
         },
@@ -306,7 +327,11 @@ def create_app(
         rid = predictor.ids.next()
         now_us = predictor.now_us()
         try:
+            explain = explain_flag(request.scope["query_string"])
             body = decode(await _read_body(request), PredictRequest)
+            if explain:  # milliseconds of TreeSHAP: off the event loop, plain requests go on
+                payload = await run_in_threadpool(predictor.predict, body, rid, now_us, t0, True)
+                return Response(payload, media_type=JSON)
             return Response(predictor.predict(body, rid, now_us, t0), media_type=JSON)
         except Exception as exc:
             return _failed(PREDICT, exc, rid, now_us, t0)
@@ -314,9 +339,13 @@ def create_app(
     @app.post(
         BATCH,
         summary="Predict for up to max_batch entities in one vectorized call",
-        openapi_extra={"requestBody": {"required": True, **_body("BatchRequest")}},
+        openapi_extra={
+            "requestBody": {"required": True, **_body("BatchRequest")},
+            "parameters": [EXPLAIN_PARAMETER],
+        },
         responses={
             200: _body("BatchResponse"),
+            409: _body("ErrorBody"),
             413: _body("ErrorBody"),
             422: _body("ErrorBody"),
             503: _body("ErrorBody"),
@@ -328,8 +357,14 @@ def create_app(
         rid = predictor.ids.next()
         now_us = predictor.now_us()
         try:
+            explain = explain_flag(request.scope["query_string"])
             body = decode(await _read_body(request), BatchRequest)
-            result = predictor.predict_batch(body.entities, rid, now_us, t0)
+            if explain:
+                result = await run_in_threadpool(
+                    predictor.predict_batch, body.entities, rid, now_us, t0, True
+                )
+            else:
+                result = predictor.predict_batch(body.entities, rid, now_us, t0)
             return Response(encode(result), media_type=JSON)
         except Exception as exc:
             return _failed(BATCH, exc, rid, now_us, t0)

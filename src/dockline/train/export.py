@@ -43,6 +43,7 @@ from dockline.core.bundle import (
     write_bundle,
 )
 from dockline.core.errors import ContractError, ValidationError
+from dockline.train.explain_dump import explanation_files
 
 __all__ = [
     "BASELINE_FILE",
@@ -446,6 +447,7 @@ def build_bundle(
             where=model_name,
         )
     files = {spec.file: onnx_bytes}
+    files.update(explanation_files(estimator, features))
     if hour_of_week is not None:
         files[BASELINE_FILE] = hour_of_week.to_bytes()
     manifest = BundleManifest(

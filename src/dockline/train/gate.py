@@ -5,6 +5,12 @@ least ``TrainConfig.gate_margin``, and its expected calibration error must be wi
 ``TrainConfig.max_ece``. The verdict lists each failed condition in words and is stored with the
 registered version, so a refused promotion explains itself.
 
+Given the slice table (:mod:`dockline.train.slices`), the verdict also lists the test slices
+where the candidate trails persistence (``slice_flags``). Under ``[train.slices] on_flag =
+"warn"`` (the default) each is a warning: a model better overall may still be the right one to
+ship, but nobody should promote it without seeing where it is worse. ``on_flag = "fail"``
+makes each a failed condition.
+
 >>> from dockline.core.config import TrainConfig
 >>> v = evaluate_gate("pr_auc", True, 0.42, {"persistence": 0.30}, None, 0.02, TrainConfig())
 >>> v.passed, v.reasons
@@ -15,12 +21,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 from dockline.core.config import TrainConfig
 from dockline.core.contracts import GateVerdict
 from dockline.core.errors import ValidationError
+from dockline.train.slices import flagged_slices, slice_counts
 
-__all__ = ["HIGHER_IS_BETTER", "evaluate_gate"]
+__all__ = ["HIGHER_IS_BETTER", "MAX_SLICE_FLAGS", "MAX_SLICE_LINES", "evaluate_gate"]
 
 HIGHER_IS_BETTER: dict[str, bool] = {
     "pr_auc": True,
@@ -29,6 +37,11 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "log_loss": False,
 }
 """Direction of each primary metric ``TrainConfig`` allows."""
+
+MAX_SLICE_FLAGS = 20
+"""At most this many flagged slices are kept in the verdict (the worst); the count is exact."""
+MAX_SLICE_LINES = 5
+"""At most this many flagged slices are spelled out in the verdict's warnings or reasons."""
 
 _SLACK = 1e-12
 """Float slack on the margin: 0.3 − 0.2 is 0.0999…, and must count as beating by 0.1."""
@@ -58,6 +71,8 @@ def evaluate_gate(
     champion: tuple[int, float] | None,
     ece: float,
     config: TrainConfig,
+    *,
+    slices: Mapping[str, Any] | None = None,
 ) -> GateVerdict:
     """The gate's verdict on a candidate (pure: no I/O).
 
@@ -66,7 +81,9 @@ def evaluate_gate(
     ``config.gate_margin``, and ``ece <= config.max_ece``. No baselines at all fails: a gate
     that compared nothing proves nothing. Non-finite inputs are refused
     (:class:`~dockline.core.errors.ValidationError`): a metric that could not be computed must
-    be fixed, not silently passed or failed.
+    be fixed, not silently passed or failed. ``slices`` (a :func:`~dockline.train.slices.
+    compare_slices` table) adds the flagged slices as warnings or, with ``on_flag = "fail"``,
+    reasons.
     """
     margin = config.gate_margin
     _finite(f"candidate {primary_metric}", candidate_value)
@@ -100,6 +117,21 @@ def evaluate_gate(
             )
     if ece > config.max_ece:
         reasons.append(f"calibration error (ECE) {ece:.4g} exceeds the bound {config.max_ece:.4g}")
+    policy = config.slices.on_flag
+    flags = flagged_slices(slices) if slices is not None else []
+    judged, inconclusive = slice_counts(slices) if slices is not None else (0, 0)
+    # Worst first, and bounded: the verdict is stored as an MLflow tag (at most 8,000
+    # characters); the report holds every slice.
+    flags.sort(key=lambda f: _improvement(f.candidate, f.persistence, HIGHER_IS_BETTER[f.metric]))
+    kept = flags[:MAX_SLICE_FLAGS]
+    rule = f" (tolerance {config.slices.tolerance:g}; [train.slices] on_flag = {policy})"
+    lines = [f.describe() + rule for f in kept[:MAX_SLICE_LINES]]
+    if len(flags) > len(lines):
+        lines.append(
+            f"and {len(flags) - len(lines)} more slices worse than persistence (see report.html)"
+        )
+    warnings: list[str] = []
+    (reasons if policy == "fail" else warnings).extend(lines)
     return GateVerdict(
         passed=not reasons,
         primary_metric=primary_metric,
@@ -112,4 +144,10 @@ def evaluate_gate(
         ece=ece,
         max_ece=config.max_ece,
         reasons=reasons,
+        warnings=warnings,
+        slice_flags=kept,
+        slices_flagged=len(flags),
+        slice_policy=policy,
+        slices_judged=judged,
+        slices_inconclusive=inconclusive,
     )

@@ -181,7 +181,8 @@ class MlflowRegistry:
                 to_version=version.version,
                 actor="dockline",
                 reason=f"bundle {verified.bundle_id}"
-                + ("" if gate is None else f"; gate {'passed' if gate.passed else 'failed'}"),
+                + ("" if gate is None else f"; gate {'passed' if gate.passed else 'failed'}")
+                + ("" if gate is None else gate.slice_note()),
                 at=created,
             )
         )

@@ -43,7 +43,8 @@ class ReportData:
     threshold: dict[str, Any]
     threshold_curve: dict[str, list[float]]
     lift: dict[str, float]
-    slices: dict[str, dict[str, dict[str, float]]]
+    slices: dict[str, Any]
+    """The slice table (:func:`dockline.train.slices.compare_slices`)."""
     reliability: Reliability
     pr: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]
     """Test-split (precision, recall), thresholds descending."""
@@ -247,18 +248,104 @@ def _table(rows: Mapping[str, Any], header: tuple[str, str] = ("metric", "value"
     return f"<table><tr><th>{header[0]}</th><th>{header[1]}</th></tr>{body}</table>"
 
 
-def _slice_table(slices: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
-    parts = []
-    for family, groups in slices.items():
-        rows = "".join(
-            f"<tr><td>{html.escape(g)}</td><td>{_fmt(m.get('pr_auc'))}</td>"
-            f"<td>{_fmt(m.get('brier'))}</td><td>{_fmt(m.get('base_rate'))}</td>"
-            f"<td>{int(m.get('support', 0))}</td></tr>"
-            for g, m in groups.items()
-        )
+_STATUS = {"worse": "worse than persistence", "ok": "ok", "inconclusive": "inconclusive"}
+
+
+def _slice_family_table(table: Mapping[str, Any], rows: list[Mapping[str, Any]]) -> str:
+    models = [str(m) for m in table.get("models", [])]
+    head = "<tr><th>slice</th><th>rows</th><th>positives</th><th>base rate</th>"
+    head += "".join(f"<th>PR-AUC {html.escape(m)}</th>" for m in models)
+    head += "".join(f"<th>Brier {html.escape(m)}</th>" for m in models)
+    judged = "status" in (rows[0] if rows else {})
+    if judged:
+        head += f"<th>Δ {html.escape(str(table['metric']))} vs persistence</th><th>interval</th>"
+        head += "<th>verdict</th>"
+    body = []
+    for r in rows:
+        scores = r.get("models", {})
+        cells = [
+            html.escape(str(r["slice"])),
+            f"{int(r['rows']):,}",
+            f"{int(r['positives']):,}",
+            _fmt(r.get("base_rate")),
+            *(_fmt(scores.get(m, {}).get("pr_auc")) for m in models),
+            *(_fmt(scores.get(m, {}).get("brier")) for m in models),
+        ]
+        status = r.get("status")
+        if judged:
+            interval = r.get("interval")
+            cells += [
+                "–" if r.get("delta") is None else f"{float(r['delta']):+.4f}",
+                "–" if not interval else f"[{interval[0]:+.3f}, {interval[1]:+.3f}]",
+                f"<span title='{html.escape(str(r.get('why', '')), quote=True)}'>"
+                f"{_STATUS.get(str(status), '')}</span>",
+            ]
+        mark = {"worse": " class=flag", "inconclusive": " class=faint"}.get(str(status), "")
+        body.append(f"<tr{mark}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return f"<table>{head}</tr>{''.join(body)}</table>"
+
+
+def _slice_plot(family: str, table: Mapping[str, Any], rows: list[Mapping[str, Any]]) -> str:
+    """Grouped bars of the judged metric per slice and model; inconclusive slices hatched."""
+    metric = str(table.get("metric", "pr_auc"))
+    models = [str(m) for m in table.get("models", [])]
+    fig = _figure(6.0, 3.4)
+    fig.subplots_adjust(bottom=0.32)
+    ax = fig.add_subplot()
+    x = np.arange(len(rows))
+    width = 0.8 / max(len(models), 1)
+    for i, model in enumerate(models):
+        values = [r.get("models", {}).get(model, {}).get(metric) for r in rows]
+        heights = [v if isinstance(v, float) and math.isfinite(v) else 0.0 for v in values]
+        bars = ax.bar(x + (i - (len(models) - 1) / 2) * width, heights, width, label=model)
+        for bar, r in zip(bars, rows, strict=True):
+            if r.get("status") == "inconclusive":
+                bar.set_hatch("//")
+                bar.set_alpha(0.5)
+    ax.set_xticks(x)
+    labels = ax.set_xticklabels(
+        [
+            str(r["slice"])
+            + {"worse": " (worse)", "inconclusive": " (inconclusive)"}.get(str(r.get("status")), "")
+            for r in rows
+        ],
+        rotation=25,
+        ha="right",
+        fontsize=7,
+    )
+    for text, r in zip(labels, rows, strict=True):
+        if r.get("status") == "worse":
+            text.set_color("crimson")
+        elif r.get("status") == "inconclusive":
+            text.set_color("grey")
+    ax.set_ylabel(metric)
+    flagged = [str(r["slice"]) for r in rows if r.get("status") == "worse"]
+    note = f" — worse: {', '.join(flagged)}" if flagged else ""
+    ax.set_title(f"{metric} by {family} (test split){note}", fontsize=9)
+    ax.legend(loc="best", fontsize=7)
+    return _img(fig)
+
+
+def _slice_section(table: Mapping[str, Any]) -> str:
+    """Per slice family: a table and a plot of the candidate beside persistence (and the
+    champion once the pipeline scored it), with each slice's verdict."""
+    families = table.get("families", {})
+    if not families:
+        return "<p>No slice could be formed from this dataset's columns.</p>"
+    rule = (
+        f"<p class=rule>A slice is <b>worse</b> when {html.escape(str(table.get('candidate')))}"
+        f" trails persistence on {html.escape(str(table.get('metric')))} by more than"
+        f" {_fmt(table.get('tolerance'))} and the {_fmt(table.get('confidence'))} station-bootstrap"
+        f" interval of the difference ({int(table.get('bootstrap', 0))} replicates; none: the point"
+        f" estimate decides) lies below zero. Slices with fewer than {table.get('min_rows')} rows"
+        f" or {table.get('min_positives')} positives are <i>inconclusive</i>, not judged."
+        " Tune in <code>[train.slices]</code>.</p>"
+    )
+    parts = [rule]
+    for family, rows in families.items():
         parts.append(
-            f"<h3>{html.escape(family)}</h3><table><tr><th>slice</th><th>PR-AUC</th>"
-            f"<th>Brier</th><th>base rate</th><th>support</th></tr>{rows}</table>"
+            f"<h3>{html.escape(family)}</h3>{_slice_family_table(table, rows)}"
+            f"<div class='plots'>{_slice_plot(family, table, rows)}</div>"
         )
     return "".join(parts)
 
@@ -303,6 +390,8 @@ def _run_section(data: ReportData) -> str:
             f"<li><b>Promotion gate:</b> <span class='{verdict}'>{verdict}</span>"
             f"{' — ' + html.escape(reasons) if reasons else ''}</li>"
         )
+        for warning in gate.get("warnings", []):
+            items.append(f"<li class=flag><b>Gate warning:</b> {html.escape(str(warning))}</li>")
     if run.get("version"):
         items.append(f"<li><b>Registered:</b> {html.escape(str(run['version']))}</li>")
     if run.get("dataset"):
@@ -330,7 +419,7 @@ _STYLE = (
     "text-align:right}td:first-child,th:first-child{text-align:left}"
     ".plots img{max-width:49%;vertical-align:top}"
     ".flag{background:#fff3cd}.passed{color:#1a7f37;font-weight:bold}"
-    ".failed{color:#b42318;font-weight:bold}ul.run{line-height:1.6}"
+    ".failed{color:#b42318;font-weight:bold}ul.run{line-height:1.6}.faint{color:#888}"
 )
 
 
@@ -370,7 +459,7 @@ def write_report(out_dir: Path, data: ReportData) -> Path:
         f"{_table(data.threshold)}"
         f"<div class='plots'>{imgs}</div>"
         "<h2>Slices (test split)</h2>"
-        f"{_slice_table(data.slices)}"
+        f"{_slice_section(data.slices)}"
         "<h2>Parameters</h2>"
         f"{_table(data.params, ('parameter', 'value'))}"
         "<h2>Splits</h2>"

@@ -56,13 +56,13 @@ from dockline.train.evaluate import (
     permutation_importance,
     pr_curve,
     reliability,
-    slice_metrics,
 )
 from dockline.train.report import ReportData, write_report
+from dockline.train.slices import PERSISTENCE, Masks, compare_slices, slice_masks
 from dockline.train.splits import Fold, Splits, make_splits, rolling_origin_folds
 from dockline.train.tuning import TuningResult, config_hash, study_name, tune
 
-__all__ = ["SUMMARY_FILE", "CandidateResult", "TrainOutcome", "slice_masks", "train_candidates"]
+__all__ = ["SUMMARY_FILE", "CandidateResult", "TrainOutcome", "train_candidates"]
 
 SUMMARY_FILE = "summary.json"
 FloatArray = npt.NDArray[np.float64]
@@ -94,6 +94,8 @@ class CandidateResult:
     """Wall time of tuning, fitting, scoring and calibrating (not the report)."""
     report: ReportData | None = None
     """What its report shows (the pipeline re-renders it once the gate and version are known)."""
+    test_p: FloatArray | None = None
+    """Calibrated probabilities on the test split (what the metrics and slices are of)."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -118,6 +120,9 @@ class TrainOutcome:
     out_dir: Path
     composition: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per split: rows, stations, label rate, weekend share, flags."""
+    slice_masks: Masks = field(default_factory=dict)
+    """Test-split row masks per slice family (see :mod:`dockline.train.slices`)."""
+    test_station_ids: npt.NDArray[np.str_] | None = None
 
     @property
     def best(self) -> CandidateResult:
@@ -142,42 +147,6 @@ class TrainOutcome:
     def baseline_test_metrics(self) -> dict[str, dict[str, float]]:
         """Test metrics of each baseline by name."""
         return {name: r.test_metrics for name, r in self.baselines.items()}
-
-
-def slice_masks(data: TrainingData, rows: IntArray) -> dict[str, dict[str, npt.NDArray[np.bool_]]]:
-    """Row masks over ``rows``: station size (capacity terciles), hour of day, weekday/weekend.
-
-    A family is left out when its feature is missing from the dataset.
-    """
-    out: dict[str, dict[str, npt.NDArray[np.bool_]]] = {}
-    cap = data.column("capacity__static")
-    if cap is None:
-        cap = data.column("capacity__last")
-    if cap is not None:
-        c = cap[rows].astype(np.float64)
-        _, first = np.unique(data.station_ids[rows], return_index=True)
-        per_station = c[first][~np.isnan(c[first])]
-        if per_station.size >= 3:
-            lo, hi = np.quantile(per_station, [1 / 3, 2 / 3])
-            out["station_size"] = {
-                f"small (≤{lo:g})": c <= lo,
-                f"medium ({lo:g}–{hi:g}]": (c > lo) & (c <= hi),
-                f"large (>{hi:g})": c > hi,
-            }
-    hour = data.column("hour_of_day")
-    if hour is not None:
-        h = hour[rows]
-        out["hour_of_day"] = {f"{int(v):02d}": h == v for v in np.unique(h[~np.isnan(h)])}
-    weekend = data.column("is_weekend")
-    day = data.column("day_of_week")
-    if weekend is not None:
-        w = weekend[rows] > 0.5
-    elif day is not None:
-        w = day[rows] >= 5
-    else:
-        return out
-    out["day_type"] = {"weekday": ~w, "weekend": w}
-    return out
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -298,7 +267,7 @@ def _report(
     data: TrainingData,
     splits: Splits,
     config: TrainConfig,
-    masks: dict[str, dict[str, npt.NDArray[np.bool_]]],
+    masks: Masks,
     out_dir: Path,
     hashes: tuple[str, str],
     composition: dict[str, dict[str, Any]],
@@ -340,9 +309,20 @@ def _report(
         threshold=ev.threshold.choice.model_dump(mode="json"),
         threshold_curve=ev.threshold.curve.downsample(),
         lift=lifts,
-        slices={
-            family: slice_metrics(y_test, ev.p_test, groups) for family, groups in masks.items()
-        },
+        slices=compare_slices(
+            y_test,
+            data.station_ids[splits.test.rows],
+            masks,
+            {fitted.name: ev.p_test}
+            | ({} if fitted.name == PERSISTENCE else {PERSISTENCE: others[PERSISTENCE].p_test}),
+            candidate=fitted.name,
+            # a baseline is never gated: its slices are judged on the point estimate alone,
+            # sparing the bootstrap (hour_of_week trails persistence nearly everywhere)
+            config=config.slices
+            if fitted.kind == "trained"
+            else config.slices.model_copy(update={"bootstrap": 0}),
+            seed=config.seed,
+        ),
         reliability=reliability(y_test, ev.p_test),
         pr=(precision, recall),
         importance=fitted.importance,
@@ -412,7 +392,7 @@ def train_candidates(
         for spec in specs
     ]
     evaluated = {f.name: _evaluate(f, data, splits, config) for f in fitted}
-    masks = slice_masks(data, splits.test.rows)
+    masks = slice_masks(data, splits.test.rows, splits.train.rows, config.slices)
     composition = split_composition(data, splits)
     results: dict[str, CandidateResult] = {}
     for name, ev in evaluated.items():
@@ -436,6 +416,7 @@ def train_candidates(
             importance=ev.fitted.importance,
             seconds=ev.seconds,
             report=report,
+            test_p=ev.p_test,
         )
 
     primary = config.primary_metric
@@ -462,6 +443,8 @@ def train_candidates(
         train_X=np.ascontiguousarray(data.X[splits.train.rows]),
         out_dir=out_dir,
         composition=composition,
+        slice_masks=masks,
+        test_station_ids=data.station_ids[splits.test.rows],
     )
     _write_summary(outcome, data, config, (d_hash, c_hash))
     return outcome

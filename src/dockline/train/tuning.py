@@ -55,13 +55,16 @@ INT8_KEYS = ("quantize", "int8_max_abs_diff", "int8_mean_abs_diff")
 def config_hash(config: TrainConfig) -> str:
     """SHA-256 of the training config's canonical JSON.
 
-    The INT8 settings count only when ``quantize`` is on: configs from before they existed
-    keep their hash (and so their bundle ids).
+    The INT8 settings count only when ``quantize`` is on, and the slice checks only when
+    changed from their defaults: configs from before they existed keep their hash (and so
+    their bundle ids).
     """
     dumped = config.model_dump(mode="json")
     if config.quantize == "off":
         for key in INT8_KEYS:
             dumped.pop(key)
+    if config.slices == type(config.slices)():
+        dumped.pop("slices")
     data = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(data.encode()).hexdigest()
 
