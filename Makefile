@@ -26,6 +26,13 @@ servers:
 	@if [ "$$(id -u)" = 0 ] && ! command -v prometheus >/dev/null 2>&1; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus; \
 	fi
+	@# PostgreSQL (CDC source, MLflow/Optuna backend tests): Debian keeps initdb off PATH
+	@if [ "$$(id -u)" = 0 ] && { ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		! ls /usr/lib/postgresql/*/lib/wal2json.so >/dev/null 2>&1; }; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql && \
+		major=$$(ls /usr/lib/postgresql | sort -n | tail -1) && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-$$major-wal2json; \
+	fi
 	@if [ "$$(id -u)" = 0 ] && ! [ -x /usr/bin/chromium ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	fi

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from postgres_server import INSTALL_HINT as PG_INSTALL_HINT
+from postgres_server import PostgresServer, find_bindir, has_wal2json, postgres_cluster
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -27,3 +32,24 @@ def divvy_dir(shared_dir: Path) -> Path:
 def gbfs_dir(shared_dir: Path) -> Path:
     """GBFS schemas and fixtures."""
     return shared_dir / "gbfs"
+
+
+# -- postgres: one private cluster per test session (CDC source, MLflow/Optuna backends) ---------
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A private PostgreSQL cluster with ``wal_level=logical`` and wal2json, on 127.0.0.1.
+
+    Skips with an install hint when the server or wal2json is missing; fails under ``CI=true``.
+    """
+    bindir = find_bindir()
+    if bindir is None or not has_wal2json(bindir):
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{PG_INSTALL_HINT}; under CI=true this is a failure", pytrace=False)
+        pytest.skip(PG_INSTALL_HINT)
+    with postgres_cluster(bindir) as server:
+        yield server
+
+
+# -- end postgres ---------------------------------------------------------------------------------

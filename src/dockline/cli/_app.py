@@ -16,6 +16,7 @@ import typer
 from typer.core import TyperOption
 
 from dockline.cli import (
+    _cdc,
     _config,
     _decide,
     _demo,
@@ -118,6 +119,7 @@ def _register() -> None:
     app.command("init")(_demo.init)
     app.command("serve")(_serve.serve)
     app.command("train")(_training.train)
+    app.add_typer(_cdc.cdc_app, name="cdc")
     app.command("ui")(_ui.ui)
     _features.dataset_app.command("build")(_training.dataset_build)
     app.add_typer(_sim.sim_app, name="sim")

@@ -26,6 +26,7 @@ from dockline.core.time import parse_duration
 __all__ = [
     "COMPANION_PREFIX",
     "DATA_DIR_ENV",
+    "CdcConfig",
     "DataDir",
     "DecideConfig",
     "DocklineConfig",
@@ -39,6 +40,7 @@ __all__ = [
     "MonitorHealthConfig",
     "OfflineConfig",
     "OnlineConfig",
+    "RegistryConfig",
     "ServeConfig",
     "TracingConfig",
     "TrainConfig",
@@ -259,7 +261,9 @@ class TrainConfig(_Frozen):
     n_trials: int = Field(default=12, ge=0)
     """Optuna trials per tuned candidate (0: defaults only)."""
     tuning_storage: str | None = None
-    """Optuna storage URL; None: SQLite in the data directory."""
+    """Optuna storage URL, e.g. ``postgresql://dockline@db/optuna`` so several training
+    workers share one study (each runs trials until the study has ``n_trials``); None: SQLite
+    in the data directory."""
     primary_metric: Literal["pr_auc", "roc_auc", "brier", "log_loss"] = "pr_auc"
     """The metric that selects the candidate and that the promotion gate compares."""
     threshold_policy: Literal["target_precision", "expected_cost"] = "target_precision"
@@ -606,6 +610,42 @@ class LineageConfig(_Frozen):
 
 # -- end lineage ---------------------------------------------------------------------------------
 
+# -- cdc -----------------------------------------------------------------------------------------
+
+
+class CdcConfig(_Frozen):
+    """``[cdc]``: follow a PostgreSQL table of station_status rows by logical replication
+    (``dockline cdc ingest``; the server needs ``wal_level=logical`` and wal2json)."""
+
+    dsn: str | None = None
+    """libpq connection string or URL, e.g. ``postgresql://dockline@db:5432/bikes``; a password
+    is better kept in ``PGPASSWORD`` or ``~/.pgpass`` than here."""
+    table: str = "station_status"
+    """The table (``schema.table``; default schema ``public``) another system writes rows to."""
+    slot: str = "dockline"
+    """Logical replication slot (created when missing); it names the source ``cdc:<slot>``."""
+    sink_every: Duration = timedelta(minutes=1)
+    """While following: bring the offline store up to date this often."""
+
+
+# -- end cdc -------------------------------------------------------------------------------------
+
+# -- registry ------------------------------------------------------------------------------------
+
+
+class RegistryConfig(_Frozen):
+    """``[registry]``: where MLflow keeps runs and registered models.
+
+    Unset: a SQLite file in the data directory. A server database (``postgresql://user@host/db``)
+    lets several machines share one registry; artifacts stay under ``<data-dir>/mlruns/``.
+    """
+
+    tracking_uri: str | None = None
+    """MLflow tracking and registry store URI, e.g. ``postgresql://dockline@db:5432/mlflow``."""
+
+
+# -- end registry --------------------------------------------------------------------------------
+
 
 # -- tracing -------------------------------------------------------------------------------------
 
@@ -644,6 +684,8 @@ class DocklineConfig(_Frozen):
     decide: DecideConfig = DecideConfig()
     lineage: LineageConfig = LineageConfig()
     tracing: TracingConfig = TracingConfig()
+    cdc: CdcConfig = CdcConfig()
+    registry: RegistryConfig = RegistryConfig()
 
     @classmethod
     def load(cls, path: Path | None) -> Self:

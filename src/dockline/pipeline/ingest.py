@@ -85,6 +85,8 @@ class _Resume(msgspec.Struct):
     # this source's station_status rows per partition appended since the validator snapshot
     # (None in a resume point written before it was tracked: replay the whole tail)
     since_snapshot: dict[int, int] | None = None
+    # a CDC source's position: commit LSN of the last transaction appended (0: none yet)
+    source_lsn: int = 0
 
 
 class _Snapshot(msgspec.Struct):

@@ -30,7 +30,7 @@ def signals(platform: Platform, name: str, at: datetime, last_trained: datetime 
     """Drift, live performance and the champion's age, measured now (what cannot be: None)."""
     from dockline.core.bundle import load_bundle
     from dockline.pipeline.monitor import drift_live, performance
-    from dockline.pipeline.train import open_registry
+    from dockline.pipeline.train import has_registry, open_registry
 
     drift: bool | None = None
     drifted: tuple[str, ...] = ()
@@ -40,11 +40,7 @@ def signals(platform: Platform, name: str, at: datetime, last_trained: datetime 
         runs = []
     # no registry yet: no champion. Measuring creates nothing (a sensor polling a fresh data
     # dir must not leave an MLflow database behind, nor pay for migrating one)
-    champion = (
-        open_registry(platform).resolve(name, "champion")
-        if platform.data.mlflow_db.exists()
-        else None
-    )
+    champion = open_registry(platform).resolve(name, "champion") if has_registry(platform) else None
     mine = [r for r in runs if champion is not None and r.bundle_id == champion.bundle_id]
     if mine:
         drift = mine[0].dataset.drift

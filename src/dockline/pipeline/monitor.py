@@ -177,10 +177,10 @@ def freshness(
 def _champion_training_data(platform: Platform, when: datetime) -> FreshnessResult | str:
     """The champion's training data age (its newest test row), or why there is none."""
     from dockline.pipeline.features import load_plan
-    from dockline.pipeline.train import model_name_for, open_registry
+    from dockline.pipeline.train import has_registry, model_name_for, open_registry
 
     config = platform.config
-    if not platform.data.mlflow_db.exists():
+    if not has_registry(platform):
         return "no model registry yet (run `dockline train`)"
     try:
         name = config.serve.model_name or model_name_for(

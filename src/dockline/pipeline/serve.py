@@ -99,7 +99,9 @@ def create_serving_app(platform: Platform) -> FastAPI:
     features = ServedVectors(plan, store, batch_provider=offline.batch_run)
     clock = platform.clock
     features.prefetch(lambda: to_micros(clock.now()))
-    registry = MlflowRegistry.for_data_dir(platform.data, platform.clock)
+    registry = MlflowRegistry.for_data_dir(
+        platform.data, platform.clock, tracking_uri=platform.config.registry.tracking_uri
+    )
     config = platform.config.serve
     configure_protocol(config)  # this process's uvicorn protocol (see run_server)
     deployment = os.environ.get(DEPLOYMENT_ENV) or config.deployment_id

@@ -56,6 +56,7 @@ __all__ = [
     "TrainSummary",
     "current_actor",
     "export_bundle",
+    "has_registry",
     "history",
     "model_name_for",
     "open_registry",
@@ -110,9 +111,19 @@ class TrainSummary:
     judged; see :mod:`dockline.train.slices`."""
 
 
+def has_registry(platform: Platform) -> bool:
+    """Whether a registry may hold models: a configured server store, or the SQLite file exists.
+
+    Lets read-only callers (monitors, sensors) skip creating and migrating a local database.
+    """
+    return platform.config.registry.tracking_uri is not None or platform.data.mlflow_db.exists()
+
+
 def open_registry(platform: Platform) -> MlflowRegistry:
-    """The data directory's model registry (MLflow, local SQLite store)."""
-    return MlflowRegistry.for_data_dir(platform.data, platform.clock)
+    """The data directory's model registry (MLflow; ``[registry] tracking_uri`` or SQLite)."""
+    return MlflowRegistry.for_data_dir(
+        platform.data, platform.clock, tracking_uri=platform.config.registry.tracking_uri
+    )
 
 
 def model_name_for(config: TrainConfig, project: str, label: str) -> str:
@@ -299,7 +310,8 @@ def train_model(
     ).hexdigest()[:12]
     out_dir = platform.data.root / "runs" / f"{name}-{run_key}"
     platform.data.mlruns.mkdir(parents=True, exist_ok=True)
-    storage = f"sqlite:///{platform.data.tuning_db.resolve()}"
+    # a shared study (``[train] tuning_storage``, e.g. PostgreSQL) or the data dir's own
+    storage = config.tuning_storage or f"sqlite:///{platform.data.tuning_db.resolve()}"
     outcome = train_candidates(data, config, storage=storage, out_dir=out_dir, progress=progress)
     bundle = export_bundle(platform.data.bundles, data, outcome, config)
 
@@ -344,6 +356,9 @@ def train_model(
                 dataset,
                 data.metadata.content_hash,
                 {"kind": result.kind, "selected": str(result.name == outcome.selected).lower()},
+                # the data dir's artifacts/ for any store (a PostgreSQL one has no default
+                # beside it: MLflow would write to the working directory)
+                artifact_root=registry.artifact_root,
             )
             for result in (*outcome.candidates.values(), *outcome.baselines.values())
         }

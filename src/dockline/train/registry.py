@@ -32,6 +32,7 @@ from dockline.core.config import DataDir
 from dockline.core.contracts import GateVerdict, ModelVersion, PromotionEvent
 from dockline.core.errors import ContractError, NotFoundError, StorageError, ValidationError
 from dockline.core.time import Clock, SystemClock, ensure_utc, from_micros
+from dockline.train._db import sqlalchemy_url
 
 __all__ = [
     "CHALLENGER",
@@ -85,7 +86,8 @@ def mlflow_client(tracking_uri: str) -> Any:
         from mlflow import MlflowClient
 
         quiet_mlflow()  # after the import: importing mlflow sets its loggers to INFO
-        return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        url = sqlalchemy_url(tracking_uri)
+        return MlflowClient(tracking_uri=url, registry_uri=url)
 
 
 class MlflowRegistry:
@@ -115,16 +117,21 @@ class MlflowRegistry:
         self._clock: Clock = clock or SystemClock()
 
     @classmethod
-    def for_data_dir(cls, data: DataDir, clock: Clock | None = None) -> MlflowRegistry:
+    def for_data_dir(
+        cls, data: DataDir, clock: Clock | None = None, *, tracking_uri: str | None = None
+    ) -> MlflowRegistry:
         """The registry of a data directory: SQLite store, artifacts and history in ``mlruns/``.
 
         MLflow stores absolute artifact locations; they are re-pointed at this data dir on open
         (:func:`relocate_artifacts`), so a copied or moved data dir reads and writes its own.
+        ``tracking_uri`` (``[registry]``, e.g. ``postgresql://…``) keeps runs and versions in
+        that database instead; artifacts and the alias history stay in the data dir.
         """
         data.mlruns.mkdir(parents=True, exist_ok=True)
-        relocate_artifacts(data.mlflow_db, data.mlruns / "artifacts")
+        if tracking_uri is None:
+            relocate_artifacts(data.mlflow_db, data.mlruns / "artifacts")
         return cls(
-            f"sqlite:///{data.mlflow_db.resolve()}",
+            tracking_uri or f"sqlite:///{data.mlflow_db.resolve()}",
             data.mlruns / "artifacts",
             data.registry_history,
             clock,

@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import math
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ import numpy as np
 
 from dockline.core.config import TrainConfig
 from dockline.core.errors import ConfigError
+from dockline.train._db import sqlalchemy_url
 from dockline.train.candidates import TrainedCandidate, positive_scores
 from dockline.train.data import TrainingData
 from dockline.train.evaluate import HIGHER_IS_BETTER, metric
@@ -130,18 +132,17 @@ def tune(
         return TuningResult(candidate.name, dict(candidate.defaults), math.nan, None, 0, 0)
     import optuna
 
-    url = storage if "://" in storage else f"sqlite:///{storage}"
+    url = sqlalchemy_url(storage) if "://" in storage else f"sqlite:///{storage}"
     direction: Literal["maximize", "minimize"] = (
         "maximize" if HIGHER_IS_BETTER[config.primary_metric] else "minimize"
     )
     with _quiet_optuna():
-        study = optuna.create_study(
-            storage=url,
-            study_name=name,
+        study = _open_study(
+            url,
+            name,
             direction=direction,
             sampler=optuna.samplers.TPESampler(seed=config.seed),
             pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
-            load_if_exists=True,
         )
         done = [
             t
@@ -179,7 +180,7 @@ def tune(
             return value
 
         if remaining:
-            _optimize(study, objective, remaining, progress, candidate.name)
+            _optimize(study, objective, remaining, config.n_trials, progress, candidate.name)
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         if not complete:
             return TuningResult(candidate.name, dict(candidate.defaults), math.nan, name, 0, 0)
@@ -196,6 +197,23 @@ def tune(
     )
 
 
+def _open_study(url: str, name: str, **kwargs: Any) -> Any:
+    """Create or load the study; workers starting together on a new database race to create
+    Optuna's schema (one loses with a duplicate table or type): the loser retries, then finds it.
+    """
+    import optuna
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(5):
+        try:
+            return optuna.create_study(storage=url, study_name=name, load_if_exists=True, **kwargs)
+        except (IntegrityError, ProgrammingError):
+            if attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def _space_names(candidate: TrainedCandidate) -> set[str]:
     import optuna
 
@@ -204,9 +222,17 @@ def _space_names(candidate: TrainedCandidate) -> set[str]:
     return set(candidate.space(cast("optuna.Trial", trial)))
 
 
-def _optimize(study: Any, objective: Any, n_trials: int, progress: bool, label: str) -> None:
+def _optimize(
+    study: Any, objective: Any, n_trials: int, budget: int, progress: bool, label: str
+) -> None:
+    import optuna
+
+    # workers sharing one study (an RDB storage) stop when the study as a whole has its
+    # budget, not after each ran its own remainder (which would overshoot by a worker's count)
+    state = optuna.trial.TrialState
+    enough = optuna.study.MaxTrialsCallback(budget, states=(state.COMPLETE, state.PRUNED))
     if not progress:
-        study.optimize(objective, n_trials=n_trials, catch=())
+        study.optimize(objective, n_trials=n_trials, catch=(), callbacks=[enough])
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
@@ -222,5 +248,5 @@ def _optimize(study: Any, objective: Any, n_trials: int, progress: bool, label: 
             objective,
             n_trials=n_trials,
             catch=(),
-            callbacks=[lambda _s, _t: bar.advance(task)],
+            callbacks=[enough, lambda _s, _t: bar.advance(task)],
         )

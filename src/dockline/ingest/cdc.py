@@ -1,0 +1,338 @@
+"""Change data capture from PostgreSQL: a table's inserted and updated rows through logical
+replication (the ``wal2json`` output plugin, format version 2), as raw station records.
+
+Seed 000's path is GBFS → PostgreSQL → CDC → log: another system writes ``station_status`` rows
+into a table; this reader follows them through a replication slot. Each row becomes one raw
+record for :meth:`~dockline.ingest.StationStatusNormalizer.normalize_table` — the same validation
+and dead letters as an archive batch. Deleted rows are counted, never records.
+
+The resume point is the commit LSN of the last transaction appended to dockline's log (kept in
+the log's producer state, atomically with the append): the server is told to release WAL up to it
+(:meth:`CdcReader.confirm`) only after that append, and transactions at or below it that the
+server sends again after a crash are skipped, so a restart neither loses nor duplicates rows.
+
+``wal2json`` rather than ``pgoutput``: its JSON carries each value with its type, so no binary
+protocol parser is needed, and it needs no publication (``add-tables`` filters the table).
+``psycopg2`` is imported lazily (the ``postgres`` extra).
+"""
+
+from __future__ import annotations
+
+import importlib
+import select
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from dockline.core.errors import ConfigError, SourceError
+
+__all__ = [
+    "CDC_MAPPING",
+    "CdcReader",
+    "CdcTransaction",
+    "format_lsn",
+    "parse_lsn",
+    "rows_to_table",
+]
+
+CDC_MAPPING: Mapping[str, str] = {"last_reported": "event_ts"}
+"""Table column → normalized name (GBFS's ``last_reported`` is the event time)."""
+
+REQUIRED_COLUMNS = ("station_id", "num_bikes_available", "num_docks_available")
+PLUGIN = "wal2json"
+
+INSTALL_HINT = "psycopg2 is not installed: pip install 'dockline[postgres]'"
+
+
+def format_lsn(lsn: int) -> str:
+    """PostgreSQL's ``X/Y`` text form of an LSN."""
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+def parse_lsn(text: str) -> int:
+    """An LSN from its ``X/Y`` text form."""
+    high, low = text.split("/")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+@dataclass
+class CdcTransaction:
+    """The changes to the followed table in one committed transaction (or several in a row)."""
+
+    lsn: int
+    """Commit LSN of the (last) transaction: its changes are durable up to here."""
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    """New row values of inserts and updates, column → JSON value, in commit order."""
+    deletes: int = 0
+    """Deleted rows seen (not station records: counted and logged, never appended)."""
+    replayed: int = 0
+    """Rows of transactions at or below ``after_lsn`` (appended before a restart): skipped."""
+    types: dict[str, str] = field(default_factory=dict)
+    """Column → PostgreSQL type name, as wal2json reports it."""
+
+
+class CdcReader:
+    """Follows one table through one logical replication slot (created when missing)."""
+
+    def __init__(self, dsn: str, *, table: str, slot: str) -> None:
+        schema, _, name = table.rpartition(".")
+        self.schema = schema or "public"
+        self.table = name
+        self.slot = slot
+        self.dsn = dsn
+        self.where = f"postgres table {self.schema}.{self.table} (slot {slot})"
+        self._psycopg2 = _import_psycopg2()
+        self._repl: Any = None
+        self._cursor: Any = None
+
+    # -- setup (a normal connection) --
+
+    def _connect(self, **kwargs: Any) -> Any:
+        try:
+            return self._psycopg2.connect(self.dsn, **kwargs)
+        except self._psycopg2.Error as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SourceError(f"cannot connect to PostgreSQL: {first}", where=self.where) from exc
+
+    def prepare(self) -> int:
+        """Check the table's columns, create the slot if missing; the server's current LSN.
+
+        A missing table or a missing required column is a :class:`ConfigError`; a slot made by
+        another output plugin too.
+        """
+        conn = self._connect()
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT column_name FROM information_schema.columns"
+                    " WHERE table_schema = %s AND table_name = %s",
+                    (self.schema, self.table),
+                )
+                columns = {row[0] for row in cur.fetchall()}
+                if not columns:
+                    raise ConfigError("table does not exist", where=self.where)
+                missing = [c for c in (*REQUIRED_COLUMNS, "last_reported") if c not in columns]
+                if "last_reported" in missing and "event_ts" in columns:
+                    missing.remove("last_reported")
+                if missing:
+                    raise ConfigError(
+                        f"table lacks column(s) {missing}; has {sorted(columns)}",
+                        where=self.where,
+                    )
+                cur.execute(
+                    "SELECT plugin FROM pg_replication_slots WHERE slot_name = %s", (self.slot,)
+                )
+                found = cur.fetchone()
+                if found is None:
+                    try:
+                        cur.execute(
+                            "SELECT pg_create_logical_replication_slot(%s, %s)",
+                            (self.slot, PLUGIN),
+                        )
+                    except self._psycopg2.Error as exc:
+                        message = str(exc).strip().splitlines()[0]
+                        raise SourceError(
+                            f"cannot create replication slot: {message}"
+                            " (needs wal_level=logical and the wal2json plugin)",
+                            where=self.where,
+                        ) from exc
+                elif found[0] != PLUGIN:
+                    raise ConfigError(
+                        f"slot uses plugin {found[0]!r}; dockline reads {PLUGIN!r}",
+                        where=self.where,
+                    )
+                cur.execute("SELECT pg_current_wal_lsn()")
+                row = cur.fetchone()
+                return parse_lsn(row[0]) if row else 0
+        finally:
+            conn.close()
+
+    # -- streaming (a replication connection) --
+
+    def start(self) -> None:
+        """Open the replication connection and start streaming from the slot's confirmed LSN."""
+        extras = self._psycopg2.extras
+        self._repl = self._connect(connection_factory=extras.LogicalReplicationConnection)
+        self._cursor = self._repl.cursor()
+        try:
+            self._cursor.start_replication(
+                slot_name=self.slot,
+                decode=True,
+                options={
+                    "format-version": "2",
+                    "include-transaction": "1",
+                    "include-types": "1",
+                    "add-tables": f"{self.schema}.{self.table}",
+                },
+            )
+        except self._psycopg2.Error as exc:
+            message = str(exc).strip().splitlines()[0]
+            raise SourceError(f"cannot start replication: {message}", where=self.where) from exc
+
+    def confirm(self, lsn: int) -> None:
+        """Tell the server everything up to ``lsn`` is durable downstream (WAL may be recycled).
+
+        Call only after the rows up to ``lsn`` are appended to the log.
+        """
+        if self._cursor is not None and lsn > 0:
+            self._cursor.send_feedback(flush_lsn=lsn, reply=True)
+
+    def batches(
+        self,
+        *,
+        after_lsn: int = 0,
+        stop: Callable[[], bool] | None = None,
+        until_lsn: int | None = None,
+        max_rows: int = 10_000,
+        poll: float = 0.2,
+        idle_timeout: float | None = None,
+    ) -> Iterator[CdcTransaction]:
+        """Committed changes, several transactions per batch while they arrive back to back.
+
+        Transactions committed at or below ``after_lsn`` (the log's resume point: the server may
+        send them again when it had not yet been told they were appended) are only counted.
+        A batch ends when no message is waiting, or at ``max_rows``. Ends when ``stop()`` is
+        true, when ``until_lsn`` is reached with nothing pending (``--once``: what was
+        committed when the run began), or after ``idle_timeout`` seconds without a message.
+        """
+        try:
+            yield from self._batches(
+                after_lsn=after_lsn,
+                stop=stop,
+                until_lsn=until_lsn,
+                max_rows=max_rows,
+                poll=poll,
+                idle_timeout=idle_timeout,
+            )
+        except self._psycopg2.Error as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SourceError(f"replication stream failed: {first}", where=self.where) from exc
+
+    def _batches(
+        self,
+        *,
+        after_lsn: int,
+        stop: Callable[[], bool] | None,
+        until_lsn: int | None,
+        max_rows: int,
+        poll: float,
+        idle_timeout: float | None,
+    ) -> Iterator[CdcTransaction]:
+        if self._cursor is None:
+            self.start()
+        cursor = self._cursor
+        pending = CdcTransaction(lsn=0)
+        open_rows: list[dict[str, Any]] = []
+        open_deletes = 0
+        last_message = time.monotonic()
+        last_commit = 0
+        while True:
+            message = cursor.read_message()
+            if message is not None:
+                last_message = time.monotonic()
+                change = orjson.loads(message.payload)
+                action = change.get("action")
+                if action == "B":
+                    open_rows, open_deletes = [], 0
+                elif action in ("I", "U"):
+                    columns = change.get("columns", [])
+                    open_rows.append({c["name"]: c.get("value") for c in columns})
+                    pending.types.update({c["name"]: c.get("type", "") for c in columns})
+                elif action == "D":
+                    open_deletes += 1
+                elif action == "C":
+                    last_commit = int(message.data_start)
+                    if last_commit <= after_lsn:
+                        pending.replayed += len(open_rows)
+                    else:
+                        pending.rows.extend(open_rows)
+                        pending.deletes += open_deletes
+                    pending.lsn = last_commit
+                    open_rows, open_deletes = [], 0
+                    if len(pending.rows) >= max_rows:
+                        yield pending
+                        pending = CdcTransaction(lsn=0, types=dict(pending.types))
+                continue
+            # nothing waiting: hand over what is committed, then decide whether to go on
+            if pending.lsn:
+                yield pending
+                pending = CdcTransaction(lsn=0, types=dict(pending.types))
+            if stop is not None and stop():
+                return
+            if until_lsn is not None and not open_rows:
+                reached = max(last_commit, int(getattr(cursor, "wal_end", 0) or 0))
+                if reached >= until_lsn:
+                    return
+            if idle_timeout is not None and time.monotonic() - last_message > idle_timeout:
+                return
+            # ask for a keepalive so wal_end advances past transactions of other tables
+            cursor.send_feedback(reply=True)
+            select.select([cursor], [], [], poll)
+
+    def close(self) -> None:
+        """Close the replication connection (the slot stays, with its confirmed LSN)."""
+        if self._repl is not None:
+            self._repl.close()
+            self._repl = None
+            self._cursor = None
+
+
+_ARROW_TYPES: Mapping[str, pa.DataType] = {
+    "smallint": pa.int64(),
+    "integer": pa.int64(),
+    "bigint": pa.int64(),
+    "boolean": pa.bool_(),
+    "real": pa.float64(),
+    "double precision": pa.float64(),
+    "numeric": pa.float64(),
+}
+
+
+def rows_to_table(
+    rows: list[dict[str, Any]],
+    *,
+    ingested_at: datetime,
+    types: Mapping[str, str] | None = None,
+    mapping: Mapping[str, str] = CDC_MAPPING,
+) -> pa.Table:
+    """Raw CDC rows as an Arrow table with normalized column names, for ``normalize_table``.
+
+    ``types`` (column → PostgreSQL type) types columns that hold only NULLs. A column whose
+    values do not share one type becomes text (timestamps stay text: the validator parses them).
+    """
+    names: list[str] = []
+    for row in rows:
+        for name in row:
+            if name not in names:
+                names.append(name)
+    arrays: dict[str, pa.Array] = {}
+    for name in names:
+        values = [row.get(name) for row in rows]
+        try:
+            array = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+            array = pa.array([None if v is None else _text(v) for v in values], pa.string())
+        if pa.types.is_null(array.type):
+            array = array.cast(_ARROW_TYPES.get((types or {}).get(name, ""), pa.string()))
+        arrays[mapping.get(name, name)] = array
+    arrays["ingested_at"] = pa.array([ingested_at] * len(rows), pa.timestamp("us", tz="UTC"))
+    return pa.table(arrays)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
+def _import_psycopg2() -> Any:
+    try:
+        psycopg2 = importlib.import_module("psycopg2")
+        importlib.import_module("psycopg2.extras")
+    except ImportError as exc:  # pragma: no cover - the postgres extra is installed in dev
+        raise ConfigError(INSTALL_HINT) from exc
+    return psycopg2
