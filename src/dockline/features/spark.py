@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from dockline.core.errors import ConfigError, StorageError
 from dockline.core.time import from_micros, to_micros
@@ -185,6 +184,7 @@ class SparkExecutor:
         self._views: list[str] = []
         self._cached: list[Any] = []
         self._sources: dict[str, _Source] = {}
+        self._known: dict[str, int | None] = {}
         raws: dict[str, str] = {}
         for spec in plan.sources:
             if spec.table not in raws:
@@ -276,9 +276,11 @@ class SparkExecutor:
 
     def known_until(self, source: str) -> int | None:
         """The newest ``ingested_at`` (µs) of ``source``'s events (None when it has none)."""
-        view = self._sources[self.plan.source(source).name].view
-        value = self._scalar(f"SELECT max(_dl_ing) FROM {view}")
-        return None if value is None else int(value)
+        name = self.plan.source(source).name
+        if name not in self._known:  # one job per source, not per label
+            value = self._scalar(f"SELECT max(_dl_ing) FROM {self._sources[name].view}")
+            self._known[name] = None if value is None else int(value)
+        return self._known[name]
 
     def entities(self, start: datetime, end: datetime) -> list[str]:
         """Entities with events of any feature group's source in ``[start, end)``, sorted."""
@@ -324,8 +326,8 @@ class _Scope:
     def __init__(self, ex: SparkExecutor, plan: Plan, points: pa.Table) -> None:
         self.ex = ex
         self.plan = plan
-        times = points.column("t")
-        self.min_t, self.max_t = int(pc.min(times).as_py()), int(pc.max(times).as_py())
+        self.times = np.asarray(points.column("t"), dtype=np.int64)
+        self.min_t, self.max_t = int(self.times.min()), int(self.times.max())
         self.pts = ex._table(points, cache=True)
 
     def run(self, *, labels: bool, batch: bool) -> pa.Table:
@@ -530,13 +532,12 @@ class _Scope:
         return f"{sql.fdiv(f'{t} - {lag_us}', every_us)} * {every_us}"
 
     def _runs(self, every_us: int, lag_us: int) -> list[int]:
+        """The batch runs in force at the points (from the points in memory: no Spark job)."""
         lo = (self.min_t - lag_us) // every_us
         hi = (self.max_t - lag_us) // every_us
         if hi - lo > 100_000:
             raise ConfigError(f"the spine spans {hi - lo} batch runs; split it into shorter ranges")
-        run = self._run_sql("t", every_us, lag_us)
-        rows = self.ex._spark.sql(f"SELECT DISTINCT {run} FROM {self.pts}").collect()
-        return sorted(int(r[0]) for r in rows)
+        return [int(r) for r in np.unique((self.times - lag_us) // every_us * every_us)]
 
     def profile(self, profile: ProfileSpec, joins: list[tuple[str, str]]) -> str:
         """Join the profile value of the run in force at t, at t's hour of week (rule 8)."""
