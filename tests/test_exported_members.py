@@ -35,6 +35,7 @@ PUBLIC = [
     "dockline.pipeline.decide_api",
     "dockline.cli._decide",
     "dockline.features.served",
+    "dockline.features.spark",
 ]
 
 

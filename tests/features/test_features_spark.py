@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[2]
 START = datetime(2024, 5, 6, 5, tzinfo=UTC)  # simulated_city's first instant
 REL = 1e-9
 
-pytestmark = pytest.mark.slow  # a Spark session and a simulated week: tens of seconds
+SLOW = pytest.mark.slow  # a Spark session and a simulated week: tens of seconds
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +99,7 @@ def bikeshare() -> Plan:
     return compile_project(load_project(REPO / "examples" / "bikeshare"))
 
 
+@SLOW
 def test_dataset_build_on_spark_is_the_duckdb_dataset(
     spark: Any, simulated_city: Platform, bikeshare: Plan, tmp_path: Path
 ) -> None:
@@ -141,6 +142,7 @@ def test_dataset_build_on_spark_is_the_duckdb_dataset(
 # -- point-in-time edge cases (the DuckDB executor's tests) ----------------------------------
 
 
+@SLOW
 def test_hand_computed_point_in_time_values(spark: Any) -> None:
     day = 24 * 60
     events = status(
@@ -208,6 +210,7 @@ def wild(seed: int, entities: int) -> tuple[pa.Table, pa.Table, pa.Table]:
     return table(rows, STATUS_SCHEMA), table(infos, INFO_SCHEMA), spine_table
 
 
+@SLOW
 def test_any_arrival_order_gives_the_duckdb_rows(spark: Any) -> None:
     # the DuckDB executor's general path (checked against the reference) on every entity
     status_table, info_table, points = wild(seed=17, entities=30)
@@ -218,3 +221,13 @@ def test_any_arrival_order_gives_the_duckdb_rows(spark: Any) -> None:
     got = spark_features(plan, sources, points, labels=True)
     assert_same_rows(got, want)
     assert want.column("x__delta_5m").null_count < want.num_rows
+
+
+def test_string_literals_spark_would_read_differently_are_refused() -> None:
+    # DuckDB escapes a quote by doubling it; Spark reads that as two adjacent literals
+    from dockline.features import _spark_sql
+    from dockline.features.expr import col
+
+    assert _spark_sql.expr_sql(col("x") == "ok") == "((`x`) = ('ok'))"
+    with pytest.raises(ConfigError, match="cannot render string literal"):
+        _spark_sql.expr_sql(col("x") == "it's")
