@@ -11,22 +11,16 @@ at ``t - w`` (the staircase again) and those ingested late in ``(t - w, t]`` (a 
 Windows use the same bucketed range join as DuckDB. Batch features reuse the DuckDB executor's
 pure NumPy parts (nearest neighbours), so only the SQL differs.
 
-pyspark is imported here only, lazily: ``pip install 'dockline[spark]'`` and a Java runtime.
-One local Spark session per process (:func:`spark_session`) is started on first use and reused.
+pyspark is imported lazily (here and in ``_spark_session``): ``pip install 'dockline[spark]'``
+and a Java runtime. One local Spark session per process (:func:`spark_session`) is started on
+first use and reused.
 """
 
 from __future__ import annotations
 
 import itertools
-import os
-import shutil
-import tempfile
-import threading
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,6 +29,7 @@ import pyarrow as pa
 from dockline.core.errors import ConfigError, StorageError
 from dockline.core.time import from_micros, to_micros
 from dockline.features import _spark_sql as sql
+from dockline.features._spark_session import JAVA_HINT, java_available, quiet, spark_session
 from dockline.features.offline import (
     _batch_dependent,
     _mean_of,
@@ -49,75 +44,9 @@ from dockline.features.plan import GroupSpec, NeighbourSpec, Plan, ProfileSpec, 
 
 __all__ = ["JAVA_HINT", "SparkExecutor", "java_available", "spark_session"]
 
-JAVA_HINT = "install a Java runtime (17+), e.g. `apt-get install default-jre-headless`"
 _WINDOWED = frozenset({"mean", "min", "max", "sum", "count", "count_if", "stddev"})
 _SQL_AGG = {"mean": "avg", "min": "min", "max": "max", "sum": "sum", "stddev": "stddev_samp"}
-_LOG4J = "rootLogger.level = error\nrootLogger.appenderRef.stdout.ref = console\n"
-_session: Any = None
-_lock = threading.Lock()
 _executors = itertools.count()
-
-
-def java_available() -> bool:
-    """Whether a ``java`` binary is on the PATH or under ``JAVA_HOME``."""
-    home = os.environ.get("JAVA_HOME")
-    return shutil.which("java") is not None or bool(home and Path(home, "bin", "java").exists())
-
-
-@contextmanager
-def _quiet() -> Iterator[None]:
-    # pyspark warns about the pandas version on Arrow transfers we do without pandas
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning, module=r"pyspark\..*")
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"pyspark\..*")
-        yield
-
-
-def spark_session() -> Any:
-    """The process's local Spark session: started on first use, then reused.
-
-    ``local[2]``, few shuffle partitions, UTC, no UI, error-level logs, ANSI mode off (SQL null
-    semantics on division by zero, as in DuckDB), a modest driver memory.
-    """
-    global _session
-    with _lock:
-        if _session is not None and not _session.sparkContext._jsc.sc().isStopped():
-            return _session
-        if not java_available():
-            raise ConfigError(f"the Spark engine needs Java: {JAVA_HINT}", where="java")
-        try:
-            from pyspark.sql import SparkSession
-        except ImportError as exc:
-            raise ConfigError(
-                "the Spark engine needs pyspark: pip install 'dockline[spark]'"
-            ) from exc
-        conf_dir = Path(tempfile.mkdtemp(prefix="dockline-spark-"))
-        log4j = conf_dir / "log4j2.properties"
-        log4j.write_text(
-            _LOG4J + "appender.console.type = Console\nappender.console.name = console\n"
-            "appender.console.target = SYSTEM_ERR\nappender.console.layout.type = PatternLayout\n"
-            "appender.console.layout.pattern = %d %p %c: %m%n\n"
-        )
-        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-        with _quiet():
-            _session = (
-                SparkSession.builder.master("local[2]")
-                .appName("dockline")
-                .config("spark.ui.enabled", "false")
-                .config("spark.ui.showConsoleProgress", "false")
-                .config("spark.sql.shuffle.partitions", "2")
-                .config("spark.sql.session.timeZone", "UTC")
-                .config("spark.sql.ansi.enabled", "false")
-                .config("spark.driver.memory", "1g")
-                .config("spark.driver.host", "127.0.0.1")
-                .config("spark.driver.bindAddress", "127.0.0.1")
-                .config("spark.local.dir", str(conf_dir))
-                .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={log4j}")
-                .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-                .getOrCreate()
-            )
-        _session.sparkContext.setLogLevel("ERROR")
-        return _session
 
 
 class _Source:
@@ -194,7 +123,7 @@ class SparkExecutor:
     # -- setup ------------------------------------------------------------------------------
 
     def _read(self, table: str, source: str | pa.Table) -> str:
-        with _quiet():
+        with quiet():
             if isinstance(source, pa.Table):
                 frame = self._spark.createDataFrame(source)
             else:
@@ -254,7 +183,7 @@ class SparkExecutor:
 
     def _arrow(self, query: str) -> pa.Table:
         frame = self._spark.sql(query)
-        with _quiet():
+        with quiet():
             if hasattr(frame, "toArrow"):  # pyspark >= 4
                 return frame.toArrow()
             return frame._collect_as_arrow_table()  # pragma: no cover - pyspark 3.5
@@ -264,7 +193,7 @@ class SparkExecutor:
         return rows[0][0] if rows else None
 
     def _table(self, table: pa.Table, *, cache: bool = False) -> str:
-        with _quiet():
+        with quiet():
             return self._register(self._spark.createDataFrame(table), cache=cache)
 
     # -- public API -------------------------------------------------------------------------
