@@ -39,6 +39,9 @@ servers:
 	@if [ "$$(id -u)" = 0 ] && ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx; \
 	fi
+	@if [ "$$(id -u)" = 0 ] && ! command -v java >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless; \
+	fi
 
 # The demo's city starts at the same instant every run, so each run starts from an empty data dir.
 demo: $(STAMP)

@@ -41,6 +41,7 @@ PUBLIC = [
     "dockline.ui",
     "dockline.pipeline.ui_api",
     "dockline.cli._ui",
+    "dockline.features.spark",
 ]
 
 

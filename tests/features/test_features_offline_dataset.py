@@ -20,24 +20,15 @@ from dockline.features.dataset import DatasetExistsError, build_training_set
 from dockline.features.offline import OfflineExecutor, entities_in, grid_spine
 from dockline.features.plan import Plan
 from dockline.pipeline.features import build_dataset_published
-from dockline.pipeline.ingest import ingest_archive, sink_offline
 from dockline.pipeline.platform import Platform
-from dockline.sim import CityConfig, write_archive
 
 REPO = Path(__file__).resolve().parents[2]
-START = datetime(2024, 5, 6, 5, tzinfo=UTC)  # Monday 00:00 in Chicago
+START = datetime(2024, 5, 6, 5, tzinfo=UTC)  # Monday 00:00 in Chicago (as simulated_city)
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Platform:
-    """Eight simulated days of 12 stations (a week for the hour-of-week profile), ingested and
-    sunk into an offline store."""
-    root = tmp_path_factory.mktemp("bikeshare")
-    write_archive(CityConfig(stations=12, seed=7, start=START), 8.0, root / "archive")
-    platform = Platform.open(root / "data", clock=FixedClock(datetime(2024, 6, 1, tzinfo=UTC)))
-    ingest_archive(platform, root / "archive")
-    sink_offline(platform)
-    return platform
+def platform(simulated_city: Platform) -> Platform:
+    return simulated_city
 
 
 @pytest.fixture(scope="module")

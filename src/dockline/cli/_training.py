@@ -94,6 +94,13 @@ def dataset_build(
             " trained on it).",
         ),
     ] = False,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            help="Offline engine: duckdb (embedded) or spark (pyspark local mode, needs Java);"
+            " same rows. Default: features.engine in dockline.toml (duckdb).",
+        ),
+    ] = None,
     project: ProjectOpt = None,
     data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
@@ -106,6 +113,8 @@ def dataset_build(
     Example:
       dockline dataset build --label empty_next_hour --start 2013-09-01 --end 2013-10-01 \\
         --every 5m --out datasets/sep
+      dockline dataset build --label empty_next_hour --start 2013-09-01 --end 2013-09-08 \\
+        --out datasets/sep-spark --engine spark
     """
     from dockline.pipeline.features import build_dataset_published
 
@@ -124,6 +133,7 @@ def dataset_build(
             name=name,
             project=project,
             force=force,
+            engine=engine,
         )
     if json_out:
         extra = published.metadata.extra

@@ -165,6 +165,12 @@ class FeaturesConfig(_Frozen):
     the first time a command is given ``--project`` (env ``DOCKLINE_PROJECT`` overrides)."""
     memory_limit: str = "2GB"
     """DuckDB's memory limit for offline feature computation (it spills beyond)."""
+    # -- offline engine (issue 17) --
+    engine: Literal["duckdb", "spark"] = "duckdb"
+    """Engine of ``dockline dataset build`` (``--engine`` overrides): ``duckdb`` (embedded) or
+    ``spark`` (pyspark local mode, ``pip install 'dockline[spark]'`` and Java); same plan, same
+    rows."""
+    # -- end offline engine --
 
 
 # -- train slices (issue 16) --------------------------------------------------------------------

@@ -26,7 +26,7 @@ import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -36,12 +36,13 @@ from dockline.core.contracts import TS_TYPE, DatasetMetadata, FileDigest
 from dockline.core.errors import ConfigError, DocklineError, StorageError
 from dockline.core.files import sha256_file, write_parquet
 from dockline.core.time import Clock, from_micros
-from dockline.features.offline import OfflineExecutor
+from dockline.features.plan import Plan
 
 __all__ = [
     "DATA_FILE",
     "METADATA_FILE",
     "DatasetExistsError",
+    "PointInTimeExecutor",
     "Published",
     "build_training_set",
     "publish_dataset",
@@ -50,6 +51,18 @@ __all__ = [
 
 DATA_FILE = "data.parquet"
 METADATA_FILE = "_metadata.json"
+
+
+class PointInTimeExecutor(Protocol):
+    """What a training set needs of an offline engine (DuckDB's ``OfflineExecutor``, Spark's
+    ``SparkExecutor``): the plan, its features at a spine, and how far a source is known."""
+
+    @property
+    def plan(self) -> Plan: ...
+
+    def features(self, spine: pa.Table, *, labels: bool = False) -> pa.Table: ...
+
+    def known_until(self, source: str) -> int | None: ...
 
 
 def _label_rate(table: pa.Table, label: str) -> float | None:
@@ -72,7 +85,7 @@ class _Unknown:
 
 
 def _null_unknown_labels(
-    executor: OfflineExecutor, table: pa.Table
+    executor: PointInTimeExecutor, table: pa.Table
 ) -> tuple[pa.Table, dict[str, _Unknown]]:
     """Null every label whose horizon is not covered by its source's data (module docstring)."""
     unknown: dict[str, _Unknown] = {}
@@ -108,7 +121,7 @@ def _unknown_reason(name: str, u: _Unknown) -> str:
 
 
 def build_training_set(
-    executor: OfflineExecutor,
+    executor: PointInTimeExecutor,
     spine: pa.Table,
     out_dir: Path,
     *,

@@ -59,8 +59,11 @@ __all__ = [
     "BatchProvider",
     "OfflineExecutor",
     "entities_in",
+    "finish_table",
     "grid_spine",
+    "output_schema",
     "profile_columns",
+    "spine_columns",
 ]
 
 HOURS_OF_WEEK = 168
@@ -304,7 +307,7 @@ class OfflineExecutor:
 
     def features(self, spine: pa.Table, *, labels: bool = False) -> pa.Table:
         """Features (and labels) at every spine row, sorted by ``(as_of, key)``; none dropped."""
-        keys, times = self._spine_columns(spine)
+        keys, times = spine_columns(self.plan, spine)
         return self._compute(keys, times, labels=labels, batch=True)
 
     def batch_run(self, run_us: int) -> dict[str, pa.Table]:
@@ -356,37 +359,6 @@ class OfflineExecutor:
 
     # -- spine ------------------------------------------------------------------------------
 
-    def _spine_columns(self, spine: pa.Table) -> tuple[pa.Array, pa.Array]:
-        key = self.plan.key
-        for column in (key, "as_of"):
-            if column not in spine.column_names:
-                raise ValidationError(
-                    f"the spine needs columns {key!r} and 'as_of'; got {spine.column_names}",
-                    reason="missing_field",
-                )
-        as_of = spine.column("as_of")
-        if not pa.types.is_timestamp(as_of.type) or as_of.type.tz is None:
-            raise ValidationError(
-                f"spine 'as_of' must be a tz-aware timestamp; got {as_of.type}",
-                reason="bad_type",
-            )
-        keys = pc.cast(spine.column(key), pa.string()).combine_chunks()
-        times = pc.cast(pc.cast(as_of, TS_TYPE), pa.int64()).combine_chunks()
-        if keys.null_count or times.null_count:
-            raise ValidationError("the spine has null keys or times", reason="missing_field")
-        return keys, times
-
-    def _output_schema(self, plan: Plan, labels: bool) -> pa.Schema:
-        fields = [pa.field(plan.key, pa.string()), pa.field("as_of", TS_TYPE)]
-        if labels and plan.labels:
-            fields.append(pa.field("label_available_at", TS_TYPE))
-            for label in plan.labels:
-                kind = pa.bool_() if label.op == "future_any" else pa.float64()
-                fields.append(pa.field(label.name, kind))
-        fields += [pa.field(g.as_of_column, TS_TYPE) for g in plan.groups]
-        fields += [pa.field(n, pa.float64()) for n in plan.feature_names]
-        return pa.schema(fields)
-
     # -- the computation --------------------------------------------------------------------
 
     def _compute(
@@ -399,7 +371,7 @@ class OfflineExecutor:
         plan: Plan | None = None,
     ) -> pa.Table:
         plan = plan or self.plan
-        schema = self._output_schema(plan, labels)
+        schema = output_schema(plan, labels)
         if len(keys) == 0:
             return schema.empty_table()
         q = self._name()
@@ -412,18 +384,7 @@ class OfflineExecutor:
         table = pa.concat_tables(results) if len(results) > 1 else results[0]
         if n_pts != len(keys):  # repeat the duplicated spine points
             table = table.take(pa.array(np.repeat(np.arange(n_pts), counts)))
-        return self._finish(table, schema)
-
-    def _finish(self, table: pa.Table, schema: pa.Schema) -> pa.Table:
-        columns = []
-        for field in schema:
-            column = table.column(field.name)
-            if field.type == TS_TYPE:
-                column = pc.cast(column, pa.int64()).cast(TS_TYPE)
-            else:
-                column = column.cast(field.type)
-            columns.append(column)
-        return pa.Table.from_arrays(columns, schema=schema)
+        return finish_table(table, schema)
 
     def _chunk(
         self, plan: Plan, c: str, points: pa.Table, *, labels: bool, batch: bool
@@ -731,6 +692,54 @@ def _scan_order(
     bad.append(keys[1:].filter(pa.array(broken)))
     found = pc.unique(pa.concat_arrays(bad))
     return _Order(found, 1 + int(np.count_nonzero(~same)) if len(keys) else 0)
+
+
+def spine_columns(plan: Plan, spine: pa.Table) -> tuple[pa.Array, pa.Array]:
+    """A spine's keys (strings) and times (int64 µs), checked."""
+    key = plan.key
+    for column in (key, "as_of"):
+        if column not in spine.column_names:
+            raise ValidationError(
+                f"the spine needs columns {key!r} and 'as_of'; got {spine.column_names}",
+                reason="missing_field",
+            )
+    as_of = spine.column("as_of")
+    if not pa.types.is_timestamp(as_of.type) or as_of.type.tz is None:
+        raise ValidationError(
+            f"spine 'as_of' must be a tz-aware timestamp; got {as_of.type}",
+            reason="bad_type",
+        )
+    keys = pc.cast(spine.column(key), pa.string()).combine_chunks()
+    times = pc.cast(pc.cast(as_of, TS_TYPE), pa.int64()).combine_chunks()
+    if keys.null_count or times.null_count:
+        raise ValidationError("the spine has null keys or times", reason="missing_field")
+    return keys, times
+
+
+def output_schema(plan: Plan, labels: bool) -> pa.Schema:
+    """The columns of a features table (both offline engines produce exactly these)."""
+    fields = [pa.field(plan.key, pa.string()), pa.field("as_of", TS_TYPE)]
+    if labels and plan.labels:
+        fields.append(pa.field("label_available_at", TS_TYPE))
+        for label in plan.labels:
+            kind = pa.bool_() if label.op == "future_any" else pa.float64()
+            fields.append(pa.field(label.name, kind))
+    fields += [pa.field(g.as_of_column, TS_TYPE) for g in plan.groups]
+    fields += [pa.field(n, pa.float64()) for n in plan.feature_names]
+    return pa.schema(fields)
+
+
+def finish_table(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table``'s columns in ``schema``'s order and types (times from BIGINT µs)."""
+    columns = []
+    for field in schema:
+        column = table.column(field.name)
+        if field.type == TS_TYPE:
+            column = pc.cast(column, pa.int64()).cast(TS_TYPE)
+        else:
+            column = column.cast(field.type)
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def _points(keys: pa.Array, times: pa.Array) -> tuple[pa.Table, np.ndarray]:

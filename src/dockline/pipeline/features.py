@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 import duckdb
 
@@ -33,7 +34,12 @@ from dockline.features.consistency import (
     measure_consistency,
     measure_served_consistency,
 )
-from dockline.features.dataset import Published, build_training_set, publish_dataset
+from dockline.features.dataset import (
+    PointInTimeExecutor,
+    Published,
+    build_training_set,
+    publish_dataset,
+)
 from dockline.features.materialize import Materializer, MaterializeReport
 from dockline.features.offline import OfflineExecutor, grid_spine
 from dockline.pipeline.platform import Platform
@@ -42,6 +48,7 @@ from dockline.store.online.sqlite import SqliteOnlineStore
 
 __all__ = [
     "EXAMPLE_PROJECT",
+    "OFFLINE_ENGINES",
     "ONLINE_FACTORIES",
     "PROJECT_ENV",
     "build_dataset",
@@ -52,6 +59,7 @@ __all__ = [
     "load_plan",
     "materialize",
     "offline_executor",
+    "offline_pit_executor",
     "offline_sources",
     "open_online_store",
     "project_path",
@@ -166,6 +174,49 @@ def offline_executor(platform: Platform, plan: Plan) -> Iterator[OfflineExecutor
         executor.close()
 
 
+class _PitEngine(PointInTimeExecutor, Protocol):
+    def entities(self, start: datetime, end: datetime) -> list[str]: ...
+
+    def close(self) -> None: ...
+
+
+def _duckdb_engine(platform: Platform, plan: Plan) -> _PitEngine:
+    return OfflineExecutor(
+        plan,
+        offline_sources(platform, plan),
+        memory_limit=platform.config.features.memory_limit,
+    )
+
+
+def _spark_engine(platform: Platform, plan: Plan) -> _PitEngine:
+    from dockline.features.spark import SparkExecutor  # pyspark only when asked for
+
+    return SparkExecutor(plan, offline_sources(platform, plan))
+
+
+OFFLINE_ENGINES: dict[str, Callable[[Platform, Plan], _PitEngine]] = {
+    "duckdb": _duckdb_engine,
+    "spark": _spark_engine,
+}
+"""Point-in-time engines of ``dataset build`` by ``FeaturesConfig.engine`` (same plan, same
+rows; docs/features.md)."""
+
+
+@contextmanager
+def offline_pit_executor(
+    platform: Platform, plan: Plan, engine: str | None = None
+) -> Iterator[_PitEngine]:
+    """The point-in-time engine ``engine`` (default: the configured one), closed on exit."""
+    name = engine or platform.config.features.engine
+    if name not in OFFLINE_ENGINES:
+        raise ConfigError(f"--engine must be one of {sorted(OFFLINE_ENGINES)}; got {name!r}")
+    executor = OFFLINE_ENGINES[name](platform, plan)
+    try:
+        yield executor
+    finally:
+        executor.close()
+
+
 def _state_path(platform: Platform, plan: Plan) -> Path:
     return platform.data.root / "online-state" / f"{plan.project}-{plan.hash[:12]}.msgpack"
 
@@ -262,6 +313,7 @@ def build_dataset(
     name: str | None = None,
     project: str | Path | None = None,
     force: bool = False,
+    engine: str | None = None,
 ) -> DatasetMetadata:
     """:func:`build_dataset_published`'s dataset, for callers that need not know whether it
     was written, kept unchanged or replaced."""
@@ -275,6 +327,7 @@ def build_dataset(
         name=name,
         project=project,
         force=force,
+        engine=engine,
     ).metadata
 
 
@@ -289,12 +342,14 @@ def build_dataset_published(
     name: str | None = None,
     project: str | Path | None = None,
     force: bool = False,
+    engine: str | None = None,
 ) -> Published:
     """A point-in-time training set: every entity × every ``every`` in ``[start, end)``.
 
     Built in a staging directory beside ``out`` and then published: datasets are immutable, so
     an ``out`` holding a different dataset is refused (``force`` replaces it unless a
-    registered model was trained on it); the same dataset again is kept as it is.
+    registered model was trained on it); the same dataset again is kept as it is. ``engine``
+    (``duckdb`` or ``spark``; default ``features.engine``) computes it: same rows either way.
     """
     began = time.perf_counter()  # lineage: the build's duration
     plan = load_plan(platform, project)
@@ -304,7 +359,7 @@ def build_dataset_published(
         raise ConfigError(f"--end must be after --start; got {start} .. {end}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with offline_executor(platform, plan) as offline:
+    with offline_pit_executor(platform, plan, engine) as offline:
         entities = offline.entities(start, end)
         if not entities:
             raise ConfigError(f"no entity has events between {start} and {end}")
