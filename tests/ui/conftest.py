@@ -29,6 +29,7 @@ import pytest
 
 from dockline.core.decisions import decode_decision
 from dockline.core.time import FixedClock
+from dockline.monitor.predictions import read_prediction_log
 from dockline.pipeline.decide import decision_log
 from dockline.pipeline.features import build_dataset, materialize
 from dockline.pipeline.ingest import ingest_archive, sink_offline
@@ -71,9 +72,14 @@ class Served:
     decision_id: str
 
 
-def _wait_for_log(root: Path, deadline_s: float = 15.0) -> None:
+def _wait_for_log(root: Path, newest: datetime, deadline_s: float = 15.0) -> None:
+    """Until the log holds the requests made at ``newest`` (files of earlier traffic are not
+    enough: the pages read the latest prediction of each station)."""
     stop = time.monotonic() + deadline_s
-    while not (root.is_dir() and any(root.rglob("*.parquet"))):
+    while True:
+        rows = read_prediction_log(root, columns=["logged_at"])
+        if rows.num_rows and pc.max(rows["logged_at"]).as_py() >= newest:
+            return
         if time.monotonic() > stop:
             raise AssertionError("the prediction log was not flushed")
         time.sleep(0.05)
@@ -183,7 +189,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             sink_offline(platform)
             materialize(platform)
             _traffic(client, clock, ids, 3)
-            _wait_for_log(platform.data.serving_predictions)
+            _wait_for_log(platform.data.serving_predictions, clock.now())
             decision_id = _decide_once(client, platform)
         clock.advance(timedelta(minutes=1))  # time passes: the monitor reads [start, now)
         yield Served(platform, server.url, summary, ids, decision_id)
