@@ -5,12 +5,16 @@ Run: ``.venv/bin/python benchmarks/bench_cdc.py [--stations 500] [--transactions
 
 Starts a private cluster (``tests/postgres_server.py``: needs the Debian ``postgresql`` and
 ``postgresql-15-wal2json`` packages), creates the slot, inserts ``--transactions`` transactions
-of one row per station, then times one ``ingest_cdc(..., once=True)``.
+of one row per station, then times one ``ingest_cdc(..., once=True)`` against the peer measured
+in the same run: the same rows fetched with a plain ``SELECT`` (psycopg2, no replication, no
+validation, nothing written) — the floor of reading them at all. Writes
+``benchmarks/results/cdc.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -56,10 +60,36 @@ def main() -> None:
         started = time.perf_counter()
         summary = ingest_cdc(platform, pg.dsn(), slot="bench", once=True)
         took = time.perf_counter() - started
+        started = time.perf_counter()
+        cur.execute("SELECT * FROM station_status")
+        fetched = len(cur.fetchall())
+        select_s = time.perf_counter() - started
         conn.close()
+    cdc_rate, select_rate = summary.received / took, fetched / select_s
     print(
         f"{summary.received:,} rows in {args.transactions} transactions: {took:.2f} s,"
-        f" {summary.received / took:,.0f} rows/s; accepted {summary.accepted:,}"
+        f" {cdc_rate:,.0f} rows/s; accepted {summary.accepted:,}\n"
+        f"peer, a plain SELECT of the same {fetched:,} rows: {select_rate:,.0f} rows/s;"
+        f" CDC runs at {cdc_rate / select_rate:.2f}x the bare read"
+    )
+    out = Path(__file__).parent / "results" / "cdc.json"
+    out.write_text(
+        json.dumps(
+            {
+                "stations": args.stations,
+                "transactions": args.transactions,
+                "rows": summary.received,
+                "accepted": summary.accepted,
+                "cdc_seconds": round(took, 3),
+                "cdc_rows_per_s": round(cdc_rate),
+                "select_seconds": round(select_s, 3),
+                "select_rows_per_s": round(select_rate),
+                "ratio_cdc_over_select": round(cdc_rate / select_rate, 3),
+                "measured_at": datetime.now(UTC).isoformat(),
+            },
+            indent=2,
+        )
+        + "\n"
     )
 
 
