@@ -6,11 +6,10 @@ import time
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from dockline.cli._common import DataDirOpt, JsonOpt, open_platform, parse_cli_duration, want_json
-from dockline.cli._ingest import _print_summary
-from dockline.cli._output import err_console, progress_bar
+from dockline.cli._ingest import report_ingest
+from dockline.cli._output import progress_bar
 from dockline.core.contracts import IngestSummary
 from dockline.core.errors import ConfigError
 
@@ -95,11 +94,4 @@ def cdc_ingest(
         )
         progress.update(task, description="writing offline store", info="")
         reports = sink_offline(platform)
-    _print_summary(
-        summary,
-        json_out,
-        {"offline_rows_written": {topic: report.records for topic, report in reports.items()}},
-    )
-    if summary.alarm:
-        err_console.print(f"[bold red]ingest alarm:[/bold red] {escape(summary.alarm)}")
-        raise typer.Exit(1)
+    report_ingest(summary, {topic: report.records for topic, report in reports.items()}, json_out)

@@ -31,6 +31,15 @@ class ClockChoice(enum.StrEnum):
     FEED = "feed"
 
 
+def report_ingest(summary: IngestSummary, written: dict[str, int], json_out: bool) -> None:
+    """Print an ingest run's summary and the offline rows written; exit 1 on its alarm."""
+    _print_summary(summary, json_out, {"offline_rows_written": written})
+    if summary.alarm:
+        # most of what arrived was rejected: almost always a wrong clock, mapping or URL
+        err_console.print(f"[bold red]ingest alarm:[/bold red] {escape(summary.alarm)}")
+        raise typer.Exit(1)
+
+
 def _print_summary(
     summary: IngestSummary, json_out: bool, extra: dict[str, object] | None = None
 ) -> None:
@@ -135,15 +144,7 @@ def ingest(
             )
         progress.update(task, description="writing offline store", info="")
         reports = sink_offline(platform)
-    _print_summary(
-        summary,
-        json_out,
-        {"offline_rows_written": {topic: report.records for topic, report in reports.items()}},
-    )
-    if summary.alarm:
-        # most of what arrived was rejected: almost always a wrong clock, mapping or URL
-        err_console.print(f"[bold red]ingest alarm:[/bold red] {escape(summary.alarm)}")
-        raise typer.Exit(1)
+    report_ingest(summary, {topic: report.records for topic, report in reports.items()}, json_out)
 
 
 def _parse_mapping(text: str | None) -> dict[str, str] | None:
