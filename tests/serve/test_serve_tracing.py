@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -77,3 +78,20 @@ def test_without_tracing_no_span_is_recorded_and_rows_have_no_trace(city: City) 
     with tracing.span("decide.cycle") as nothing:
         assert nothing is None and tracing.current_trace_id() is None
     assert tracing.inject({}) == {}
+
+
+def test_configuring_again_keeps_the_provider_a_new_role_replaces_it(tmp_path: Path) -> None:
+    from dockline.pipeline.platform import Platform
+    from dockline.pipeline.tracing import configure_tracing
+
+    (tmp_path / "dockline.toml").write_text("[tracing]\nenabled = true\n")
+    platform = Platform.open(tmp_path)
+    try:
+        assert configure_tracing(platform, "materialize")
+        first = tracing.installed()
+        assert configure_tracing(platform, "materialize") and tracing.installed() is first
+        assert configure_tracing(platform, "serve") and tracing.installed() is not first
+    finally:
+        tracing.install(None)
+    assert configure_tracing(platform, "serve") and tracing.installed() is not None
+    tracing.install(None)

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
-__all__ = ["current_trace_id", "enabled", "extract", "inject", "install", "span"]
+__all__ = ["current_trace_id", "enabled", "extract", "inject", "install", "installed", "span"]
 
 _state: dict[str, Any] = {"provider": None, "tracers": {}}
 
@@ -28,6 +28,11 @@ def install(provider: Any | None) -> None:
     _state["provider"], _state["tracers"] = provider, {}
     if old is not None and old is not provider:
         old.shutdown()
+
+
+def installed() -> Any | None:
+    """The provider spans go to (None: tracing is off)."""
+    return _state["provider"]
 
 
 def enabled() -> bool:

@@ -21,11 +21,18 @@ __all__ = ["configure_tracing", "read_spans"]
 
 def configure_tracing(platform: Platform, role: str) -> bool:
     """Install a provider for ``platform``'s ``[tracing]`` in this process (``role`` names it:
-    ingest, materialize, serve, decide); returns whether tracing is on. Off: uninstalls."""
+    ingest, materialize, serve, decide); returns whether tracing is on. Off: uninstalls.
+
+    Called again with the same settings, data dir and role (a loop materializing every cycle),
+    it keeps the provider it installed rather than flushing it and building another.
+    """
     config = platform.config.tracing
     if not config.enabled:
         tracing.install(None)
         return False
+    key = (config, str(platform.data.root), role)
+    if _installed and _installed[0] == key and tracing.installed() is _installed[1]:
+        return True
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
@@ -48,7 +55,12 @@ def configure_tracing(platform: Platform, role: str) -> bool:
     )
     provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1000))
     tracing.install(provider)
+    _installed[:] = [key, provider]
     return True
+
+
+_installed: list[Any] = []
+"""The key and provider :func:`configure_tracing` installed last in this process."""
 
 
 def read_spans(root: Path) -> list[dict[str, Any]]:
