@@ -31,7 +31,12 @@ def test_producer_and_sink_killed_and_resumed_store_every_row_once(
     kills = 0
     for _ in range(3):
         proc = spawn("writer", spec, str(total), str(batch))
-        ready = wait_for(lambda: observer.producer_state("writer") is not None, timeout=60)
+        try:
+            ready = wait_for(lambda: observer.producer_state("writer") is not None, timeout=60)
+        except AssertionError:
+            proc.kill()
+            proc.wait(timeout=10)
+            raise
         kills += kill_after(proc, ready, rng.uniform(0.2, 1.0))
         # The producer state always equals what the log holds: one commit record holds both.
         state = observer.producer_state("writer")
@@ -45,10 +50,21 @@ def test_producer_and_sink_killed_and_resumed_store_every_row_once(
     sink_kills = 0
     for _ in range(3):
         before = observer.committed("offline-sink", TOPIC)
+        if before == observer.end_offsets(TOPIC):
+            break  # an earlier kill landed after the last commit: nothing left to kill
         proc = spawn("sink", spec, str(root), "300")
-        ready = wait_for(
-            lambda before=before: observer.committed("offline-sink", TOPIC) != before, timeout=60
-        )
+        try:
+            # ready at its first commit, or when it exits (it may finish between two polls)
+            ready = wait_for(
+                lambda before=before, proc=proc: (
+                    observer.committed("offline-sink", TOPIC) != before or proc.poll() is not None
+                ),
+                timeout=60,
+            )
+        except AssertionError:
+            proc.kill()
+            proc.wait(timeout=10)
+            raise
         killed = kill_after(proc, ready, rng.uniform(0.05, 0.3))
         sink_kills += killed
         if not killed:
