@@ -35,6 +35,7 @@ __all__ = [
     "PersistenceBaseline",
     "ProbabilisticEstimator",
     "TrainedCandidate",
+    "fit_candidate",
     "get_baseline",
     "get_candidate",
     "positive_scores",
@@ -46,6 +47,8 @@ Params = dict[str, Any]
 
 LGBM_THREADS = 2
 """Fixed so results do not depend on the machine's core count."""
+FIT_THREADS = 2
+"""Threads a forest builds its trees on (:func:`fit_candidate`)."""
 
 # OpenMP threads that spin while waiting make LightGBM 5-20x slower whenever the cores are
 # shared (other processes, parallel tests); passive waiting costs nothing measurable when they
@@ -81,6 +84,19 @@ class TrainedCandidate:
         """A fresh, unfitted estimator with ``params`` over the defaults."""
         merged = {**self.defaults, **(params or {})}
         return self.build(merged, seed)
+
+
+def fit_candidate(model: ProbabilisticEstimator, X: Any, y: Any) -> ProbabilisticEstimator:
+    """Fit ``model``, a forest building its trees on :data:`FIT_THREADS` threads.
+
+    The trees are the same as on one thread (each tree's seed is drawn before the work is
+    split, and joblib returns them in order), so the fitted model and its bundle are too.
+    """
+    from joblib import parallel_config
+
+    with parallel_config(n_jobs=FIT_THREADS, prefer="threads"):
+        model.fit(X, y)
+    return model
 
 
 # -- logistic regression -------------------------------------------------------------------
@@ -172,9 +188,10 @@ def _build_extra_trees(params: Params, seed: int) -> ProbabilisticEstimator:
                 min_samples_leaf=int(params["min_samples_leaf"]),
                 max_features=float(params["max_features"]),
                 random_state=seed,
-                # One job: threaded prediction sums tree probabilities in a racy order, so
-                # the last bits of a score would differ run to run.
-                n_jobs=1,
+                # Unset, so fit_candidate's joblib context builds the trees on FIT_THREADS,
+                # while prediction outside it runs on one: threaded prediction sums tree
+                # probabilities in a racy order, so the last bits of a score would differ.
+                n_jobs=None,
             ),
         ),
     ]

@@ -41,6 +41,7 @@ from dockline.train.candidates import (
     Baseline,
     ProbabilisticEstimator,
     TrainedCandidate,
+    fit_candidate,
     get_baseline,
     get_candidate,
     positive_scores,
@@ -231,7 +232,7 @@ def _fit_trained(
     start = time.perf_counter()
     tuning = tune(spec, data, folds, config, storage=storage, name=name, progress=progress)
     model = spec.make(tuning.params, config.seed)
-    model.fit(data.X[splits.train.rows], data.y[splits.train.rows])
+    fit_candidate(model, data.X[splits.train.rows], data.y[splits.train.rows])
     x_test = data.X[splits.test.rows]
 
     def predict(x: npt.NDArray[np.float32]) -> FloatArray:

@@ -28,7 +28,7 @@ import numpy as np
 from dockline.core.config import TrainConfig
 from dockline.core.errors import ConfigError
 from dockline.train._db import sqlalchemy_url
-from dockline.train.candidates import TrainedCandidate, positive_scores
+from dockline.train.candidates import TrainedCandidate, fit_candidate, positive_scores
 from dockline.train.data import TrainingData
 from dockline.train.evaluate import HIGHER_IS_BETTER, metric
 from dockline.train.splits import Fold
@@ -89,7 +89,7 @@ def cv_score(
     scores: list[float] = []
     for step, fold in enumerate(folds):
         model = candidate.make(params, seed)
-        model.fit(data.X[fold.fit], data.y[fold.fit])
+        fit_candidate(model, data.X[fold.fit], data.y[fold.fit])
         value = metric(metric_name, data.y[fold.valid], positive_scores(model, data.X[fold.valid]))
         if not math.isnan(value):
             scores.append(value)
