@@ -118,8 +118,9 @@ def decide_evaluate(
     forecaster: Annotated[
         str,
         typer.Option(
-            help="The predictive policy's forecasts: sim-rates (each station's true rates) or"
-            " zone-rates (zone means by hour of week, fair weather)."
+            help="The predictive policy's forecasts: sim-rates (each station's true rates),"
+            " zone-rates (zone means by hour of week, fair weather) or model (the data dir's"
+            " registered champions, on features computed from the simulated city)."
         ),
     ] = "sim-rates",
     policies: Annotated[
@@ -137,6 +138,8 @@ def decide_evaluate(
     Example: dockline decide evaluate --days 3 --seeds 5 --trucks 4 --moves-per-day 96 --json
 
     Example: dockline decide evaluate --city city.toml --days 1 --seeds 5
+
+    Example: dockline --data-dir demo decide evaluate --forecaster model --days 3 --seeds 5
     """
     from dockline.core.config import DataDir, resolve_data_dir
     from dockline.core.decisions import PolicyName
@@ -149,6 +152,12 @@ def decide_evaluate(
     if bad or not names:
         raise ConfigError(f"--policies must be among {', '.join(POLICIES)}; got {policies!r}")
     root = DataDir(resolve_data_dir(_data_dir(data_dir)))
+    models = None
+    if forecaster == "model":
+        from dockline.pipeline.decide_model import ModelSource
+        from dockline.pipeline.platform import Platform
+
+        models = ModelSource.from_platform(Platform.open(root.root, existing=True))
     config = eval_config_from(
         root.config().decide,
         days=days,
@@ -159,6 +168,7 @@ def decide_evaluate(
         stations=stations,
         forecaster=forecaster,
         calibrated=None if city is None else load_city(city),
+        models=models,
     )
     chosen: list[PolicyName] = [p for p in POLICIES if p in names]
     with progress_bar(quiet=json_out) as progress:

@@ -4,19 +4,22 @@
 numbers: the city's random stream does not depend on the trucks), trucks executing the actions
 with travel time, and reports the KPIs per policy (mean and 95 % interval over seeds).
 
-The predictive policy's forecasts here come from :func:`sim_predictions`, the simulator's own
-expected demand over the next hour turned into ``p_empty`` / ``p_full`` by a Poisson (Skellam)
-model — labelled ``poisson-rates`` in every decision — not from a trained bundle.
+The predictive policy's forecasts come from one of :data:`FORECASTERS`: by default
+:func:`sim_predictions`, the simulator's own expected demand over the next hour turned into
+``p_empty`` / ``p_full`` by a Poisson (Skellam) model (labelled ``poisson-rates``); with
+``model``, the data dir's registered champions scoring features computed from the simulated
+city by the deployed code (:mod:`dockline.pipeline.decide_model`).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -42,6 +45,9 @@ from dockline.decide.scoring import COST_PER_MINUTE, OUTAGE_HOURS, OutageCounter
 from dockline.sim.calibrate import CalibratedCity
 from dockline.sim.city import City, CityConfig
 from dockline.sim.fleet import ActionRequest, Fleet, future_outlook
+
+if TYPE_CHECKING:
+    from dockline.pipeline.decide_model import ModelForecaster, ModelSource
 
 __all__ = [
     "FORECASTERS",
@@ -72,9 +78,11 @@ METRICS = (
 )
 
 
-FORECASTERS = ("sim-rates", "zone-rates")
+FORECASTERS = ("sim-rates", "zone-rates", "model")
 """``sim-rates``: each station's true rates and the current weather; ``zone-rates``: only its
-zone's mean rates by hour of week in fair weather (what an hour-of-week baseline knows)."""
+zone's mean rates by hour of week in fair weather (what an hour-of-week baseline knows);
+``model``: the data dir's registered champions on features computed from the simulated city."""
+RATE_FORECASTERS = ("sim-rates", "zone-rates")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,10 +112,17 @@ class EvalConfig:
             raise ConfigError(
                 f"forecaster must be one of {', '.join(FORECASTERS)}; got {self.forecaster!r}"
             )
+        if (self.forecaster == "model") != (self.models is not None):
+            raise ConfigError(
+                "the model forecaster needs the champions to score with (models), and only it"
+            )
 
     calibrated: CalibratedCity | None = field(default=None, compare=False)
     """A city fitted to real data (``decide evaluate --city``); its station count replaces
     ``stations``, its per-station rates the zone model."""
+
+    models: ModelSource | None = field(default=None, compare=False)
+    """The champions and plan of the ``model`` forecaster (:meth:`ModelSource.from_platform`)."""
 
     base: Constraints = field(default_factory=Constraints)
     """Speed, handling time and service hours (the ``[decide]`` section's); the fields above
@@ -168,6 +183,14 @@ class EvalResult:
                 out[policy]["share_of_oracle_gain_high"] = s["high"]
         return out
 
+    @property
+    def forecaster_label(self) -> str:
+        """What the predictive policy's forecasts came from, as its decisions record it."""
+        c = self.config
+        if c.models is not None:
+            return f"model:{c.models.version}:{c.models.bundle_id}"
+        return f"{POISSON_MODEL_VERSION}:{c.forecaster}"
+
     def to_json(self) -> dict[str, Any]:
         c = self.config
         return {
@@ -184,7 +207,7 @@ class EvalResult:
                 "moves_per_day": c.moves_per_day,
                 "cycle_minutes": c.cycle_minutes,
                 "horizon_minutes": c.horizon_minutes,
-                "forecaster": f"{POISSON_MODEL_VERSION}:{c.forecaster}",
+                "forecaster": self.forecaster_label,
             },
             "per_seed": self.per_seed,
             "seconds": round(self.seconds, 1),
@@ -196,8 +219,10 @@ def sim_predictions(
 ) -> tuple[StationPrediction, ...]:
     """The ``poisson-rates`` forecaster: expected departures and arrivals over the horizon →
     ``p_empty`` / ``p_full`` (Skellam) and the expected net flow."""
-    if forecaster not in FORECASTERS:
-        raise ConfigError(f"forecaster must be one of {', '.join(FORECASTERS)}; got {forecaster!r}")
+    if forecaster not in RATE_FORECASTERS:
+        raise ConfigError(
+            f"forecaster must be one of {', '.join(RATE_FORECASTERS)}; got {forecaster!r}"
+        )
     if forecaster == "sim-rates":
         dep, arr = city.expected_flows(horizon_minutes)
     else:
@@ -301,31 +326,24 @@ def run_policy(
     outages = OutageCounter(city.n)
     curve = np.zeros(total, dtype=np.int32)
     used_today, today = 0, days[0]
-    for minute in range(total):
-        if days[minute] != today:
-            used_today, today = 0, days[minute]
-        if policy != "none" and minute % config.cycle_minutes == 0:
-            constraints = msgspec.structs.replace(base, moves_used_today=used_today)
-            predictions = (
-                sim_predictions(city, config.horizon_minutes, config.forecaster)
-                if policy == "predictive"
-                else ()
-            )
-            future = future_outlook(city, config.horizon_minutes) if policy == "oracle" else None
-            inputs = city_inputs(city, fleet, constraints, predictions=predictions, future=future)
-            decision = decide(policy, inputs, config.params)
-            if on_decision is not None:
-                on_decision(decision)
-            results = fleet.apply(
-                ActionRequest(a.truck_id, a.from_station, a.to_station, a.bikes)
-                for a in decision.actions
-            )
-            used_today += sum(r.status == "accepted" for r in results)
-        city.step()
-        empty = city.bikes == 0
-        full = city.bikes + city.docks_disabled >= city.capacity
-        curve[minute] = np.count_nonzero(empty) + np.count_nonzero(full)
-        outages.update(empty, full, in_window=bool(window[minute]))
+    with ExitStack() as stack:
+        model = None
+        if policy == "predictive" and config.models is not None:
+            from dockline.pipeline.decide_model import ModelForecaster  # features, ONNX: on demand
+
+            model = stack.enter_context(ModelForecaster(config.models, city))
+        for minute in range(total):
+            if days[minute] != today:
+                used_today, today = 0, days[minute]
+            if model is not None:
+                model.observe()
+            if policy != "none" and minute % config.cycle_minutes == 0:
+                used_today += _cycle(policy, city, fleet, config, used_today, model, on_decision)
+            city.step()
+            empty = city.bikes == 0
+            full = city.bikes + city.docks_disabled >= city.capacity
+            curve[minute] = np.count_nonzero(empty) + np.count_nonzero(full)
+            outages.update(empty, full, in_window=bool(window[minute]))
     m = city.metrics
     kpis = {
         "empty_minutes": float(m.empty_station_minutes),
@@ -340,6 +358,35 @@ def run_policy(
         "bikes_moved": float(m.bikes_moved),
     }
     return kpis, curve
+
+
+def _cycle(
+    policy: PolicyName,
+    city: City,
+    fleet: Fleet,
+    config: EvalConfig,
+    used_today: int,
+    model: ModelForecaster | None,
+    on_decision: Callable[[Decision], None] | None,
+) -> int:
+    """One decision cycle on the city: decide, send the actions to the trucks; moves accepted."""
+    constraints = msgspec.structs.replace(config.constraints, moves_used_today=used_today)
+    predictions: tuple[StationPrediction, ...] = ()
+    if policy == "predictive":
+        predictions = (
+            model.predictions()
+            if model is not None
+            else sim_predictions(city, config.horizon_minutes, config.forecaster)
+        )
+    future = future_outlook(city, config.horizon_minutes) if policy == "oracle" else None
+    inputs = city_inputs(city, fleet, constraints, predictions=predictions, future=future)
+    decision = decide(policy, inputs, config.params)
+    if on_decision is not None:
+        on_decision(decision)
+    results = fleet.apply(
+        ActionRequest(a.truck_id, a.from_station, a.to_station, a.bikes) for a in decision.actions
+    )
+    return sum(r.status == "accepted" for r in results)
 
 
 def evaluate(
