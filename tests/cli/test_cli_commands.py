@@ -211,6 +211,9 @@ def test_demo_trains_registers_and_serves_a_champion(tmp_path: Path) -> None:
     assert len(serving["decisions"]) == 3
     assert all(c["refused"] == 0 and c["accepted"] == c["actions"] for c in serving["decisions"])
     assert set(serving["evaluation"]) == {"none", "reactive", "predictive", "oracle"}
+    # the scored day's predictive policy acted on the champions this demo trained
+    forecaster = serving["evaluation_forecaster"]
+    assert forecaster.startswith("model:empty:1/full:") and model["bundle_id"] in forecaster
     assert (
         serving["evaluation"]["oracle"]["empty_full_minutes"]
         <= (serving["evaluation"]["none"]["empty_full_minutes"])

@@ -268,7 +268,7 @@ def _serve(platform: Platform, stations: list[str], city: City) -> dict[str, Any
         "unknown_entity": [unknown.status_code, unknown.json().get("reason")],
         "malformed": [malformed.status_code, malformed.json().get("reason")],
         "decisions": decisions,
-        "evaluation": _evaluate_day(len(stations)),
+        **_evaluate_day(platform, len(stations)),
     }
 
 
@@ -306,14 +306,33 @@ def _decide_live(platform: Platform, city: City, serve_url: str) -> list[dict[st
     return cycles
 
 
-def _evaluate_day(stations: int) -> dict[str, dict[str, float]]:
+def _evaluate_day(platform: Platform, stations: int) -> dict[str, Any]:
     """The four policies on one held-out simulated day at the same budget (common random
-    numbers); `dockline decide evaluate` does this over weeks and seeds."""
+    numbers), the predictive one acting on the champions just trained; `dockline decide
+    evaluate` does this over weeks and seeds."""
     from dockline.pipeline.decide import EvalConfig, evaluate
+    from dockline.pipeline.decide_model import ModelSource
 
-    summary = evaluate(EvalConfig(stations=stations, days=1.0, seeds=1, seed=100)).summary()
+    try:
+        config = EvalConfig(
+            stations=stations,
+            days=1.0,
+            seeds=1,
+            seed=100,
+            forecaster="model",
+            models=ModelSource.from_platform(platform),
+        )
+    except ConfigError:  # no champion (the demo without training): the simulator's rates
+        config = EvalConfig(stations=stations, days=1.0, seeds=1, seed=100)
+    result = evaluate(config)
     keep = ("empty_full_minutes", "outage_cost_usd", "failed_rentals", "truck_km", "moves")
-    return {policy: {k: round(v[k], 1) for k in keep if k in v} for policy, v in summary.items()}
+    return {
+        "evaluation": {
+            policy: {k: round(v[k], 1) for k in keep if k in v}
+            for policy, v in result.summary().items()
+        },
+        "evaluation_forecaster": result.forecaster_label,
+    }
 
 
 def _train(platform: Platform, dataset: Path) -> dict[str, Any]:
@@ -522,8 +541,10 @@ def _print(console: Console, report: dict[str, Any]) -> None:
             )
         evaluation = serving.get("evaluation")
         if evaluation:
+            forecaster = serving.get("evaluation_forecaster", "")
             table = Table(
-                title="one simulated day, same budget: empty+full station-minutes",
+                title="one simulated day, same budget: empty+full station-minutes"
+                f" (predictive acts on {forecaster})",
                 title_justify="left",
             )
             for column in ("policy", "empty+full min", "outage $", "failed rentals", "truck-km"):
