@@ -30,16 +30,8 @@ from dockline.core.errors import ConfigError, StorageError
 from dockline.core.time import from_micros, to_micros
 from dockline.features import _spark_sql as sql
 from dockline.features._spark_session import JAVA_HINT, java_available, quiet, spark_session
-from dockline.features.offline import (
-    _batch_dependent,
-    _mean_of,
-    _nearest,
-    _points,
-    _subplan,
-    finish_table,
-    output_schema,
-    spine_columns,
-)
+from dockline.features._spine import distinct_points, finish_table, output_schema, spine_columns
+from dockline.features.offline import _batch_dependent, _mean_of, _nearest, _subplan
 from dockline.features.plan import GroupSpec, NeighbourSpec, Plan, ProfileSpec, SourceSpec
 
 __all__ = ["JAVA_HINT", "SparkExecutor", "java_available", "spark_session"]
@@ -236,7 +228,7 @@ class SparkExecutor:
         schema = output_schema(plan, labels)
         if len(keys) == 0:
             return schema.empty_table()
-        points, counts = _points(keys, times)
+        points, counts = distinct_points(keys, times)
         table = _Scope(self, plan, points).run(labels=labels, batch=batch)
         # back in pid order; key and time come from the points themselves
         order = np.empty(points.num_rows, dtype=np.int64)
