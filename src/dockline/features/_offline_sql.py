@@ -4,7 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["fdiv", "hkey", "quote", "values_list"]
+from dockline.core.errors import ConfigError
+from dockline.features.expr import Expr
+
+__all__ = [
+    "calendar_sql",
+    "derived_sql",
+    "double",
+    "fdiv",
+    "hkey",
+    "hkey_upto",
+    "how",
+    "local_time",
+    "quote",
+    "values_list",
+]
 
 _TWO64 = 18446744073709551616
 _ING_OFFSET = 1 << 62  # keeps the packed ingestion time non-negative for any time after -2^62 µs
@@ -33,3 +47,38 @@ def hkey_upto(ets: str) -> str:
 def values_list(items: Sequence[str]) -> str:
     """``a, b, c`` with a leading comma when not empty (for appending to a select list)."""
     return "".join(f", {item}" for item in items)
+
+
+def local_time(tz: str, t: str) -> str:
+    """``t`` (BIGINT µs) as a local timestamp in ``tz``."""
+    return f"timezone('{tz}', make_timestamp({t})::TIMESTAMPTZ)"
+
+
+def how(tz: str, t: str) -> str:
+    """Hour of week of ``t`` in ``tz`` (0 = Monday 00:00–00:59)."""
+    local = local_time(tz, t)
+    return f"((isodow({local}) - 1) * 24 + hour({local}))"
+
+
+def double(sql: str) -> str:
+    """``sql`` cast to DOUBLE."""
+    return f"CAST({sql} AS DOUBLE)"
+
+
+def calendar_sql(name: str, tz: str, t: str) -> str:
+    """A calendar feature of ``t`` (rule 6)."""
+    local = local_time(tz, t)
+    if name == "hour_of_day":
+        return f"hour({local})"
+    if name == "day_of_week":
+        return f"(isodow({local}) - 1)"
+    if name == "is_weekend":
+        return f"(CASE WHEN isodow({local}) >= 6 THEN 1.0 ELSE 0.0 END)"
+    if name == "minute_of_day":
+        return f"(hour({local}) * 60 + minute({local}))"
+    raise ConfigError(f"calendar: unknown feature {name!r}")
+
+
+def derived_sql(expr: Expr) -> str:
+    """A derived feature's expression, as DOUBLE."""
+    return double(expr.to_sql())

@@ -46,7 +46,16 @@ from dockline.features._offline_order import (
     scan_order,
     table_batches,
 )
-from dockline.features._offline_sql import fdiv, hkey, hkey_upto, quote
+from dockline.features._offline_sql import (
+    calendar_sql,
+    derived_sql,
+    double,
+    fdiv,
+    hkey,
+    hkey_upto,
+    how,
+    quote,
+)
 from dockline.features._spine import (
     distinct_points,
     finish_table,
@@ -102,19 +111,6 @@ def profile_columns() -> list[str]:
 
 def _run_of(t: int, every_us: int, lag_us: int) -> int:
     return ((t - lag_us) // every_us) * every_us
-
-
-def _local(tz: str, t: str) -> str:
-    return f"timezone('{tz}', make_timestamp({t})::TIMESTAMPTZ)"
-
-
-def _how(tz: str, t: str) -> str:
-    local = _local(tz, t)
-    return f"((isodow({local}) - 1) * 24 + hour({local}))"
-
-
-def _double(sql: str) -> str:
-    return f"CAST({sql} AS DOUBLE)"
 
 
 class _Source:
@@ -423,7 +419,7 @@ class OfflineExecutor:
                 scope.static(joins, exprs)
             if plan.calendar is not None:
                 for name in plan.calendar.features:
-                    exprs[name] = _calendar_sql(name, plan.calendar.tz, "p.t")
+                    exprs[name] = calendar_sql(name, plan.calendar.tz, "p.t")
             for profile in plan.profiles:
                 exprs[profile.name] = (
                     scope.profile(profile, joins) if batch else "CAST(NULL AS DOUBLE)"
@@ -443,14 +439,14 @@ class OfflineExecutor:
             derived_names = {d.name for d in plan.derived}
             for name in plan.feature_names:
                 if name not in derived_names:
-                    select.append(f"{_double(exprs[name])} AS {quote(name)}")
+                    select.append(f"{double(exprs[name])} AS {quote(name)}")
             base = f"({scope.base})" if scope.base else pts
             sql = f"SELECT {', '.join(select)} FROM {base} p" + "".join(
                 f" LEFT JOIN {table} {alias} ON {alias}.pid = p.pid" for alias, table in joins
             )
             blocked = _batch_dependent(plan) if not batch else set()
             for item in plan.derived:
-                value = "CAST(NULL AS DOUBLE)" if item.name in blocked else _derived_sql(item.expr)
+                value = "CAST(NULL AS DOUBLE)" if item.name in blocked else derived_sql(item.expr)
                 sql = f"SELECT *, {value} AS {quote(item.name)} FROM ({sql})"
             table = self._arrow(sql)
         finally:
@@ -474,7 +470,7 @@ class OfflineExecutor:
 
     def _profile_run(self, profile: ProfileSpec, run_us: int) -> pa.Table:
         source = self._sources[profile.source]
-        value = _double(profile.value.to_sql())
+        value = double(profile.value.to_sql())
         events = source.events(
             [f"{value} AS v"],
             lo_ets=run_us - profile.lookback_us,
@@ -483,7 +479,7 @@ class OfflineExecutor:
         )
         long = self._arrow(
             # value order: a float mean in the order of DuckDB's threads is not reproducible
-            f"SELECT k, {_how(source.spec.tz, 'ets')} AS h, list_avg(list_sort(list(v))) AS v"
+            f"SELECT k, {how(source.spec.tz, 'ets')} AS h, list_avg(list_sort(list(v))) AS v"
             f" FROM ({events})"
             " WHERE v IS NOT NULL AND NOT isnan(v) GROUP BY ALL ORDER BY k, h"
         )
@@ -610,23 +606,6 @@ def _mean_of(values: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
     counts = valid.sum(axis=1)
     sums = np.where(valid, chosen, 0.0).sum(axis=1)
     return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-
-
-def _calendar_sql(name: str, tz: str, t: str) -> str:
-    local = _local(tz, t)
-    if name == "hour_of_day":
-        return f"hour({local})"
-    if name == "day_of_week":
-        return f"(isodow({local}) - 1)"
-    if name == "is_weekend":
-        return f"(CASE WHEN isodow({local}) >= 6 THEN 1.0 ELSE 0.0 END)"
-    if name == "minute_of_day":
-        return f"(hour({local}) * 60 + minute({local}))"
-    raise ConfigError(f"calendar: unknown feature {name!r}")
-
-
-def _derived_sql(expr: Expr) -> str:
-    return _double(expr.to_sql())
 
 
 def _batch_dependent(plan: Plan) -> set[str]:
@@ -784,7 +763,7 @@ class _Scope:
         # a group of `last`s only picks values, never computes with them: they stay in their
         # stored type through the join (narrower rows to sort) and become DOUBLE at the end
         only_last = all(a.op in ("last", "time_since") for a in group.aggs)
-        cols = [f"{quote(c) if only_last else _double(quote(c))} AS {a}" for c, a in values.items()]
+        cols = [f"{quote(c) if only_last else double(quote(c))} AS {a}" for c, a in values.items()]
         cols += [f"coalesce(CAST({s} AS BOOLEAN), false) AS {a}" for s, a in preds.items()]
         lo = self.min_t - group.horizon_us
         self.ex._order_of(source)  # first: its scan also counts the entities for keys_for
@@ -924,7 +903,7 @@ class _Scope:
         sql = f"SELECT pid, CASE WHEN rets IS NOT NULL THEN cur - ref END AS v FROM ({good})"
         if bad:
             hist = source.events(
-                [f"{_double(quote(column))} AS c"],
+                [f"{double(quote(column))} AS c"],
                 keys=bad,
                 hi_avail=self.max_t,
             )
@@ -950,7 +929,7 @@ class _Scope:
         spec = self.plan.static
         assert spec is not None
         source = self.ex._sources[spec.source]
-        cols = [f"{_double(quote(c))} AS v{i}" for i, c in enumerate(spec.columns)]
+        cols = [f"{double(quote(c))} AS v{i}" for i, c in enumerate(spec.columns)]
         rel = source.events(cols, keys=self.keys_for(source), hi_avail=self.max_t)
         table, _ = self.newest(rel, [f"v{i}" for i in range(len(spec.columns))], source)
         joins.append(("st", table))
@@ -1005,7 +984,7 @@ class _Scope:
         run_sql = f"{fdiv(f'p.t - {profile.lag_us}', profile.every_us)} * {profile.every_us}"
         table = self.table(
             f"SELECT p.pid, l.v FROM {self.pts} p JOIN {lookup} l ON l.r = {run_sql}"
-            f" AND l.k = p.k AND l.h = {_how(tz, 'p.t')}"
+            f" AND l.k = p.k AND l.h = {how(tz, 'p.t')}"
         )
         joins.append((alias, table))
         return f"{alias}.v"
@@ -1062,7 +1041,7 @@ class _Scope:
             else:
                 assert label.column is not None
                 rows = source.events(
-                    [f"{_double(quote(label.column))} AS c"],
+                    [f"{double(quote(label.column))} AS c"],
                     keys=self.keys_for(source),
                     lo_ets=self.min_t + 1,
                     hi_ets=self.max_t + h,
