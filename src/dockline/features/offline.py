@@ -32,13 +32,19 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import msgspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from dockline.core.errors import ConfigError, StorageError
 from dockline.core.time import from_micros, to_micros
+from dockline.features._offline_batch import (
+    HOURS_OF_WEEK,
+    batch_dependent,
+    neighbourhood_runs,
+    profile_columns,
+    profile_run,
+)
 from dockline.features._offline_order import (
     Order,
     file_batches,
@@ -91,8 +97,6 @@ _file_batches = file_batches
 _scan_order = scan_order
 _table_batches = table_batches
 
-HOURS_OF_WEEK = 168
-EARTH_RADIUS_KM = 6371.0088
 CHUNK_POINTS = 2_000_000
 """Spines with more distinct points than this are processed in time chunks of this size."""
 KEY_FILTER_SHARE = 0.9
@@ -102,11 +106,6 @@ DELTA_LOOKBACK_US = 2 * 86_400_000_000
 
 _WINDOWED = frozenset({"mean", "min", "max", "sum", "count", "count_if", "stddev"})
 _SQL_AGG = {"mean": "avg", "min": "min", "max": "max", "sum": "sum", "stddev": "stddev_samp"}
-
-
-def profile_columns() -> list[str]:
-    """The hour-of-week columns of a profile table: ``h000`` … ``h167``."""
-    return [f"h{h:03d}" for h in range(HOURS_OF_WEEK)]
 
 
 def _run_of(t: int, every_us: int, lag_us: int) -> int:
@@ -338,7 +337,7 @@ class OfflineExecutor:
             if profile.name == name:
                 for run in runs:
                     if run % profile.every_us == 0 and name not in self._runs.get(run, {}):
-                        self._runs.setdefault(run, {})[name] = self._profile_run(profile, run)
+                        self._runs.setdefault(run, {})[name] = profile_run(self, profile, run)
         for hood in self.plan.neighbourhoods:
             if hood.name == name:
                 todo = sorted(
@@ -349,7 +348,7 @@ class OfflineExecutor:
                     }
                 )
                 if todo:
-                    for run, table in self._neighbourhood_runs(hood, todo).items():
+                    for run, table in neighbourhood_runs(self, hood, todo).items():
                         self._runs.setdefault(run, {})[name] = table
 
     def known_until(self, source: str) -> int | None:
@@ -444,7 +443,7 @@ class OfflineExecutor:
             sql = f"SELECT {', '.join(select)} FROM {base} p" + "".join(
                 f" LEFT JOIN {table} {alias} ON {alias}.pid = p.pid" for alias, table in joins
             )
-            blocked = _batch_dependent(plan) if not batch else set()
+            blocked = batch_dependent(plan) if not batch else set()
             for item in plan.derived:
                 value = "CAST(NULL AS DOUBLE)" if item.name in blocked else derived_sql(item.expr)
                 sql = f"SELECT *, {value} AS {quote(item.name)} FROM ({sql})"
@@ -467,155 +466,6 @@ class OfflineExecutor:
             return {run: self.batch_provider(run).get(name) for run in runs}
         self._batch_runs(name, runs)
         return {run: self._runs.get(run, {}).get(name) for run in runs}
-
-    def _profile_run(self, profile: ProfileSpec, run_us: int) -> pa.Table:
-        source = self._sources[profile.source]
-        value = double(profile.value.to_sql())
-        events = source.events(
-            [f"{value} AS v"],
-            lo_ets=run_us - profile.lookback_us,
-            hi_avail=run_us,
-            where=f"_dl_ets < {run_us}",
-        )
-        long = self._arrow(
-            # value order: a float mean in the order of DuckDB's threads is not reproducible
-            f"SELECT k, {how(source.spec.tz, 'ets')} AS h, list_avg(list_sort(list(v))) AS v"
-            f" FROM ({events})"
-            " WHERE v IS NOT NULL AND NOT isnan(v) GROUP BY ALL ORDER BY k, h"
-        )
-        entities = sorted(set(long.column("k").to_pylist()))
-        index = {k: i for i, k in enumerate(entities)}
-        grid = np.full((len(entities), HOURS_OF_WEEK), np.nan)
-        rows = np.array([index[k] for k in long.column("k").to_pylist()], dtype=np.int64)
-        hours = long.column("h").to_numpy().astype(np.int64)
-        grid[rows, hours] = long.column("v").to_numpy()
-        arrays: list[pa.Array] = [pa.array(entities, pa.string())]
-        for h in range(HOURS_OF_WEEK):
-            column = grid[:, h]
-            arrays.append(pa.array(column, pa.float64(), mask=np.isnan(column)))
-        return pa.Table.from_arrays(arrays, names=[self.plan.key, *profile_columns()])
-
-    def _neighbourhood_runs(self, hood: NeighbourSpec, runs: Sequence[int]) -> dict[int, pa.Table]:
-        """Neighbourhood values at each run: all runs' feature values in one computation."""
-        source = self._sources[hood.locations]
-        lat, lon = quote(hood.lat), quote(hood.lon)
-        events = source.events(
-            [f"CAST({lat} AS DOUBLE) AS lat", f"CAST({lon} AS DOUBLE) AS lon"],
-            hi_avail=max(runs),
-        )
-        name = self._name()
-        self._con.register(name, pa.table({"r": pa.array(runs, pa.int64())}))
-        try:
-            # the location of each entity at each run: its newest event known at r (rule 5)
-            located = self._arrow(
-                f"SELECT r, k, lat, lon FROM (SELECT x.r, e.* FROM {name} x JOIN ({events}) e"
-                " ON e.avail <= x.r QUALIFY row_number() OVER (PARTITION BY x.r, e.k"
-                " ORDER BY e.ets DESC, e.ing DESC, e.lat DESC NULLS LAST, e.lon DESC NULLS LAST)"
-                " = 1) WHERE lat IS NOT NULL AND lon IS NOT NULL ORDER BY r, k"
-            )
-        finally:
-            self._con.unregister(name)
-        run_of = located.column("r").to_numpy()
-        keys = located.column("k").combine_chunks()
-        values = np.full(located.num_rows, np.nan)
-        if located.num_rows:
-            computed = self._compute(
-                keys,
-                located.column("r").combine_chunks(),
-                labels=False,
-                batch=False,
-                plan=_subplan(self.plan, hood.feature),
-            )
-            column = computed.column(hood.feature).to_numpy(zero_copy_only=False)
-            values = np.asarray(column, dtype=np.float64)  # same (r, k) order; None → NaN
-        coords = np.column_stack(
-            [located.column("lat").to_numpy(), located.column("lon").to_numpy()]
-        ).reshape(-1, 2)
-        out: dict[int, pa.Table] = {}
-        bounds = np.searchsorted(run_of, np.asarray(runs, dtype=np.int64), side="left")
-        ends = np.searchsorted(run_of, np.asarray(runs, dtype=np.int64), side="right")
-        neighbours: dict[bytes, np.ndarray] = {}
-        for run, lo, hi in zip(runs, bounds, ends, strict=True):
-            here = coords[lo:hi]
-            fingerprint = here.tobytes() + b"|" + ",".join(keys[lo:hi].to_pylist()).encode()
-            if fingerprint not in neighbours:  # the same stations in the same places
-                neighbours[fingerprint] = _nearest(here, hood.k)
-            result = _mean_of(values[lo:hi], neighbours[fingerprint])
-            out[run] = pa.table(
-                {
-                    self.plan.key: keys[lo:hi],
-                    "value": pa.array(result, pa.float64(), mask=np.isnan(result)),
-                }
-            )
-        return out
-
-
-def _subplan(plan: Plan, feature: str) -> Plan:
-    """The part of ``plan`` that ``feature`` needs (streaming features only)."""
-    need = {feature}
-    for item in reversed(plan.derived):
-        if item.name in need:
-            need |= item.expr.columns()
-    groups = tuple(
-        msgspec.structs.replace(g, aggs=tuple(a for a in g.aggs if a.name in need))
-        for g in plan.groups
-        if any(a.name in need for a in g.aggs)
-    )
-    static = plan.static
-    if static is not None:
-        columns = tuple(c for c, n in zip(static.columns, static.names, strict=True) if n in need)
-        static = msgspec.structs.replace(static, columns=columns) if columns else None
-    calendar = plan.calendar
-    if calendar is not None:
-        features = tuple(f for f in calendar.features if f in need)
-        calendar = msgspec.structs.replace(calendar, features=features) if features else None
-    return msgspec.structs.replace(
-        plan,
-        groups=groups,
-        static=static,
-        calendar=calendar,
-        derived=tuple(d for d in plan.derived if d.name in need),
-        labels=(),
-        profiles=(),
-        neighbourhoods=(),
-    )
-
-
-def _nearest(coords: np.ndarray, k: int) -> np.ndarray:
-    """Per entity (rows sorted by key): indices of its ``k`` nearest others (haversine; ties
-    by key). Rows may be fewer than k when there are not enough others."""
-    n = len(coords)
-    if n < 2:
-        return np.zeros((n, 0), dtype=np.int64)
-    lat = np.radians(coords[:, 0])
-    dp = lat[None, :] - lat[:, None]
-    dl = np.radians(coords[None, :, 1] - coords[:, None, 1])
-    a = np.sin(dp / 2) ** 2 + np.cos(lat[:, None]) * np.cos(lat[None, :]) * np.sin(dl / 2) ** 2
-    dist = 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
-    np.fill_diagonal(dist, np.inf)
-    order = np.argsort(dist, axis=1, kind="stable")  # stable: equal distances by key
-    return order[:, : min(k, n - 1)]
-
-
-def _mean_of(values: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
-    """Mean of ``values`` (NaN = null) over each row's neighbours, ignoring nulls."""
-    if neighbours.shape[1] == 0:
-        return np.full(len(values), np.nan)
-    chosen = values[neighbours]
-    valid = ~np.isnan(chosen)
-    counts = valid.sum(axis=1)
-    sums = np.where(valid, chosen, 0.0).sum(axis=1)
-    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-
-
-def _batch_dependent(plan: Plan) -> set[str]:
-    """Derived features that need a batch feature (directly or through other derived ones)."""
-    blocked = {p.name for p in plan.profiles} | {n.name for n in plan.neighbourhoods}
-    out: set[str] = set()
-    for item in plan.derived:
-        if item.expr.columns() & (blocked | out):
-            out.add(item.name)
-    return out
 
 
 class _Scope:

@@ -29,9 +29,9 @@ import pyarrow as pa
 from dockline.core.errors import ConfigError, StorageError
 from dockline.core.time import from_micros, to_micros
 from dockline.features import _spark_sql as sql
+from dockline.features._offline_batch import batch_dependent, mean_of, nearest, subplan
 from dockline.features._spark_session import JAVA_HINT, java_available, quiet, spark_session
 from dockline.features._spine import distinct_points, finish_table, output_schema, spine_columns
-from dockline.features.offline import _batch_dependent, _mean_of, _nearest, _subplan
 from dockline.features.plan import GroupSpec, NeighbourSpec, Plan, ProfileSpec, SourceSpec
 
 __all__ = ["JAVA_HINT", "SparkExecutor", "java_available", "spark_session"]
@@ -279,7 +279,7 @@ class _Scope:
         query = f"SELECT {', '.join(select)} FROM {self.pts} p" + "".join(
             f" LEFT JOIN {view} {alias} ON {alias}.pid = p.pid" for alias, view in joins
         )
-        blocked = _batch_dependent(plan) if not batch else set()
+        blocked = batch_dependent(plan) if not batch else set()
         for item in plan.derived:
             value = "CAST(NULL AS DOUBLE)" if item.name in blocked else sql.expr_sql(item.expr)
             query = f"SELECT *, {sql.double(value)} AS {sql.quote(item.name)} FROM ({query})"
@@ -516,7 +516,7 @@ class _Scope:
             located.column("r").combine_chunks(),
             labels=False,
             batch=False,
-            plan=_subplan(self.plan, hood.feature),
+            plan=subplan(self.plan, hood.feature),
         )
         # the same (r, k) order; None → NaN
         values = np.asarray(computed.column(hood.feature).to_numpy(zero_copy_only=False), float)
@@ -527,7 +527,7 @@ class _Scope:
         parts = []
         for run in runs:
             lo, hi = np.searchsorted(run_of, run, "left"), np.searchsorted(run_of, run, "right")
-            result = _mean_of(values[lo:hi], _nearest(coords[lo:hi], hood.k))
+            result = mean_of(values[lo:hi], nearest(coords[lo:hi], hood.k))
             parts.append(
                 pa.table(
                     {
