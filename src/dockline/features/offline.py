@@ -18,6 +18,11 @@ Windowed aggregations use a bucketed range join (points × events of the same en
 buckets the window touches), filtered exactly on ``avail <= t`` and ``t - w < event_ts <= t``, so
 they need no ordering assumption. Large spines are processed in time chunks under DuckDB's
 ``memory_limit`` (spilling to a private temporary directory).
+
+This module keeps the executor (setup, caching, chunking, the public API); its parts live in
+private modules: ``_offline_scope`` (the SQL of one chunk of points), ``_offline_order`` (the
+storage-order scan), ``_offline_batch`` (profiles and neighbourhoods), ``_offline_sql`` (the
+DuckDB dialect) and ``_spine`` (spine in, features table out: shared with the Spark executor).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import itertools
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,10 +39,9 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from dockline.core.errors import ConfigError, StorageError
-from dockline.core.time import from_micros, to_micros
+from dockline.core.time import to_micros
 from dockline.features._offline_batch import (
     HOURS_OF_WEEK,
     batch_dependent,
@@ -52,16 +56,8 @@ from dockline.features._offline_order import (
     scan_order,
     table_batches,
 )
-from dockline.features._offline_sql import (
-    calendar_sql,
-    derived_sql,
-    double,
-    fdiv,
-    hkey,
-    hkey_upto,
-    how,
-    quote,
-)
+from dockline.features._offline_scope import Scope, Source
+from dockline.features._offline_sql import calendar_sql, derived_sql, double, quote
 from dockline.features._spine import (
     distinct_points,
     finish_table,
@@ -69,16 +65,7 @@ from dockline.features._spine import (
     output_schema,
     spine_columns,
 )
-from dockline.features.expr import Expr
-from dockline.features.plan import (
-    AggSpec,
-    BatchProvider,
-    GroupSpec,
-    NeighbourSpec,
-    Plan,
-    ProfileSpec,
-    SourceSpec,
-)
+from dockline.features.plan import BatchProvider, Plan, SourceSpec
 
 __all__ = [
     "HOURS_OF_WEEK",
@@ -99,65 +86,6 @@ _table_batches = table_batches
 
 CHUNK_POINTS = 2_000_000
 """Spines with more distinct points than this are processed in time chunks of this size."""
-KEY_FILTER_SHARE = 0.9
-"""Events are filtered by the chunk's keys only when these are fewer than this share of all."""
-DELTA_LOOKBACK_US = 2 * 86_400_000_000
-"""How far before a chunk a delta first looks for its anchor events (then the whole history)."""
-
-_WINDOWED = frozenset({"mean", "min", "max", "sum", "count", "count_if", "stddev"})
-_SQL_AGG = {"mean": "avg", "min": "min", "max": "max", "sum": "sum", "stddev": "stddev_samp"}
-
-
-def _run_of(t: int, every_us: int, lag_us: int) -> int:
-    return ((t - lag_us) // every_us) * every_us
-
-
-class _Source:
-    """A source registered as a DuckDB view with ``_dl_k/_dl_ets/_dl_ing/_dl_avail`` columns."""
-
-    def __init__(self, spec: SourceSpec, view: str, hive_date: bool, data: str | pa.Table) -> None:
-        self.spec = spec
-        self.view = view
-        self.hive_date = hive_date
-        self.data = data  # the Parquet glob or the Arrow table behind ``view``
-        self.scanned = False  # whether the storage-order scan ran (see OfflineExecutor._order_of)
-        self.order: Order | None = None
-        self.n_keys: int | None = None
-
-    def events(
-        self,
-        cols: Sequence[str] = (),
-        *,
-        keys: str | None = None,
-        lo_ets: int | None = None,
-        hi_avail: int | None = None,
-        hi_ets: int | None = None,
-        where: str | None = None,
-    ) -> str:
-        """``SELECT k, ets, ing, avail, cols…`` with the given bounds (inclusive)."""
-        conds: list[str] = []
-        if keys is not None:
-            conds.append(f"_dl_k IN (SELECT k FROM {keys})")
-        if lo_ets is not None:
-            conds.append(f"_dl_ets >= {lo_ets}")
-            if self.hive_date:  # the store partitions by the UTC date of event_ts
-                conds.append(f"\"date\" >= DATE '{from_micros(lo_ets).date().isoformat()}'")
-        if hi_avail is not None:
-            conds.append(f"_dl_avail <= {hi_avail}")
-            if self.hive_date:
-                conds.append(f"\"date\" <= DATE '{from_micros(hi_avail).date().isoformat()}'")
-        if hi_ets is not None:
-            conds.append(f"_dl_ets <= {hi_ets}")
-            if self.hive_date:
-                conds.append(f"\"date\" <= DATE '{from_micros(hi_ets).date().isoformat()}'")
-        if where is not None:
-            conds.append(f"({where})")
-        extra = "".join(f", {c}" for c in cols)
-        clause = f" WHERE {' AND '.join(conds)}" if conds else ""
-        return (
-            f"SELECT _dl_k AS k, _dl_ets AS ets, _dl_ing AS ing, _dl_avail AS avail{extra}"
-            f" FROM {self.view}{clause}"
-        )
 
 
 class OfflineExecutor:
@@ -199,7 +127,7 @@ class OfflineExecutor:
         self._con.execute("SET TimeZone = 'UTC'")
         self._seq = itertools.count()
         self._runs: dict[int, dict[str, pa.Table]] = {}
-        self._sources: dict[str, _Source] = {}
+        self._sources: dict[str, Source] = {}
         raws: dict[str, tuple[str, str | pa.Table]] = {}
         for i, spec in enumerate(plan.sources):
             if spec.table not in raws:
@@ -230,7 +158,7 @@ class OfflineExecutor:
             ) from exc
         return name, pattern
 
-    def _register_source(self, i: int, spec: SourceSpec, raw: str, data: str | pa.Table) -> _Source:
+    def _register_source(self, i: int, spec: SourceSpec, raw: str, data: str | pa.Table) -> Source:
         described = self._con.execute(f"DESCRIBE SELECT * FROM {raw}").fetchall()
         types = {str(row[0]): str(row[1]).upper() for row in described}
         for column in (spec.key, spec.event_ts, spec.ingested_at):
@@ -253,7 +181,7 @@ class OfflineExecutor:
             f" FROM {raw}"
         )
         is_path = isinstance(data, str)
-        return _Source(spec, view, is_path and types.get("date") == "DATE", data)
+        return Source(spec, view, is_path and types.get("date") == "DATE", data)
 
     def close(self) -> None:
         """Release the DuckDB connection and its spill directory."""
@@ -281,7 +209,7 @@ class OfflineExecutor:
     def _name(self) -> str:
         return f"_q{next(self._seq)}"
 
-    def _order_of(self, source: _Source) -> Order | None:
+    def _order_of(self, source: Source) -> Order | None:
         """The source's disordered entities, from one scan in storage order (cached).
 
         None when the scan cannot decide (a type or null it does not read exactly as the SQL
@@ -307,7 +235,7 @@ class OfflineExecutor:
                     found.table = name
         return source.order
 
-    def _entity_count(self, source: _Source) -> int:
+    def _entity_count(self, source: Source) -> int:
         """Distinct entities of a source (from the order scan when it ran, else by SQL)."""
         if source.n_keys is None:
             count = self._scalar(f"SELECT count(DISTINCT _dl_k) FROM {source.view}")
@@ -406,7 +334,7 @@ class OfflineExecutor:
         self._con.register(pts, points)
         times = points.column("t")
         min_t, max_t = int(times[0].as_py()), int(times[-1].as_py())
-        scope = _Scope(self, plan, c, pts, keys, min_t, max_t)
+        scope = Scope(self, plan, c, pts, keys, min_t, max_t)
         try:
             self._exec(f"CREATE TEMP TABLE {keys} AS SELECT DISTINCT k FROM {pts}")
             joins: list[tuple[str, str]] = []  # (alias, table)
@@ -466,448 +394,6 @@ class OfflineExecutor:
             return {run: self.batch_provider(run).get(name) for run in runs}
         self._batch_runs(name, runs)
         return {run: self._runs.get(run, {}).get(name) for run in runs}
-
-
-class _Scope:
-    """The temporary tables of one chunk of points, and the SQL that fills them."""
-
-    def __init__(
-        self,
-        ex: OfflineExecutor,
-        plan: Plan,
-        prefix: str,
-        pts: str,
-        keys: str,
-        min_t: int,
-        max_t: int,
-    ) -> None:
-        self.ex = ex
-        self.plan = plan
-        self.prefix = prefix
-        self.pts = pts
-        self.keys = keys
-        self.min_t = min_t
-        self.max_t = max_t
-        self.tables: list[str] = [keys]
-        self.views: list[str] = [pts]  # registered Arrow tables
-        self.n_keys: int | None = None
-        self.base: str | None = None  # query of every point to start the final select from
-        self._n = itertools.count()
-
-    def keys_for(self, source: _Source) -> str | None:
-        """The chunk's keys table, or None when it holds (nearly) every entity of ``source``.
-
-        Filtering events by key only pays when it drops many of them; otherwise the semi-join
-        costs more than the few extra events it would keep out of the joins.
-        """
-        if self.n_keys is None:
-            self.n_keys = int(self.ex._scalar(f"SELECT count(*) FROM {self.keys}"))
-        total = self.ex._entity_count(source)
-        return None if self.n_keys >= KEY_FILTER_SHARE * total else self.keys
-
-    def table(self, sql: str) -> str:
-        name = f"{self.prefix}_t{next(self._n)}"
-        self.ex._exec(f"CREATE TEMP TABLE {name} AS {sql}")
-        self.tables.append(name)
-        return name
-
-    def drop(self) -> None:
-        for name in reversed(self.tables):
-            self.ex._exec(f"DROP TABLE IF EXISTS {name}")
-        for name in self.views:
-            self.ex._con.unregister(name)
-
-    def register(self, table: pa.Table) -> str:
-        name = f"{self.prefix}_a{next(self._n)}"
-        self.ex._con.register(name, table)
-        self.views.append(name)
-        return name
-
-    # -- "the newest event known at t" -------------------------------------------------------
-
-    def newest(
-        self, rel: str, cols: Sequence[str], source: _Source, *, inline: bool = False
-    ) -> tuple[str, str]:
-        """Table (pid, ets, cols…): per point, the newest event of ``rel`` with avail <= t.
-
-        ``rel`` yields k, ets, ing, avail and ``cols`` for a subset of ``source``'s events; ties
-        on (ets, ing) go to the greater value of each column (nulls lowest), as rule 2 says.
-        Also returns the table of entities that took the general path ("" if none). With
-        ``inline``, when every entity takes the fast path, the first item is instead a query
-        yielding every point (pid, k, t) with its newest event: the chunk's final select can
-        start from it rather than join a materialized copy.
-        """
-        order = self.ex._order_of(source)
-        if order is not None:
-            # disordered in the whole source covers disordered in any subset of it
-            bad = order.table or ""
-            n_bad = len(order.bad)
-        else:
-            bad = self.table(
-                f"SELECT DISTINCT k FROM (SELECT k, ets, avail, lag(ets) OVER w AS pe,"
-                f" lag(avail) OVER w AS pa FROM ({rel}) WINDOW w AS (PARTITION BY k"
-                f" ORDER BY avail)) WHERE pe > ets OR pa = avail"
-            )
-            n_bad = int(self.ex._scalar(f"SELECT count(*) FROM {bad}"))
-        picked = "".join(f", e.{c}" for c in cols)
-        if n_bad == 0:
-            if inline:
-                return (
-                    f"SELECT p.pid, p.k, p.t, e.ets{picked} FROM {self.pts} p"
-                    f" ASOF LEFT JOIN ({rel}) e ON p.k = e.k AND e.avail <= p.t"
-                ), ""
-            fast = self.table(
-                f"SELECT p.pid, e.ets{picked} FROM {self.pts} p ASOF LEFT JOIN ({rel}) e"
-                " ON p.k = e.k AND e.avail <= p.t"
-            )
-            return fast, ""
-        good = (
-            f"SELECT p.pid, e.ets{picked} FROM (SELECT * FROM {self.pts} WHERE k NOT IN"
-            f" (SELECT k FROM {bad})) p ASOF LEFT JOIN (SELECT * FROM ({rel}) WHERE k NOT IN"
-            f" (SELECT k FROM {bad})) e ON p.k = e.k AND e.avail <= p.t"
-        )
-        maxes = "".join(f", max({c}) AS {c}" for c in cols)
-        dedup = (
-            f"SELECT k, ets, ing, max(avail) AS avail{maxes} FROM ({rel})"
-            f" WHERE k IN (SELECT k FROM {bad}) GROUP BY k, ets, ing"
-        )
-        stair = (
-            f"SELECT * FROM (SELECT *, min(avail) OVER (PARTITION BY k ORDER BY ets DESC,"
-            f" ing DESC ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS lm FROM ({dedup}))"
-            " WHERE lm IS NULL OR avail < lm"
-        )
-        slow = (
-            f"SELECT p.pid, e.ets{picked} FROM (SELECT * FROM {self.pts} WHERE k IN"
-            f" (SELECT k FROM {bad})) p ASOF LEFT JOIN ({stair}) e"
-            " ON p.k = e.k AND e.avail <= p.t"
-        )
-        return self.table(f"{good} UNION ALL {slow}"), bad
-
-    # -- feature groups --------------------------------------------------------------------
-
-    def group(
-        self, gi: int, group: GroupSpec, joins: list[tuple[str, str]], exprs: dict[str, str]
-    ) -> str:
-        """Fill the group's tables; return its ``__as_of`` expression (BIGINT µs)."""
-        source = self.ex._sources[group.source]
-        values: dict[str, str] = {}  # source column → alias
-        preds: dict[str, str] = {}  # predicate SQL → alias
-
-        def value(column: str) -> str:
-            if column not in values:
-                values[column] = f"v{len(values)}"
-            return values[column]
-
-        def pred(expr: Expr) -> str:
-            sql = expr.to_sql()
-            if sql not in preds:
-                preds[sql] = f"q{len(preds)}"
-            return preds[sql]
-
-        for agg in group.aggs:
-            if agg.column is not None:
-                value(agg.column)
-            if agg.op == "count_if":
-                assert agg.predicate is not None
-                pred(agg.predicate)
-        # a group of `last`s only picks values, never computes with them: they stay in their
-        # stored type through the join (narrower rows to sort) and become DOUBLE at the end
-        only_last = all(a.op in ("last", "time_since") for a in group.aggs)
-        cols = [f"{quote(c) if only_last else double(quote(c))} AS {a}" for c, a in values.items()]
-        cols += [f"coalesce(CAST({s} AS BOOLEAN), false) AS {a}" for s, a in preds.items()]
-        lo = self.min_t - group.horizon_us
-        self.ex._order_of(source)  # first: its scan also counts the entities for keys_for
-        keys = self.keys_for(source)
-        recent = source.events(cols, keys=keys, lo_ets=lo, hi_avail=self.max_t)
-        rel = recent
-        if any(a.op == "delta" for a in group.aggs):
-            # the newest events before `lo`: a delta may reach back to them (rule 4). Look a
-            # few days back first; only entities with nothing there need the whole history.
-            def newest_before(events: str) -> str:
-                return (
-                    f"SELECT h.* FROM ({events}) h JOIN (SELECT k AS mk, max(ets) AS me"
-                    f" FROM ({events}) GROUP BY k) m ON h.k = m.mk AND h.ets = m.me"
-                )
-
-            before = f"_dl_ets < {lo}"
-            near = source.events(
-                cols,
-                keys=keys,
-                lo_ets=lo - DELTA_LOOKBACK_US,
-                hi_avail=self.max_t,
-                where=before,
-            )
-            anchors = [self.table(newest_before(near))]
-            missing = self.table(
-                f"SELECT k FROM {self.keys} WHERE k NOT IN (SELECT k FROM {anchors[0]})"
-            )
-            if int(self.ex._scalar(f"SELECT count(*) FROM {missing}")):
-                far = source.events(cols, keys=missing, hi_avail=self.max_t, where=before)
-                anchors.append(self.table(newest_before(far)))
-            union = " UNION ALL ".join(f"SELECT * FROM {a}" for a in anchors)
-            rel = f"SELECT * FROM {self.table(f'{recent} UNION ALL {union}')}"
-        elif any(a.op in _WINDOWED for a in group.aggs):
-            rel = f"SELECT * FROM {self.table(rel)}"
-        last_cols = sorted(
-            {values[a.column] for a in group.aggs if a.op in ("last", "delta") and a.column}
-        )
-        # the first group's newest events can be the base of the final select (no join) when
-        # nothing else needs them as a table (delta joins them)
-        inline = self.base is None and not any(a.op == "delta" for a in group.aggs)
-        newest, bad = self.newest(rel, last_cols, source, inline=inline)
-        if inline and not bad:
-            self.base = newest
-            n = "p"
-        else:
-            n = f"g{gi}"
-            joins.append((n, newest))
-        live = f"({n}.ets IS NOT NULL AND p.t - {n}.ets <= {group.ttl_us})"
-
-        def alive(sql: str) -> str:
-            return f"(CASE WHEN {live} THEN {sql} END)"
-
-        windowed = [a for a in group.aggs if a.op in _WINDOWED]
-        if windowed:
-            joins.append((f"w{gi}", self._windows(rel, group, values, pred)))
-        for j, agg in enumerate(group.aggs):
-            if agg.op == "last":
-                assert agg.column is not None
-                exprs[agg.name] = alive(f"{n}.{values[agg.column]}")
-            elif agg.op in _WINDOWED:
-                ref = f"w{gi}.f{j}"
-                exprs[agg.name] = alive(
-                    f"coalesce({ref}, 0)" if agg.op in ("count", "count_if") else ref
-                )
-            elif agg.op == "delta":
-                assert agg.column is not None and agg.window_us is not None
-                d = f"d{gi}_{j}"
-                joins.append((d, self._delta(rel, source, values[agg.column], agg, newest, bad)))
-                exprs[agg.name] = alive(f"{d}.v")
-            else:  # time_since
-                assert agg.predicate is not None
-                s = f"s{gi}_{j}"
-                hits = source.events(
-                    keys=keys, hi_avail=self.max_t, where=f"({agg.predicate.to_sql()})"
-                )
-                joins.append((s, self.newest(hits, [], source)[0]))
-                exprs[agg.name] = alive(f"(p.t - {s}.ets) / {float(agg.unit_us)!r}")
-        return alive(f"{n}.ets")
-
-    def _windows(
-        self, rel: str, group: GroupSpec, values: Mapping[str, str], pred: Callable[[Expr], str]
-    ) -> str:
-        """Table (pid, f<j>…): the windowed aggregations, by a bucketed range join."""
-        items = [(j, a) for j, a in enumerate(group.aggs) if a.op in _WINDOWED]
-        widest = max(int(a.window_us or 0) for _, a in items)
-        width = max(1, widest // 4)
-        select = []
-        for j, agg in items:
-            inside = f"e.ets > p.t - {agg.window_us}"
-            if agg.op == "count":
-                select.append(f"count(*) FILTER (WHERE {inside}) AS f{j}")
-            elif agg.op == "count_if":
-                assert agg.predicate is not None
-                hit = f"e.{pred(agg.predicate)}"
-                select.append(f"count(*) FILTER (WHERE {inside} AND {hit}) AS f{j}")
-            else:
-                assert agg.column is not None
-                fn = _SQL_AGG[agg.op]
-                col = f"e.{values[agg.column]}"
-                keep = f"FILTER (WHERE {inside} AND NOT isnan({col}))"
-                if agg.op in ("min", "max"):
-                    select.append(f"{fn}({col}) {keep} AS f{j}")
-                else:
-                    # A float sum depends on the order of its terms, which DuckDB's parallel
-                    # join and aggregate do not fix: the same inputs gave different last bits
-                    # run to run. Summing the values in value order makes it a function of the
-                    # set alone.
-                    select.append(f"list_{fn}(list_sort(list({col}) {keep})) AS f{j}")
-        buckets = (
-            f"SELECT pid, k, t, unnest(range({fdiv(f't - {widest}', width)},"
-            f" {fdiv('t', width)} + 1)) AS b FROM {self.pts}"
-        )
-        return self.table(
-            f"SELECT p.pid, {', '.join(select)} FROM ({buckets}) p JOIN"
-            f" (SELECT *, {fdiv('ets', width)} AS b FROM ({rel})) e"
-            f" ON p.k = e.k AND p.b = e.b"
-            f" WHERE e.ets > p.t - {widest} AND e.ets <= p.t AND e.avail <= p.t GROUP BY p.pid"
-        )
-
-    def _delta(self, rel: str, source: _Source, c: str, agg: AggSpec, newest: str, bad: str) -> str:
-        """Table (pid, v): last(c) minus c of the newest known event with ets <= t - w.
-
-        Fast-path entities: the newest event with (ets, ing) <= (t - w, ∞) by one ASOF on the
-        packed pair; if it is not yet known at t, every known event is older, so the newest
-        known one (``newest``) is the reference. General-path entities: a direct search.
-        """
-        assert agg.column is not None and agg.window_us is not None
-        column, window_us = agg.column, agg.window_us
-        keep = f" WHERE k NOT IN (SELECT k FROM {bad})" if bad else ""
-        good = (
-            f"SELECT p.pid, CASE WHEN e.avail <= p.t THEN e.{c} ELSE n.{c} END AS ref,"
-            f" n.{c} AS cur, e.ets AS rets FROM (SELECT * FROM {self.pts}{keep}) p"
-            f" ASOF LEFT JOIN (SELECT *, {hkey('ets', 'ing')} AS hk FROM ({rel}){keep}) e"
-            f" ON p.k = e.k AND e.hk <= {hkey_upto(f'p.t - {window_us}')}"
-            f" LEFT JOIN {newest} n ON n.pid = p.pid"
-        )
-        sql = f"SELECT pid, CASE WHEN rets IS NOT NULL THEN cur - ref END AS v FROM ({good})"
-        if bad:
-            hist = source.events(
-                [f"{double(quote(column))} AS c"],
-                keys=bad,
-                hi_avail=self.max_t,
-            )
-            slow = (
-                f"SELECT p.pid, e.c AS ref, row_number() OVER (PARTITION BY p.pid ORDER BY"
-                f" e.ets DESC, e.ing DESC, e.c DESC NULLS LAST) AS rn"
-                f" FROM (SELECT * FROM {self.pts} WHERE k IN (SELECT k FROM {bad})) p"
-                f" JOIN ({hist}) e ON p.k = e.k AND e.avail <= p.t"
-                f" AND e.ets <= p.t - {window_us}"
-            )
-            sql += (
-                f" UNION ALL SELECT p.pid, n.{c} - s.ref AS v FROM"
-                f" (SELECT * FROM {self.pts} WHERE k IN (SELECT k FROM {bad})) p"
-                f" JOIN ({slow}) s ON s.pid = p.pid AND s.rn = 1"
-                f" LEFT JOIN {newest} n ON n.pid = p.pid"
-            )
-        return self.table(sql)
-
-    # -- static, batch, labels ---------------------------------------------------------------
-
-    def static(self, joins: list[tuple[str, str]], exprs: dict[str, str]) -> None:
-        """Static attributes: the newest information event known at t (rule 5)."""
-        spec = self.plan.static
-        assert spec is not None
-        source = self.ex._sources[spec.source]
-        cols = [f"{double(quote(c))} AS v{i}" for i, c in enumerate(spec.columns)]
-        rel = source.events(cols, keys=self.keys_for(source), hi_avail=self.max_t)
-        table, _ = self.newest(rel, [f"v{i}" for i in range(len(spec.columns))], source)
-        joins.append(("st", table))
-        for i, name in enumerate(spec.names):
-            exprs[name] = f"st.v{i}"
-
-    def _runs(self, every_us: int, lag_us: int) -> list[int]:
-        lo = _run_of(self.min_t, every_us, lag_us)
-        hi = _run_of(self.max_t, every_us, lag_us)
-        if (hi - lo) // every_us > 100_000:
-            raise ConfigError(
-                f"the spine spans {(hi - lo) // every_us} batch runs; split it into shorter ranges"
-            )
-        rows = self.ex._con.execute(
-            f"SELECT DISTINCT {fdiv(f't - {lag_us}', every_us)} * {every_us} FROM {self.pts}"
-        ).fetchall()
-        return sorted(int(r[0]) for r in rows)
-
-    def profile(self, profile: ProfileSpec, joins: list[tuple[str, str]]) -> str:
-        """Join the profile value of the run in force at t, at t's hour of week."""
-        key = self.plan.key
-        parts = []
-        runs = self._runs(profile.every_us, profile.lag_us)
-        for run, table in self.ex._run_tables(profile.name, runs).items():
-            if table is None or table.num_rows == 0:
-                continue
-            n = table.num_rows
-            hours = np.tile(np.arange(HOURS_OF_WEEK, dtype=np.int64), n)
-            grid = np.column_stack(
-                [
-                    table.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
-                    for c in profile_columns()
-                ]
-            ).reshape(-1)
-            parts.append(
-                pa.table(
-                    {
-                        "r": pa.array(np.full(n * HOURS_OF_WEEK, run, dtype=np.int64)),
-                        "k": pc.cast(table.column(key), pa.string())
-                        .combine_chunks()
-                        .take(pa.array(np.repeat(np.arange(n), HOURS_OF_WEEK))),
-                        "h": pa.array(hours),
-                        "v": pa.array(grid, pa.float64(), mask=np.isnan(grid)),
-                    }
-                )
-            )
-        alias = f"pr{len(joins)}"
-        if not parts:
-            return "CAST(NULL AS DOUBLE)"
-        lookup = self.register(pa.concat_tables(parts))
-        tz = self.plan.source(profile.source).tz
-        run_sql = f"{fdiv(f'p.t - {profile.lag_us}', profile.every_us)} * {profile.every_us}"
-        table = self.table(
-            f"SELECT p.pid, l.v FROM {self.pts} p JOIN {lookup} l ON l.r = {run_sql}"
-            f" AND l.k = p.k AND l.h = {how(tz, 'p.t')}"
-        )
-        joins.append((alias, table))
-        return f"{alias}.v"
-
-    def hood(self, hood: NeighbourSpec, joins: list[tuple[str, str]]) -> str:
-        """Join the neighbourhood value of the run in force at t."""
-        key = self.plan.key
-        parts = []
-        runs = self._runs(hood.every_us, hood.lag_us)
-        for run, table in self.ex._run_tables(hood.name, runs).items():
-            if table is None or table.num_rows == 0:
-                continue
-            parts.append(
-                pa.table(
-                    {
-                        "r": pa.array(np.full(table.num_rows, run, dtype=np.int64)),
-                        "k": pc.cast(table.column(key), pa.string()),
-                        "v": pc.cast(table.column("value"), pa.float64()),
-                    }
-                )
-            )
-        alias = f"nb{len(joins)}"
-        if not parts:
-            return "CAST(NULL AS DOUBLE)"
-        lookup = self.register(pa.concat_tables(parts))
-        run_sql = f"{fdiv(f'p.t - {hood.lag_us}', hood.every_us)} * {hood.every_us}"
-        table = self.table(
-            f"SELECT p.pid, l.v FROM {self.pts} p JOIN {lookup} l ON l.r = {run_sql} AND l.k = p.k"
-        )
-        joins.append((alias, table))
-        return f"{alias}.v"
-
-    def labels(self, joins: list[tuple[str, str]]) -> list[str]:
-        """Label columns (rule 9): events in (t, t + h], regardless of ingestion time."""
-        out = []
-        for i, label in enumerate(self.plan.labels):
-            source = self.ex._sources[label.source]
-            h = label.horizon_us
-            alias = f"lb{i}"
-            if label.op == "future_any":
-                assert label.predicate is not None
-                hits = source.events(
-                    keys=self.keys_for(source),
-                    lo_ets=self.min_t + 1,
-                    hi_ets=self.max_t + h,
-                    where=f"({label.predicate.to_sql()})",
-                )
-                table = self.table(
-                    f"SELECT p.pid, (e.ets IS NOT NULL AND e.ets <= p.t + {h}) AS v"
-                    f" FROM {self.pts} p ASOF LEFT JOIN ({hits}) e ON p.k = e.k AND e.ets > p.t"
-                )
-                joins.append((alias, table))
-                out.append(f"coalesce({alias}.v, false) AS {quote(label.name)}")
-            else:
-                assert label.column is not None
-                rows = source.events(
-                    [f"{double(quote(label.column))} AS c"],
-                    keys=self.keys_for(source),
-                    lo_ets=self.min_t + 1,
-                    hi_ets=self.max_t + h,
-                )
-                dedup = (
-                    f"SELECT k, ets, max(c) AS c, {hkey('ets', 'ing')} AS hk FROM ({rows})"
-                    " GROUP BY k, ets, ing"
-                )
-                table = self.table(
-                    f"SELECT p.pid, CASE WHEN e.ets > p.t THEN e.c END AS v FROM {self.pts} p"
-                    f" ASOF LEFT JOIN ({dedup}) e ON p.k = e.k"
-                    f" AND e.hk <= {hkey_upto(f'p.t + {h}')}"
-                )
-                joins.append((alias, table))
-                out.append(f"{alias}.v AS {quote(label.name)}")
-        return out
 
 
 def entities_in(
