@@ -7,7 +7,7 @@ runs here are the DuckDB executor's, which it caches per run (``OfflineExecutor.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -23,9 +23,9 @@ if TYPE_CHECKING:
 __all__ = [
     "EARTH_RADIUS_KM",
     "HOURS_OF_WEEK",
-    "batch_dependent",
     "mean_of",
     "nearest",
+    "neighbour_means",
     "neighbourhood_runs",
     "profile_columns",
     "profile_run",
@@ -99,16 +99,6 @@ def mean_of(values: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
     return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
-def batch_dependent(plan: Plan) -> set[str]:
-    """Derived features that need a batch feature (directly or through other derived ones)."""
-    blocked = {p.name for p in plan.profiles} | {n.name for n in plan.neighbourhoods}
-    out: set[str] = set()
-    for item in plan.derived:
-        if item.expr.columns() & (blocked | out):
-            out.add(item.name)
-    return out
-
-
 def profile_run(ex: OfflineExecutor, profile: ProfileSpec, run_us: int) -> pa.Table:
     """Profile ``profile`` at run ``run_us``: key + ``h000``..``h167`` (value-ordered means)."""
     source = ex._sources[profile.source]
@@ -138,6 +128,31 @@ def profile_run(ex: OfflineExecutor, profile: ProfileSpec, run_us: int) -> pa.Ta
     return pa.Table.from_arrays(arrays, names=[ex.plan.key, *profile_columns()])
 
 
+def neighbour_means(
+    located: pa.Table, values: np.ndarray, runs: Sequence[int], k: int
+) -> Iterator[tuple[int, pa.Array, pa.Array]]:
+    """Per run: the keys located then, and the mean of their ``k`` nearest ones' ``values``.
+
+    ``located`` (r, k, lat, lon) is sorted by (r, k); ``values`` follows its rows (NaN = null).
+    Runs with the same stations in the same places share one nearest-neighbour search.
+    """
+    run_of = located.column("r").to_numpy()
+    keys = located.column("k").combine_chunks()
+    coords = np.column_stack(
+        [located.column("lat").to_numpy(), located.column("lon").to_numpy()]
+    ).reshape(-1, 2)
+    bounds = np.searchsorted(run_of, np.asarray(runs, dtype=np.int64), side="left")
+    ends = np.searchsorted(run_of, np.asarray(runs, dtype=np.int64), side="right")
+    neighbours: dict[bytes, np.ndarray] = {}
+    for run, lo, hi in zip(runs, bounds, ends, strict=True):
+        here = coords[lo:hi]
+        fingerprint = here.tobytes() + b"|" + ",".join(keys[lo:hi].to_pylist()).encode()
+        if fingerprint not in neighbours:  # the same stations in the same places
+            neighbours[fingerprint] = nearest(here, k)
+        result = mean_of(values[lo:hi], neighbours[fingerprint])
+        yield run, keys[lo:hi], pa.array(result, pa.float64(), mask=np.isnan(result))
+
+
 def neighbourhood_runs(
     ex: OfflineExecutor, hood: NeighbourSpec, runs: Sequence[int]
 ) -> dict[int, pa.Table]:
@@ -160,7 +175,6 @@ def neighbourhood_runs(
         )
     finally:
         ex._con.unregister(name)
-    run_of = located.column("r").to_numpy()
     keys = located.column("k").combine_chunks()
     values = np.full(located.num_rows, np.nan)
     if located.num_rows:
@@ -173,23 +187,7 @@ def neighbourhood_runs(
         )
         column = computed.column(hood.feature).to_numpy(zero_copy_only=False)
         values = np.asarray(column, dtype=np.float64)  # same (r, k) order; None → NaN
-    coords = np.column_stack(
-        [located.column("lat").to_numpy(), located.column("lon").to_numpy()]
-    ).reshape(-1, 2)
     out: dict[int, pa.Table] = {}
-    bounds = np.searchsorted(run_of, np.asarray(runs, dtype=np.int64), side="left")
-    ends = np.searchsorted(run_of, np.asarray(runs, dtype=np.int64), side="right")
-    neighbours: dict[bytes, np.ndarray] = {}
-    for run, lo, hi in zip(runs, bounds, ends, strict=True):
-        here = coords[lo:hi]
-        fingerprint = here.tobytes() + b"|" + ",".join(keys[lo:hi].to_pylist()).encode()
-        if fingerprint not in neighbours:  # the same stations in the same places
-            neighbours[fingerprint] = nearest(here, hood.k)
-        result = mean_of(values[lo:hi], neighbours[fingerprint])
-        out[run] = pa.table(
-            {
-                ex.plan.key: keys[lo:hi],
-                "value": pa.array(result, pa.float64(), mask=np.isnan(result)),
-            }
-        )
+    for run, here, value in neighbour_means(located, values, runs, hood.k):
+        out[run] = pa.table({ex.plan.key: here, "value": value})
     return out

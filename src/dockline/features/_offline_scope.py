@@ -8,7 +8,7 @@ the point's ``pid``; the executor's final select joins them (see ``offline.py`` 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -16,11 +16,24 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dockline.core.errors import ConfigError
-from dockline.core.time import from_micros
 from dockline.features._offline_batch import HOURS_OF_WEEK, profile_columns
 from dockline.features._offline_order import Order
-from dockline.features._offline_sql import double, fdiv, hkey, hkey_upto, how, quote
-from dockline.features.expr import Expr
+from dockline.features._offline_sql import DUCKDB, double, hkey, hkey_upto, how, quote
+from dockline.features._plan_sql import (
+    NULL_DOUBLE,
+    WINDOWED,
+    EventSource,
+    alive,
+    batch_join_sql,
+    dedup_sql,
+    group_columns,
+    group_inputs,
+    label_column,
+    run_sql,
+    staircase_sql,
+    windowed_value,
+    windows_sql,
+)
 from dockline.features.plan import AggSpec, GroupSpec, NeighbourSpec, Plan, ProfileSpec, SourceSpec
 
 if TYPE_CHECKING:
@@ -33,60 +46,20 @@ KEY_FILTER_SHARE = 0.9
 DELTA_LOOKBACK_US = 2 * 86_400_000_000
 """How far before a chunk a delta first looks for its anchor events (then the whole history)."""
 
-WINDOWED = frozenset({"mean", "min", "max", "sum", "count", "count_if", "stddev"})
-SQL_AGG = {"mean": "avg", "min": "min", "max": "max", "sum": "sum", "stddev": "stddev_samp"}
-
 
 def _run_of(t: int, every_us: int, lag_us: int) -> int:
     return ((t - lag_us) // every_us) * every_us
 
 
-class Source:
-    """A source registered as a DuckDB view with ``_dl_k/_dl_ets/_dl_ing/_dl_avail`` columns."""
+class Source(EventSource):
+    """A source registered as a DuckDB view, with what the storage-order scan found of it."""
 
     def __init__(self, spec: SourceSpec, view: str, hive_date: bool, data: str | pa.Table) -> None:
-        self.spec = spec
-        self.view = view
-        self.hive_date = hive_date
+        super().__init__(spec, view, hive_date, DUCKDB)
         self.data = data  # the Parquet glob or the Arrow table behind ``view``
         self.scanned = False  # whether the storage-order scan ran (see OfflineExecutor._order_of)
         self.order: Order | None = None
         self.n_keys: int | None = None
-
-    def events(
-        self,
-        cols: Sequence[str] = (),
-        *,
-        keys: str | None = None,
-        lo_ets: int | None = None,
-        hi_avail: int | None = None,
-        hi_ets: int | None = None,
-        where: str | None = None,
-    ) -> str:
-        """``SELECT k, ets, ing, avail, cols…`` with the given bounds (inclusive)."""
-        conds: list[str] = []
-        if keys is not None:
-            conds.append(f"_dl_k IN (SELECT k FROM {keys})")
-        if lo_ets is not None:
-            conds.append(f"_dl_ets >= {lo_ets}")
-            if self.hive_date:  # the store partitions by the UTC date of event_ts
-                conds.append(f"\"date\" >= DATE '{from_micros(lo_ets).date().isoformat()}'")
-        if hi_avail is not None:
-            conds.append(f"_dl_avail <= {hi_avail}")
-            if self.hive_date:
-                conds.append(f"\"date\" <= DATE '{from_micros(hi_avail).date().isoformat()}'")
-        if hi_ets is not None:
-            conds.append(f"_dl_ets <= {hi_ets}")
-            if self.hive_date:
-                conds.append(f"\"date\" <= DATE '{from_micros(hi_ets).date().isoformat()}'")
-        if where is not None:
-            conds.append(f"({where})")
-        extra = "".join(f", {c}" for c in cols)
-        clause = f" WHERE {' AND '.join(conds)}" if conds else ""
-        return (
-            f"SELECT _dl_k AS k, _dl_ets AS ets, _dl_ing AS ing, _dl_avail AS avail{extra}"
-            f" FROM {self.view}{clause}"
-        )
 
 
 class Scope:
@@ -187,16 +160,7 @@ class Scope:
             f" (SELECT k FROM {bad})) p ASOF LEFT JOIN (SELECT * FROM ({rel}) WHERE k NOT IN"
             f" (SELECT k FROM {bad})) e ON p.k = e.k AND e.avail <= p.t"
         )
-        maxes = "".join(f", max({c}) AS {c}" for c in cols)
-        dedup = (
-            f"SELECT k, ets, ing, max(avail) AS avail{maxes} FROM ({rel})"
-            f" WHERE k IN (SELECT k FROM {bad}) GROUP BY k, ets, ing"
-        )
-        stair = (
-            f"SELECT * FROM (SELECT *, min(avail) OVER (PARTITION BY k ORDER BY ets DESC,"
-            f" ing DESC ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS lm FROM ({dedup}))"
-            " WHERE lm IS NULL OR avail < lm"
-        )
+        stair = staircase_sql(f"({dedup_sql(rel, cols, keys=bad)})")
         slow = (
             f"SELECT p.pid, e.ets{picked} FROM (SELECT * FROM {self.pts} WHERE k IN"
             f" (SELECT k FROM {bad})) p ASOF LEFT JOIN ({stair}) e"
@@ -211,31 +175,11 @@ class Scope:
     ) -> str:
         """Fill the group's tables; return its ``__as_of`` expression (BIGINT µs)."""
         source = self.ex._sources[group.source]
-        values: dict[str, str] = {}  # source column → alias
-        preds: dict[str, str] = {}  # predicate SQL → alias
-
-        def value(column: str) -> str:
-            if column not in values:
-                values[column] = f"v{len(values)}"
-            return values[column]
-
-        def pred(expr: Expr) -> str:
-            sql = expr.to_sql()
-            if sql not in preds:
-                preds[sql] = f"q{len(preds)}"
-            return preds[sql]
-
-        for agg in group.aggs:
-            if agg.column is not None:
-                value(agg.column)
-            if agg.op == "count_if":
-                assert agg.predicate is not None
-                pred(agg.predicate)
+        values, preds = group_inputs(group, DUCKDB)  # source column / predicate → alias
         # a group of `last`s only picks values, never computes with them: they stay in their
         # stored type through the join (narrower rows to sort) and become DOUBLE at the end
         only_last = all(a.op in ("last", "time_since") for a in group.aggs)
-        cols = [f"{quote(c) if only_last else double(quote(c))} AS {a}" for c, a in values.items()]
-        cols += [f"coalesce(CAST({s} AS BOOLEAN), false) AS {a}" for s, a in preds.items()]
+        cols = group_columns(values, preds, DUCKDB, as_double=not only_last)
         lo = self.min_t - group.horizon_us
         self.ex._order_of(source)  # first: its scan also counts the entities for keys_for
         keys = self.keys_for(source)
@@ -282,28 +226,24 @@ class Scope:
         else:
             n = f"g{gi}"
             joins.append((n, newest))
-        live = f"({n}.ets IS NOT NULL AND p.t - {n}.ets <= {group.ttl_us})"
 
-        def alive(sql: str) -> str:
-            return f"(CASE WHEN {live} THEN {sql} END)"
+        def live(sql: str) -> str:
+            return alive(n, group.ttl_us, sql)
 
-        windowed = [a for a in group.aggs if a.op in WINDOWED]
-        if windowed:
-            joins.append((f"w{gi}", self._windows(rel, group, values, pred)))
+        if any(a.op in WINDOWED for a in group.aggs):
+            windows = windows_sql(group, values, preds, self.pts, f"({rel})", DUCKDB)
+            joins.append((f"w{gi}", self.table(windows)))
         for j, agg in enumerate(group.aggs):
             if agg.op == "last":
                 assert agg.column is not None
-                exprs[agg.name] = alive(f"{n}.{values[agg.column]}")
+                exprs[agg.name] = live(f"{n}.{values[agg.column]}")
             elif agg.op in WINDOWED:
-                ref = f"w{gi}.f{j}"
-                exprs[agg.name] = alive(
-                    f"coalesce({ref}, 0)" if agg.op in ("count", "count_if") else ref
-                )
+                exprs[agg.name] = live(windowed_value(agg.op, f"w{gi}.f{j}"))
             elif agg.op == "delta":
                 assert agg.column is not None and agg.window_us is not None
                 d = f"d{gi}_{j}"
                 joins.append((d, self._delta(rel, source, values[agg.column], agg, newest, bad)))
-                exprs[agg.name] = alive(f"{d}.v")
+                exprs[agg.name] = live(f"{d}.v")
             else:  # time_since
                 assert agg.predicate is not None
                 s = f"s{gi}_{j}"
@@ -311,48 +251,8 @@ class Scope:
                     keys=keys, hi_avail=self.max_t, where=f"({agg.predicate.to_sql()})"
                 )
                 joins.append((s, self.newest(hits, [], source)[0]))
-                exprs[agg.name] = alive(f"(p.t - {s}.ets) / {float(agg.unit_us)!r}")
-        return alive(f"{n}.ets")
-
-    def _windows(
-        self, rel: str, group: GroupSpec, values: Mapping[str, str], pred: Callable[[Expr], str]
-    ) -> str:
-        """Table (pid, f<j>…): the windowed aggregations, by a bucketed range join."""
-        items = [(j, a) for j, a in enumerate(group.aggs) if a.op in WINDOWED]
-        widest = max(int(a.window_us or 0) for _, a in items)
-        width = max(1, widest // 4)
-        select = []
-        for j, agg in items:
-            inside = f"e.ets > p.t - {agg.window_us}"
-            if agg.op == "count":
-                select.append(f"count(*) FILTER (WHERE {inside}) AS f{j}")
-            elif agg.op == "count_if":
-                assert agg.predicate is not None
-                hit = f"e.{pred(agg.predicate)}"
-                select.append(f"count(*) FILTER (WHERE {inside} AND {hit}) AS f{j}")
-            else:
-                assert agg.column is not None
-                fn = SQL_AGG[agg.op]
-                col = f"e.{values[agg.column]}"
-                keep = f"FILTER (WHERE {inside} AND NOT isnan({col}))"
-                if agg.op in ("min", "max"):
-                    select.append(f"{fn}({col}) {keep} AS f{j}")
-                else:
-                    # A float sum depends on the order of its terms, which DuckDB's parallel
-                    # join and aggregate do not fix: the same inputs gave different last bits
-                    # run to run. Summing the values in value order makes it a function of the
-                    # set alone.
-                    select.append(f"list_{fn}(list_sort(list({col}) {keep})) AS f{j}")
-        buckets = (
-            f"SELECT pid, k, t, unnest(range({fdiv(f't - {widest}', width)},"
-            f" {fdiv('t', width)} + 1)) AS b FROM {self.pts}"
-        )
-        return self.table(
-            f"SELECT p.pid, {', '.join(select)} FROM ({buckets}) p JOIN"
-            f" (SELECT *, {fdiv('ets', width)} AS b FROM ({rel})) e"
-            f" ON p.k = e.k AND p.b = e.b"
-            f" WHERE e.ets > p.t - {widest} AND e.ets <= p.t AND e.avail <= p.t GROUP BY p.pid"
-        )
+                exprs[agg.name] = live(f"(p.t - {s}.ets) / {float(agg.unit_us)!r}")
+        return live(f"{n}.ets")
 
     def _delta(self, rel: str, source: Source, c: str, agg: AggSpec, newest: str, bad: str) -> str:
         """Table (pid, v): last(c) minus c of the newest known event with ets <= t - w.
@@ -415,7 +315,7 @@ class Scope:
                 f"the spine spans {(hi - lo) // every_us} batch runs; split it into shorter ranges"
             )
         rows = self.ex._con.execute(
-            f"SELECT DISTINCT {fdiv(f't - {lag_us}', every_us)} * {every_us} FROM {self.pts}"
+            f"SELECT DISTINCT {run_sql('t', every_us, lag_us, DUCKDB)} FROM {self.pts}"
         ).fetchall()
         return sorted(int(r[0]) for r in rows)
 
@@ -449,14 +349,11 @@ class Scope:
             )
         alias = f"pr{len(joins)}"
         if not parts:
-            return "CAST(NULL AS DOUBLE)"
+            return NULL_DOUBLE
         lookup = self.register(pa.concat_tables(parts))
         tz = self.plan.source(profile.source).tz
-        run_sql = f"{fdiv(f'p.t - {profile.lag_us}', profile.every_us)} * {profile.every_us}"
-        table = self.table(
-            f"SELECT p.pid, l.v FROM {self.pts} p JOIN {lookup} l ON l.r = {run_sql}"
-            f" AND l.k = p.k AND l.h = {how(tz, 'p.t')}"
-        )
+        in_force = run_sql("p.t", profile.every_us, profile.lag_us, DUCKDB)
+        table = self.table(batch_join_sql(self.pts, lookup, in_force, how(tz, "p.t")))
         joins.append((alias, table))
         return f"{alias}.v"
 
@@ -479,12 +376,10 @@ class Scope:
             )
         alias = f"nb{len(joins)}"
         if not parts:
-            return "CAST(NULL AS DOUBLE)"
+            return NULL_DOUBLE
         lookup = self.register(pa.concat_tables(parts))
-        run_sql = f"{fdiv(f'p.t - {hood.lag_us}', hood.every_us)} * {hood.every_us}"
-        table = self.table(
-            f"SELECT p.pid, l.v FROM {self.pts} p JOIN {lookup} l ON l.r = {run_sql} AND l.k = p.k"
-        )
+        in_force = run_sql("p.t", hood.every_us, hood.lag_us, DUCKDB)
+        table = self.table(batch_join_sql(self.pts, lookup, in_force))
         joins.append((alias, table))
         return f"{alias}.v"
 
@@ -508,7 +403,7 @@ class Scope:
                     f" FROM {self.pts} p ASOF LEFT JOIN ({hits}) e ON p.k = e.k AND e.ets > p.t"
                 )
                 joins.append((alias, table))
-                out.append(f"coalesce({alias}.v, false) AS {quote(label.name)}")
+                out.append(label_column(alias, label, DUCKDB))
             else:
                 assert label.column is not None
                 rows = source.events(
@@ -527,5 +422,5 @@ class Scope:
                     f" AND e.hk <= {hkey_upto(f'p.t + {h}')}"
                 )
                 joins.append((alias, table))
-                out.append(f"{alias}.v AS {quote(label.name)}")
+                out.append(label_column(alias, label, DUCKDB))
         return out

@@ -1,17 +1,24 @@
-"""SQL building blocks of the offline executor (DuckDB dialect, times as BIGINT microseconds)."""
+"""The DuckDB dialect of the plan's SQL (times as BIGINT microseconds).
+
+:data:`DUCKDB` gives the shared builder (``_plan_sql``) its hooks; the rest are the building
+blocks only the DuckDB executor uses (the packed ``(event_ts, ingested_at)`` key of its
+``ASOF`` joins).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from dockline.core.errors import ConfigError
-from dockline.features.expr import Expr
+from dockline.features._plan_sql import Dialect, double
 
 __all__ = [
+    "DUCKDB",
+    "bucket_range",
     "calendar_sql",
-    "derived_sql",
     "double",
     "fdiv",
+    "float_agg",
     "hkey",
     "hkey_upto",
     "how",
@@ -60,11 +67,6 @@ def how(tz: str, t: str) -> str:
     return f"((isodow({local}) - 1) * 24 + hour({local}))"
 
 
-def double(sql: str) -> str:
-    """``sql`` cast to DOUBLE."""
-    return f"CAST({sql} AS DOUBLE)"
-
-
 def calendar_sql(name: str, tz: str, t: str) -> str:
     """A calendar feature of ``t`` (rule 6)."""
     local = local_time(tz, t)
@@ -79,6 +81,28 @@ def calendar_sql(name: str, tz: str, t: str) -> str:
     raise ConfigError(f"calendar: unknown feature {name!r}")
 
 
-def derived_sql(expr: Expr) -> str:
-    """A derived feature's expression, as DOUBLE."""
-    return double(expr.to_sql())
+def bucket_range(lo: str, hi: str) -> str:
+    """The integers ``lo..hi`` (both included), one row each."""
+    return f"unnest(range({lo}, {hi} + 1))"
+
+
+def float_agg(fn: str, col: str, keep: str) -> str:
+    """Aggregate ``fn`` of ``col`` over the rows ``keep`` passes, in value order.
+
+    A float sum depends on the order of its terms, which DuckDB's parallel join and aggregate
+    do not fix: the same inputs gave different last bits run to run. Summing the values in
+    value order makes it a function of the set alone.
+    """
+    return f"list_{fn}(list_sort(list({col}) {keep}))"
+
+
+DUCKDB = Dialect(
+    quote=quote,
+    fdiv=fdiv,
+    expr=lambda expr: expr.to_sql(),
+    how=how,
+    calendar=calendar_sql,
+    string_type="VARCHAR",
+    bucket_range=bucket_range,
+    float_agg=float_agg,
+)

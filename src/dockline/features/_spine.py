@@ -19,7 +19,14 @@ from dockline.core.errors import ConfigError, ValidationError
 from dockline.core.time import ensure_utc, to_micros
 from dockline.features.plan import Plan
 
-__all__ = ["distinct_points", "finish_table", "grid_spine", "output_schema", "spine_columns"]
+__all__ = [
+    "distinct_points",
+    "finish_table",
+    "grid_spine",
+    "in_points_order",
+    "output_schema",
+    "spine_columns",
+]
 
 
 def spine_columns(plan: Plan, spine: pa.Table) -> tuple[pa.Array, pa.Array]:
@@ -100,6 +107,17 @@ def distinct_points(keys: pa.Array, times: pa.Array) -> tuple[pa.Table, np.ndarr
         }
     )
     return points, counts
+
+
+def in_points_order(table: pa.Table, points: pa.Table, key: str) -> pa.Table:
+    """``table`` (pid, columns…) in the order of ``points`` (pid, k, t; consecutive pids), with
+    the points' key and time as its first columns (``key``, ``as_of``)."""
+    order = np.empty(points.num_rows, dtype=np.int64)
+    first = int(points.column("pid")[0].as_py())
+    order[table.column("pid").to_numpy() - first] = np.arange(points.num_rows)
+    table = table.take(pa.array(order))
+    table = table.add_column(0, key, points.column("k"))
+    return table.add_column(1, "as_of", points.column("t"))
 
 
 def grid_spine(

@@ -21,8 +21,9 @@ they need no ordering assumption. Large spines are processed in time chunks unde
 
 This module keeps the executor (setup, caching, chunking, the public API); its parts live in
 private modules: ``_offline_scope`` (the SQL of one chunk of points), ``_offline_order`` (the
-storage-order scan), ``_offline_batch`` (profiles and neighbourhoods), ``_offline_sql`` (the
-DuckDB dialect) and ``_spine`` (spine in, features table out: shared with the Spark executor).
+storage-order scan), ``_offline_batch`` (profiles and neighbourhoods) and ``_offline_sql`` (the
+DuckDB dialect). What the Spark executor writes alike is shared: ``_plan_sql`` (the SQL builder
+with dialect hooks) and ``_spine`` (spine in, features table out).
 """
 
 from __future__ import annotations
@@ -40,11 +41,10 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from dockline.core.errors import ConfigError, StorageError
+from dockline.core.errors import StorageError
 from dockline.core.time import to_micros
 from dockline.features._offline_batch import (
     HOURS_OF_WEEK,
-    batch_dependent,
     neighbourhood_runs,
     profile_columns,
     profile_run,
@@ -57,11 +57,13 @@ from dockline.features._offline_order import (
     table_batches,
 )
 from dockline.features._offline_scope import Scope, Source
-from dockline.features._offline_sql import calendar_sql, derived_sql, double, quote
+from dockline.features._offline_sql import DUCKDB, quote
+from dockline.features._plan_sql import check_columns, check_sources, plan_query, source_view_sql
 from dockline.features._spine import (
     distinct_points,
     finish_table,
     grid_spine,
+    in_points_order,
     output_schema,
     spine_columns,
 )
@@ -107,13 +109,7 @@ class OfflineExecutor:
     ) -> None:
         self.plan = plan
         self.batch_provider = batch_provider
-        missing = sorted({s.table for s in plan.sources} - set(sources))
-        if missing:
-            names = [s.name for s in plan.sources if s.table in missing]
-            raise ConfigError(
-                f"no data given for source table(s) {missing} (sources {names});"
-                f" got {sorted(sources)}"
-            )
+        check_sources(plan, sources)
         self._tmp = Path(tempfile.mkdtemp(prefix="dockline-offline-"))
         config: dict[str, Any] = {
             "memory_limit": memory_limit,
@@ -161,12 +157,7 @@ class OfflineExecutor:
     def _register_source(self, i: int, spec: SourceSpec, raw: str, data: str | pa.Table) -> Source:
         described = self._con.execute(f"DESCRIBE SELECT * FROM {raw}").fetchall()
         types = {str(row[0]): str(row[1]).upper() for row in described}
-        for column in (spec.key, spec.event_ts, spec.ingested_at):
-            if column not in types:
-                raise ConfigError(
-                    f"source {spec.name!r}: table {spec.table!r} has no column {column!r}"
-                    f" (it has {sorted(types)})"
-                )
+        check_columns(spec, types)
 
         def micros(column: str) -> str:
             if types[column].startswith("TIMESTAMP"):
@@ -175,11 +166,7 @@ class OfflineExecutor:
 
         ets, ing = micros(spec.event_ts), micros(spec.ingested_at)
         view = f"_src_{i}"
-        self._con.execute(
-            f"CREATE VIEW {view} AS SELECT *, CAST({quote(spec.key)} AS VARCHAR) AS _dl_k,"
-            f" {ets} AS _dl_ets, {ing} AS _dl_ing, greatest({ets}, {ing}) AS _dl_avail"
-            f" FROM {raw}"
-        )
+        self._con.execute(f"CREATE VIEW {view} AS {source_view_sql(spec, raw, ets, ing, DUCKDB)}")
         is_path = isinstance(data, str)
         return Source(spec, view, is_path and types.get("date") == "DATE", data)
 
@@ -337,55 +324,11 @@ class OfflineExecutor:
         scope = Scope(self, plan, c, pts, keys, min_t, max_t)
         try:
             self._exec(f"CREATE TEMP TABLE {keys} AS SELECT DISTINCT k FROM {pts}")
-            joins: list[tuple[str, str]] = []  # (alias, table)
-            exprs: dict[str, str] = {}
-            as_ofs: list[str] = []
-            for gi, group in enumerate(plan.groups):
-                as_ofs.append(scope.group(gi, group, joins, exprs))
-            if plan.static is not None:
-                scope.static(joins, exprs)
-            if plan.calendar is not None:
-                for name in plan.calendar.features:
-                    exprs[name] = calendar_sql(name, plan.calendar.tz, "p.t")
-            for profile in plan.profiles:
-                exprs[profile.name] = (
-                    scope.profile(profile, joins) if batch else "CAST(NULL AS DOUBLE)"
-                )
-            for hood in plan.neighbourhoods:
-                exprs[hood.name] = scope.hood(hood, joins) if batch else "CAST(NULL AS DOUBLE)"
-            label_cols: list[str] = []
-            if labels and plan.labels:
-                label_cols = scope.labels(joins)
-            select = ["p.pid"]
-            if label_cols:
-                horizon = max(label.horizon_us for label in plan.labels)
-                select.append(f"p.t + {horizon} AS label_available_at")
-                select += label_cols
-            for group, as_of in zip(plan.groups, as_ofs, strict=True):
-                select.append(f"{as_of} AS {quote(group.as_of_column)}")
-            derived_names = {d.name for d in plan.derived}
-            for name in plan.feature_names:
-                if name not in derived_names:
-                    select.append(f"{double(exprs[name])} AS {quote(name)}")
-            base = f"({scope.base})" if scope.base else pts
-            sql = f"SELECT {', '.join(select)} FROM {base} p" + "".join(
-                f" LEFT JOIN {table} {alias} ON {alias}.pid = p.pid" for alias, table in joins
-            )
-            blocked = batch_dependent(plan) if not batch else set()
-            for item in plan.derived:
-                value = "CAST(NULL AS DOUBLE)" if item.name in blocked else derived_sql(item.expr)
-                sql = f"SELECT *, {value} AS {quote(item.name)} FROM ({sql})"
-            table = self._arrow(sql)
+            table = self._arrow(plan_query(scope, plan, DUCKDB, labels=labels, batch=batch))
         finally:
             scope.drop()
         # back in pid order; key and time come from the points themselves (already in order)
-        order = np.empty(points.num_rows, dtype=np.int64)
-        order[table.column("pid").to_numpy() - int(points.column("pid")[0].as_py())] = np.arange(
-            points.num_rows
-        )
-        table = table.take(pa.array(order))
-        table = table.add_column(0, plan.key, points.column("k"))
-        return table.add_column(1, "as_of", points.column("t"))
+        return in_points_order(table, points, plan.key)
 
     # -- batch features ---------------------------------------------------------------------
 
