@@ -1,8 +1,8 @@
 """Batch features (hour-of-week profiles, neighbourhoods) of the offline engines.
 
-The NumPy parts (the sub-plan a neighbourhood needs, nearest neighbours, their mean, which
-derived features wait for a batch feature) are shared by the DuckDB and Spark executors; the
-runs here are the DuckDB executor's, which it caches per run (``OfflineExecutor.batch_run``).
+The plan and NumPy parts (the sub-plan a neighbourhood needs, nearest neighbours, the means
+over them per run) are shared by the DuckDB and Spark executors; the runs here are the DuckDB
+executor's, which it caches per run (``OfflineExecutor.batch_run``).
 """
 
 from __future__ import annotations
