@@ -1,9 +1,10 @@
 """Spark SQL dialect of the plan's SQL: the one place where Spark and DuckDB differ.
 
 The Spark executor renders the same plan with the same expressions (``Expr.to_sql`` with a
-column quoter); only these differ from DuckDB's dialect (``_offline_sql`` and the helpers in
-``offline``): identifiers in backticks, floor division, time zones and calendar functions, and
-the as-of lookup (Spark has no ``ASOF JOIN``: it is one window pass over events and probes).
+column quoter) and the same shared builder (``_plan_sql``, whose hooks :data:`SPARK` fills);
+only these differ from DuckDB's dialect (``_offline_sql``): identifiers in backticks, floor
+division, time zones and calendar functions, bucket ranges, and the as-of lookup (Spark has no
+``ASOF JOIN``: it is one window pass over events and probes).
 Times stay BIGINT microseconds throughout, as in the DuckDB executor.
 """
 
@@ -12,14 +13,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from dockline.core.errors import ConfigError
+from dockline.features._plan_sql import Dialect, double
 from dockline.features.expr import Expr
 
 __all__ = [
+    "SPARK",
     "asof_union",
+    "bucket_range",
     "calendar",
     "double",
     "expr_sql",
     "fdiv",
+    "float_agg",
     "how",
     "micros",
     "probes",
@@ -31,10 +36,6 @@ __all__ = [
 def quote(name: str) -> str:
     """A quoted Spark SQL identifier."""
     return "`" + name.replace("`", "``") + "`"
-
-
-def double(sql: str) -> str:
-    return f"CAST({sql} AS DOUBLE)"
 
 
 def real(value: float) -> str:
@@ -102,6 +103,16 @@ def calendar(name: str, tz: str, t: str) -> str:
     raise ConfigError(f"calendar: unknown feature {name!r}")
 
 
+def bucket_range(lo: str, hi: str) -> str:
+    """The integers ``lo..hi`` (both included), one row each."""
+    return f"explode(sequence({lo}, {hi}))"
+
+
+def float_agg(fn: str, col: str, keep: str) -> str:
+    """Aggregate ``fn`` of ``col`` over the rows ``keep`` passes."""
+    return f"{fn}({col}) {keep}"
+
+
 def asof_union(
     events: str, order: Sequence[str], fields: Sequence[str], probes: str, *, forward: bool = False
 ) -> str:
@@ -143,3 +154,15 @@ def probes(points: str, offsets: Mapping[str, int]) -> str:
         f"SELECT pid, '{tag}' AS tag, k, t + ({off}) AS tm FROM {points}"
         for tag, off in offsets.items()
     )
+
+
+SPARK = Dialect(
+    quote=quote,
+    fdiv=fdiv,
+    expr=expr_sql,
+    how=how,
+    calendar=calendar,
+    string_type="STRING",
+    bucket_range=bucket_range,
+    float_agg=float_agg,
+)

@@ -18,6 +18,12 @@ Windowed aggregations use a bucketed range join (points × events of the same en
 buckets the window touches), filtered exactly on ``avail <= t`` and ``t - w < event_ts <= t``, so
 they need no ordering assumption. Large spines are processed in time chunks under DuckDB's
 ``memory_limit`` (spilling to a private temporary directory).
+
+This module keeps the executor (setup, caching, chunking, the public API); its parts live in
+private modules: ``_offline_scope`` (the SQL of one chunk of points), ``_offline_order`` (the
+storage-order scan), ``_offline_batch`` (profiles and neighbourhoods) and ``_offline_sql`` (the
+DuckDB dialect). What the Spark executor writes alike is shared: ``_plan_sql`` (the SQL builder
+with dialect hooks) and ``_spine`` (spine in, features table out).
 """
 
 from __future__ import annotations
@@ -26,33 +32,42 @@ import itertools
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
-import msgspec
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from dockline.core.contracts import TS_TYPE
-from dockline.core.errors import ConfigError, StorageError, ValidationError
-from dockline.core.time import ensure_utc, from_micros, to_micros
-from dockline.features._offline_sql import fdiv, hkey, hkey_upto, quote
-from dockline.features.expr import Expr
-from dockline.features.plan import (
-    AggSpec,
-    BatchProvider,
-    GroupSpec,
-    NeighbourSpec,
-    Plan,
-    ProfileSpec,
-    SourceSpec,
+from dockline.core.errors import StorageError
+from dockline.core.time import to_micros
+from dockline.features._offline_batch import (
+    HOURS_OF_WEEK,
+    neighbourhood_runs,
+    profile_columns,
+    profile_run,
 )
+from dockline.features._offline_order import (
+    Order,
+    file_batches,
+    row_groups,
+    scan_order,
+    table_batches,
+)
+from dockline.features._offline_scope import Scope, Source
+from dockline.features._offline_sql import DUCKDB, quote
+from dockline.features._plan_sql import check_columns, check_sources, plan_query, source_view_sql
+from dockline.features._spine import (
+    distinct_points,
+    finish_table,
+    grid_spine,
+    in_points_order,
+    output_schema,
+    spine_columns,
+)
+from dockline.features.plan import BatchProvider, Plan, SourceSpec
 
 __all__ = [
     "HOURS_OF_WEEK",
@@ -66,87 +81,13 @@ __all__ = [
     "spine_columns",
 ]
 
-HOURS_OF_WEEK = 168
-EARTH_RADIUS_KM = 6371.0088
+# the storage-order scan's former names here (tests import them from this module)
+_file_batches = file_batches
+_scan_order = scan_order
+_table_batches = table_batches
+
 CHUNK_POINTS = 2_000_000
 """Spines with more distinct points than this are processed in time chunks of this size."""
-KEY_FILTER_SHARE = 0.9
-"""Events are filtered by the chunk's keys only when these are fewer than this share of all."""
-DELTA_LOOKBACK_US = 2 * 86_400_000_000
-"""How far before a chunk a delta first looks for its anchor events (then the whole history)."""
-
-_WINDOWED = frozenset({"mean", "min", "max", "sum", "count", "count_if", "stddev"})
-_SQL_AGG = {"mean": "avg", "min": "min", "max": "max", "sum": "sum", "stddev": "stddev_samp"}
-
-
-def profile_columns() -> list[str]:
-    """The hour-of-week columns of a profile table: ``h000`` … ``h167``."""
-    return [f"h{h:03d}" for h in range(HOURS_OF_WEEK)]
-
-
-def _run_of(t: int, every_us: int, lag_us: int) -> int:
-    return ((t - lag_us) // every_us) * every_us
-
-
-def _local(tz: str, t: str) -> str:
-    return f"timezone('{tz}', make_timestamp({t})::TIMESTAMPTZ)"
-
-
-def _how(tz: str, t: str) -> str:
-    local = _local(tz, t)
-    return f"((isodow({local}) - 1) * 24 + hour({local}))"
-
-
-def _double(sql: str) -> str:
-    return f"CAST({sql} AS DOUBLE)"
-
-
-class _Source:
-    """A source registered as a DuckDB view with ``_dl_k/_dl_ets/_dl_ing/_dl_avail`` columns."""
-
-    def __init__(self, spec: SourceSpec, view: str, hive_date: bool, data: str | pa.Table) -> None:
-        self.spec = spec
-        self.view = view
-        self.hive_date = hive_date
-        self.data = data  # the Parquet glob or the Arrow table behind ``view``
-        self.scanned = False  # whether the storage-order scan ran (see OfflineExecutor._order_of)
-        self.order: _Order | None = None
-        self.n_keys: int | None = None
-
-    def events(
-        self,
-        cols: Sequence[str] = (),
-        *,
-        keys: str | None = None,
-        lo_ets: int | None = None,
-        hi_avail: int | None = None,
-        hi_ets: int | None = None,
-        where: str | None = None,
-    ) -> str:
-        """``SELECT k, ets, ing, avail, cols…`` with the given bounds (inclusive)."""
-        conds: list[str] = []
-        if keys is not None:
-            conds.append(f"_dl_k IN (SELECT k FROM {keys})")
-        if lo_ets is not None:
-            conds.append(f"_dl_ets >= {lo_ets}")
-            if self.hive_date:  # the store partitions by the UTC date of event_ts
-                conds.append(f"\"date\" >= DATE '{from_micros(lo_ets).date().isoformat()}'")
-        if hi_avail is not None:
-            conds.append(f"_dl_avail <= {hi_avail}")
-            if self.hive_date:
-                conds.append(f"\"date\" <= DATE '{from_micros(hi_avail).date().isoformat()}'")
-        if hi_ets is not None:
-            conds.append(f"_dl_ets <= {hi_ets}")
-            if self.hive_date:
-                conds.append(f"\"date\" <= DATE '{from_micros(hi_ets).date().isoformat()}'")
-        if where is not None:
-            conds.append(f"({where})")
-        extra = "".join(f", {c}" for c in cols)
-        clause = f" WHERE {' AND '.join(conds)}" if conds else ""
-        return (
-            f"SELECT _dl_k AS k, _dl_ets AS ets, _dl_ing AS ing, _dl_avail AS avail{extra}"
-            f" FROM {self.view}{clause}"
-        )
 
 
 class OfflineExecutor:
@@ -168,13 +109,7 @@ class OfflineExecutor:
     ) -> None:
         self.plan = plan
         self.batch_provider = batch_provider
-        missing = sorted({s.table for s in plan.sources} - set(sources))
-        if missing:
-            names = [s.name for s in plan.sources if s.table in missing]
-            raise ConfigError(
-                f"no data given for source table(s) {missing} (sources {names});"
-                f" got {sorted(sources)}"
-            )
+        check_sources(plan, sources)
         self._tmp = Path(tempfile.mkdtemp(prefix="dockline-offline-"))
         config: dict[str, Any] = {
             "memory_limit": memory_limit,
@@ -188,7 +123,7 @@ class OfflineExecutor:
         self._con.execute("SET TimeZone = 'UTC'")
         self._seq = itertools.count()
         self._runs: dict[int, dict[str, pa.Table]] = {}
-        self._sources: dict[str, _Source] = {}
+        self._sources: dict[str, Source] = {}
         raws: dict[str, tuple[str, str | pa.Table]] = {}
         for i, spec in enumerate(plan.sources):
             if spec.table not in raws:
@@ -219,15 +154,10 @@ class OfflineExecutor:
             ) from exc
         return name, pattern
 
-    def _register_source(self, i: int, spec: SourceSpec, raw: str, data: str | pa.Table) -> _Source:
+    def _register_source(self, i: int, spec: SourceSpec, raw: str, data: str | pa.Table) -> Source:
         described = self._con.execute(f"DESCRIBE SELECT * FROM {raw}").fetchall()
         types = {str(row[0]): str(row[1]).upper() for row in described}
-        for column in (spec.key, spec.event_ts, spec.ingested_at):
-            if column not in types:
-                raise ConfigError(
-                    f"source {spec.name!r}: table {spec.table!r} has no column {column!r}"
-                    f" (it has {sorted(types)})"
-                )
+        check_columns(spec, types)
 
         def micros(column: str) -> str:
             if types[column].startswith("TIMESTAMP"):
@@ -236,13 +166,9 @@ class OfflineExecutor:
 
         ets, ing = micros(spec.event_ts), micros(spec.ingested_at)
         view = f"_src_{i}"
-        self._con.execute(
-            f"CREATE VIEW {view} AS SELECT *, CAST({quote(spec.key)} AS VARCHAR) AS _dl_k,"
-            f" {ets} AS _dl_ets, {ing} AS _dl_ing, greatest({ets}, {ing}) AS _dl_avail"
-            f" FROM {raw}"
-        )
+        self._con.execute(f"CREATE VIEW {view} AS {source_view_sql(spec, raw, ets, ing, DUCKDB)}")
         is_path = isinstance(data, str)
-        return _Source(spec, view, is_path and types.get("date") == "DATE", data)
+        return Source(spec, view, is_path and types.get("date") == "DATE", data)
 
     def close(self) -> None:
         """Release the DuckDB connection and its spill directory."""
@@ -270,7 +196,7 @@ class OfflineExecutor:
     def _name(self) -> str:
         return f"_q{next(self._seq)}"
 
-    def _order_of(self, source: _Source) -> _Order | None:
+    def _order_of(self, source: Source) -> Order | None:
         """The source's disordered entities, from one scan in storage order (cached).
 
         None when the scan cannot decide (a type or null it does not read exactly as the SQL
@@ -281,12 +207,12 @@ class OfflineExecutor:
             spec = source.spec
             columns = (spec.key, spec.event_ts, spec.ingested_at)
             if isinstance(source.data, pa.Table):
-                found = _scan_order([(source.data, columns)], _table_batches, 1)
+                found = scan_order([(source.data, columns)], table_batches, 1)
             else:
                 literal = source.data.replace("'", "''")
                 files = self._con.execute(f"SELECT file FROM glob('{literal}')").fetchall()
-                units = [(g, columns) for f in files for g in _row_groups(str(f[0]))]
-                found = _scan_order(units, _file_batches, self._threads)
+                units = [(g, columns) for f in files for g in row_groups(str(f[0]))]
+                found = scan_order(units, file_batches, self._threads)
             if found is not None:
                 source.order = found
                 source.n_keys = found.n_keys
@@ -296,7 +222,7 @@ class OfflineExecutor:
                     found.table = name
         return source.order
 
-    def _entity_count(self, source: _Source) -> int:
+    def _entity_count(self, source: Source) -> int:
         """Distinct entities of a source (from the order scan when it ran, else by SQL)."""
         if source.n_keys is None:
             count = self._scalar(f"SELECT count(DISTINCT _dl_k) FROM {source.view}")
@@ -326,7 +252,7 @@ class OfflineExecutor:
             if profile.name == name:
                 for run in runs:
                     if run % profile.every_us == 0 and name not in self._runs.get(run, {}):
-                        self._runs.setdefault(run, {})[name] = self._profile_run(profile, run)
+                        self._runs.setdefault(run, {})[name] = profile_run(self, profile, run)
         for hood in self.plan.neighbourhoods:
             if hood.name == name:
                 todo = sorted(
@@ -337,7 +263,7 @@ class OfflineExecutor:
                     }
                 )
                 if todo:
-                    for run, table in self._neighbourhood_runs(hood, todo).items():
+                    for run, table in neighbourhood_runs(self, hood, todo).items():
                         self._runs.setdefault(run, {})[name] = table
 
     def known_until(self, source: str) -> int | None:
@@ -375,7 +301,7 @@ class OfflineExecutor:
         if len(keys) == 0:
             return schema.empty_table()
         q = self._name()
-        points, counts = _points(keys, times)
+        points, counts = distinct_points(keys, times)
         n_pts = points.num_rows
         results = []
         for lo in range(0, n_pts, CHUNK_POINTS):
@@ -395,58 +321,14 @@ class OfflineExecutor:
         self._con.register(pts, points)
         times = points.column("t")
         min_t, max_t = int(times[0].as_py()), int(times[-1].as_py())
-        scope = _Scope(self, plan, c, pts, keys, min_t, max_t)
+        scope = Scope(self, plan, c, pts, keys, min_t, max_t)
         try:
             self._exec(f"CREATE TEMP TABLE {keys} AS SELECT DISTINCT k FROM {pts}")
-            joins: list[tuple[str, str]] = []  # (alias, table)
-            exprs: dict[str, str] = {}
-            as_ofs: list[str] = []
-            for gi, group in enumerate(plan.groups):
-                as_ofs.append(scope.group(gi, group, joins, exprs))
-            if plan.static is not None:
-                scope.static(joins, exprs)
-            if plan.calendar is not None:
-                for name in plan.calendar.features:
-                    exprs[name] = _calendar_sql(name, plan.calendar.tz, "p.t")
-            for profile in plan.profiles:
-                exprs[profile.name] = (
-                    scope.profile(profile, joins) if batch else "CAST(NULL AS DOUBLE)"
-                )
-            for hood in plan.neighbourhoods:
-                exprs[hood.name] = scope.hood(hood, joins) if batch else "CAST(NULL AS DOUBLE)"
-            label_cols: list[str] = []
-            if labels and plan.labels:
-                label_cols = scope.labels(joins)
-            select = ["p.pid"]
-            if label_cols:
-                horizon = max(label.horizon_us for label in plan.labels)
-                select.append(f"p.t + {horizon} AS label_available_at")
-                select += label_cols
-            for group, as_of in zip(plan.groups, as_ofs, strict=True):
-                select.append(f"{as_of} AS {quote(group.as_of_column)}")
-            derived_names = {d.name for d in plan.derived}
-            for name in plan.feature_names:
-                if name not in derived_names:
-                    select.append(f"{_double(exprs[name])} AS {quote(name)}")
-            base = f"({scope.base})" if scope.base else pts
-            sql = f"SELECT {', '.join(select)} FROM {base} p" + "".join(
-                f" LEFT JOIN {table} {alias} ON {alias}.pid = p.pid" for alias, table in joins
-            )
-            blocked = _batch_dependent(plan) if not batch else set()
-            for item in plan.derived:
-                value = "CAST(NULL AS DOUBLE)" if item.name in blocked else _derived_sql(item.expr)
-                sql = f"SELECT *, {value} AS {quote(item.name)} FROM ({sql})"
-            table = self._arrow(sql)
+            table = self._arrow(plan_query(scope, plan, DUCKDB, labels=labels, batch=batch))
         finally:
             scope.drop()
         # back in pid order; key and time come from the points themselves (already in order)
-        order = np.empty(points.num_rows, dtype=np.int64)
-        order[table.column("pid").to_numpy() - int(points.column("pid")[0].as_py())] = np.arange(
-            points.num_rows
-        )
-        table = table.take(pa.array(order))
-        table = table.add_column(0, plan.key, points.column("k"))
-        return table.add_column(1, "as_of", points.column("t"))
+        return in_points_order(table, points, plan.key)
 
     # -- batch features ---------------------------------------------------------------------
 
@@ -455,876 +337,6 @@ class OfflineExecutor:
             return {run: self.batch_provider(run).get(name) for run in runs}
         self._batch_runs(name, runs)
         return {run: self._runs.get(run, {}).get(name) for run in runs}
-
-    def _profile_run(self, profile: ProfileSpec, run_us: int) -> pa.Table:
-        source = self._sources[profile.source]
-        value = _double(profile.value.to_sql())
-        events = source.events(
-            [f"{value} AS v"],
-            lo_ets=run_us - profile.lookback_us,
-            hi_avail=run_us,
-            where=f"_dl_ets < {run_us}",
-        )
-        long = self._arrow(
-            # value order: a float mean in the order of DuckDB's threads is not reproducible
-            f"SELECT k, {_how(source.spec.tz, 'ets')} AS h, list_avg(list_sort(list(v))) AS v"
-            f" FROM ({events})"
-            " WHERE v IS NOT NULL AND NOT isnan(v) GROUP BY ALL ORDER BY k, h"
-        )
-        entities = sorted(set(long.column("k").to_pylist()))
-        index = {k: i for i, k in enumerate(entities)}
-        grid = np.full((len(entities), HOURS_OF_WEEK), np.nan)
-        rows = np.array([index[k] for k in long.column("k").to_pylist()], dtype=np.int64)
-        hours = long.column("h").to_numpy().astype(np.int64)
-        grid[rows, hours] = long.column("v").to_numpy()
-        arrays: list[pa.Array] = [pa.array(entities, pa.string())]
-        for h in range(HOURS_OF_WEEK):
-            column = grid[:, h]
-            arrays.append(pa.array(column, pa.float64(), mask=np.isnan(column)))
-        return pa.Table.from_arrays(arrays, names=[self.plan.key, *profile_columns()])
-
-    def _neighbourhood_runs(self, hood: NeighbourSpec, runs: Sequence[int]) -> dict[int, pa.Table]:
-        """Neighbourhood values at each run: all runs' feature values in one computation."""
-        source = self._sources[hood.locations]
-        lat, lon = quote(hood.lat), quote(hood.lon)
-        events = source.events(
-            [f"CAST({lat} AS DOUBLE) AS lat", f"CAST({lon} AS DOUBLE) AS lon"],
-            hi_avail=max(runs),
-        )
-        name = self._name()
-        self._con.register(name, pa.table({"r": pa.array(runs, pa.int64())}))
-        try:
-            # the location of each entity at each run: its newest event known at r (rule 5)
-            located = self._arrow(
-                f"SELECT r, k, lat, lon FROM (SELECT x.r, e.* FROM {name} x JOIN ({events}) e"
-                " ON e.avail <= x.r QUALIFY row_number() OVER (PARTITION BY x.r, e.k"
-                " ORDER BY e.ets DESC, e.ing DESC, e.lat DESC NULLS LAST, e.lon DESC NULLS LAST)"
-                " = 1) WHERE lat IS NOT NULL AND lon IS NOT NULL ORDER BY r, k"
-            )
-        finally:
-            self._con.unregister(name)
-        run_of = located.column("r").to_numpy()
-        keys = located.column("k").combine_chunks()
-        values = np.full(located.num_rows, np.nan)
-        if located.num_rows:
-            computed = self._compute(
-                keys,
-                located.column("r").combine_chunks(),
-                labels=False,
-                batch=False,
-                plan=_subplan(self.plan, hood.feature),
-            )
-            column = computed.column(hood.feature).to_numpy(zero_copy_only=False)
-            values = np.asarray(column, dtype=np.float64)  # same (r, k) order; None → NaN
-        coords = np.column_stack(
-            [located.column("lat").to_numpy(), located.column("lon").to_numpy()]
-        ).reshape(-1, 2)
-        out: dict[int, pa.Table] = {}
-        bounds = np.searchsorted(run_of, np.asarray(runs, dtype=np.int64), side="left")
-        ends = np.searchsorted(run_of, np.asarray(runs, dtype=np.int64), side="right")
-        neighbours: dict[bytes, np.ndarray] = {}
-        for run, lo, hi in zip(runs, bounds, ends, strict=True):
-            here = coords[lo:hi]
-            fingerprint = here.tobytes() + b"|" + ",".join(keys[lo:hi].to_pylist()).encode()
-            if fingerprint not in neighbours:  # the same stations in the same places
-                neighbours[fingerprint] = _nearest(here, hood.k)
-            result = _mean_of(values[lo:hi], neighbours[fingerprint])
-            out[run] = pa.table(
-                {
-                    self.plan.key: keys[lo:hi],
-                    "value": pa.array(result, pa.float64(), mask=np.isnan(result)),
-                }
-            )
-        return out
-
-
-# -- ordering from storage order -------------------------------------------------------------
-#
-# The fast path of "newest known at t" needs, per entity, that ordering its events by
-# (event_ts, ingested_at) makes avail strictly increasing (equivalently: ordered by avail, event
-# time never goes back and no two events share an avail). Checking that in SQL costs a second
-# sort of every event. The offline store writes each file sorted by (key, event_ts,
-# ingested_at), so one pass in storage order decides it: within a run of rows of one entity,
-# each row must be strictly after the previous one in (event_ts, ingested_at) and in avail; runs
-# of the same entity (other files, row groups, or scattered rows) must follow one another in
-# both. Whatever breaks this — a real inversion or merely rows not stored in order — sends the
-# entity to the exact general path, so the scan can only cost speed, never change a result.
-
-_ORDER_BATCH = 1 << 20
-
-
-class _Order:
-    """What the storage-order scan found: the entities needing the general path."""
-
-    def __init__(self, bad: pa.Array, n_keys: int) -> None:
-        self.bad = bad  # distinct keys (strings) of disordered entities
-        self.n_keys = n_keys  # distinct keys of the source
-        self.table: str | None = None  # DuckDB name of ``bad`` (set when not empty)
-
-
-_Cols = tuple[str, str, str]
-_Runs = tuple[pa.Array, list[np.ndarray], pa.Array]
-
-
-def _micros(column: pa.Array) -> np.ndarray | None:
-    """A time column as int64 µs exactly as the SQL view reads it; None if not sure."""
-    kind = column.type
-    if column.null_count:
-        return None
-    try:
-        if pa.types.is_timestamp(kind) and kind.unit != "ns":
-            return np.asarray(column.cast(pa.timestamp("us", tz=kind.tz)).cast(pa.int64()))
-        if pa.types.is_integer(kind):
-            return np.asarray(column.cast(pa.int64()))
-    except pa.ArrowInvalid:
-        return None
-    return None
-
-
-def _is_key_type(kind: pa.DataType) -> bool:
-    return bool(
-        pa.types.is_string(kind)
-        or pa.types.is_large_string(kind)
-        or pa.types.is_string_view(kind)
-        or pa.types.is_integer(kind)
-    )
-
-
-def _scan_batch(key: pa.Array, ets_col: pa.Array, ing_col: pa.Array) -> _Runs | None:
-    """Runs of one batch in storage order: (run keys, [first/last ets, ing, avail], bad keys)."""
-    if key.null_count:
-        return None
-    if not pa.types.is_dictionary(key.type):
-        if not _is_key_type(key.type):
-            return None
-        key = pc.dictionary_encode(key)
-    values = key.dictionary
-    if values.null_count or not _is_key_type(values.type):
-        return None
-    values = values.cast(pa.string())
-    codes = np.asarray(key.indices)
-    ets, ing = _micros(ets_col), _micros(ing_col)
-    if ets is None or ing is None:
-        return None
-    avail = np.maximum(ets, ing)
-    same = codes[1:] == codes[:-1]
-    # with event time not going back, a strictly greater avail also means a strictly greater
-    # (event_ts, ingested_at): same event time and avail > event time force a later ingestion
-    broken = same & ~((ets[1:] >= ets[:-1]) & (avail[1:] > avail[:-1]))
-    bad = values.take(pa.array(np.unique(codes[1:][broken])))
-    starts = np.flatnonzero(np.concatenate(([True], ~same)))
-    ends = np.append(starts[1:], len(codes)) - 1
-    bounds = [ets[starts], ing[starts], avail[starts], ets[ends], ing[ends], avail[ends]]
-    return values.take(pa.array(codes[starts])), bounds, bad
-
-
-def _table_batches(table: pa.Table, cols: _Cols) -> Iterable[Sequence[pa.Array]]:
-    if any(c not in table.column_names for c in cols):
-        yield []
-        return
-    for batch in table.select(list(cols)).to_batches(max_chunksize=_ORDER_BATCH):
-        yield batch.columns
-
-
-def _row_groups(path: str) -> list[tuple[str, int]]:
-    """One scan unit per row group of a Parquet file."""
-    return [(path, group) for group in range(pq.read_metadata(path).num_row_groups)]
-
-
-def _file_batches(unit: tuple[str, int], cols: _Cols) -> Iterable[Sequence[pa.Array]]:
-    path, group = unit
-    schema = pq.read_schema(path)
-    if any(c not in schema.names for c in cols):
-        yield []
-        return
-    # read keys as dictionary codes: comparing neighbours is then an integer comparison
-    key_type = schema.field(cols[0]).type
-    dictionary = [cols[0]] if pa.types.is_string(key_type) else None
-    reader = pq.ParquetFile(path, read_dictionary=dictionary)
-    part = reader.read_row_group(group, columns=list(cols)).combine_chunks()
-    for batch in part.to_batches(max_chunksize=_ORDER_BATCH):
-        yield batch.columns
-
-
-def _scan_unit(
-    unit: tuple[Any, _Cols], batches: Callable[[Any, _Cols], Iterable[Sequence[pa.Array]]]
-) -> list[_Runs] | None:
-    out = []
-    for columns in batches(*unit):
-        runs = _scan_batch(*columns) if len(columns) == 3 else None
-        if runs is None:
-            return None
-        out.append(runs)
-    return out
-
-
-def _scan_order(
-    units: Sequence[tuple[Any, _Cols]],
-    batches: Callable[[Any, _Cols], Iterable[Sequence[pa.Array]]],
-    threads: int,
-) -> _Order | None:
-    """Scan every unit (file or table) in storage order; None if any part is undecidable."""
-    if threads > 1 and len(units) > 1:
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            scanned = list(pool.map(lambda u: _scan_unit(u, batches), units))
-    else:
-        scanned = [_scan_unit(u, batches) for u in units]
-    parts = [runs for found in scanned if found is not None for runs in found]
-    if any(found is None for found in scanned):
-        return None
-    if not parts:
-        return _Order(pa.array([], pa.string()), 0)
-    bad = [p[2] for p in parts]
-    table = pa.table(
-        {
-            "k": pa.concat_arrays([p[0] for p in parts]),
-            **{
-                name: np.concatenate([p[1][i] for p in parts])
-                for i, name in enumerate(("fe", "fi", "fa", "le", "li", "la"))
-            },
-        }
-    )
-    table = table.sort_by([("k", "ascending"), ("fe", "ascending"), ("fi", "ascending")])
-    keys = table.column("k").combine_chunks()
-    b = {name: np.asarray(table.column(name)) for name in table.column_names[1:]}
-    same = np.asarray(pc.equal(keys[1:], keys[:-1]))
-    broken = same & ~((b["fe"][1:] >= b["le"][:-1]) & (b["fa"][1:] > b["la"][:-1]))
-    bad.append(keys[1:].filter(pa.array(broken)))
-    found = pc.unique(pa.concat_arrays(bad))
-    return _Order(found, 1 + int(np.count_nonzero(~same)) if len(keys) else 0)
-
-
-def spine_columns(plan: Plan, spine: pa.Table) -> tuple[pa.Array, pa.Array]:
-    """A spine's keys (strings) and times (int64 µs), checked."""
-    key = plan.key
-    for column in (key, "as_of"):
-        if column not in spine.column_names:
-            raise ValidationError(
-                f"the spine needs columns {key!r} and 'as_of'; got {spine.column_names}",
-                reason="missing_field",
-            )
-    as_of = spine.column("as_of")
-    if not pa.types.is_timestamp(as_of.type) or as_of.type.tz is None:
-        raise ValidationError(
-            f"spine 'as_of' must be a tz-aware timestamp; got {as_of.type}",
-            reason="bad_type",
-        )
-    keys = pc.cast(spine.column(key), pa.string()).combine_chunks()
-    times = pc.cast(pc.cast(as_of, TS_TYPE), pa.int64()).combine_chunks()
-    if keys.null_count or times.null_count:
-        raise ValidationError("the spine has null keys or times", reason="missing_field")
-    return keys, times
-
-
-def output_schema(plan: Plan, labels: bool) -> pa.Schema:
-    """The columns of a features table (both offline engines produce exactly these)."""
-    fields = [pa.field(plan.key, pa.string()), pa.field("as_of", TS_TYPE)]
-    if labels and plan.labels:
-        fields.append(pa.field("label_available_at", TS_TYPE))
-        for label in plan.labels:
-            kind = pa.bool_() if label.op == "future_any" else pa.float64()
-            fields.append(pa.field(label.name, kind))
-    fields += [pa.field(g.as_of_column, TS_TYPE) for g in plan.groups]
-    fields += [pa.field(n, pa.float64()) for n in plan.feature_names]
-    return pa.schema(fields)
-
-
-def finish_table(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """``table``'s columns in ``schema``'s order and types (times from BIGINT µs)."""
-    columns = []
-    for field in schema:
-        column = table.column(field.name)
-        if field.type == TS_TYPE:
-            column = pc.cast(column, pa.int64()).cast(TS_TYPE)
-        else:
-            column = column.cast(field.type)
-        columns.append(column)
-    return pa.Table.from_arrays(columns, schema=schema)
-
-
-def _points(keys: pa.Array, times: pa.Array) -> tuple[pa.Table, np.ndarray]:
-    """The distinct spine points sorted by (t, key) with dense ``pid``s, and each one's count.
-
-    Keys sort by their bytes (as DuckDB orders VARCHAR); ranking the few distinct keys once
-    leaves an integer sort of the points.
-    """
-    encoded = pc.dictionary_encode(keys)
-    distinct = encoded.dictionary
-    rank_of = np.empty(len(distinct), dtype=np.int64)
-    rank_of[np.asarray(pc.sort_indices(distinct))] = np.arange(len(distinct))
-    rank = rank_of[np.asarray(encoded.indices)]
-    t = np.asarray(times, dtype=np.int64)
-    span = int(t.max()) - int(t.min()) + 1
-    if span * max(1, len(distinct)) < 1 << 62:  # one int64 key: far faster than lexsort
-        order = np.argsort((t - t.min()) * len(distinct) + rank)
-    else:
-        order = np.lexsort((rank, t))
-    t_sorted, rank_sorted = t[order], rank[order]
-    new = np.ones(len(order), dtype=bool)
-    new[1:] = (t_sorted[1:] != t_sorted[:-1]) | (rank_sorted[1:] != rank_sorted[:-1])
-    starts = np.flatnonzero(new)
-    counts = np.diff(np.append(starts, len(order)))
-    points = pa.table(
-        {
-            "pid": pa.array(np.arange(len(starts), dtype=np.int64)),
-            "k": keys.take(pa.array(order[starts])),
-            "t": pa.array(t_sorted[starts]),
-        }
-    )
-    return points, counts
-
-
-def _subplan(plan: Plan, feature: str) -> Plan:
-    """The part of ``plan`` that ``feature`` needs (streaming features only)."""
-    need = {feature}
-    for item in reversed(plan.derived):
-        if item.name in need:
-            need |= item.expr.columns()
-    groups = tuple(
-        msgspec.structs.replace(g, aggs=tuple(a for a in g.aggs if a.name in need))
-        for g in plan.groups
-        if any(a.name in need for a in g.aggs)
-    )
-    static = plan.static
-    if static is not None:
-        columns = tuple(c for c, n in zip(static.columns, static.names, strict=True) if n in need)
-        static = msgspec.structs.replace(static, columns=columns) if columns else None
-    calendar = plan.calendar
-    if calendar is not None:
-        features = tuple(f for f in calendar.features if f in need)
-        calendar = msgspec.structs.replace(calendar, features=features) if features else None
-    return msgspec.structs.replace(
-        plan,
-        groups=groups,
-        static=static,
-        calendar=calendar,
-        derived=tuple(d for d in plan.derived if d.name in need),
-        labels=(),
-        profiles=(),
-        neighbourhoods=(),
-    )
-
-
-def _nearest(coords: np.ndarray, k: int) -> np.ndarray:
-    """Per entity (rows sorted by key): indices of its ``k`` nearest others (haversine; ties
-    by key). Rows may be fewer than k when there are not enough others."""
-    n = len(coords)
-    if n < 2:
-        return np.zeros((n, 0), dtype=np.int64)
-    lat = np.radians(coords[:, 0])
-    dp = lat[None, :] - lat[:, None]
-    dl = np.radians(coords[None, :, 1] - coords[:, None, 1])
-    a = np.sin(dp / 2) ** 2 + np.cos(lat[:, None]) * np.cos(lat[None, :]) * np.sin(dl / 2) ** 2
-    dist = 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
-    np.fill_diagonal(dist, np.inf)
-    order = np.argsort(dist, axis=1, kind="stable")  # stable: equal distances by key
-    return order[:, : min(k, n - 1)]
-
-
-def _mean_of(values: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
-    """Mean of ``values`` (NaN = null) over each row's neighbours, ignoring nulls."""
-    if neighbours.shape[1] == 0:
-        return np.full(len(values), np.nan)
-    chosen = values[neighbours]
-    valid = ~np.isnan(chosen)
-    counts = valid.sum(axis=1)
-    sums = np.where(valid, chosen, 0.0).sum(axis=1)
-    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-
-
-def _calendar_sql(name: str, tz: str, t: str) -> str:
-    local = _local(tz, t)
-    if name == "hour_of_day":
-        return f"hour({local})"
-    if name == "day_of_week":
-        return f"(isodow({local}) - 1)"
-    if name == "is_weekend":
-        return f"(CASE WHEN isodow({local}) >= 6 THEN 1.0 ELSE 0.0 END)"
-    if name == "minute_of_day":
-        return f"(hour({local}) * 60 + minute({local}))"
-    raise ConfigError(f"calendar: unknown feature {name!r}")
-
-
-def _derived_sql(expr: Expr) -> str:
-    return _double(expr.to_sql())
-
-
-def _batch_dependent(plan: Plan) -> set[str]:
-    """Derived features that need a batch feature (directly or through other derived ones)."""
-    blocked = {p.name for p in plan.profiles} | {n.name for n in plan.neighbourhoods}
-    out: set[str] = set()
-    for item in plan.derived:
-        if item.expr.columns() & (blocked | out):
-            out.add(item.name)
-    return out
-
-
-class _Scope:
-    """The temporary tables of one chunk of points, and the SQL that fills them."""
-
-    def __init__(
-        self,
-        ex: OfflineExecutor,
-        plan: Plan,
-        prefix: str,
-        pts: str,
-        keys: str,
-        min_t: int,
-        max_t: int,
-    ) -> None:
-        self.ex = ex
-        self.plan = plan
-        self.prefix = prefix
-        self.pts = pts
-        self.keys = keys
-        self.min_t = min_t
-        self.max_t = max_t
-        self.tables: list[str] = [keys]
-        self.views: list[str] = [pts]  # registered Arrow tables
-        self.n_keys: int | None = None
-        self.base: str | None = None  # query of every point to start the final select from
-        self._n = itertools.count()
-
-    def keys_for(self, source: _Source) -> str | None:
-        """The chunk's keys table, or None when it holds (nearly) every entity of ``source``.
-
-        Filtering events by key only pays when it drops many of them; otherwise the semi-join
-        costs more than the few extra events it would keep out of the joins.
-        """
-        if self.n_keys is None:
-            self.n_keys = int(self.ex._scalar(f"SELECT count(*) FROM {self.keys}"))
-        total = self.ex._entity_count(source)
-        return None if self.n_keys >= KEY_FILTER_SHARE * total else self.keys
-
-    def table(self, sql: str) -> str:
-        name = f"{self.prefix}_t{next(self._n)}"
-        self.ex._exec(f"CREATE TEMP TABLE {name} AS {sql}")
-        self.tables.append(name)
-        return name
-
-    def drop(self) -> None:
-        for name in reversed(self.tables):
-            self.ex._exec(f"DROP TABLE IF EXISTS {name}")
-        for name in self.views:
-            self.ex._con.unregister(name)
-
-    def register(self, table: pa.Table) -> str:
-        name = f"{self.prefix}_a{next(self._n)}"
-        self.ex._con.register(name, table)
-        self.views.append(name)
-        return name
-
-    # -- "the newest event known at t" -------------------------------------------------------
-
-    def newest(
-        self, rel: str, cols: Sequence[str], source: _Source, *, inline: bool = False
-    ) -> tuple[str, str]:
-        """Table (pid, ets, cols…): per point, the newest event of ``rel`` with avail <= t.
-
-        ``rel`` yields k, ets, ing, avail and ``cols`` for a subset of ``source``'s events; ties
-        on (ets, ing) go to the greater value of each column (nulls lowest), as rule 2 says.
-        Also returns the table of entities that took the general path ("" if none). With
-        ``inline``, when every entity takes the fast path, the first item is instead a query
-        yielding every point (pid, k, t) with its newest event: the chunk's final select can
-        start from it rather than join a materialized copy.
-        """
-        order = self.ex._order_of(source)
-        if order is not None:
-            # disordered in the whole source covers disordered in any subset of it
-            bad = order.table or ""
-            n_bad = len(order.bad)
-        else:
-            bad = self.table(
-                f"SELECT DISTINCT k FROM (SELECT k, ets, avail, lag(ets) OVER w AS pe,"
-                f" lag(avail) OVER w AS pa FROM ({rel}) WINDOW w AS (PARTITION BY k"
-                f" ORDER BY avail)) WHERE pe > ets OR pa = avail"
-            )
-            n_bad = int(self.ex._scalar(f"SELECT count(*) FROM {bad}"))
-        picked = "".join(f", e.{c}" for c in cols)
-        if n_bad == 0:
-            if inline:
-                return (
-                    f"SELECT p.pid, p.k, p.t, e.ets{picked} FROM {self.pts} p"
-                    f" ASOF LEFT JOIN ({rel}) e ON p.k = e.k AND e.avail <= p.t"
-                ), ""
-            fast = self.table(
-                f"SELECT p.pid, e.ets{picked} FROM {self.pts} p ASOF LEFT JOIN ({rel}) e"
-                " ON p.k = e.k AND e.avail <= p.t"
-            )
-            return fast, ""
-        good = (
-            f"SELECT p.pid, e.ets{picked} FROM (SELECT * FROM {self.pts} WHERE k NOT IN"
-            f" (SELECT k FROM {bad})) p ASOF LEFT JOIN (SELECT * FROM ({rel}) WHERE k NOT IN"
-            f" (SELECT k FROM {bad})) e ON p.k = e.k AND e.avail <= p.t"
-        )
-        maxes = "".join(f", max({c}) AS {c}" for c in cols)
-        dedup = (
-            f"SELECT k, ets, ing, max(avail) AS avail{maxes} FROM ({rel})"
-            f" WHERE k IN (SELECT k FROM {bad}) GROUP BY k, ets, ing"
-        )
-        stair = (
-            f"SELECT * FROM (SELECT *, min(avail) OVER (PARTITION BY k ORDER BY ets DESC,"
-            f" ing DESC ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS lm FROM ({dedup}))"
-            " WHERE lm IS NULL OR avail < lm"
-        )
-        slow = (
-            f"SELECT p.pid, e.ets{picked} FROM (SELECT * FROM {self.pts} WHERE k IN"
-            f" (SELECT k FROM {bad})) p ASOF LEFT JOIN ({stair}) e"
-            " ON p.k = e.k AND e.avail <= p.t"
-        )
-        return self.table(f"{good} UNION ALL {slow}"), bad
-
-    # -- feature groups --------------------------------------------------------------------
-
-    def group(
-        self, gi: int, group: GroupSpec, joins: list[tuple[str, str]], exprs: dict[str, str]
-    ) -> str:
-        """Fill the group's tables; return its ``__as_of`` expression (BIGINT µs)."""
-        source = self.ex._sources[group.source]
-        values: dict[str, str] = {}  # source column → alias
-        preds: dict[str, str] = {}  # predicate SQL → alias
-
-        def value(column: str) -> str:
-            if column not in values:
-                values[column] = f"v{len(values)}"
-            return values[column]
-
-        def pred(expr: Expr) -> str:
-            sql = expr.to_sql()
-            if sql not in preds:
-                preds[sql] = f"q{len(preds)}"
-            return preds[sql]
-
-        for agg in group.aggs:
-            if agg.column is not None:
-                value(agg.column)
-            if agg.op == "count_if":
-                assert agg.predicate is not None
-                pred(agg.predicate)
-        # a group of `last`s only picks values, never computes with them: they stay in their
-        # stored type through the join (narrower rows to sort) and become DOUBLE at the end
-        only_last = all(a.op in ("last", "time_since") for a in group.aggs)
-        cols = [f"{quote(c) if only_last else _double(quote(c))} AS {a}" for c, a in values.items()]
-        cols += [f"coalesce(CAST({s} AS BOOLEAN), false) AS {a}" for s, a in preds.items()]
-        lo = self.min_t - group.horizon_us
-        self.ex._order_of(source)  # first: its scan also counts the entities for keys_for
-        keys = self.keys_for(source)
-        recent = source.events(cols, keys=keys, lo_ets=lo, hi_avail=self.max_t)
-        rel = recent
-        if any(a.op == "delta" for a in group.aggs):
-            # the newest events before `lo`: a delta may reach back to them (rule 4). Look a
-            # few days back first; only entities with nothing there need the whole history.
-            def newest_before(events: str) -> str:
-                return (
-                    f"SELECT h.* FROM ({events}) h JOIN (SELECT k AS mk, max(ets) AS me"
-                    f" FROM ({events}) GROUP BY k) m ON h.k = m.mk AND h.ets = m.me"
-                )
-
-            before = f"_dl_ets < {lo}"
-            near = source.events(
-                cols,
-                keys=keys,
-                lo_ets=lo - DELTA_LOOKBACK_US,
-                hi_avail=self.max_t,
-                where=before,
-            )
-            anchors = [self.table(newest_before(near))]
-            missing = self.table(
-                f"SELECT k FROM {self.keys} WHERE k NOT IN (SELECT k FROM {anchors[0]})"
-            )
-            if int(self.ex._scalar(f"SELECT count(*) FROM {missing}")):
-                far = source.events(cols, keys=missing, hi_avail=self.max_t, where=before)
-                anchors.append(self.table(newest_before(far)))
-            union = " UNION ALL ".join(f"SELECT * FROM {a}" for a in anchors)
-            rel = f"SELECT * FROM {self.table(f'{recent} UNION ALL {union}')}"
-        elif any(a.op in _WINDOWED for a in group.aggs):
-            rel = f"SELECT * FROM {self.table(rel)}"
-        last_cols = sorted(
-            {values[a.column] for a in group.aggs if a.op in ("last", "delta") and a.column}
-        )
-        # the first group's newest events can be the base of the final select (no join) when
-        # nothing else needs them as a table (delta joins them)
-        inline = self.base is None and not any(a.op == "delta" for a in group.aggs)
-        newest, bad = self.newest(rel, last_cols, source, inline=inline)
-        if inline and not bad:
-            self.base = newest
-            n = "p"
-        else:
-            n = f"g{gi}"
-            joins.append((n, newest))
-        live = f"({n}.ets IS NOT NULL AND p.t - {n}.ets <= {group.ttl_us})"
-
-        def alive(sql: str) -> str:
-            return f"(CASE WHEN {live} THEN {sql} END)"
-
-        windowed = [a for a in group.aggs if a.op in _WINDOWED]
-        if windowed:
-            joins.append((f"w{gi}", self._windows(rel, group, values, pred)))
-        for j, agg in enumerate(group.aggs):
-            if agg.op == "last":
-                assert agg.column is not None
-                exprs[agg.name] = alive(f"{n}.{values[agg.column]}")
-            elif agg.op in _WINDOWED:
-                ref = f"w{gi}.f{j}"
-                exprs[agg.name] = alive(
-                    f"coalesce({ref}, 0)" if agg.op in ("count", "count_if") else ref
-                )
-            elif agg.op == "delta":
-                assert agg.column is not None and agg.window_us is not None
-                d = f"d{gi}_{j}"
-                joins.append((d, self._delta(rel, source, values[agg.column], agg, newest, bad)))
-                exprs[agg.name] = alive(f"{d}.v")
-            else:  # time_since
-                assert agg.predicate is not None
-                s = f"s{gi}_{j}"
-                hits = source.events(
-                    keys=keys, hi_avail=self.max_t, where=f"({agg.predicate.to_sql()})"
-                )
-                joins.append((s, self.newest(hits, [], source)[0]))
-                exprs[agg.name] = alive(f"(p.t - {s}.ets) / {float(agg.unit_us)!r}")
-        return alive(f"{n}.ets")
-
-    def _windows(
-        self, rel: str, group: GroupSpec, values: Mapping[str, str], pred: Callable[[Expr], str]
-    ) -> str:
-        """Table (pid, f<j>…): the windowed aggregations, by a bucketed range join."""
-        items = [(j, a) for j, a in enumerate(group.aggs) if a.op in _WINDOWED]
-        widest = max(int(a.window_us or 0) for _, a in items)
-        width = max(1, widest // 4)
-        select = []
-        for j, agg in items:
-            inside = f"e.ets > p.t - {agg.window_us}"
-            if agg.op == "count":
-                select.append(f"count(*) FILTER (WHERE {inside}) AS f{j}")
-            elif agg.op == "count_if":
-                assert agg.predicate is not None
-                hit = f"e.{pred(agg.predicate)}"
-                select.append(f"count(*) FILTER (WHERE {inside} AND {hit}) AS f{j}")
-            else:
-                assert agg.column is not None
-                fn = _SQL_AGG[agg.op]
-                col = f"e.{values[agg.column]}"
-                keep = f"FILTER (WHERE {inside} AND NOT isnan({col}))"
-                if agg.op in ("min", "max"):
-                    select.append(f"{fn}({col}) {keep} AS f{j}")
-                else:
-                    # A float sum depends on the order of its terms, which DuckDB's parallel
-                    # join and aggregate do not fix: the same inputs gave different last bits
-                    # run to run. Summing the values in value order makes it a function of the
-                    # set alone.
-                    select.append(f"list_{fn}(list_sort(list({col}) {keep})) AS f{j}")
-        buckets = (
-            f"SELECT pid, k, t, unnest(range({fdiv(f't - {widest}', width)},"
-            f" {fdiv('t', width)} + 1)) AS b FROM {self.pts}"
-        )
-        return self.table(
-            f"SELECT p.pid, {', '.join(select)} FROM ({buckets}) p JOIN"
-            f" (SELECT *, {fdiv('ets', width)} AS b FROM ({rel})) e"
-            f" ON p.k = e.k AND p.b = e.b"
-            f" WHERE e.ets > p.t - {widest} AND e.ets <= p.t AND e.avail <= p.t GROUP BY p.pid"
-        )
-
-    def _delta(self, rel: str, source: _Source, c: str, agg: AggSpec, newest: str, bad: str) -> str:
-        """Table (pid, v): last(c) minus c of the newest known event with ets <= t - w.
-
-        Fast-path entities: the newest event with (ets, ing) <= (t - w, ∞) by one ASOF on the
-        packed pair; if it is not yet known at t, every known event is older, so the newest
-        known one (``newest``) is the reference. General-path entities: a direct search.
-        """
-        assert agg.column is not None and agg.window_us is not None
-        column, window_us = agg.column, agg.window_us
-        keep = f" WHERE k NOT IN (SELECT k FROM {bad})" if bad else ""
-        good = (
-            f"SELECT p.pid, CASE WHEN e.avail <= p.t THEN e.{c} ELSE n.{c} END AS ref,"
-            f" n.{c} AS cur, e.ets AS rets FROM (SELECT * FROM {self.pts}{keep}) p"
-            f" ASOF LEFT JOIN (SELECT *, {hkey('ets', 'ing')} AS hk FROM ({rel}){keep}) e"
-            f" ON p.k = e.k AND e.hk <= {hkey_upto(f'p.t - {window_us}')}"
-            f" LEFT JOIN {newest} n ON n.pid = p.pid"
-        )
-        sql = f"SELECT pid, CASE WHEN rets IS NOT NULL THEN cur - ref END AS v FROM ({good})"
-        if bad:
-            hist = source.events(
-                [f"{_double(quote(column))} AS c"],
-                keys=bad,
-                hi_avail=self.max_t,
-            )
-            slow = (
-                f"SELECT p.pid, e.c AS ref, row_number() OVER (PARTITION BY p.pid ORDER BY"
-                f" e.ets DESC, e.ing DESC, e.c DESC NULLS LAST) AS rn"
-                f" FROM (SELECT * FROM {self.pts} WHERE k IN (SELECT k FROM {bad})) p"
-                f" JOIN ({hist}) e ON p.k = e.k AND e.avail <= p.t"
-                f" AND e.ets <= p.t - {window_us}"
-            )
-            sql += (
-                f" UNION ALL SELECT p.pid, n.{c} - s.ref AS v FROM"
-                f" (SELECT * FROM {self.pts} WHERE k IN (SELECT k FROM {bad})) p"
-                f" JOIN ({slow}) s ON s.pid = p.pid AND s.rn = 1"
-                f" LEFT JOIN {newest} n ON n.pid = p.pid"
-            )
-        return self.table(sql)
-
-    # -- static, batch, labels ---------------------------------------------------------------
-
-    def static(self, joins: list[tuple[str, str]], exprs: dict[str, str]) -> None:
-        """Static attributes: the newest information event known at t (rule 5)."""
-        spec = self.plan.static
-        assert spec is not None
-        source = self.ex._sources[spec.source]
-        cols = [f"{_double(quote(c))} AS v{i}" for i, c in enumerate(spec.columns)]
-        rel = source.events(cols, keys=self.keys_for(source), hi_avail=self.max_t)
-        table, _ = self.newest(rel, [f"v{i}" for i in range(len(spec.columns))], source)
-        joins.append(("st", table))
-        for i, name in enumerate(spec.names):
-            exprs[name] = f"st.v{i}"
-
-    def _runs(self, every_us: int, lag_us: int) -> list[int]:
-        lo = _run_of(self.min_t, every_us, lag_us)
-        hi = _run_of(self.max_t, every_us, lag_us)
-        if (hi - lo) // every_us > 100_000:
-            raise ConfigError(
-                f"the spine spans {(hi - lo) // every_us} batch runs; split it into shorter ranges"
-            )
-        rows = self.ex._con.execute(
-            f"SELECT DISTINCT {fdiv(f't - {lag_us}', every_us)} * {every_us} FROM {self.pts}"
-        ).fetchall()
-        return sorted(int(r[0]) for r in rows)
-
-    def profile(self, profile: ProfileSpec, joins: list[tuple[str, str]]) -> str:
-        """Join the profile value of the run in force at t, at t's hour of week."""
-        key = self.plan.key
-        parts = []
-        runs = self._runs(profile.every_us, profile.lag_us)
-        for run, table in self.ex._run_tables(profile.name, runs).items():
-            if table is None or table.num_rows == 0:
-                continue
-            n = table.num_rows
-            hours = np.tile(np.arange(HOURS_OF_WEEK, dtype=np.int64), n)
-            grid = np.column_stack(
-                [
-                    table.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
-                    for c in profile_columns()
-                ]
-            ).reshape(-1)
-            parts.append(
-                pa.table(
-                    {
-                        "r": pa.array(np.full(n * HOURS_OF_WEEK, run, dtype=np.int64)),
-                        "k": pc.cast(table.column(key), pa.string())
-                        .combine_chunks()
-                        .take(pa.array(np.repeat(np.arange(n), HOURS_OF_WEEK))),
-                        "h": pa.array(hours),
-                        "v": pa.array(grid, pa.float64(), mask=np.isnan(grid)),
-                    }
-                )
-            )
-        alias = f"pr{len(joins)}"
-        if not parts:
-            return "CAST(NULL AS DOUBLE)"
-        lookup = self.register(pa.concat_tables(parts))
-        tz = self.plan.source(profile.source).tz
-        run_sql = f"{fdiv(f'p.t - {profile.lag_us}', profile.every_us)} * {profile.every_us}"
-        table = self.table(
-            f"SELECT p.pid, l.v FROM {self.pts} p JOIN {lookup} l ON l.r = {run_sql}"
-            f" AND l.k = p.k AND l.h = {_how(tz, 'p.t')}"
-        )
-        joins.append((alias, table))
-        return f"{alias}.v"
-
-    def hood(self, hood: NeighbourSpec, joins: list[tuple[str, str]]) -> str:
-        """Join the neighbourhood value of the run in force at t."""
-        key = self.plan.key
-        parts = []
-        runs = self._runs(hood.every_us, hood.lag_us)
-        for run, table in self.ex._run_tables(hood.name, runs).items():
-            if table is None or table.num_rows == 0:
-                continue
-            parts.append(
-                pa.table(
-                    {
-                        "r": pa.array(np.full(table.num_rows, run, dtype=np.int64)),
-                        "k": pc.cast(table.column(key), pa.string()),
-                        "v": pc.cast(table.column("value"), pa.float64()),
-                    }
-                )
-            )
-        alias = f"nb{len(joins)}"
-        if not parts:
-            return "CAST(NULL AS DOUBLE)"
-        lookup = self.register(pa.concat_tables(parts))
-        run_sql = f"{fdiv(f'p.t - {hood.lag_us}', hood.every_us)} * {hood.every_us}"
-        table = self.table(
-            f"SELECT p.pid, l.v FROM {self.pts} p JOIN {lookup} l ON l.r = {run_sql} AND l.k = p.k"
-        )
-        joins.append((alias, table))
-        return f"{alias}.v"
-
-    def labels(self, joins: list[tuple[str, str]]) -> list[str]:
-        """Label columns (rule 9): events in (t, t + h], regardless of ingestion time."""
-        out = []
-        for i, label in enumerate(self.plan.labels):
-            source = self.ex._sources[label.source]
-            h = label.horizon_us
-            alias = f"lb{i}"
-            if label.op == "future_any":
-                assert label.predicate is not None
-                hits = source.events(
-                    keys=self.keys_for(source),
-                    lo_ets=self.min_t + 1,
-                    hi_ets=self.max_t + h,
-                    where=f"({label.predicate.to_sql()})",
-                )
-                table = self.table(
-                    f"SELECT p.pid, (e.ets IS NOT NULL AND e.ets <= p.t + {h}) AS v"
-                    f" FROM {self.pts} p ASOF LEFT JOIN ({hits}) e ON p.k = e.k AND e.ets > p.t"
-                )
-                joins.append((alias, table))
-                out.append(f"coalesce({alias}.v, false) AS {quote(label.name)}")
-            else:
-                assert label.column is not None
-                rows = source.events(
-                    [f"{_double(quote(label.column))} AS c"],
-                    keys=self.keys_for(source),
-                    lo_ets=self.min_t + 1,
-                    hi_ets=self.max_t + h,
-                )
-                dedup = (
-                    f"SELECT k, ets, max(c) AS c, {hkey('ets', 'ing')} AS hk FROM ({rows})"
-                    " GROUP BY k, ets, ing"
-                )
-                table = self.table(
-                    f"SELECT p.pid, CASE WHEN e.ets > p.t THEN e.c END AS v FROM {self.pts} p"
-                    f" ASOF LEFT JOIN ({dedup}) e ON p.k = e.k"
-                    f" AND e.hk <= {hkey_upto(f'p.t + {h}')}"
-                )
-                joins.append((alias, table))
-                out.append(f"{alias}.v AS {quote(label.name)}")
-        return out
-
-
-def grid_spine(
-    entities: Sequence[str],
-    start: datetime,
-    end: datetime,
-    every: timedelta,
-    *,
-    key: str = "station_id",
-) -> pa.Table:
-    """Every entity × every ``t = start + i·every`` in ``[start, end)``, sorted by (as_of, key)."""
-    step = int(every / timedelta(microseconds=1))
-    if step <= 0:
-        raise ConfigError(f"every must be > 0; got {every}")
-    lo, hi = to_micros(ensure_utc(start)), to_micros(ensure_utc(end))
-    times = np.arange(lo, hi, step, dtype=np.int64)
-    names = sorted(set(entities))
-    n = len(names)
-    return pa.table(
-        {
-            key: pa.array(np.tile(np.array(names, dtype=object), len(times)), pa.string())
-            if n
-            else pa.array([], pa.string()),
-            "as_of": pa.array(np.repeat(times, n), pa.int64()).cast(TS_TYPE),
-        }
-    )
 
 
 def entities_in(

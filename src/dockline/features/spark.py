@@ -1,15 +1,18 @@
 """The Spark executor of the compiled plan: the DuckDB executor's rows, on Spark.
 
 It reads only the :class:`~dockline.features.plan.Plan` (no second feature definition) and the
-same offline store, and follows the rules of ``docs/features.md``; the Spark SQL dialect lives
-in ``_spark_sql``. Where the DuckDB executor picks between a fast and a general path for "the
-newest event known at t", this one always takes the general one, which needs no ordering
-assumption and scales out: duplicates collapsed by ``(event_ts, ingested_at)``, the staircase
-of events that are the newest at some time, and an as-of lookup on ``avail`` written as one
-window pass over events and probes. ``delta`` splits its reference set in two: the events known
-at ``t - w`` (the staircase again) and those ingested late in ``(t - w, t]`` (a bucketed join).
-Windows use the same bucketed range join as DuckDB. Batch features reuse the DuckDB executor's
-pure NumPy parts (nearest neighbours), so only the SQL differs.
+same offline store, and follows the rules of ``docs/features.md``. What it writes as the DuckDB
+executor does (source views and event selects, the staircase, windows, batch joins, labels, the
+final select of a plan) comes from the shared builder ``_plan_sql``; the Spark SQL dialect that
+fills its hooks lives in ``_spark_sql``. Where the DuckDB executor picks between a fast and a
+general path for "the newest event known at t", this one always takes the general one, which
+needs no ordering assumption and scales out: duplicates collapsed by
+``(event_ts, ingested_at)``, the staircase of events that are the newest at some time, and an
+as-of lookup on ``avail`` written as one window pass over events and probes. ``delta`` splits
+its reference set in two: the events known at ``t - w`` (the staircase again) and those ingested
+late in ``(t - w, t]`` (a bucketed join). Windows use the same bucketed range join as DuckDB.
+Batch features reuse the NumPy parts of ``_offline_batch`` (nearest neighbours and their means),
+so only the SQL differs.
 
 pyspark is imported lazily (here and in ``_spark_session``): ``pip install 'dockline[spark]'``
 and a Java runtime. One local Spark session per process (:func:`spark_session`) is started on
@@ -27,16 +30,34 @@ import numpy as np
 import pyarrow as pa
 
 from dockline.core.errors import ConfigError, StorageError
-from dockline.core.time import from_micros, to_micros
+from dockline.core.time import to_micros
 from dockline.features import _spark_sql as sql
+from dockline.features._offline_batch import neighbour_means, subplan
+from dockline.features._plan_sql import (
+    NULL_DOUBLE,
+    WINDOWED,
+    EventSource,
+    alive,
+    batch_join_sql,
+    buckets_sql,
+    check_columns,
+    check_sources,
+    dedup_sql,
+    group_columns,
+    group_inputs,
+    label_column,
+    plan_query,
+    run_sql,
+    source_view_sql,
+    staircase_sql,
+    windowed_value,
+    windows_sql,
+)
 from dockline.features._spark_session import JAVA_HINT, java_available, quiet, spark_session
-from dockline.features.offline import (
-    _batch_dependent,
-    _mean_of,
-    _nearest,
-    _points,
-    _subplan,
+from dockline.features._spine import (
+    distinct_points,
     finish_table,
+    in_points_order,
     output_schema,
     spine_columns,
 )
@@ -44,48 +65,7 @@ from dockline.features.plan import GroupSpec, NeighbourSpec, Plan, ProfileSpec, 
 
 __all__ = ["JAVA_HINT", "SparkExecutor", "java_available", "spark_session"]
 
-_WINDOWED = frozenset({"mean", "min", "max", "sum", "count", "count_if", "stddev"})
-_SQL_AGG = {"mean": "avg", "min": "min", "max": "max", "sum": "sum", "stddev": "stddev_samp"}
 _executors = itertools.count()
-
-
-class _Source:
-    """A source as a Spark view with ``_dl_k/_dl_ets/_dl_ing/_dl_avail`` columns."""
-
-    def __init__(self, spec: SourceSpec, view: str, hive_date: bool) -> None:
-        self.spec = spec
-        self.view = view
-        self.hive_date = hive_date
-
-    def events(
-        self,
-        cols: Sequence[str] = (),
-        *,
-        lo_ets: int | None = None,
-        hi_avail: int | None = None,
-        hi_ets: int | None = None,
-        where: str | None = None,
-    ) -> str:
-        """``SELECT k, ets, ing, avail, cols…`` with the given bounds (inclusive)."""
-        conds: list[str] = []
-        for bound, column, op in (
-            (lo_ets, "_dl_ets", ">="),
-            (hi_avail, "_dl_avail", "<="),
-            (hi_ets, "_dl_ets", "<="),
-        ):
-            if bound is None:
-                continue
-            conds.append(f"{column} {op} {bound}")
-            if self.hive_date:  # the store partitions by the UTC date of event_ts: prune
-                conds.append(f"`date` {op} DATE '{from_micros(bound).date().isoformat()}'")
-        if where is not None:
-            conds.append(f"({where})")
-        extra = "".join(f", {c}" for c in cols)
-        clause = f" WHERE {' AND '.join(conds)}" if conds else ""
-        return (
-            f"SELECT _dl_k AS k, _dl_ets AS ets, _dl_ing AS ing, _dl_avail AS avail{extra}"
-            f" FROM {self.view}{clause}"
-        )
 
 
 class SparkExecutor:
@@ -100,19 +80,13 @@ class SparkExecutor:
         self, plan: Plan, sources: Mapping[str, str | pa.Table], *, session: Any = None
     ) -> None:
         self.plan = plan
-        missing = sorted({s.table for s in plan.sources} - set(sources))
-        if missing:
-            names = [s.name for s in plan.sources if s.table in missing]
-            raise ConfigError(
-                f"no data given for source table(s) {missing} (sources {names});"
-                f" got {sorted(sources)}"
-            )
+        check_sources(plan, sources)
         self._spark = session if session is not None else spark_session()
         self._prefix = f"_dl{next(_executors)}"
         self._seq = itertools.count()
         self._views: list[str] = []
         self._cached: list[Any] = []
-        self._sources: dict[str, _Source] = {}
+        self._sources: dict[str, EventSource] = {}
         self._known: dict[str, int | None] = {}
         raws: dict[str, str] = {}
         for spec in plan.sources:
@@ -136,21 +110,13 @@ class SparkExecutor:
                     ) from exc
         return self._register(frame)
 
-    def _register_source(self, spec: SourceSpec, raw: str) -> _Source:
+    def _register_source(self, spec: SourceSpec, raw: str) -> EventSource:
         types = {f.name: f.dataType.simpleString() for f in self._spark.table(raw).schema.fields}
-        for column in (spec.key, spec.event_ts, spec.ingested_at):
-            if column not in types:
-                raise ConfigError(
-                    f"source {spec.name!r}: table {spec.table!r} has no column {column!r}"
-                    f" (it has {sorted(types)})"
-                )
+        check_columns(spec, types)
         ets = sql.micros(spec.event_ts, types[spec.event_ts])
         ing = sql.micros(spec.ingested_at, types[spec.ingested_at])
-        view = self._view(
-            f"SELECT *, CAST({sql.quote(spec.key)} AS STRING) AS _dl_k, {ets} AS _dl_ets,"
-            f" {ing} AS _dl_ing, greatest({ets}, {ing}) AS _dl_avail FROM {raw}"
-        )
-        return _Source(spec, view, types.get("date") == "date")
+        view = self._view(source_view_sql(spec, raw, ets, ing, sql.SPARK))
+        return EventSource(spec, view, types.get("date") == "date", sql.SPARK)
 
     def close(self) -> None:
         """Drop this executor's views and cached tables (the session stays for reuse)."""
@@ -236,14 +202,10 @@ class SparkExecutor:
         schema = output_schema(plan, labels)
         if len(keys) == 0:
             return schema.empty_table()
-        points, counts = _points(keys, times)
+        points, counts = distinct_points(keys, times)
         table = _Scope(self, plan, points).run(labels=labels, batch=batch)
         # back in pid order; key and time come from the points themselves
-        order = np.empty(points.num_rows, dtype=np.int64)
-        order[table.column("pid").to_numpy()] = np.arange(points.num_rows)
-        table = table.take(pa.array(order))
-        table = table.add_column(0, plan.key, points.column("k"))
-        table = table.add_column(1, "as_of", points.column("t"))
+        table = in_points_order(table, points, plan.key)
         if points.num_rows != len(keys):  # repeat the duplicated spine points
             table = table.take(pa.array(np.repeat(np.arange(points.num_rows), counts)))
         return finish_table(table, schema)
@@ -258,59 +220,19 @@ class _Scope:
         self.times = np.asarray(points.column("t"), dtype=np.int64)
         self.min_t, self.max_t = int(self.times.min()), int(self.times.max())
         self.pts = ex._table(points, cache=True)
+        self.base: str | None = None  # the final select starts from the points themselves
 
     def run(self, *, labels: bool, batch: bool) -> pa.Table:
-        plan = self.plan
-        joins: list[tuple[str, str]] = []  # (alias, view with pid)
-        exprs: dict[str, str] = {}
-        as_ofs = [self.group(gi, g, joins, exprs) for gi, g in enumerate(plan.groups)]
-        if plan.static is not None:
-            self.static(joins, exprs)
-        if plan.calendar is not None:
-            for name in plan.calendar.features:
-                exprs[name] = sql.calendar(name, plan.calendar.tz, "p.t")
-        for profile in plan.profiles:
-            exprs[profile.name] = self.profile(profile, joins) if batch else "CAST(NULL AS DOUBLE)"
-        for hood in plan.neighbourhoods:
-            exprs[hood.name] = self.hood(hood, joins) if batch else "CAST(NULL AS DOUBLE)"
-        select = ["p.pid"]
-        if labels and plan.labels:
-            horizon = max(label.horizon_us for label in plan.labels)
-            select.append(f"p.t + {horizon} AS label_available_at")
-            select += self.labels(joins)
-        for group, as_of in zip(plan.groups, as_ofs, strict=True):
-            select.append(f"{as_of} AS {sql.quote(group.as_of_column)}")
-        derived_names = {d.name for d in plan.derived}
-        for name in plan.feature_names:
-            if name not in derived_names:
-                select.append(f"{sql.double(exprs[name])} AS {sql.quote(name)}")
-        query = f"SELECT {', '.join(select)} FROM {self.pts} p" + "".join(
-            f" LEFT JOIN {view} {alias} ON {alias}.pid = p.pid" for alias, view in joins
-        )
-        blocked = _batch_dependent(plan) if not batch else set()
-        for item in plan.derived:
-            value = "CAST(NULL AS DOUBLE)" if item.name in blocked else sql.expr_sql(item.expr)
-            query = f"SELECT *, {sql.double(value)} AS {sql.quote(item.name)} FROM ({query})"
+        query = plan_query(self, self.plan, sql.SPARK, labels=labels, batch=batch)
         return self.ex._arrow(query)
 
     # -- "the newest event known at t" -------------------------------------------------------
 
     def staircase(self, rel: str, cols: Sequence[str]) -> tuple[str, str]:
-        """(dedup, stair) views of ``rel``: events collapsed by ``(k, ets, ing)`` (greater value
-        of each column wins, nulls lowest: rule 2), and those newest at some time (an event is
-        kept iff its avail is below that of every newer event), whose avail rises with
-        ``(ets, ing)``: an as-of lookup on avail is then exact."""
-        maxes = "".join(f", max({c}) AS {c}" for c in cols)
-        dedup = self.ex._view(
-            f"SELECT k, ets, ing, max(avail) AS avail{maxes} FROM ({rel}) GROUP BY k, ets, ing",
-            cache=True,
-        )
-        stair = self.ex._view(
-            f"SELECT * FROM (SELECT *, min(avail) OVER (PARTITION BY k ORDER BY ets DESC,"
-            f" ing DESC ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS lm FROM {dedup})"
-            " WHERE lm IS NULL OR avail < lm"
-        )
-        return dedup, stair
+        """(dedup, stair) views of ``rel``: its events collapsed by ``(k, ets, ing)`` and, of
+        those, the ones newest at some time (see ``_plan_sql.staircase_sql``)."""
+        dedup = self.ex._view(dedup_sql(rel, cols), cache=True)
+        return dedup, self.ex._view(staircase_sql(dedup))
 
     def newest(self, stair: str, cols: Sequence[str], offsets: Mapping[str, int]) -> dict[str, str]:
         """Per tag, a view (pid, ets, ing, cols…): the newest event known at ``t + offset``."""
@@ -338,16 +260,8 @@ class _Scope:
     ) -> str:
         """Add the group's views; return its ``__as_of`` expression (BIGINT µs)."""
         source = self.ex._sources[group.source]
-        values: dict[str, str] = {}  # source column → alias
-        preds: dict[str, str] = {}  # predicate SQL → alias
-        for agg in group.aggs:
-            if agg.column is not None and agg.column not in values:
-                values[agg.column] = f"v{len(values)}"
-            if agg.op == "count_if":
-                assert agg.predicate is not None
-                preds.setdefault(sql.expr_sql(agg.predicate), f"q{len(preds)}")
-        cols = [f"{sql.double(sql.quote(c))} AS {a}" for c, a in values.items()]
-        cols += [f"coalesce(CAST({s} AS BOOLEAN), false) AS {a}" for s, a in preds.items()]
+        values, preds = group_inputs(group, sql.SPARK)  # source column / predicate → alias
+        cols = group_columns(values, preds, sql.SPARK)
         deltas = [(j, a) for j, a in enumerate(group.aggs) if a.op == "delta"]
         # a delta may reach back to any older event (rule 4): then the whole history
         lo = None if deltas else self.min_t - group.horizon_us
@@ -357,71 +271,33 @@ class _Scope:
         found = self.newest(stair, list(values.values()), offsets)
         n = f"g{gi}"
         joins.append((n, found["n"]))
-        live = f"({n}.ets IS NOT NULL AND p.t - {n}.ets <= {group.ttl_us})"
 
-        def alive(expr: str) -> str:
-            return f"(CASE WHEN {live} THEN {expr} END)"
+        def live(expr: str) -> str:
+            return alive(n, group.ttl_us, expr)
 
-        if any(a.op in _WINDOWED for a in group.aggs):
-            joins.append((f"w{gi}", self.windows(rel, group, values, preds)))
+        if any(a.op in WINDOWED for a in group.aggs):
+            windows = windows_sql(group, values, preds, self.pts, rel, sql.SPARK)
+            joins.append((f"w{gi}", self.ex._view(windows)))
         for j, agg in enumerate(group.aggs):
             if agg.op == "last":
                 assert agg.column is not None
-                exprs[agg.name] = alive(f"{n}.{values[agg.column]}")
-            elif agg.op in _WINDOWED:
-                ref = f"w{gi}.f{j}"
-                counted = agg.op in ("count", "count_if")
-                exprs[agg.name] = alive(f"coalesce({ref}, 0)" if counted else ref)
+                exprs[agg.name] = live(f"{n}.{values[agg.column]}")
+            elif agg.op in WINDOWED:
+                exprs[agg.name] = live(windowed_value(agg.op, f"w{gi}.f{j}"))
             elif agg.op == "delta":
                 assert agg.column is not None
                 d = f"d{gi}_{j}"
                 c = values[agg.column]
                 joins.append((d, self.delta(dedup, found[f"d{j}"], c, int(agg.window_us or 0))))
-                exprs[agg.name] = alive(f"{n}.{c} - {d}.ref.c")
+                exprs[agg.name] = live(f"{n}.{c} - {d}.ref.c")
             else:  # time_since
                 assert agg.predicate is not None
                 s = f"s{gi}_{j}"
                 hits = source.events(hi_avail=self.max_t, where=sql.expr_sql(agg.predicate))
                 _, hit_stair = self.staircase(hits, [])
                 joins.append((s, self.newest(hit_stair, [], {"n": 0})["n"]))
-                exprs[agg.name] = alive(f"(p.t - {s}.ets) / {sql.real(agg.unit_us)}")
-        return alive(f"{n}.ets")
-
-    def _buckets(self, width: int, reach: int) -> str:
-        """Each point once per bucket of ``width`` µs that ``(t - reach, t]`` touches."""
-        return (
-            f"SELECT pid, k, t, explode(sequence({sql.fdiv(f't - {reach}', width)},"
-            f" {sql.fdiv('t', width)})) AS b FROM {self.pts}"
-        )
-
-    def windows(
-        self, rel: str, group: GroupSpec, values: Mapping[str, str], preds: Mapping[str, str]
-    ) -> str:
-        """View (pid, f<j>…): the windowed aggregations, by a bucketed range join."""
-        items = [(j, a) for j, a in enumerate(group.aggs) if a.op in _WINDOWED]
-        widest = max(int(a.window_us or 0) for _, a in items)
-        width = max(1, widest // 4)
-        select = []
-        for j, agg in items:
-            inside = f"e.ets > p.t - {agg.window_us}"
-            if agg.op == "count":
-                select.append(f"count(*) FILTER (WHERE {inside}) AS f{j}")
-            elif agg.op == "count_if":
-                assert agg.predicate is not None
-                hit = f"e.{preds[sql.expr_sql(agg.predicate)]}"
-                select.append(f"count(*) FILTER (WHERE {inside} AND {hit}) AS f{j}")
-            else:
-                assert agg.column is not None
-                col = f"e.{values[agg.column]}"
-                # NaN is not a value (as in DuckDB, whose isnan(NULL) is NULL: nulls drop too)
-                keep = f"FILTER (WHERE {inside} AND NOT isnan({col}))"
-                select.append(f"{_SQL_AGG[agg.op]}({col}) {keep} AS f{j}")
-        return self.ex._view(
-            f"SELECT p.pid, {', '.join(select)} FROM ({self._buckets(width, widest)}) p JOIN"
-            f" (SELECT *, {sql.fdiv('ets', width)} AS b FROM {rel}) e"
-            f" ON p.k = e.k AND p.b = e.b"
-            f" WHERE e.ets > p.t - {widest} AND e.ets <= p.t AND e.avail <= p.t GROUP BY p.pid"
-        )
+                exprs[agg.name] = live(f"(p.t - {s}.ets) / {sql.real(agg.unit_us)}")
+        return live(f"{n}.ets")
 
     def delta(self, dedup: str, known: str, c: str, window_us: int) -> str:
         """View (pid, ref struct<ets, ing, c>): the newest event with ``ets <= t - w`` known at
@@ -431,7 +307,7 @@ class _Scope:
         width = max(1, w // 4)
         late = self.ex._view(
             f"SELECT p.pid, max(named_struct('ets', e.ets, 'ing', e.ing, 'c', e.{c})) AS r"
-            f" FROM ({self._buckets(width, w)}) p JOIN"
+            f" FROM ({buckets_sql(self.pts, width, w, sql.SPARK)}) p JOIN"
             f" (SELECT *, {sql.fdiv('avail', width)} AS b FROM {dedup}"
             f" WHERE avail > {self.min_t - w} AND avail <= {self.max_t}) e"
             f" ON p.k = e.k AND p.b = e.b"
@@ -456,9 +332,6 @@ class _Scope:
         joins.append(("st", self.newest(stair, names, {"n": 0})["n"]))
         for i, name in enumerate(spec.names):
             exprs[name] = f"st.v{i}"
-
-    def _run_sql(self, t: str, every_us: int, lag_us: int) -> str:
-        return f"{sql.fdiv(f'{t} - {lag_us}', every_us)} * {every_us}"
 
     def _runs(self, every_us: int, lag_us: int) -> list[int]:
         """The batch runs in force at the points (from the points in memory: no Spark job)."""
@@ -485,15 +358,9 @@ class _Scope:
             f" GROUP BY x.r, e.k, {sql.how(tz, 'e.ets')}"
         )
         alias = f"pr{len(joins)}"
+        in_force = run_sql("p.t", profile.every_us, profile.lag_us, sql.SPARK)
         joins.append(
-            (
-                alias,
-                self.ex._view(
-                    f"SELECT p.pid, l.v FROM {self.pts} p JOIN {long} l"
-                    f" ON l.r = {self._run_sql('p.t', profile.every_us, profile.lag_us)}"
-                    f" AND l.k = p.k AND l.h = {sql.how(tz, 'p.t')}"
-                ),
-            )
+            (alias, self.ex._view(batch_join_sql(self.pts, long, in_force, sql.how(tz, "p.t"))))
         )
         return f"{alias}.v"
 
@@ -517,44 +384,26 @@ class _Scope:
         )
         alias = f"nb{len(joins)}"
         if located.num_rows == 0:
-            return "CAST(NULL AS DOUBLE)"
+            return NULL_DOUBLE
         keys = located.column("k").combine_chunks()
         computed = self.ex._compute(
             keys,
             located.column("r").combine_chunks(),
             labels=False,
             batch=False,
-            plan=_subplan(self.plan, hood.feature),
+            plan=subplan(self.plan, hood.feature),
         )
         # the same (r, k) order; None → NaN
         values = np.asarray(computed.column(hood.feature).to_numpy(zero_copy_only=False), float)
-        run_of = located.column("r").to_numpy()
-        coords = np.column_stack(
-            [located.column("lat").to_numpy(), located.column("lon").to_numpy()]
-        ).reshape(-1, 2)
-        parts = []
-        for run in runs:
-            lo, hi = np.searchsorted(run_of, run, "left"), np.searchsorted(run_of, run, "right")
-            result = _mean_of(values[lo:hi], _nearest(coords[lo:hi], hood.k))
-            parts.append(
-                pa.table(
-                    {
-                        "r": pa.array(np.full(hi - lo, run, dtype=np.int64)),
-                        "k": keys[lo:hi],
-                        "v": pa.array(result, pa.float64(), mask=np.isnan(result)),
-                    }
-                )
+        parts = [
+            pa.table(
+                {"r": pa.array(np.full(len(here), run, dtype=np.int64)), "k": here, "v": value}
             )
+            for run, here, value in neighbour_means(located, values, runs, hood.k)
+        ]
         lookup = self.ex._table(pa.concat_tables(parts))
-        joins.append(
-            (
-                alias,
-                self.ex._view(
-                    f"SELECT p.pid, l.v FROM {self.pts} p JOIN {lookup} l"
-                    f" ON l.r = {self._run_sql('p.t', hood.every_us, hood.lag_us)} AND l.k = p.k"
-                ),
-            )
-        )
+        in_force = run_sql("p.t", hood.every_us, hood.lag_us, sql.SPARK)
+        joins.append((alias, self.ex._view(batch_join_sql(self.pts, lookup, in_force))))
         return f"{alias}.v"
 
     def labels(self, joins: list[tuple[str, str]]) -> list[str]:
@@ -580,7 +429,7 @@ class _Scope:
                     f" FROM ({nxt}) x JOIN {self.pts} p ON p.pid = x.pid"
                 )
                 joins.append((alias, view))
-                out.append(f"coalesce({alias}.v, false) AS {sql.quote(label.name)}")
+                out.append(label_column(alias, label, sql.SPARK))
             else:
                 assert label.column is not None
                 rows = source.events(
@@ -598,5 +447,5 @@ class _Scope:
                     f" FROM ({last}) x JOIN {self.pts} p ON p.pid = x.pid"
                 )
                 joins.append((alias, view))
-                out.append(f"{alias}.v AS {sql.quote(label.name)}")
+                out.append(label_column(alias, label, sql.SPARK))
         return out
