@@ -25,9 +25,16 @@ import numpy as np
 
 from dockline.core.errors import NotFoundError, ValidationError
 from dockline.core.time import from_micros, to_micros
+from dockline.sim._layout import BUSINESS as BUSINESS
+from dockline.sim._layout import CENTER as CENTER
+from dockline.sim._layout import DETOUR, ZONES, build_layout, distance_km, nearest
+from dockline.sim._layout import LEISURE as LEISURE
+from dockline.sim._layout import RESIDENTIAL as RESIDENTIAL
 from dockline.sim._records import CityConfig, CityMetrics, Move, StationStatus, Weather
 from dockline.sim.calibrate import CalibratedCity
 
+# Also importable from here, as before the split: BUSINESS, CENTER, LEISURE, RESIDENTIAL
+# (imported ``X as X``, which marks them re-exported for mypy).
 __all__ = [
     "ZONES",
     "City",
@@ -39,31 +46,11 @@ __all__ = [
     "weather_factor",
 ]
 
-ZONES: tuple[str, ...] = ("residential", "business", "leisure")
-RESIDENTIAL, BUSINESS, LEISURE = 0, 1, 2
-
-CENTER = (41.88, -87.63)  # Chicago Loop
-_KM_PER_DEG_LAT = 110.57
-_KM_PER_DEG_LON = 111.32 * math.cos(math.radians(CENTER[0]))
-
 _RING = 256  # steps a trip or diversion can stay in flight; a power of two for cheap modulo
 _HISTORY = 64  # steps of past counts kept (out-of-order faults republish old counts)
 _BIKE_KMH = 14.0
 _TRUCK_KMH = 20.0
 _TRUCK_HANDLING_MIN = 5.0
-_DETOUR = 1.25  # street distance / straight-line distance
-
-_STREETS_NS = (
-    "State St", "Clark St", "Wells St", "Halsted St", "Ashland Ave", "Damen Ave", "Western Ave",
-    "Racine Ave", "Morgan St", "Wabash Ave", "Michigan Ave", "Lincoln Ave", "Milwaukee Ave",
-    "Sheffield Ave", "Kedzie Ave", "Pulaski Rd", "California Ave", "Wood St", "Canal St",
-)  # fmt: skip
-_STREETS_EW = (
-    "Madison St", "Monroe St", "Adams St", "Jackson Blvd", "Van Buren St", "Harrison St",
-    "Roosevelt Rd", "Cermak Rd", "Division St", "North Ave", "Armitage Ave", "Fullerton Ave",
-    "Diversey Pkwy", "Belmont Ave", "Addison St", "Irving Park Rd", "Lake St", "Randolph St",
-    "Chicago Ave", "Grand Ave", "18th St", "31st St", "47th St",
-)  # fmt: skip
 
 
 def weather_factor(temp_c: float, precip_mm: float) -> float:
@@ -137,67 +124,17 @@ class City:
         self._step_us = int(config.step.total_seconds()) * 1_000_000
         self._step_min = config.step.total_seconds() / 60.0
 
-        # Layout: business around the Loop, leisure along the lake, residential in a ring west.
-        zone = layout.choice(3, size=n, p=[0.5, 0.25, 0.25]).astype(np.int8)
-        x = np.empty(n)
-        y = np.empty(n)
-        for z, count in enumerate(np.bincount(zone, minlength=3)):
-            mask = zone == z
-            if z == BUSINESS:
-                xs = layout.normal(-0.8, 1.0, count)
-                ys = layout.normal(0.0, 1.4, count)
-            elif z == LEISURE:
-                xs = layout.uniform(-1.5, 0.6, count)
-                ys = layout.uniform(-9.0, 9.0, count)
-            else:
-                radius = layout.uniform(2.5, 10.0, count)
-                angle = layout.uniform(0.5 * math.pi, 1.5 * math.pi, count)
-                xs = radius * np.cos(angle)
-                ys = radius * np.sin(angle)
-            x[mask] = np.minimum(xs, 0.8)  # the lake is east
-            y[mask] = ys
-        self.zone = zone
-        self.lat = np.round(CENTER[0] + y / _KM_PER_DEG_LAT, 6)
-        self.lon = np.round(CENTER[1] + x / _KM_PER_DEG_LON, 6)
-        cal = config.calibrated
-        if cal is not None:
-            self.lat = np.asarray(cal.lat, dtype=float).copy()
-            self.lon = np.asarray(cal.lon, dtype=float).copy()
-            # Zones only steer the generated demand model; here they label stations for the
-            # zone-level forecaster: the Loop is business, the lakefront leisure, else residential.
-            east = self.lon > CENTER[1] - 0.012 + 0.02 * np.abs(self.lat - CENTER[0])
-            loop = np.hypot((self.lat - CENTER[0]) * _KM_PER_DEG_LAT,
-                            (self.lon - CENTER[1]) * _KM_PER_DEG_LON) < 2.5  # fmt: skip
-            zone = np.where(loop, BUSINESS, np.where(east, LEISURE, RESIDENTIAL)).astype(np.int8)
-            self.zone = zone
-        self._x = (self.lon - CENTER[1]) * _KM_PER_DEG_LON
-        self._y = (self.lat - CENTER[0]) * _KM_PER_DEG_LAT
-        mean_cap = np.where(zone == BUSINESS, 24.0, np.where(zone == LEISURE, 21.0, 17.0))
-        self.capacity = np.clip(np.rint(layout.normal(mean_cap, 5.0)), 11, 39).astype(np.int64)
-        disabled = layout.choice(3, size=n, p=[0.9, 0.08, 0.02]).astype(np.int64)
-        self.docks_disabled = disabled
-        fill = layout.uniform(*config.initial_fill, size=n)
-        self.bikes = np.minimum(
-            layout.binomial(self.capacity, fill), self.capacity - disabled
-        ).astype(np.int64)
-        popularity = layout.lognormal(0.0, 0.5, n)
-        self._popularity = popularity / popularity.mean()
-        self._jitter_s = layout.integers(0, 46, size=n).astype(np.int64)
-        ns = layout.integers(0, len(_STREETS_NS), size=n)
-        ew = layout.integers(0, len(_STREETS_EW), size=n)
-        self.names = [f"{_STREETS_NS[a]} & {_STREETS_EW[b]}" for a, b in zip(ns, ew, strict=True)]
-        if cal is not None:
-            self.capacity = np.asarray(cal.capacity, dtype=np.int64).copy()
-            self.docks_disabled = np.zeros(n, dtype=np.int64)
-            self.bikes = np.asarray(cal.bikes, dtype=np.int64).copy()
-            self._popularity = np.ones(n)
-            self.names = list(cal.names)
-            self.station_ids = list(cal.station_ids)
-        elif config.faults.numeric_ids > 0:
-            self.station_ids = [str(1001 + i) for i in range(n)]
-        else:
-            width = max(4, len(str(n)))
-            self.station_ids = [f"s{i + 1:0{width}d}" for i in range(n)]
+        lay = build_layout(config, layout)
+        zone = self.zone = lay.zone
+        self.lat, self.lon = lay.lat, lay.lon
+        self._x, self._y = lay.x, lay.y
+        self.capacity = lay.capacity
+        self.docks_disabled = lay.docks_disabled
+        self.bikes = lay.bikes
+        self._popularity = lay.popularity
+        self._jitter_s = lay.jitter_s
+        self.names = lay.names
+        self.station_ids = lay.station_ids
         self._index = {sid: i for i, sid in enumerate(self.station_ids)}
 
         # Destination sampling: stations sorted by zone; zone z owns the interval [z, z + 1).
@@ -211,7 +148,7 @@ class City:
                 cumw[zone[order] == z] = z + w / w[-1]
         self._dest_order = order
         self._dest_cumw = cumw
-        self._neighbors = self._nearest(min(n - 1, 16))
+        self._neighbors = nearest(self._x, self._y, min(n - 1, 16))
 
         self.is_installed = np.ones(n, dtype=bool)
         self.is_renting = np.ones(n, dtype=bool)
@@ -378,7 +315,7 @@ class City:
             if take == 0:
                 continue
             self.bikes[src] -= take
-            km = self._distance_km(src, dst)
+            km = distance_km(self._x, self._y, src, dst)
             self.metrics.moves += 1
             self.metrics.bikes_moved += take
             self.metrics.truck_km += km
@@ -566,7 +503,7 @@ class City:
         dest = self._dest_order[np.minimum(pos, self.n - 1)]
         dx = self._x[dest] - self._x[origins]
         dy = self._y[dest] - self._y[origins]
-        km = np.maximum(np.hypot(dx, dy) * _DETOUR, 0.8)
+        km = np.maximum(np.hypot(dx, dy) * DETOUR, 0.8)
         minutes = 2.0 + km / _BIKE_KMH * 60.0 * np.exp(0.25 * (u[2] - 0.5))
         steps = np.clip(np.ceil(minutes / self._step_min), 1, _RING - 1).astype(np.int64)
         slots = (self.step_index + steps) & (_RING - 1)
@@ -632,21 +569,3 @@ class City:
         if bikes > put:
             self.metrics.truck_diverted += bikes - put
             self._divert(station, bikes - put)
-
-    def _distance_km(self, a: int, b: int) -> float:
-        return float(math.hypot(self._x[a] - self._x[b], self._y[a] - self._y[b]) * _DETOUR)
-
-    def _nearest(self, k: int) -> np.ndarray:
-        """The ``k`` nearest other stations of each station, nearest first."""
-        n = self.n
-        if k <= 0:
-            return np.zeros((n, 0), dtype=np.int64)
-        out = np.empty((n, k), dtype=np.int64)
-        for lo in range(0, n, 512):
-            hi = min(n, lo + 512)
-            d = np.hypot(self._x[lo:hi, None] - self._x[None, :], self._y[lo:hi, None] - self._y)
-            d[np.arange(hi - lo), np.arange(lo, hi)] = np.inf
-            part = np.argpartition(d, k - 1, axis=1)[:, :k] if k < n else np.argsort(d, axis=1)
-            rows = np.take_along_axis(d, part, axis=1)
-            out[lo:hi] = np.take_along_axis(part, np.argsort(rows, axis=1, kind="stable"), axis=1)
-        return out
