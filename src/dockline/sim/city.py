@@ -18,20 +18,28 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import numpy as np
 
 from dockline.core.errors import NotFoundError, ValidationError
 from dockline.core.time import from_micros, to_micros
+from dockline.sim._demand import (
+    HOUR_DEST_CUM,
+    WeatherProcess,
+    calibrated_hour,
+    destination_weights,
+    expected_flows,
+    weather_factor,
+    zone_hour,
+)
 from dockline.sim._layout import BUSINESS as BUSINESS
 from dockline.sim._layout import CENTER as CENTER
 from dockline.sim._layout import DETOUR, ZONES, build_layout, distance_km, nearest
 from dockline.sim._layout import LEISURE as LEISURE
 from dockline.sim._layout import RESIDENTIAL as RESIDENTIAL
 from dockline.sim._records import CityConfig, CityMetrics, Move, StationStatus, Weather
-from dockline.sim.calibrate import CalibratedCity
 
 # Also importable from here, as before the split: BUSINESS, CENTER, LEISURE, RESIDENTIAL
 # (imported ``X as X``, which marks them re-exported for mypy).
@@ -53,58 +61,6 @@ _TRUCK_KMH = 20.0
 _TRUCK_HANDLING_MIN = 5.0
 
 
-def weather_factor(temp_c: float, precip_mm: float) -> float:
-    """Demand multiplier for the weather: cold and rain suppress riding."""
-    temp = min(1.0, max(0.2, 0.2 + 0.8 * (temp_c + 5.0) / 25.0))
-    rain = 1.0 / (1.0 + 1.5 * max(0.0, precip_mm))
-    return temp * rain
-
-
-def _hour_profiles() -> tuple[np.ndarray, np.ndarray]:
-    """Departure multipliers ``[168, zone]`` and destination-zone cumulative ``[168, zone, 3]``.
-
-    Weekday mornings flow residential → business, evenings the reverse; weekends go to
-    leisure. Hour-of-week 0 is Monday 00:00 local time.
-    """
-    origin = np.empty((168, 3))
-    dest = np.empty((168, 3, 3))
-    even = np.array([0.4, 0.3, 0.3])
-    for how in range(168):
-        day, hour = divmod(how, 24)
-        weekend = day >= 5
-        if not weekend:
-            base = (0.05, 0.04, 0.03, 0.03, 0.05, 0.15, 0.5, 1.6, 2.0, 1.2, 0.6, 0.6,
-                    0.8, 0.7, 0.6, 0.8, 1.4, 2.0, 1.6, 0.9, 0.6, 0.4, 0.25, 0.12)[hour]  # fmt: skip
-            if 6 <= hour <= 9:
-                mult = (2.2, 0.4, 0.5)
-                d = np.array([[0.15, 0.75, 0.10], [0.3, 0.5, 0.2], [0.3, 0.5, 0.2]])
-            elif 15 <= hour <= 19:
-                mult = (0.6, 2.6, 0.8)
-                d = np.array([[0.5, 0.2, 0.3], [0.75, 0.1, 0.15], [0.6, 0.2, 0.2]])
-            else:
-                mult = (1.0, 1.0, 1.0)
-                d = np.tile(even, (3, 1))
-        else:
-            base = (0.15, 0.1, 0.06, 0.04, 0.03, 0.05, 0.1, 0.2, 0.4, 0.7, 1.0, 1.2,
-                    1.3, 1.3, 1.3, 1.2, 1.1, 1.0, 0.8, 0.6, 0.45, 0.35, 0.25,
-                    0.2)[hour]  # fmt: skip
-            if 9 <= hour <= 15:
-                mult = (1.3, 0.4, 1.0)
-                d = np.array([[0.3, 0.1, 0.6], [0.3, 0.2, 0.5], [0.3, 0.1, 0.6]])
-            elif 16 <= hour <= 22:
-                mult = (0.8, 0.5, 1.8)
-                d = np.array([[0.5, 0.1, 0.4], [0.5, 0.2, 0.3], [0.7, 0.1, 0.2]])
-            else:
-                mult = (1.0, 1.0, 1.0)
-                d = np.tile(even, (3, 1))
-        origin[how] = base * np.asarray(mult)
-        dest[how] = np.cumsum(d / d.sum(axis=1, keepdims=True), axis=1)
-    return origin, dest
-
-
-_ORIGIN, _DEST_CUM = _hour_profiles()
-
-
 class City:
     """The simulated city. ``step()`` advances one step for all stations; ``run(n)`` n steps.
 
@@ -119,7 +75,7 @@ class City:
         seeds = np.random.SeedSequence(config.seed).spawn(3)
         layout = np.random.Generator(np.random.PCG64(seeds[0]))
         self._rng = np.random.Generator(np.random.PCG64(seeds[1]))
-        self._wrng = np.random.Generator(np.random.PCG64(seeds[2]))
+        self._weather_process = WeatherProcess(np.random.Generator(np.random.PCG64(seeds[2])))
         self._tz = ZoneInfo(config.tz)
         self._step_us = int(config.step.total_seconds()) * 1_000_000
         self._step_min = config.step.total_seconds() / 60.0
@@ -138,16 +94,8 @@ class City:
         self._index = {sid: i for i, sid in enumerate(self.station_ids)}
 
         # Destination sampling: stations sorted by zone; zone z owns the interval [z, z + 1).
-        order = np.argsort(zone, kind="stable")
-        cumw = np.empty(n)
         self._zone_present = np.bincount(zone, minlength=3) > 0
-        for z in range(3):
-            sel = order[zone[order] == z]
-            if sel.size:
-                w = np.cumsum(self._popularity[sel])
-                cumw[zone[order] == z] = z + w / w[-1]
-        self._dest_order = order
-        self._dest_cumw = cumw
+        self._dest_order, self._dest_cumw = destination_weights(zone, self._popularity)
         self._neighbors = nearest(self._x, self._y, min(n - 1, 16))
 
         self.is_installed = np.ones(n, dtype=bool)
@@ -169,8 +117,6 @@ class City:
         self.step_index = 0
         self._now_us = to_micros(config.start)
         self._next_refresh_us = self._now_us
-        self._temp_anomaly = 0.0
-        self._raining = False
         self.weather = Weather(temp_c=15.0, precip_mm=0.0)
         self._lam = np.zeros(n)
         self.last_failed = np.zeros(n, dtype=np.int64)  # failed rentals per station, last step
@@ -178,7 +124,7 @@ class City:
         self._no_arrivals = np.zeros(n, dtype=np.int64)
         self.last_arrivals = self._no_arrivals  # returns attempted per station, last step
         self._step_hooks: list[Callable[[int], None]] = []
-        self._dest_cum_now = _DEST_CUM[0]
+        self._dest_cum_now = HOUR_DEST_CUM[0]
         self._refresh_hour()
         self._record_history()
 
@@ -356,36 +302,17 @@ class City:
         """Expected (departures, arrivals) per station over the next ``minutes`` at the demand
         rates of the hours they fall in, the current weather held (``weather=False``: fair
         weather): the simulator's own forecast, without its random numbers or trips in flight."""
-        dep = np.zeros(self.n)
-        arr = np.zeros(self.n)
         factor = weather_factor(self.weather.temp_c, self.weather.precip_mm) if weather else 1.0
-        per_min = self.config.trips_per_station_hour / 60.0 * factor * self._popularity
-        zone_pop = np.bincount(self.zone, weights=self._popularity, minlength=3)
-        share = self._popularity / np.maximum(zone_pop[self.zone], 1e-12)
-        t = self.time
-        left = float(minutes)
-        cal = self.config.calibrated
-        while left > 0:
-            local = t.astimezone(self._tz)
-            span = min(left, 60.0 - local.minute - local.second / 60.0)
-            how = local.weekday() * 24 + local.hour
-            if cal is not None:
-                d = cal.departures[:, how] / 60.0 * span
-                w = cal.arrivals[:, how] + 1e-9
-                dep += d
-                arr += d.sum() * w / w.sum()
-                left -= span
-                t += timedelta(minutes=span)
-                continue
-            d = per_min * _ORIGIN[how][self.zone] * span
-            probs = np.diff(_DEST_CUM[how], axis=1, prepend=0.0) * self._zone_present
-            probs /= probs.sum(axis=1, keepdims=True)
-            to_zone = np.bincount(self.zone, weights=d, minlength=3) @ probs
-            dep += d
-            arr += to_zone[self.zone] * share
-            left -= span
-            t += timedelta(minutes=span)
-        return dep, arr
+        return expected_flows(
+            self.time,
+            minutes,
+            self._tz,
+            zone=self.zone,
+            popularity=self._popularity,
+            zone_present=self._zone_present,
+            per_min=self.config.trips_per_station_hour / 60.0 * factor,
+            calibrated=self.config.calibrated,
+        )
 
     def status(self) -> StationStatus:
         """A copy of every station's published status at the current time."""
@@ -419,60 +346,21 @@ class City:
         now = from_micros(self._now_us)
         local = now.astimezone(self._tz)
         how = local.weekday() * 24 + local.hour
-        self._step_weather(local)
-        factor = weather_factor(self.weather.temp_c, self.weather.precip_mm)
-        per_step = self.config.trips_per_station_hour / 60.0 * self._step_min
+        self.weather = self._weather_process.next_hour(local)
         cal = self.config.calibrated
         if cal is not None:
-            self._calibrated_hour(cal, how)
-            self._maintenance()
-            hour_us = 3_600_000_000
-            self._next_refresh_us = (self._now_us // hour_us + 1) * hour_us
-            return
-        self._lam = per_step * factor * self._popularity * _ORIGIN[how][self.zone]
-        cum = _DEST_CUM[how].copy()
-        if not self._zone_present.all():  # tiny cities: never send a trip to an empty zone
-            probs = np.diff(cum, axis=1, prepend=0.0) * self._zone_present
-            cum = np.cumsum(probs / probs.sum(axis=1, keepdims=True), axis=1)
-        self._dest_cum_now = cum
+            self._lam, self._dest_cumw, self._dest_cum_now = calibrated_hour(
+                cal, how, self.zone, self._dest_order, self._step_min
+            )
+        else:
+            factor = weather_factor(self.weather.temp_c, self.weather.precip_mm)
+            per_step = self.config.trips_per_station_hour / 60.0 * self._step_min
+            self._lam, self._dest_cum_now = zone_hour(
+                how, self.zone, self._popularity, self._zone_present, per_step * factor
+            )
         self._maintenance()
         hour_us = 3_600_000_000
         self._next_refresh_us = (self._now_us // hour_us + 1) * hour_us
-
-    def _calibrated_hour(self, cal: CalibratedCity, how: int) -> None:
-        """Per-station rates of hour-of-week ``how``; destinations ∝ that hour's arrival rates.
-
-        ``_start_trips`` picks a zone then a station within it by cumulative weight, so the zone
-        shares are set to the zones' arrival totals (the same for every origin) and the weights
-        within a zone to the stations' arrival rates: together, P(station) ∝ its arrival rate.
-        """
-        self._lam = cal.departures[:, how] / 60.0 * self._step_min
-        w = cal.arrivals[:, how] + 1e-9
-        order = self._dest_order
-        cumw = np.empty(self.n)
-        zone_w = np.zeros(3)
-        for z in range(3):
-            in_z = self.zone[order] == z
-            sel = order[in_z]
-            if sel.size:
-                c = np.cumsum(w[sel])
-                zone_w[z] = c[-1]
-                cumw[in_z] = z + c / c[-1]
-        self._dest_cumw = cumw
-        self._dest_cum_now = np.tile(np.cumsum(zone_w / zone_w.sum()), (3, 1))
-
-    def _step_weather(self, local: datetime) -> None:
-        doy = local.timetuple().tm_yday
-        seasonal = 10.0 - 14.0 * math.cos(2 * math.pi * (doy - 20) / 365.25)
-        diurnal = 4.0 * math.sin(2 * math.pi * (local.hour - 9) / 24)
-        self._temp_anomaly = 0.95 * self._temp_anomaly + self._wrng.normal(0.0, 0.8)
-        if self._raining:
-            self._raining = self._wrng.random() > 0.25
-        else:
-            self._raining = self._wrng.random() < 0.03
-        precip = float(self._wrng.lognormal(0.0, 0.8)) if self._raining else 0.0
-        temp = seasonal + diurnal + self._temp_anomaly
-        self.weather = Weather(temp_c=round(temp, 2), precip_mm=round(precip, 2))
 
     def _maintenance(self) -> None:
         ended = ~self.is_renting & (self._service_until <= self.step_index)
