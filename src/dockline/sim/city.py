@@ -5,6 +5,7 @@ trips in flight dock (or divert to the nearest free dock when full), new trips s
 inhomogeneous Poisson process (zone × hour-of-week × weather) and fail when the station is
 empty, and trucks deliver. Only rare events (diversions, truck moves) loop in Python.
 
+>>> from datetime import UTC
 >>> city = City(CityConfig(stations=50, seed=1, start=datetime(2024, 5, 6, 12, tzinfo=UTC)))
 >>> city.run(60).failed_rentals >= 0
 True
@@ -17,18 +18,31 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import NamedTuple
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from dockline.core.errors import ConfigError, NotFoundError, ValidationError
-from dockline.core.time import ensure_utc, from_micros, to_micros
-from dockline.sim.calibrate import CalibratedCity
-from dockline.sim.faults import FaultConfig
+from dockline.core.errors import NotFoundError, ValidationError
+from dockline.core.time import from_micros, to_micros
+from dockline.sim._demand import (
+    HOUR_DEST_CUM,
+    WeatherProcess,
+    calibrated_hour,
+    destination_weights,
+    expected_flows,
+    weather_factor,
+    zone_hour,
+)
+from dockline.sim._layout import BUSINESS as BUSINESS
+from dockline.sim._layout import CENTER as CENTER
+from dockline.sim._layout import DETOUR, ZONES, build_layout, distance_km, nearest
+from dockline.sim._layout import LEISURE as LEISURE
+from dockline.sim._layout import RESIDENTIAL as RESIDENTIAL
+from dockline.sim._records import CityConfig, CityMetrics, Move, StationStatus, Weather
 
+# Also importable from here, as before the split: BUSINESS, CENTER, LEISURE, RESIDENTIAL
+# (imported ``X as X``, which marks them re-exported for mypy).
 __all__ = [
     "ZONES",
     "City",
@@ -40,187 +54,11 @@ __all__ = [
     "weather_factor",
 ]
 
-ZONES: tuple[str, ...] = ("residential", "business", "leisure")
-RESIDENTIAL, BUSINESS, LEISURE = 0, 1, 2
-
-CENTER = (41.88, -87.63)  # Chicago Loop
-_KM_PER_DEG_LAT = 110.57
-_KM_PER_DEG_LON = 111.32 * math.cos(math.radians(CENTER[0]))
-
 _RING = 256  # steps a trip or diversion can stay in flight; a power of two for cheap modulo
 _HISTORY = 64  # steps of past counts kept (out-of-order faults republish old counts)
 _BIKE_KMH = 14.0
 _TRUCK_KMH = 20.0
 _TRUCK_HANDLING_MIN = 5.0
-_DETOUR = 1.25  # street distance / straight-line distance
-
-_STREETS_NS = (
-    "State St", "Clark St", "Wells St", "Halsted St", "Ashland Ave", "Damen Ave", "Western Ave",
-    "Racine Ave", "Morgan St", "Wabash Ave", "Michigan Ave", "Lincoln Ave", "Milwaukee Ave",
-    "Sheffield Ave", "Kedzie Ave", "Pulaski Rd", "California Ave", "Wood St", "Canal St",
-)  # fmt: skip
-_STREETS_EW = (
-    "Madison St", "Monroe St", "Adams St", "Jackson Blvd", "Van Buren St", "Harrison St",
-    "Roosevelt Rd", "Cermak Rd", "Division St", "North Ave", "Armitage Ave", "Fullerton Ave",
-    "Diversey Pkwy", "Belmont Ave", "Addison St", "Irving Park Rd", "Lake St", "Randolph St",
-    "Chicago Ave", "Grand Ave", "18th St", "31st St", "47th St",
-)  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class CityConfig:
-    """Everything that defines a simulated city; same config ⇒ same trajectory.
-
-    ``trips_per_station_hour`` is the mean departure rate of an average station at an
-    hour-of-week multiplier of 1 in fair weather; ``maintenance_per_station_day`` the chance a
-    station goes out of service for a few hours on a given day.
-    """
-
-    stations: int = 300
-    seed: int = 0
-    start: datetime = datetime(2024, 5, 6, 5, tzinfo=UTC)  # Monday 00:00 in Chicago
-    tz: str = "America/Chicago"
-    step: timedelta = timedelta(minutes=1)
-    faults: FaultConfig = field(default_factory=FaultConfig)
-    trips_per_station_hour: float = 1.2
-    initial_fill: tuple[float, float] = (0.3, 0.7)
-    maintenance_per_station_day: float = 0.02
-    system_id: str = "dockline_sim"
-    system_name: str = "dockline simulated city"
-    common_random_numbers: bool = False
-    """Draw the randomness of every attempted trip, taken or failed, so the random stream does
-    not depend on the bikes: runs that differ only in truck moves then see the same riders
-    (policy evaluation). Off, a seed keeps the trajectory it always had."""
-    calibrated: CalibratedCity | None = field(default=None, compare=False)
-    """A city fitted to real data (:mod:`dockline.sim.calibrate`): its stations, positions,
-    capacities and bikes replace the generated layout, and each station's own hour-of-week
-    departure rates replace the zone model (no weather factor: the rates already average the
-    fitted months' weather); a trip's destination is drawn in proportion to the stations'
-    arrival rates that hour. ``stations`` is set to its station count. None: the generated city."""
-
-    def __post_init__(self) -> None:
-        if self.calibrated is not None:
-            object.__setattr__(self, "stations", self.calibrated.n)
-            object.__setattr__(self, "tz", self.calibrated.tz)
-        if not 1 <= self.stations <= 100_000:
-            raise ConfigError(f"stations must be in [1, 100000]; got {self.stations}")
-        object.__setattr__(self, "start", ensure_utc(self.start).replace(microsecond=0))
-        if self.step <= timedelta(0) or self.step.total_seconds() % 1 != 0:
-            raise ConfigError(f"step must be a positive whole number of seconds; got {self.step}")
-        try:
-            ZoneInfo(self.tz)
-        except Exception as exc:  # ZoneInfoNotFoundError, ValueError for malformed keys
-            raise ConfigError(f"tz must be an IANA time zone; got {self.tz!r}") from exc
-        if self.trips_per_station_hour < 0:
-            raise ConfigError(
-                f"trips_per_station_hour must be >= 0; got {self.trips_per_station_hour}"
-            )
-        low, high = self.initial_fill
-        if not 0.0 <= low <= high <= 1.0:
-            raise ConfigError(f"initial_fill must be 0 <= low <= high <= 1; got {low, high}")
-
-
-class Move(NamedTuple):
-    """A truck move: take up to ``bikes`` bikes from one station to another."""
-
-    from_station: str
-    to_station: str
-    bikes: int
-
-
-@dataclass(slots=True)
-class CityMetrics:
-    """Cumulative scores of a run: what a rebalancing policy is judged on."""
-
-    steps: int = 0
-    empty_station_minutes: int = 0
-    full_station_minutes: int = 0
-    failed_rentals: int = 0
-    diverted_returns: int = 0
-    trips_started: int = 0
-    trips_ended: int = 0
-    moves: int = 0
-    bikes_moved: int = 0
-    truck_km: float = 0.0
-    truck_diverted: int = 0
-
-    def as_dict(self) -> dict[str, int | float]:
-        """Plain dict (JSON-ready)."""
-        return asdict(self)
-
-
-@dataclass(frozen=True, slots=True)
-class Weather:
-    """The weather during the current hour."""
-
-    temp_c: float
-    precip_mm: float
-
-
-@dataclass(frozen=True, slots=True)
-class StationStatus:
-    """Status of every station at ``time`` (arrays indexed like :attr:`City.station_ids`)."""
-
-    time: datetime
-    last_reported: np.ndarray  # int64 POSIX seconds, <= time (per-station jitter)
-    num_bikes_available: np.ndarray
-    num_docks_available: np.ndarray
-    num_docks_disabled: np.ndarray
-    is_installed: np.ndarray
-    is_renting: np.ndarray
-    is_returning: np.ndarray
-
-
-def weather_factor(temp_c: float, precip_mm: float) -> float:
-    """Demand multiplier for the weather: cold and rain suppress riding."""
-    temp = min(1.0, max(0.2, 0.2 + 0.8 * (temp_c + 5.0) / 25.0))
-    rain = 1.0 / (1.0 + 1.5 * max(0.0, precip_mm))
-    return temp * rain
-
-
-def _hour_profiles() -> tuple[np.ndarray, np.ndarray]:
-    """Departure multipliers ``[168, zone]`` and destination-zone cumulative ``[168, zone, 3]``.
-
-    Weekday mornings flow residential → business, evenings the reverse; weekends go to
-    leisure. Hour-of-week 0 is Monday 00:00 local time.
-    """
-    origin = np.empty((168, 3))
-    dest = np.empty((168, 3, 3))
-    even = np.array([0.4, 0.3, 0.3])
-    for how in range(168):
-        day, hour = divmod(how, 24)
-        weekend = day >= 5
-        if not weekend:
-            base = (0.05, 0.04, 0.03, 0.03, 0.05, 0.15, 0.5, 1.6, 2.0, 1.2, 0.6, 0.6,
-                    0.8, 0.7, 0.6, 0.8, 1.4, 2.0, 1.6, 0.9, 0.6, 0.4, 0.25, 0.12)[hour]  # fmt: skip
-            if 6 <= hour <= 9:
-                mult = (2.2, 0.4, 0.5)
-                d = np.array([[0.15, 0.75, 0.10], [0.3, 0.5, 0.2], [0.3, 0.5, 0.2]])
-            elif 15 <= hour <= 19:
-                mult = (0.6, 2.6, 0.8)
-                d = np.array([[0.5, 0.2, 0.3], [0.75, 0.1, 0.15], [0.6, 0.2, 0.2]])
-            else:
-                mult = (1.0, 1.0, 1.0)
-                d = np.tile(even, (3, 1))
-        else:
-            base = (0.15, 0.1, 0.06, 0.04, 0.03, 0.05, 0.1, 0.2, 0.4, 0.7, 1.0, 1.2,
-                    1.3, 1.3, 1.3, 1.2, 1.1, 1.0, 0.8, 0.6, 0.45, 0.35, 0.25,
-                    0.2)[hour]  # fmt: skip
-            if 9 <= hour <= 15:
-                mult = (1.3, 0.4, 1.0)
-                d = np.array([[0.3, 0.1, 0.6], [0.3, 0.2, 0.5], [0.3, 0.1, 0.6]])
-            elif 16 <= hour <= 22:
-                mult = (0.8, 0.5, 1.8)
-                d = np.array([[0.5, 0.1, 0.4], [0.5, 0.2, 0.3], [0.7, 0.1, 0.2]])
-            else:
-                mult = (1.0, 1.0, 1.0)
-                d = np.tile(even, (3, 1))
-        origin[how] = base * np.asarray(mult)
-        dest[how] = np.cumsum(d / d.sum(axis=1, keepdims=True), axis=1)
-    return origin, dest
-
-
-_ORIGIN, _DEST_CUM = _hour_profiles()
 
 
 class City:
@@ -237,86 +75,28 @@ class City:
         seeds = np.random.SeedSequence(config.seed).spawn(3)
         layout = np.random.Generator(np.random.PCG64(seeds[0]))
         self._rng = np.random.Generator(np.random.PCG64(seeds[1]))
-        self._wrng = np.random.Generator(np.random.PCG64(seeds[2]))
+        self._weather_process = WeatherProcess(np.random.Generator(np.random.PCG64(seeds[2])))
         self._tz = ZoneInfo(config.tz)
         self._step_us = int(config.step.total_seconds()) * 1_000_000
         self._step_min = config.step.total_seconds() / 60.0
 
-        # Layout: business around the Loop, leisure along the lake, residential in a ring west.
-        zone = layout.choice(3, size=n, p=[0.5, 0.25, 0.25]).astype(np.int8)
-        x = np.empty(n)
-        y = np.empty(n)
-        for z, count in enumerate(np.bincount(zone, minlength=3)):
-            mask = zone == z
-            if z == BUSINESS:
-                xs = layout.normal(-0.8, 1.0, count)
-                ys = layout.normal(0.0, 1.4, count)
-            elif z == LEISURE:
-                xs = layout.uniform(-1.5, 0.6, count)
-                ys = layout.uniform(-9.0, 9.0, count)
-            else:
-                radius = layout.uniform(2.5, 10.0, count)
-                angle = layout.uniform(0.5 * math.pi, 1.5 * math.pi, count)
-                xs = radius * np.cos(angle)
-                ys = radius * np.sin(angle)
-            x[mask] = np.minimum(xs, 0.8)  # the lake is east
-            y[mask] = ys
-        self.zone = zone
-        self.lat = np.round(CENTER[0] + y / _KM_PER_DEG_LAT, 6)
-        self.lon = np.round(CENTER[1] + x / _KM_PER_DEG_LON, 6)
-        cal = config.calibrated
-        if cal is not None:
-            self.lat = np.asarray(cal.lat, dtype=float).copy()
-            self.lon = np.asarray(cal.lon, dtype=float).copy()
-            # Zones only steer the generated demand model; here they label stations for the
-            # zone-level forecaster: the Loop is business, the lakefront leisure, else residential.
-            east = self.lon > CENTER[1] - 0.012 + 0.02 * np.abs(self.lat - CENTER[0])
-            loop = np.hypot((self.lat - CENTER[0]) * _KM_PER_DEG_LAT,
-                            (self.lon - CENTER[1]) * _KM_PER_DEG_LON) < 2.5  # fmt: skip
-            zone = np.where(loop, BUSINESS, np.where(east, LEISURE, RESIDENTIAL)).astype(np.int8)
-            self.zone = zone
-        self._x = (self.lon - CENTER[1]) * _KM_PER_DEG_LON
-        self._y = (self.lat - CENTER[0]) * _KM_PER_DEG_LAT
-        mean_cap = np.where(zone == BUSINESS, 24.0, np.where(zone == LEISURE, 21.0, 17.0))
-        self.capacity = np.clip(np.rint(layout.normal(mean_cap, 5.0)), 11, 39).astype(np.int64)
-        disabled = layout.choice(3, size=n, p=[0.9, 0.08, 0.02]).astype(np.int64)
-        self.docks_disabled = disabled
-        fill = layout.uniform(*config.initial_fill, size=n)
-        self.bikes = np.minimum(
-            layout.binomial(self.capacity, fill), self.capacity - disabled
-        ).astype(np.int64)
-        popularity = layout.lognormal(0.0, 0.5, n)
-        self._popularity = popularity / popularity.mean()
-        self._jitter_s = layout.integers(0, 46, size=n).astype(np.int64)
-        ns = layout.integers(0, len(_STREETS_NS), size=n)
-        ew = layout.integers(0, len(_STREETS_EW), size=n)
-        self.names = [f"{_STREETS_NS[a]} & {_STREETS_EW[b]}" for a, b in zip(ns, ew, strict=True)]
-        if cal is not None:
-            self.capacity = np.asarray(cal.capacity, dtype=np.int64).copy()
-            self.docks_disabled = np.zeros(n, dtype=np.int64)
-            self.bikes = np.asarray(cal.bikes, dtype=np.int64).copy()
-            self._popularity = np.ones(n)
-            self.names = list(cal.names)
-            self.station_ids = list(cal.station_ids)
-        elif config.faults.numeric_ids > 0:
-            self.station_ids = [str(1001 + i) for i in range(n)]
-        else:
-            width = max(4, len(str(n)))
-            self.station_ids = [f"s{i + 1:0{width}d}" for i in range(n)]
+        lay = build_layout(config, layout)
+        zone = self.zone = lay.zone
+        self.lat, self.lon = lay.lat, lay.lon
+        self._x, self._y = lay.x, lay.y
+        self.capacity = lay.capacity
+        self.docks_disabled = lay.docks_disabled
+        self.bikes = lay.bikes
+        self._popularity = lay.popularity
+        self._jitter_s = lay.jitter_s
+        self.names = lay.names
+        self.station_ids = lay.station_ids
         self._index = {sid: i for i, sid in enumerate(self.station_ids)}
 
         # Destination sampling: stations sorted by zone; zone z owns the interval [z, z + 1).
-        order = np.argsort(zone, kind="stable")
-        cumw = np.empty(n)
         self._zone_present = np.bincount(zone, minlength=3) > 0
-        for z in range(3):
-            sel = order[zone[order] == z]
-            if sel.size:
-                w = np.cumsum(self._popularity[sel])
-                cumw[zone[order] == z] = z + w / w[-1]
-        self._dest_order = order
-        self._dest_cumw = cumw
-        self._neighbors = self._nearest(min(n - 1, 16))
+        self._dest_order, self._dest_cumw = destination_weights(zone, self._popularity)
+        self._neighbors = nearest(self._x, self._y, min(n - 1, 16))
 
         self.is_installed = np.ones(n, dtype=bool)
         self.is_renting = np.ones(n, dtype=bool)
@@ -337,8 +117,6 @@ class City:
         self.step_index = 0
         self._now_us = to_micros(config.start)
         self._next_refresh_us = self._now_us
-        self._temp_anomaly = 0.0
-        self._raining = False
         self.weather = Weather(temp_c=15.0, precip_mm=0.0)
         self._lam = np.zeros(n)
         self.last_failed = np.zeros(n, dtype=np.int64)  # failed rentals per station, last step
@@ -346,7 +124,7 @@ class City:
         self._no_arrivals = np.zeros(n, dtype=np.int64)
         self.last_arrivals = self._no_arrivals  # returns attempted per station, last step
         self._step_hooks: list[Callable[[int], None]] = []
-        self._dest_cum_now = _DEST_CUM[0]
+        self._dest_cum_now = HOUR_DEST_CUM[0]
         self._refresh_hour()
         self._record_history()
 
@@ -483,7 +261,7 @@ class City:
             if take == 0:
                 continue
             self.bikes[src] -= take
-            km = self._distance_km(src, dst)
+            km = distance_km(self._x, self._y, src, dst)
             self.metrics.moves += 1
             self.metrics.bikes_moved += take
             self.metrics.truck_km += km
@@ -524,36 +302,17 @@ class City:
         """Expected (departures, arrivals) per station over the next ``minutes`` at the demand
         rates of the hours they fall in, the current weather held (``weather=False``: fair
         weather): the simulator's own forecast, without its random numbers or trips in flight."""
-        dep = np.zeros(self.n)
-        arr = np.zeros(self.n)
         factor = weather_factor(self.weather.temp_c, self.weather.precip_mm) if weather else 1.0
-        per_min = self.config.trips_per_station_hour / 60.0 * factor * self._popularity
-        zone_pop = np.bincount(self.zone, weights=self._popularity, minlength=3)
-        share = self._popularity / np.maximum(zone_pop[self.zone], 1e-12)
-        t = self.time
-        left = float(minutes)
-        cal = self.config.calibrated
-        while left > 0:
-            local = t.astimezone(self._tz)
-            span = min(left, 60.0 - local.minute - local.second / 60.0)
-            how = local.weekday() * 24 + local.hour
-            if cal is not None:
-                d = cal.departures[:, how] / 60.0 * span
-                w = cal.arrivals[:, how] + 1e-9
-                dep += d
-                arr += d.sum() * w / w.sum()
-                left -= span
-                t += timedelta(minutes=span)
-                continue
-            d = per_min * _ORIGIN[how][self.zone] * span
-            probs = np.diff(_DEST_CUM[how], axis=1, prepend=0.0) * self._zone_present
-            probs /= probs.sum(axis=1, keepdims=True)
-            to_zone = np.bincount(self.zone, weights=d, minlength=3) @ probs
-            dep += d
-            arr += to_zone[self.zone] * share
-            left -= span
-            t += timedelta(minutes=span)
-        return dep, arr
+        return expected_flows(
+            self.time,
+            minutes,
+            self._tz,
+            zone=self.zone,
+            popularity=self._popularity,
+            zone_present=self._zone_present,
+            per_min=self.config.trips_per_station_hour / 60.0 * factor,
+            calibrated=self.config.calibrated,
+        )
 
     def status(self) -> StationStatus:
         """A copy of every station's published status at the current time."""
@@ -587,60 +346,21 @@ class City:
         now = from_micros(self._now_us)
         local = now.astimezone(self._tz)
         how = local.weekday() * 24 + local.hour
-        self._step_weather(local)
-        factor = weather_factor(self.weather.temp_c, self.weather.precip_mm)
-        per_step = self.config.trips_per_station_hour / 60.0 * self._step_min
+        self.weather = self._weather_process.next_hour(local)
         cal = self.config.calibrated
         if cal is not None:
-            self._calibrated_hour(cal, how)
-            self._maintenance()
-            hour_us = 3_600_000_000
-            self._next_refresh_us = (self._now_us // hour_us + 1) * hour_us
-            return
-        self._lam = per_step * factor * self._popularity * _ORIGIN[how][self.zone]
-        cum = _DEST_CUM[how].copy()
-        if not self._zone_present.all():  # tiny cities: never send a trip to an empty zone
-            probs = np.diff(cum, axis=1, prepend=0.0) * self._zone_present
-            cum = np.cumsum(probs / probs.sum(axis=1, keepdims=True), axis=1)
-        self._dest_cum_now = cum
+            self._lam, self._dest_cumw, self._dest_cum_now = calibrated_hour(
+                cal, how, self.zone, self._dest_order, self._step_min
+            )
+        else:
+            factor = weather_factor(self.weather.temp_c, self.weather.precip_mm)
+            per_step = self.config.trips_per_station_hour / 60.0 * self._step_min
+            self._lam, self._dest_cum_now = zone_hour(
+                how, self.zone, self._popularity, self._zone_present, per_step * factor
+            )
         self._maintenance()
         hour_us = 3_600_000_000
         self._next_refresh_us = (self._now_us // hour_us + 1) * hour_us
-
-    def _calibrated_hour(self, cal: CalibratedCity, how: int) -> None:
-        """Per-station rates of hour-of-week ``how``; destinations ∝ that hour's arrival rates.
-
-        ``_start_trips`` picks a zone then a station within it by cumulative weight, so the zone
-        shares are set to the zones' arrival totals (the same for every origin) and the weights
-        within a zone to the stations' arrival rates: together, P(station) ∝ its arrival rate.
-        """
-        self._lam = cal.departures[:, how] / 60.0 * self._step_min
-        w = cal.arrivals[:, how] + 1e-9
-        order = self._dest_order
-        cumw = np.empty(self.n)
-        zone_w = np.zeros(3)
-        for z in range(3):
-            in_z = self.zone[order] == z
-            sel = order[in_z]
-            if sel.size:
-                c = np.cumsum(w[sel])
-                zone_w[z] = c[-1]
-                cumw[in_z] = z + c / c[-1]
-        self._dest_cumw = cumw
-        self._dest_cum_now = np.tile(np.cumsum(zone_w / zone_w.sum()), (3, 1))
-
-    def _step_weather(self, local: datetime) -> None:
-        doy = local.timetuple().tm_yday
-        seasonal = 10.0 - 14.0 * math.cos(2 * math.pi * (doy - 20) / 365.25)
-        diurnal = 4.0 * math.sin(2 * math.pi * (local.hour - 9) / 24)
-        self._temp_anomaly = 0.95 * self._temp_anomaly + self._wrng.normal(0.0, 0.8)
-        if self._raining:
-            self._raining = self._wrng.random() > 0.25
-        else:
-            self._raining = self._wrng.random() < 0.03
-        precip = float(self._wrng.lognormal(0.0, 0.8)) if self._raining else 0.0
-        temp = seasonal + diurnal + self._temp_anomaly
-        self.weather = Weather(temp_c=round(temp, 2), precip_mm=round(precip, 2))
 
     def _maintenance(self) -> None:
         ended = ~self.is_renting & (self._service_until <= self.step_index)
@@ -671,7 +391,7 @@ class City:
         dest = self._dest_order[np.minimum(pos, self.n - 1)]
         dx = self._x[dest] - self._x[origins]
         dy = self._y[dest] - self._y[origins]
-        km = np.maximum(np.hypot(dx, dy) * _DETOUR, 0.8)
+        km = np.maximum(np.hypot(dx, dy) * DETOUR, 0.8)
         minutes = 2.0 + km / _BIKE_KMH * 60.0 * np.exp(0.25 * (u[2] - 0.5))
         steps = np.clip(np.ceil(minutes / self._step_min), 1, _RING - 1).astype(np.int64)
         slots = (self.step_index + steps) & (_RING - 1)
@@ -737,21 +457,3 @@ class City:
         if bikes > put:
             self.metrics.truck_diverted += bikes - put
             self._divert(station, bikes - put)
-
-    def _distance_km(self, a: int, b: int) -> float:
-        return float(math.hypot(self._x[a] - self._x[b], self._y[a] - self._y[b]) * _DETOUR)
-
-    def _nearest(self, k: int) -> np.ndarray:
-        """The ``k`` nearest other stations of each station, nearest first."""
-        n = self.n
-        if k <= 0:
-            return np.zeros((n, 0), dtype=np.int64)
-        out = np.empty((n, k), dtype=np.int64)
-        for lo in range(0, n, 512):
-            hi = min(n, lo + 512)
-            d = np.hypot(self._x[lo:hi, None] - self._x[None, :], self._y[lo:hi, None] - self._y)
-            d[np.arange(hi - lo), np.arange(lo, hi)] = np.inf
-            part = np.argpartition(d, k - 1, axis=1)[:, :k] if k < n else np.argsort(d, axis=1)
-            rows = np.take_along_axis(d, part, axis=1)
-            out[lo:hi] = np.take_along_axis(part, np.argsort(rows, axis=1, kind="stable"), axis=1)
-        return out
