@@ -413,7 +413,8 @@ class City:
     def _divert(self, station: int, count: int) -> int:
         """Dock ``count`` bikes at the stations nearest ``station`` with free docks.
 
-        Bikes that find no free dock nearby ride on and retry next step. Returns bikes docked.
+        Bikes that find no free dock nearby ride on to the nearest free dock anywhere; only when
+        the whole city is full or closed do they retry next step. Returns bikes docked.
         """
         docked = 0
         for candidate in self._neighbors[station]:
