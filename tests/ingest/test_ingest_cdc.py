@@ -172,6 +172,61 @@ def test_cdc_resends_of_appended_transactions_are_skipped_by_lsn(db: Db, tmp_pat
     assert len(_offline(platform)) == 13
 
 
+def test_cdc_first_run_snapshots_rows_committed_before_the_slot_existed(
+    db: Db, tmp_path: Path
+) -> None:
+    """Rows written before dockline ever ran come from the initial snapshot, then changes
+    stream after its consistent point: nothing lost, nothing twice."""
+    t0 = _base()
+    db.insert([(f"st{i}", i, 10 - i, t0) for i in range(5)])
+    db.insert([(f"st{i}", i + 1, 9 - i, t0 + timedelta(minutes=1)) for i in range(5)])
+    db.insert([("st0", -1, 3, t0 + timedelta(minutes=2))])  # a dead letter, also in a snapshot
+    platform = Platform.open(tmp_path / "data")
+
+    first = ingest_cdc(platform, db.dsn, table="station_status", slot="s_snap", once=True)
+
+    assert (first.received, first.accepted, first.rejected) == (11, 10, 1)
+    assert first.to_dict()["snapshot_rows"] == 11
+    first.check_accounting()
+    assert len(_offline(platform)) == 10
+    # later changes stream from the snapshot's consistent point on
+    db.insert([("st1", 7, 3, t0 + timedelta(minutes=3)), ("st9", 1, 1, t0)])
+    db.execute(
+        "UPDATE station_status SET num_bikes_available = 8, last_reported = %s"
+        " WHERE station_id = 'st4' AND last_reported = %s",
+        (t0 + timedelta(minutes=4), t0 + timedelta(minutes=1)),
+    )
+    second = ingest_cdc(platform, db.dsn, table="station_status", slot="s_snap", once=True)
+    assert (second.received, second.accepted, second.skipped_records) == (3, 3, 0)
+    assert second.to_dict()["snapshot_rows"] == 0
+    rows = _offline(platform)
+    assert len(rows) == len(set(rows)) == 13
+    assert ("st4", t0 + timedelta(minutes=4), 8) in rows
+    with platform.open_deadletters() as letters:
+        assert sum(letters.counts(source="cdc:s_snap").values()) == 1
+    # nothing new: nothing read, nothing added
+    third = ingest_cdc(platform, db.dsn, table="station_status", slot="s_snap", once=True)
+    assert third.received == 0
+    assert len(_offline(platform)) == 13
+
+
+def test_cdc_snapshot_never_keeps_rows_before_the_slot_unseen(db: Db, tmp_path: Path) -> None:
+    """``snapshot = "never"``: the slot is created without reading the table (the old way)."""
+    t0 = _base()
+    db.insert([(f"st{i}", i, 10 - i, t0) for i in range(4)])
+    platform = Platform.open(tmp_path / "data")
+    first = ingest_cdc(
+        platform, db.dsn, table="station_status", slot="s_never", once=True, snapshot="never"
+    )
+    assert first.received == 0
+    db.insert([("st1", 5, 5, t0 + timedelta(minutes=1))])
+    second = ingest_cdc(
+        platform, db.dsn, table="station_status", slot="s_never", once=True, snapshot="never"
+    )
+    assert (second.received, second.accepted) == (1, 1)
+    assert len(_offline(platform)) == 1
+
+
 def test_cdc_rejects_a_table_without_the_status_columns(db: Db, tmp_path: Path) -> None:
     db.execute("CREATE TABLE other (station_id text, bikes integer)")
     platform = Platform.open(tmp_path / "data")
