@@ -294,6 +294,78 @@ def test_cdc_reader_killed_mid_stream_resumes_without_loss_or_duplicates(
     assert len(set(rows)) == len(rows)
 
 
+SNAPSHOT_READER = """
+import sys, time
+from dockline.pipeline.cdc import ingest_cdc
+from dockline.pipeline.platform import Platform
+
+def slow(summary):
+    print(summary.accepted, flush=True)
+    time.sleep(0.02)
+
+ingest_cdc(Platform.open(sys.argv[1]), sys.argv[2], table="station_status", slot="s_ksnap",
+           once=True, on_progress=slow)
+"""
+
+
+@pytest.mark.slow
+def test_cdc_reader_killed_mid_snapshot_redoes_it_with_every_row_exactly_once(
+    db: Db, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "dockline.toml").write_text("[ingest]\nbatch_rows = 500\n", encoding="utf-8")
+    t0 = _base() - timedelta(hours=1)
+    stations, times = 500, 100
+    db.execute(
+        "INSERT INTO station_status"
+        " (station_id, num_bikes_available, num_docks_available, last_reported)"
+        " SELECT 'st' || s, (k + s) %% 20, 20, %s::timestamptz + k * interval '10 seconds'"
+        " FROM generate_series(0, %s) k, generate_series(0, %s) s ORDER BY k, s",
+        (t0, times - 1, stations - 1),
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    reader = subprocess.Popen(
+        [sys.executable, "-c", SNAPSHOT_READER, str(data), db.dsn],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert reader.stdout is not None
+        for line in reader.stdout:
+            if int(line) >= 15_000:
+                break
+        reader.send_signal(signal.SIGKILL)
+    finally:
+        reader.kill()
+        reader.wait()
+        if reader.stdout is not None:
+            reader.stdout.close()
+    platform = Platform.open(data)
+    appended = len(_offline(platform))
+    assert 15_000 <= appended < stations * times  # killed mid-snapshot
+    # while no reader runs: an appended row is updated (a new event), new rows arrive
+    db.execute(
+        "UPDATE station_status SET num_bikes_available = 99, last_reported = %s"
+        " WHERE station_id = 'st0' AND last_reported = %s",
+        (t0 + timedelta(seconds=10 * times + 60), t0),
+    )
+    db.insert([(f"new{i}", 1, 1, t0) for i in range(5)])
+
+    resumed = ingest_cdc(platform, db.dsn, table="station_status", slot="s_ksnap", once=True)
+
+    resumed.check_accounting()
+    total = stations * times + 5  # the update replaced a row version
+    assert resumed.snapshot_rows == total
+    assert resumed.skipped_records == appended - 1  # all but the updated row's old version
+    assert resumed.accepted == total - appended + 1
+    assert resumed.rejected == 0
+    rows = _offline(platform)
+    assert len(rows) == len(set(rows)) == stations * times + 1 + 5
+    assert ("st0", t0 + timedelta(seconds=10 * times + 60), 99) in rows
+
+
 cli_root = typer.Typer()
 
 
@@ -322,6 +394,31 @@ def test_cli_cdc_ingest_reads_the_dsn_from_config_and_reports_json(db: Db, tmp_p
     assert report["source"] == "cdc:s_cli"
     assert (report["received"], report["accepted"]) == (2, 1)
     assert report["offline_rows_written"]["station_status"] == 1
+
+
+def test_cli_cdc_ingest_snapshot_flag_and_config(db: Db, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "dockline.toml").write_text(
+        f'[cdc]\ndsn = "{db.dsn}"\nslot = "s_clisnap"\nsnapshot = "never"\n', encoding="utf-8"
+    )
+    db.insert([("st1", 3, 7, _base()), ("st2", 4, 6, _base())])
+    runner = CliRunner()
+    args = ["cdc", "ingest", "--data-dir", str(data), "--once", "--json"]
+    never = runner.invoke(cli_root, args)  # [cdc] snapshot = "never": the rows are not seen
+    assert never.exit_code == 0, never.output
+    assert orjson.loads(never.stdout)["received"] == 0
+    bad = runner.invoke(cli_root, [*args, "--snapshot", "sometimes"])
+    assert isinstance(bad.exception, ConfigError)
+    db.close()  # drops the slot: the flag overrides the config on a fresh source
+    db.conn = psycopg2.connect(db.dsn)
+    db.conn.autocommit = True
+    initial = runner.invoke(cli_root, [*args, "--snapshot", "initial", "--source", "fresh"])
+    assert initial.exit_code == 0, initial.output
+    report = orjson.loads(initial.stdout)
+    assert (report["received"], report["snapshot_rows"]) == (2, 2)
+    text = runner.invoke(cli_root, ["cdc", "ingest", "--data-dir", str(data), "--once"])
+    assert text.exit_code == 0, text.output
 
 
 def test_cli_cdc_ingest_without_a_dsn_is_a_config_error(tmp_path: Path) -> None:
