@@ -27,6 +27,7 @@ psycopg2 = pytest.importorskip("psycopg2")
 
 from dockline.cli._cdc import cdc_app  # noqa: E402
 from dockline.core.errors import ConfigError, SourceError  # noqa: E402
+from dockline.ingest.cdc import already_appended, merge_marks  # noqa: E402
 from dockline.pipeline.cdc import ingest_cdc  # noqa: E402
 from dockline.pipeline.ingest import sink_offline  # noqa: E402
 from dockline.pipeline.platform import Platform  # noqa: E402
@@ -208,6 +209,37 @@ def test_cdc_first_run_snapshots_rows_committed_before_the_slot_existed(
     third = ingest_cdc(platform, db.dsn, table="station_status", slot="s_snap", once=True)
     assert third.received == 0
     assert len(_offline(platform)) == 13
+
+
+def test_snapshot_marks_cover_only_row_versions_the_earlier_snapshot_saw() -> None:
+    marks = [(10, 5, 1_000)]
+    assert already_appended(marks, (10, 5), 999)  # at the mark, older transaction
+    assert already_appended(marks, (3, 40), 2)  # frozen
+    assert not already_appended(marks, (10, 6), 999)  # after the mark
+    assert not already_appended(marks, (2, 1), 1_000)  # a transaction the snapshot did not see
+    # 32-bit wraparound: the horizon's epoch is ignored, order is modulo 2^32
+    wrapped = [(10, 5, (1 << 32) + 5)]
+    assert already_appended(wrapped, (1, 1), 4)
+    assert already_appended(wrapped, (1, 1), 0xFFFFFFF0)  # just before the wrap
+    assert not already_appended(wrapped, (1, 1), 6)
+    # a later snapshot's mark replaces the ones at or below it
+    assert merge_marks([(10, 5, 100), (50, 1, 90)], (20, 1, 200)) == [(50, 1, 90), (20, 1, 200)]
+    assert merge_marks([(10, 5, 100)], (10, 5, 200)) == [(10, 5, 200)]
+
+
+def test_resume_points_written_before_snapshot_marks_still_decode() -> None:
+    """The resume state grew ``snapshot_marks``: old states decode, old readers ignore it."""
+    import msgspec
+
+    from dockline.pipeline.ingest import _Resume
+
+    old = msgspec.msgpack.encode({"batches_done": 3, "newest_document": {}, "source_lsn": 42})
+    resume = msgspec.msgpack.decode(old, type=_Resume)
+    assert (resume.source_lsn, resume.snapshot_marks) == (42, [])
+    resume.snapshot_marks = [(1, 2, 3)]
+    again = msgspec.msgpack.decode(msgspec.msgpack.encode(resume), type=_Resume)
+    assert again.snapshot_marks == [(1, 2, 3)]
+    assert msgspec.msgpack.decode(msgspec.msgpack.encode(resume))["source_lsn"] == 42
 
 
 def test_cdc_snapshot_never_keeps_rows_before_the_slot_unseen(db: Db, tmp_path: Path) -> None:
