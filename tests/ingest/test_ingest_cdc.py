@@ -449,8 +449,21 @@ def test_cli_cdc_ingest_snapshot_flag_and_config(db: Db, tmp_path: Path) -> None
     assert initial.exit_code == 0, initial.output
     report = orjson.loads(initial.stdout)
     assert (report["received"], report["snapshot_rows"]) == (2, 2)
-    text = runner.invoke(cli_root, ["cdc", "ingest", "--data-dir", str(data), "--once"])
+    text_args = ["cdc", "ingest", "--data-dir", str(data), "--once"]
+    text = runner.invoke(
+        cli_root,
+        [*text_args, "--slot", "s_clitext"],
+        env={"COLUMNS": "200"},
+    )
     assert text.exit_code == 0, text.output
+    assert "2 rows came from the initial snapshot" not in text.output  # [cdc] snapshot = never
+    text = runner.invoke(
+        cli_root,
+        [*text_args, "--slot", "s_clitext2", "--snapshot", "initial"],
+        env={"COLUMNS": "200"},
+    )
+    assert text.exit_code == 0, text.output
+    assert "2 rows came from the initial snapshot" in text.output
 
 
 def test_cli_cdc_ingest_without_a_dsn_is_a_config_error(tmp_path: Path) -> None:
