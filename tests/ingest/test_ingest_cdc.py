@@ -266,6 +266,8 @@ def test_cdc_rejects_a_table_without_the_status_columns(db: Db, tmp_path: Path) 
         ingest_cdc(platform, db.dsn, table="other", slot="s_x", once=True)
     with pytest.raises(ConfigError, match="does not exist"):
         ingest_cdc(platform, db.dsn, table="nope", slot="s_x", once=True)
+    with pytest.raises(ConfigError, match="slot name"):
+        ingest_cdc(platform, db.dsn, table="station_status", slot="s; DROP", once=True)
 
 
 READER = """
