@@ -259,6 +259,26 @@ def test_cdc_snapshot_never_keeps_rows_before_the_slot_unseen(db: Db, tmp_path: 
     assert len(_offline(platform)) == 1
 
 
+def test_cdc_source_with_a_resume_point_never_snapshots_a_recreated_slot(
+    db: Db, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its rows are in the log already: a lost slot is recreated, loudly, without a snapshot."""
+    t0 = _base()
+    db.insert([("st1", 1, 9, t0)])
+    platform = Platform.open(tmp_path / "data")
+    first = ingest_cdc(platform, db.dsn, table="station_status", slot="s_lost", once=True)
+    assert first.snapshot_rows == 1
+    db.execute("SELECT pg_drop_replication_slot('s_lost')")
+    db.insert([("st2", 2, 8, t0)])  # committed while no slot existed: not seen
+    with caplog.at_level("WARNING", logger="dockline.pipeline.cdc"):
+        again = ingest_cdc(platform, db.dsn, table="station_status", slot="s_lost", once=True)
+    assert (again.received, again.snapshot_rows) == (0, 0)
+    assert "created anew" in caplog.text
+    db.insert([("st3", 3, 7, t0)])
+    streamed = ingest_cdc(platform, db.dsn, table="station_status", slot="s_lost", once=True)
+    assert (streamed.received, streamed.accepted) == (1, 1)
+
+
 def test_cdc_rejects_a_table_without_the_status_columns(db: Db, tmp_path: Path) -> None:
     db.execute("CREATE TABLE other (station_id text, bikes integer)")
     platform = Platform.open(tmp_path / "data")
