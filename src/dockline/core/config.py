@@ -632,6 +632,10 @@ class CdcConfig(_Frozen):
     """Logical replication slot (created when missing); it names the source ``cdc:<slot>``."""
     sink_every: Duration = timedelta(minutes=1)
     """While following: bring the offline store up to date this often."""
+    snapshot: Literal["initial", "never"] = "initial"
+    """``initial``: a source's first run reads the table's existing rows through the new
+    slot's exported snapshot, then streams what follows; ``never``: rows committed before the
+    slot existed are not seen."""
 
 
 # -- end cdc -------------------------------------------------------------------------------------

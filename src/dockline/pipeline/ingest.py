@@ -87,6 +87,9 @@ class _Resume(msgspec.Struct):
     since_snapshot: dict[int, int] | None = None
     # a CDC source's position: commit LSN of the last transaction appended (0: none yet)
     source_lsn: int = 0
+    # a CDC source's initial snapshot while it runs: (ctid block, ctid offset, snapshot xmin)
+    # marks of the rows appended so far, for a redo after a crash (empty once it completed)
+    snapshot_marks: list[tuple[int, int, int]] = msgspec.field(default_factory=list)
 
 
 class _Snapshot(msgspec.Struct):
@@ -208,6 +211,10 @@ class IngestRun:
         self._advance(TOPIC_STATION_INFORMATION, batch.last_updated)
         self._append([(TOPIC_STATION_INFORMATION, batch.accepted)], completes_file=completes_file)
         self.information_received += batch.received
+
+    def commit_resume(self) -> None:
+        """Commit the resume point alone (e.g. a CDC snapshot completed with nothing to append)."""
+        self._append([])
 
     def skip(self, records: int) -> None:
         """Count a document (or archive batch) already committed: received, and skipped."""
