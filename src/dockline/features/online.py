@@ -28,7 +28,6 @@ import math
 from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -40,16 +39,21 @@ import pyarrow.compute as pc
 from dockline.core.contracts import TS_TYPE, confirmations_topic
 from dockline.core.errors import ConfigError, ValidationError
 from dockline.core.time import EPOCH
+from dockline.features._online_layout import (
+    Agg,
+    CompiledGroup,
+    Layout,
+    compile_group,
+    source_layouts,
+)
 from dockline.features._online_state import (
     AVAIL,
-    FIRST_COLUMN,
     ING,
     TS,
     EntityEvents,
-    Retention,
 )
 from dockline.features.expr import Expr, Value
-from dockline.features.plan import BatchProvider, GroupSpec, Plan, SourceSpec
+from dockline.features.plan import BatchProvider, Plan
 
 __all__ = ["BatchProvider", "OnlineExecutor", "PreparedEvents", "hour_of_week"]
 
@@ -91,117 +95,6 @@ def hour_of_week(t_us: int, tz: str) -> int:
     """Hour of the week of ``t_us`` in ``tz``: 0 = Monday 00:00–00:59 … 167."""
     local = _local(t_us, ZoneInfo(tz))
     return local.weekday() * 24 + local.hour
-
-
-def _expr_key(expr: Expr) -> bytes:
-    # Expr overloads == to build expressions, so it cannot be a dict key itself
-    return msgspec.json.encode(expr)
-
-
-@dataclass(frozen=True, slots=True)
-class _Layout:
-    """How one source's events are stored: value columns, then predicate results."""
-
-    source: SourceSpec
-    columns: tuple[str, ...]
-    predicates: tuple[Expr, ...]
-    retention: Retention
-
-    def column(self, name: str) -> int:
-        return FIRST_COLUMN + self.columns.index(name)
-
-    def flag(self, predicate: Expr) -> int:
-        keys = [_expr_key(p) for p in self.predicates]
-        return FIRST_COLUMN + len(self.columns) + keys.index(_expr_key(predicate))
-
-    @property
-    def reads(self) -> tuple[str, ...]:
-        """Every source column the layout reads (stored or used by a predicate)."""
-        names = dict.fromkeys(self.columns)
-        for predicate in self.predicates:
-            names.update(dict.fromkeys(sorted(predicate.columns())))
-        return tuple(names)
-
-
-@dataclass(frozen=True, slots=True)
-class _Agg:
-    name: str
-    op: str
-    column: int  # tuple index of the aggregated column (-1 if none)
-    window_us: int
-    flag: int  # tuple index of the predicate result (-1 if none)
-    unit_us: int
-    survivor: int  # slot of the time_since survivor (-1 if none)
-
-
-@dataclass(frozen=True, slots=True)
-class _Group:
-    spec: GroupSpec
-    source: str
-    aggs: tuple[_Agg, ...]
-
-
-def _layouts(plan: Plan) -> dict[str, _Layout]:
-    """One layout per source the executor consumes (feature groups and static attributes)."""
-    columns: dict[str, dict[str, None]] = {}
-    predicates: dict[str, dict[bytes, Expr]] = {}
-    survivors: dict[str, dict[bytes, None]] = {}
-    horizon: dict[str, int] = {}
-    anchor: dict[str, int] = {}
-    for group in plan.groups:
-        name = group.source
-        columns.setdefault(name, {})
-        predicates.setdefault(name, {})
-        survivors.setdefault(name, {})
-        horizon[name] = max(horizon.get(name, 0), group.horizon_us)
-        for agg in group.aggs:
-            if agg.column is not None:
-                columns[name][agg.column] = None
-            if agg.predicate is not None:
-                predicates[name][_expr_key(agg.predicate)] = agg.predicate
-                if agg.op == "time_since":
-                    survivors[name][_expr_key(agg.predicate)] = None
-            if agg.op == "delta" and agg.window_us is not None:
-                anchor[name] = max(anchor.get(name, 0), agg.window_us)
-    if plan.static is not None:
-        name = plan.static.source
-        columns.setdefault(name, {}).update(dict.fromkeys(plan.static.columns))
-        predicates.setdefault(name, {})
-        survivors.setdefault(name, {})
-        horizon.setdefault(name, 0)
-        anchor[name] = max(anchor.get(name, 0), 0)  # static needs the newest event, however old
-    out: dict[str, _Layout] = {}
-    for name in sorted(columns):
-        cols = tuple(columns[name])
-        preds = tuple(predicates[name].values())
-        keys = list(predicates[name])
-        flags = tuple(FIRST_COLUMN + len(cols) + keys.index(k) for k in survivors[name])
-        out[name] = _Layout(
-            source=plan.source(name),
-            columns=cols,
-            predicates=preds,
-            retention=Retention(horizon[name], anchor.get(name), flags),
-        )
-    return out
-
-
-def _compile_group(group: GroupSpec, layout: _Layout) -> _Group:
-    slots = list(layout.retention.survivor_flags)
-    aggs = []
-    for agg in group.aggs:
-        flag = layout.flag(agg.predicate) if agg.predicate is not None else -1
-        aggs.append(
-            _Agg(
-                name=agg.name,
-                op=agg.op,
-                column=layout.column(agg.column) if agg.column is not None else -1,
-                window_us=agg.window_us or 0,
-                flag=flag,
-                unit_us=agg.unit_us,
-                survivor=slots.index(flag) if agg.op == "time_since" else -1,
-            )
-        )
-    return _Group(spec=group, source=group.source, aggs=tuple(aggs))
 
 
 # -- reading Arrow ------------------------------------------------------------------------------
@@ -299,7 +192,7 @@ class PreparedEvents:
         self,
         table: str,
         num_rows: int,
-        rows: tuple[tuple[_Layout, list[str], list[Event]], ...],
+        rows: tuple[tuple[Layout, list[str], list[Event]], ...],
         confirmations: tuple[list[str], list[int]] | None = None,
     ) -> None:
         self.table = table
@@ -321,11 +214,11 @@ class OnlineExecutor:
 
     def __init__(self, plan: Plan, *, batch_provider: BatchProvider | None = None) -> None:
         self.plan = plan
-        self._layouts = _layouts(plan)
-        self._by_table: dict[str, list[_Layout]] = {}
+        self._layouts = source_layouts(plan)
+        self._by_table: dict[str, list[Layout]] = {}
         for layout in self._layouts.values():
             self._by_table.setdefault(layout.source.table, []).append(layout)
-        self._groups = tuple(_compile_group(g, self._layouts[g.source]) for g in plan.groups)
+        self._groups = tuple(compile_group(g, self._layouts[g.source]) for g in plan.groups)
         self._static: tuple[str, tuple[tuple[str, int], ...]] | None = None
         if plan.static is not None:
             layout = self._layouts[plan.static.source]
@@ -425,8 +318,8 @@ class OnlineExecutor:
         return touched
 
     def _convert(
-        self, layout: _Layout, table: str, events: pa.Table
-    ) -> tuple[_Layout, list[str], list[Event]]:
+        self, layout: Layout, table: str, events: pa.Table
+    ) -> tuple[Layout, list[str], list[Event]]:
         spec = layout.source
         key_column = _column(events, spec.key, table)
         if key_column.null_count:
@@ -446,7 +339,7 @@ class OnlineExecutor:
         flags = [_flags(p, data, events.num_rows) for p in layout.predicates]
         return layout, keys, list(zip(ts, ing, avail, *stored, *flags, strict=True))
 
-    def _feed_source(self, layout: _Layout, keys: list[str], events: list[Event]) -> set[str]:
+    def _feed_source(self, layout: Layout, keys: list[str], events: list[Event]) -> set[str]:
         buffers = self._state[layout.source.name]
         n_survivors = len(layout.retention.survivor_flags)
         newest_added: dict[str, int] = {}  # per entity, the newest event_ts that was new
@@ -523,7 +416,7 @@ class OnlineExecutor:
         return pa.table(columns)
 
     def _group_into(
-        self, group: _Group, buffer: EntityEvents | None, t: int, out: dict[str, Value]
+        self, group: CompiledGroup, buffer: EntityEvents | None, t: int, out: dict[str, Value]
     ) -> None:
         out[group.spec.as_of_column] = None
         for agg in group.aggs:
@@ -759,7 +652,7 @@ def _ties(events: Sequence[Event], i: int) -> Sequence[Event]:
 
 
 def _time_since(
-    events: Sequence[Event], hi: int, t: int, agg: _Agg, buffer: EntityEvents
+    events: Sequence[Event], hi: int, t: int, agg: Agg, buffer: EntityEvents
 ) -> float | None:
     flag = agg.flag
     for i in range(hi - 1, -1, -1):
@@ -772,7 +665,7 @@ def _time_since(
     return None
 
 
-def _delta(events: Sequence[Event], t: int, agg: _Agg, now: float | None) -> float | None:
+def _delta(events: Sequence[Event], t: int, agg: Agg, now: float | None) -> float | None:
     then_index = _newest_known(events, bisect_right(events, t - agg.window_us, key=_ts), t)
     if then_index < 0:
         return None
