@@ -34,11 +34,11 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from dockline.core.contracts import TS_TYPE, confirmations_topic
 from dockline.core.errors import ConfigError, ValidationError
 from dockline.core.time import EPOCH
+from dockline.features._online_arrow import event_rows, required_micros, source_column
 from dockline.features._online_layout import (
     Agg,
     CompiledGroup,
@@ -51,8 +51,9 @@ from dockline.features._online_state import (
     ING,
     TS,
     EntityEvents,
+    Event,
 )
-from dockline.features.expr import Expr, Value
+from dockline.features.expr import Value
 from dockline.features.plan import BatchProvider, Plan
 
 __all__ = ["BatchProvider", "OnlineExecutor", "PreparedEvents", "hour_of_week"]
@@ -60,8 +61,6 @@ __all__ = ["BatchProvider", "OnlineExecutor", "PreparedEvents", "hour_of_week"]
 
 _SNAPSHOT_FORMAT = 1
 _RUN_CACHE = 16  # batch runs kept decoded; a vector needs at most one per batch feature
-
-Event = tuple[Any, ...]
 
 
 def _ts(event: Event) -> int:
@@ -95,63 +94,6 @@ def hour_of_week(t_us: int, tz: str) -> int:
     """Hour of the week of ``t_us`` in ``tz``: 0 = Monday 00:00–00:59 … 167."""
     local = _local(t_us, ZoneInfo(tz))
     return local.weekday() * 24 + local.hour
-
-
-# -- reading Arrow ------------------------------------------------------------------------------
-
-
-def _column(events: pa.Table, name: str, table: str) -> pa.ChunkedArray:
-    if name not in events.column_names:
-        raise ValidationError(
-            f"events of {table!r} must have column {name!r}; got {events.column_names}",
-            reason="missing_field",
-            where=table,
-        )
-    return events.column(name)
-
-
-def _micros(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    kind = column.type
-    if pa.types.is_timestamp(kind):
-        if kind.unit != "us":
-            column = pc.cast(column, pa.timestamp("us", tz=kind.tz), safe=False)
-        return column.cast(pa.int64())
-    if pa.types.is_integer(kind):
-        return column.cast(pa.int64())
-    raise ValidationError(f"time column must be a timestamp; got {kind}", reason="bad_type")
-
-
-def _required_micros(events: pa.Table, name: str, table: str) -> pa.ChunkedArray:
-    column = _micros(_column(events, name, table))
-    if column.null_count:
-        raise ValidationError(
-            f"column {name!r} must not contain nulls; got {column.null_count}",
-            reason="missing_field",
-            where=table,
-        )
-    return column
-
-
-def _values(column: pa.ChunkedArray) -> list[Any]:
-    if pa.types.is_timestamp(column.type):
-        return _micros(column).to_pylist()  # type: ignore[no-any-return]
-    return column.to_pylist()  # type: ignore[no-any-return]
-
-
-def _flags(predicate: Expr, data: Mapping[str, list[Any]], rows: int) -> list[bool]:
-    """``predicate is true`` per row, evaluated once per distinct input (a batch is one type)."""
-    names = sorted(predicate.columns())
-    if not names:
-        return [predicate.evaluate({}) is True] * rows
-    cache: dict[tuple[Any, ...], bool] = {}
-    out: list[bool] = []
-    append = out.append
-    for key in zip(*(data[n] for n in names), strict=True):
-        hit = cache.get(key)
-        if hit is None:
-            hit = cache[key] = predicate.evaluate(dict(zip(names, key, strict=True))) is True
-        append(hit)
-    return out
 
 
 # -- snapshot -----------------------------------------------------------------------------------
@@ -287,11 +229,11 @@ class OnlineExecutor:
         """
         key = self._confirm_tables.get(table)
         if key is not None and events.num_rows:
-            keys = _column(events, key, table).cast(pa.string()).to_pylist()
-            ing = _required_micros(events, "ingested_at", table).to_pylist()
+            keys = source_column(events, key, table).cast(pa.string()).to_pylist()
+            ing = required_micros(events, "ingested_at", table).to_pylist()
             return PreparedEvents(table, events.num_rows, (), (keys, ing))
         rows = tuple(
-            self._convert(layout, table, events)
+            (layout, *event_rows(layout, table, events))
             for layout in self._by_table.get(table, ())
             if events.num_rows
         )
@@ -316,28 +258,6 @@ class OnlineExecutor:
                     confirmed[entity] = ing
                     touched.add(entity)
         return touched
-
-    def _convert(
-        self, layout: Layout, table: str, events: pa.Table
-    ) -> tuple[Layout, list[str], list[Event]]:
-        spec = layout.source
-        key_column = _column(events, spec.key, table)
-        if key_column.null_count:
-            raise ValidationError(
-                f"key column {spec.key!r} must not contain nulls; got {key_column.null_count}",
-                reason="missing_field",
-                where=table,
-            )
-        keys: list[str] = key_column.cast(pa.string()).to_pylist()
-        ts_arrow = _required_micros(events, spec.event_ts, table)
-        ing_arrow = _required_micros(events, spec.ingested_at, table)
-        ts = ts_arrow.to_pylist()
-        ing = ing_arrow.to_pylist()
-        avail = pc.max_element_wise(ts_arrow, ing_arrow).to_pylist()
-        data = {name: _values(_column(events, name, table)) for name in layout.reads}
-        stored = [data[name] for name in layout.columns]
-        flags = [_flags(p, data, events.num_rows) for p in layout.predicates]
-        return layout, keys, list(zip(ts, ing, avail, *stored, *flags, strict=True))
 
     def _feed_source(self, layout: Layout, keys: list[str], events: list[Event]) -> set[str]:
         buffers = self._state[layout.source.name]
