@@ -32,11 +32,10 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import msgspec
 import pyarrow as pa
 
 from dockline.core.contracts import TS_TYPE, confirmations_topic
-from dockline.core.errors import ConfigError, ValidationError
+from dockline.core.errors import ConfigError
 from dockline.core.time import EPOCH
 from dockline.features._online_arrow import event_rows, required_micros, source_column
 from dockline.features._online_layout import (
@@ -45,6 +44,12 @@ from dockline.features._online_layout import (
     Layout,
     compile_group,
     source_layouts,
+)
+from dockline.features._online_snapshot import (
+    decode_entity,
+    decode_snapshot,
+    encode_entity,
+    encode_snapshot,
 )
 from dockline.features._online_state import (
     AVAIL,
@@ -59,7 +64,6 @@ from dockline.features.plan import BatchProvider, Plan
 __all__ = ["BatchProvider", "OnlineExecutor", "PreparedEvents", "hour_of_week"]
 
 
-_SNAPSHOT_FORMAT = 1
 _RUN_CACHE = 16  # batch runs kept decoded; a vector needs at most one per batch feature
 
 
@@ -94,35 +98,6 @@ def hour_of_week(t_us: int, tz: str) -> int:
     """Hour of the week of ``t_us`` in ``tz``: 0 = Monday 00:00–00:59 … 167."""
     local = _local(t_us, ZoneInfo(tz))
     return local.weekday() * 24 + local.hour
-
-
-# -- snapshot -----------------------------------------------------------------------------------
-
-
-class _BufferState(msgspec.Struct, array_like=True, frozen=True):
-    watermark: int | None
-    events: list[tuple[Any, ...]]
-    survivors: list[tuple[int, int] | None]
-
-
-class _Snapshot(msgspec.Struct, frozen=True):
-    format: int
-    plan_hash: str
-    sources: dict[str, dict[str, _BufferState]]
-    confirmed: dict[str, int] = {}
-
-
-class _EntityState(msgspec.Struct, array_like=True, frozen=True):
-    """One entity's kept events per source: what read-time evaluation needs."""
-
-    plan_hash: str
-    sources: dict[str, _BufferState]
-    confirmed: int | None
-
-
-_encoder = msgspec.msgpack.Encoder(order="deterministic")
-_decoder = msgspec.msgpack.Decoder(_Snapshot)
-_entity_decoder = msgspec.msgpack.Decoder(_EntityState)
 
 
 class PreparedEvents:
@@ -470,26 +445,12 @@ class OnlineExecutor:
 
     def snapshot(self) -> bytes:
         """The whole state as deterministic msgpack (same state ⇒ same bytes)."""
-        sources = {
-            name: {
-                entity: _BufferState(b.watermark, b.events, b.survivors)
-                for entity, b in buffers.items()
-            }
-            for name, buffers in self._state.items()
-        }
-        return _encoder.encode(
-            _Snapshot(_SNAPSHOT_FORMAT, self.plan.hash, sources, dict(self._confirmed))
-        )
+        return encode_snapshot(self.plan.hash, self._state, self._confirmed)
 
     def entity_state(self, entity: str) -> bytes:
         """``entity``'s kept events and confirmation as deterministic msgpack: all that
         :meth:`vector_from_state` needs to evaluate it at any later ``t``."""
-        sources = {
-            name: _BufferState(b.watermark, b.events, b.survivors)
-            for name, buffers in self._state.items()
-            if (b := buffers.get(entity)) is not None
-        }
-        return _encoder.encode(_EntityState(self.plan.hash, sources, self._confirmed.get(entity)))
+        return encode_entity(self.plan.hash, self._state, entity, self._confirmed.get(entity))
 
     def vector_from_state(self, entity: str, state: bytes, t_us: int) -> dict[str, Value]:
         """:meth:`vector` of ``entity`` at ``t_us`` from its :meth:`entity_state` bytes.
@@ -497,22 +458,11 @@ class OnlineExecutor:
         Exact for any ``t_us`` at or after the newest ``ingested_at`` the state had seen. The
         executor's own state for ``entity`` is left as it was.
         """
-        try:
-            decoded = _entity_decoder.decode(state)
-        except msgspec.DecodeError as exc:
-            raise ValidationError(
-                f"online state of {entity!r} is unreadable: {exc}", reason="bad_value"
-            ) from exc
-        if decoded.plan_hash != self.plan.hash:
-            raise ConfigError(
-                f"online state of {entity!r} was built by another plan"
-                f" (state {decoded.plan_hash[:12]}, plan {self.plan.hash[:12]});"
-                " materialize again with this one"
-            )
+        decoded = decode_entity(entity, state, self.plan.hash)
         saved = {name: buffers.pop(entity, None) for name, buffers in self._state.items()}
         try:
-            for name, b in decoded.sources.items():
-                self._state[name][entity] = EntityEvents(b.events, b.survivors, b.watermark)
+            for name, buffer in decoded.items():
+                self._state[name][entity] = buffer
             return self.vector(entity, t_us)
         finally:
             for name, buffers in self._state.items():
@@ -525,26 +475,13 @@ class OnlineExecutor:
         cls, plan: Plan, data: bytes, *, batch_provider: BatchProvider | None = None
     ) -> OnlineExecutor:
         """An executor with the state of :meth:`snapshot` ``data`` (taken with the same plan)."""
-        try:
-            snap = _decoder.decode(data)
-        except msgspec.DecodeError as exc:
-            raise ValidationError(f"online state is unreadable: {exc}", reason="bad_value") from exc
-        if snap.format != _SNAPSHOT_FORMAT:
-            raise ConfigError(f"online state format must be {_SNAPSHOT_FORMAT}; got {snap.format}")
-        if snap.plan_hash != plan.hash:
-            raise ConfigError(
-                "online state was built by another plan; replay the log with this one"
-                f" (state {snap.plan_hash[:12]}, plan {plan.hash[:12]})"
-            )
+        sources, confirmed = decode_snapshot(data, plan.hash)
         executor = cls(plan, batch_provider=batch_provider)
-        for name, buffers in snap.sources.items():
+        for name, buffers in sources.items():
             if name not in executor._state:
                 raise ConfigError(f"online state has an unknown source {name!r}")
-            executor._state[name] = {
-                entity: EntityEvents(list(b.events), list(b.survivors), b.watermark)
-                for entity, b in buffers.items()
-            }
-        executor._confirmed = dict(snap.confirmed)
+            executor._state[name] = buffers
+        executor._confirmed = confirmed
         return executor
 
 
