@@ -24,9 +24,7 @@ the online store. State round-trips through :meth:`OnlineExecutor.snapshot` (msg
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 from zoneinfo import ZoneInfo
 
 import pyarrow as pa
@@ -34,38 +32,21 @@ import pyarrow as pa
 from dockline.core.contracts import TS_TYPE, confirmations_topic
 from dockline.core.errors import ConfigError
 from dockline.features._online_arrow import event_rows, required_micros, source_column
-from dockline.features._online_eval import (
-    group_into,
-    hour_of_week,
-    hour_of_week_in,
-    local_time,
-    num,
-    static_into,
-)
-from dockline.features._online_layout import (
-    Layout,
-    compile_group,
-    source_layouts,
-)
+from dockline.features._online_batch import BatchRuns
+from dockline.features._online_eval import group_into, hour_of_week, local_time, num, static_into
+from dockline.features._online_eval import hour_of_week_in as hour_of_week_in
+from dockline.features._online_layout import Layout, compile_group, source_layouts
 from dockline.features._online_snapshot import (
     decode_entity,
     decode_snapshot,
     encode_entity,
     encode_snapshot,
 )
-from dockline.features._online_state import (
-    ING,
-    TS,
-    EntityEvents,
-    Event,
-)
+from dockline.features._online_state import ING, TS, EntityEvents, Event
 from dockline.features.expr import Value
 from dockline.features.plan import BatchProvider, Plan
 
 __all__ = ["BatchProvider", "OnlineExecutor", "PreparedEvents", "hour_of_week"]
-
-
-_RUN_CACHE = 16  # batch runs kept decoded; a vector needs at most one per batch feature
 
 
 class PreparedEvents:
@@ -115,7 +96,7 @@ class OnlineExecutor:
                 ),
             )
         self._calendar_tz = ZoneInfo(plan.calendar.tz) if plan.calendar is not None else None
-        self._profile_tz = {p.name: ZoneInfo(plan.source(p.source).tz) for p in plan.profiles}
+        self._batch = BatchRuns(plan, batch_provider)
         self._state: dict[str, dict[str, EntityEvents]] = {name: {} for name in self._layouts}
         # confirmations of the group sources' events (polls that re-saw them): topic → key column
         self._confirm_tables = {
@@ -124,8 +105,6 @@ class OnlineExecutor:
             if any(g.source == layout.source.name for g in plan.groups)
         }
         self._confirmed: dict[str, int] = {}
-        self._batch_provider = batch_provider
-        self._runs: OrderedDict[int, dict[str, dict[str, Any]]] = OrderedDict()
         self._calendar_cache: tuple[int, dict[str, float]] | None = None
 
     # -- feeding ----------------------------------------------------------------------------
@@ -259,7 +238,7 @@ class OnlineExecutor:
         Needs no kept events, so it may run any time later: the consistency job takes the
         state part during the replay and completes only the points it keeps.
         """
-        self._batch_into(entity, t_us, values)
+        self._batch.into(entity, t_us, values)
         for derived in self.plan.derived:
             values[derived.name] = num(derived.expr.evaluate(values))
         return values
@@ -293,60 +272,6 @@ class OnlineExecutor:
         values = {name: every[name] for name in self.plan.calendar.features}
         self._calendar_cache = (t, values)
         return values
-
-    # -- batch features ---------------------------------------------------------------------
-
-    def _batch_into(self, entity: str, t: int, out: dict[str, Value]) -> None:
-        for profile in self.plan.profiles:
-            run = self._run(t, profile.every_us, profile.lag_us)
-            hours = run.get(profile.name, {}).get(entity) if run is not None else None
-            out[profile.name] = (
-                None
-                if hours is None
-                else num(hours[hour_of_week_in(t, self._profile_tz[profile.name])])
-            )
-        for hood in self.plan.neighbourhoods:
-            run = self._run(t, hood.every_us, hood.lag_us)
-            out[hood.name] = num(run.get(hood.name, {}).get(entity)) if run is not None else None
-
-    def _run(self, t: int, every_us: int, lag_us: int) -> dict[str, dict[str, Any]] | None:
-        """The decoded batch run in use at ``t`` (rule 8): newest ``r`` with ``r + lag <= t``."""
-        if self._batch_provider is None:
-            return None
-        run_us = ((t - lag_us) // every_us) * every_us
-        cached = self._runs.get(run_us)
-        if cached is not None:
-            self._runs.move_to_end(run_us)
-            return cached
-        decoded = self._decode_run(self._batch_provider(run_us))
-        self._runs[run_us] = decoded
-        while len(self._runs) > _RUN_CACHE:
-            self._runs.popitem(last=False)
-        return decoded
-
-    def _decode_run(self, tables: Mapping[str, pa.Table]) -> dict[str, dict[str, Any]]:
-        decoded: dict[str, dict[str, Any]] = {}
-        for profile in self.plan.profiles:
-            table = tables.get(profile.name)
-            if table is not None:
-                hours = [table.column(f"h{h:03d}").to_pylist() for h in range(168)]
-                decoded[profile.name] = dict(
-                    zip(self._keys(table), zip(*hours, strict=True), strict=True)
-                )
-        for hood in self.plan.neighbourhoods:
-            table = tables.get(hood.name)
-            if table is not None:
-                values = table.column("value").to_pylist()
-                decoded[hood.name] = dict(zip(self._keys(table), values, strict=True))
-        return decoded
-
-    def _keys(self, table: pa.Table) -> list[str]:
-        if self.plan.key not in table.column_names:
-            raise ConfigError(
-                f"batch results must have the key column {self.plan.key!r};"
-                f" got {table.column_names}"
-            )
-        return table.column(self.plan.key).cast(pa.string()).to_pylist()  # type: ignore[no-any-return]
 
     # -- persistence ------------------------------------------------------------------------
 
