@@ -20,6 +20,11 @@ per entity, the events that a point at or after the entity's newest ``ingested_a
 
 It is pure: no I/O; :class:`~dockline.features.materialize.Materializer` wires it to the log and
 the online store. State round-trips through :meth:`OnlineExecutor.snapshot` (msgpack).
+
+The executor holds the state and wires its parts, which live beside it: source layouts and
+compiled groups (``_online_layout``), Arrow → event tuples (``_online_arrow``), the per-entity
+buffers (``_online_state``), reading them at ``t`` (``_online_eval``), batch runs
+(``_online_batch``), the state's bytes (``_online_snapshot``); ``_online_replay`` feeds it the log.
 """
 
 from __future__ import annotations
