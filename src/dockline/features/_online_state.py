@@ -18,7 +18,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["AVAIL", "FIRST_COLUMN", "ING", "TS", "EntityEvents", "Retention", "same_event"]
+__all__ = [
+    "AVAIL",
+    "FIRST_COLUMN",
+    "ING",
+    "TS",
+    "EntityEvents",
+    "Event",
+    "Retention",
+    "same_event",
+]
 
 TS, ING, AVAIL = 0, 1, 2
 FIRST_COLUMN = 3

@@ -20,274 +20,38 @@ per entity, the events that a point at or after the entity's newest ``ingested_a
 
 It is pure: no I/O; :class:`~dockline.features.materialize.Materializer` wires it to the log and
 the online store. State round-trips through :meth:`OnlineExecutor.snapshot` (msgpack).
+
+The executor holds the state and wires its parts, which live beside it: source layouts and
+compiled groups (``_online_layout``), Arrow → event tuples (``_online_arrow``), the per-entity
+buffers (``_online_state``), reading them at ``t`` (``_online_eval``), batch runs
+(``_online_batch``), the state's bytes (``_online_snapshot``); ``_online_replay`` feeds it the log.
 """
 
 from __future__ import annotations
 
-import math
-from bisect import bisect_right
-from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from collections.abc import Sequence
 from zoneinfo import ZoneInfo
 
-import msgspec
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from dockline.core.contracts import TS_TYPE, confirmations_topic
-from dockline.core.errors import ConfigError, ValidationError
-from dockline.core.time import EPOCH
-from dockline.features._online_state import (
-    AVAIL,
-    FIRST_COLUMN,
-    ING,
-    TS,
-    EntityEvents,
-    Retention,
+from dockline.core.errors import ConfigError
+from dockline.features._online_arrow import event_rows, required_micros, source_column
+from dockline.features._online_batch import BatchRuns
+from dockline.features._online_eval import group_into, hour_of_week, local_time, num, static_into
+from dockline.features._online_eval import hour_of_week_in as hour_of_week_in
+from dockline.features._online_layout import Layout, compile_group, source_layouts
+from dockline.features._online_snapshot import (
+    decode_entity,
+    decode_snapshot,
+    encode_entity,
+    encode_snapshot,
 )
-from dockline.features.expr import Expr, Value
-from dockline.features.plan import BatchProvider, GroupSpec, Plan, SourceSpec
+from dockline.features._online_state import ING, TS, EntityEvents, Event
+from dockline.features.expr import Value
+from dockline.features.plan import BatchProvider, Plan
 
 __all__ = ["BatchProvider", "OnlineExecutor", "PreparedEvents", "hour_of_week"]
-
-
-_SNAPSHOT_FORMAT = 1
-_RUN_CACHE = 16  # batch runs kept decoded; a vector needs at most one per batch feature
-
-Event = tuple[Any, ...]
-
-
-def _ts(event: Event) -> int:
-    return int(event[TS])
-
-
-def _num(value: Any) -> float | None:
-    """A feature value as DOUBLE: ``None`` for null/NaN, booleans as 1.0/0.0."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return float(value)
-
-
-def _sortable(value: Any) -> tuple[int, Any]:
-    # rule 2's value tie-break: greater wins, null below everything
-    return (0, 0) if value is None else (1, value)
-
-
-def _best(ties: Sequence[Event], index: int) -> Any:
-    """Column ``index`` of the newest among events tied on (event_ts, ingested_at)."""
-    if len(ties) == 1:
-        return ties[0][index]
-    return max((e[index] for e in ties), key=_sortable)
-
-
-def _local(t_us: int, tz: ZoneInfo) -> datetime:
-    return (EPOCH + timedelta(microseconds=t_us)).astimezone(tz)
-
-
-def hour_of_week(t_us: int, tz: str) -> int:
-    """Hour of the week of ``t_us`` in ``tz``: 0 = Monday 00:00–00:59 … 167."""
-    local = _local(t_us, ZoneInfo(tz))
-    return local.weekday() * 24 + local.hour
-
-
-def _expr_key(expr: Expr) -> bytes:
-    # Expr overloads == to build expressions, so it cannot be a dict key itself
-    return msgspec.json.encode(expr)
-
-
-@dataclass(frozen=True, slots=True)
-class _Layout:
-    """How one source's events are stored: value columns, then predicate results."""
-
-    source: SourceSpec
-    columns: tuple[str, ...]
-    predicates: tuple[Expr, ...]
-    retention: Retention
-
-    def column(self, name: str) -> int:
-        return FIRST_COLUMN + self.columns.index(name)
-
-    def flag(self, predicate: Expr) -> int:
-        keys = [_expr_key(p) for p in self.predicates]
-        return FIRST_COLUMN + len(self.columns) + keys.index(_expr_key(predicate))
-
-    @property
-    def reads(self) -> tuple[str, ...]:
-        """Every source column the layout reads (stored or used by a predicate)."""
-        names = dict.fromkeys(self.columns)
-        for predicate in self.predicates:
-            names.update(dict.fromkeys(sorted(predicate.columns())))
-        return tuple(names)
-
-
-@dataclass(frozen=True, slots=True)
-class _Agg:
-    name: str
-    op: str
-    column: int  # tuple index of the aggregated column (-1 if none)
-    window_us: int
-    flag: int  # tuple index of the predicate result (-1 if none)
-    unit_us: int
-    survivor: int  # slot of the time_since survivor (-1 if none)
-
-
-@dataclass(frozen=True, slots=True)
-class _Group:
-    spec: GroupSpec
-    source: str
-    aggs: tuple[_Agg, ...]
-
-
-def _layouts(plan: Plan) -> dict[str, _Layout]:
-    """One layout per source the executor consumes (feature groups and static attributes)."""
-    columns: dict[str, dict[str, None]] = {}
-    predicates: dict[str, dict[bytes, Expr]] = {}
-    survivors: dict[str, dict[bytes, None]] = {}
-    horizon: dict[str, int] = {}
-    anchor: dict[str, int] = {}
-    for group in plan.groups:
-        name = group.source
-        columns.setdefault(name, {})
-        predicates.setdefault(name, {})
-        survivors.setdefault(name, {})
-        horizon[name] = max(horizon.get(name, 0), group.horizon_us)
-        for agg in group.aggs:
-            if agg.column is not None:
-                columns[name][agg.column] = None
-            if agg.predicate is not None:
-                predicates[name][_expr_key(agg.predicate)] = agg.predicate
-                if agg.op == "time_since":
-                    survivors[name][_expr_key(agg.predicate)] = None
-            if agg.op == "delta" and agg.window_us is not None:
-                anchor[name] = max(anchor.get(name, 0), agg.window_us)
-    if plan.static is not None:
-        name = plan.static.source
-        columns.setdefault(name, {}).update(dict.fromkeys(plan.static.columns))
-        predicates.setdefault(name, {})
-        survivors.setdefault(name, {})
-        horizon.setdefault(name, 0)
-        anchor[name] = max(anchor.get(name, 0), 0)  # static needs the newest event, however old
-    out: dict[str, _Layout] = {}
-    for name in sorted(columns):
-        cols = tuple(columns[name])
-        preds = tuple(predicates[name].values())
-        keys = list(predicates[name])
-        flags = tuple(FIRST_COLUMN + len(cols) + keys.index(k) for k in survivors[name])
-        out[name] = _Layout(
-            source=plan.source(name),
-            columns=cols,
-            predicates=preds,
-            retention=Retention(horizon[name], anchor.get(name), flags),
-        )
-    return out
-
-
-def _compile_group(group: GroupSpec, layout: _Layout) -> _Group:
-    slots = list(layout.retention.survivor_flags)
-    aggs = []
-    for agg in group.aggs:
-        flag = layout.flag(agg.predicate) if agg.predicate is not None else -1
-        aggs.append(
-            _Agg(
-                name=agg.name,
-                op=agg.op,
-                column=layout.column(agg.column) if agg.column is not None else -1,
-                window_us=agg.window_us or 0,
-                flag=flag,
-                unit_us=agg.unit_us,
-                survivor=slots.index(flag) if agg.op == "time_since" else -1,
-            )
-        )
-    return _Group(spec=group, source=group.source, aggs=tuple(aggs))
-
-
-# -- reading Arrow ------------------------------------------------------------------------------
-
-
-def _column(events: pa.Table, name: str, table: str) -> pa.ChunkedArray:
-    if name not in events.column_names:
-        raise ValidationError(
-            f"events of {table!r} must have column {name!r}; got {events.column_names}",
-            reason="missing_field",
-            where=table,
-        )
-    return events.column(name)
-
-
-def _micros(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    kind = column.type
-    if pa.types.is_timestamp(kind):
-        if kind.unit != "us":
-            column = pc.cast(column, pa.timestamp("us", tz=kind.tz), safe=False)
-        return column.cast(pa.int64())
-    if pa.types.is_integer(kind):
-        return column.cast(pa.int64())
-    raise ValidationError(f"time column must be a timestamp; got {kind}", reason="bad_type")
-
-
-def _required_micros(events: pa.Table, name: str, table: str) -> pa.ChunkedArray:
-    column = _micros(_column(events, name, table))
-    if column.null_count:
-        raise ValidationError(
-            f"column {name!r} must not contain nulls; got {column.null_count}",
-            reason="missing_field",
-            where=table,
-        )
-    return column
-
-
-def _values(column: pa.ChunkedArray) -> list[Any]:
-    if pa.types.is_timestamp(column.type):
-        return _micros(column).to_pylist()  # type: ignore[no-any-return]
-    return column.to_pylist()  # type: ignore[no-any-return]
-
-
-def _flags(predicate: Expr, data: Mapping[str, list[Any]], rows: int) -> list[bool]:
-    """``predicate is true`` per row, evaluated once per distinct input (a batch is one type)."""
-    names = sorted(predicate.columns())
-    if not names:
-        return [predicate.evaluate({}) is True] * rows
-    cache: dict[tuple[Any, ...], bool] = {}
-    out: list[bool] = []
-    append = out.append
-    for key in zip(*(data[n] for n in names), strict=True):
-        hit = cache.get(key)
-        if hit is None:
-            hit = cache[key] = predicate.evaluate(dict(zip(names, key, strict=True))) is True
-        append(hit)
-    return out
-
-
-# -- snapshot -----------------------------------------------------------------------------------
-
-
-class _BufferState(msgspec.Struct, array_like=True, frozen=True):
-    watermark: int | None
-    events: list[tuple[Any, ...]]
-    survivors: list[tuple[int, int] | None]
-
-
-class _Snapshot(msgspec.Struct, frozen=True):
-    format: int
-    plan_hash: str
-    sources: dict[str, dict[str, _BufferState]]
-    confirmed: dict[str, int] = {}
-
-
-class _EntityState(msgspec.Struct, array_like=True, frozen=True):
-    """One entity's kept events per source: what read-time evaluation needs."""
-
-    plan_hash: str
-    sources: dict[str, _BufferState]
-    confirmed: int | None
-
-
-_encoder = msgspec.msgpack.Encoder(order="deterministic")
-_decoder = msgspec.msgpack.Decoder(_Snapshot)
-_entity_decoder = msgspec.msgpack.Decoder(_EntityState)
 
 
 class PreparedEvents:
@@ -299,7 +63,7 @@ class PreparedEvents:
         self,
         table: str,
         num_rows: int,
-        rows: tuple[tuple[_Layout, list[str], list[Event]], ...],
+        rows: tuple[tuple[Layout, list[str], list[Event]], ...],
         confirmations: tuple[list[str], list[int]] | None = None,
     ) -> None:
         self.table = table
@@ -321,11 +85,11 @@ class OnlineExecutor:
 
     def __init__(self, plan: Plan, *, batch_provider: BatchProvider | None = None) -> None:
         self.plan = plan
-        self._layouts = _layouts(plan)
-        self._by_table: dict[str, list[_Layout]] = {}
+        self._layouts = source_layouts(plan)
+        self._by_table: dict[str, list[Layout]] = {}
         for layout in self._layouts.values():
             self._by_table.setdefault(layout.source.table, []).append(layout)
-        self._groups = tuple(_compile_group(g, self._layouts[g.source]) for g in plan.groups)
+        self._groups = tuple(compile_group(g, self._layouts[g.source]) for g in plan.groups)
         self._static: tuple[str, tuple[tuple[str, int], ...]] | None = None
         if plan.static is not None:
             layout = self._layouts[plan.static.source]
@@ -337,7 +101,7 @@ class OnlineExecutor:
                 ),
             )
         self._calendar_tz = ZoneInfo(plan.calendar.tz) if plan.calendar is not None else None
-        self._profile_tz = {p.name: ZoneInfo(plan.source(p.source).tz) for p in plan.profiles}
+        self._batch = BatchRuns(plan, batch_provider)
         self._state: dict[str, dict[str, EntityEvents]] = {name: {} for name in self._layouts}
         # confirmations of the group sources' events (polls that re-saw them): topic → key column
         self._confirm_tables = {
@@ -346,8 +110,6 @@ class OnlineExecutor:
             if any(g.source == layout.source.name for g in plan.groups)
         }
         self._confirmed: dict[str, int] = {}
-        self._batch_provider = batch_provider
-        self._runs: OrderedDict[int, dict[str, dict[str, Any]]] = OrderedDict()
         self._calendar_cache: tuple[int, dict[str, float]] | None = None
 
     # -- feeding ----------------------------------------------------------------------------
@@ -394,11 +156,11 @@ class OnlineExecutor:
         """
         key = self._confirm_tables.get(table)
         if key is not None and events.num_rows:
-            keys = _column(events, key, table).cast(pa.string()).to_pylist()
-            ing = _required_micros(events, "ingested_at", table).to_pylist()
+            keys = source_column(events, key, table).cast(pa.string()).to_pylist()
+            ing = required_micros(events, "ingested_at", table).to_pylist()
             return PreparedEvents(table, events.num_rows, (), (keys, ing))
         rows = tuple(
-            self._convert(layout, table, events)
+            (layout, *event_rows(layout, table, events))
             for layout in self._by_table.get(table, ())
             if events.num_rows
         )
@@ -424,29 +186,7 @@ class OnlineExecutor:
                     touched.add(entity)
         return touched
 
-    def _convert(
-        self, layout: _Layout, table: str, events: pa.Table
-    ) -> tuple[_Layout, list[str], list[Event]]:
-        spec = layout.source
-        key_column = _column(events, spec.key, table)
-        if key_column.null_count:
-            raise ValidationError(
-                f"key column {spec.key!r} must not contain nulls; got {key_column.null_count}",
-                reason="missing_field",
-                where=table,
-            )
-        keys: list[str] = key_column.cast(pa.string()).to_pylist()
-        ts_arrow = _required_micros(events, spec.event_ts, table)
-        ing_arrow = _required_micros(events, spec.ingested_at, table)
-        ts = ts_arrow.to_pylist()
-        ing = ing_arrow.to_pylist()
-        avail = pc.max_element_wise(ts_arrow, ing_arrow).to_pylist()
-        data = {name: _values(_column(events, name, table)) for name in layout.reads}
-        stored = [data[name] for name in layout.columns]
-        flags = [_flags(p, data, events.num_rows) for p in layout.predicates]
-        return layout, keys, list(zip(ts, ing, avail, *stored, *flags, strict=True))
-
-    def _feed_source(self, layout: _Layout, keys: list[str], events: list[Event]) -> set[str]:
+    def _feed_source(self, layout: Layout, keys: list[str], events: list[Event]) -> set[str]:
         buffers = self._state[layout.source.name]
         n_survivors = len(layout.retention.survivor_flags)
         newest_added: dict[str, int] = {}  # per entity, the newest event_ts that was new
@@ -489,10 +229,10 @@ class OnlineExecutor:
         features, static attributes, calendar. Same exactness as :meth:`vector`."""
         out: dict[str, Value] = {}
         for group in self._groups:
-            self._group_into(group, self._state[group.source].get(entity), t_us, out)
+            group_into(group, self._state[group.source].get(entity), t_us, out)
         if self._static is not None:
             source, columns = self._static
-            self._static_into(columns, self._state[source].get(entity), t_us, out)
+            static_into(columns, self._state[source].get(entity), t_us, out)
         if self.plan.calendar is not None:
             out.update(self._calendar(t_us))
         return out
@@ -503,9 +243,9 @@ class OnlineExecutor:
         Needs no kept events, so it may run any time later: the consistency job takes the
         state part during the replay and completes only the points it keeps.
         """
-        self._batch_into(entity, t_us, values)
+        self._batch.into(entity, t_us, values)
         for derived in self.plan.derived:
-            values[derived.name] = _num(derived.expr.evaluate(values))
+            values[derived.name] = num(derived.expr.evaluate(values))
         return values
 
     def vectors(self, entities: Sequence[str], t_us: int) -> pa.Table:
@@ -522,73 +262,12 @@ class OnlineExecutor:
             columns[name] = pa.array([r[name] for r in rows], pa.float64())
         return pa.table(columns)
 
-    def _group_into(
-        self, group: _Group, buffer: EntityEvents | None, t: int, out: dict[str, Value]
-    ) -> None:
-        out[group.spec.as_of_column] = None
-        for agg in group.aggs:
-            out[agg.name] = None
-        if buffer is None:
-            return
-        events = buffer.events
-        hi = bisect_right(events, t, key=_ts)
-        newest = _newest_known(events, hi, t)
-        if newest < 0 or t - events[newest][TS] > group.spec.ttl_us:
-            return  # rule 3: nothing known, or silent for longer than the TTL
-        ties = _ties(events, newest)
-        out[group.spec.as_of_column] = events[newest][TS]
-        windows: dict[int, list[Event]] = {}
-        columns: dict[tuple[int, int], list[float]] = {}  # (window, column) → non-null values
-        for agg in group.aggs:
-            op = agg.op
-            if op == "last":
-                out[agg.name] = _num(_best(ties, agg.column))
-            elif op == "time_since":
-                out[agg.name] = _time_since(events, hi, t, agg, buffer)
-            elif op == "delta":
-                out[agg.name] = _delta(events, t, agg, _num(_best(ties, agg.column)))
-            else:
-                window = windows.get(agg.window_us)
-                if window is None:
-                    lo = bisect_right(events, t - agg.window_us, key=_ts)
-                    window = windows[agg.window_us] = [e for e in events[lo:hi] if e[AVAIL] <= t]
-                if op == "count":
-                    out[agg.name] = float(len(window))
-                elif op == "count_if":
-                    flag = agg.flag
-                    out[agg.name] = float(sum(1 for e in window if e[flag]))
-                else:
-                    values = columns.get((agg.window_us, agg.column))
-                    if values is None:
-                        values = columns[(agg.window_us, agg.column)] = _non_null(
-                            window, agg.column
-                        )
-                    out[agg.name] = _statistic(op, values)
-
-    def _static_into(
-        self,
-        columns: tuple[tuple[str, int], ...],
-        buffer: EntityEvents | None,
-        t: int,
-        out: dict[str, Value],
-    ) -> None:
-        newest = -1
-        if buffer is not None:
-            newest = _newest_known(buffer.events, bisect_right(buffer.events, t, key=_ts), t)
-        if buffer is None or newest < 0:
-            for name, _ in columns:
-                out[name] = None
-            return
-        ties = _ties(buffer.events, newest)
-        for name, index in columns:
-            out[name] = _num(_best(ties, index))
-
     def _calendar(self, t: int) -> dict[str, float]:
         cached = self._calendar_cache
         if cached is not None and cached[0] == t:
             return cached[1]
         assert self.plan.calendar is not None and self._calendar_tz is not None
-        local = _local(t, self._calendar_tz)
+        local = local_time(t, self._calendar_tz)
         every = {
             "hour_of_day": float(local.hour),
             "day_of_week": float(local.weekday()),
@@ -599,84 +278,16 @@ class OnlineExecutor:
         self._calendar_cache = (t, values)
         return values
 
-    # -- batch features ---------------------------------------------------------------------
-
-    def _batch_into(self, entity: str, t: int, out: dict[str, Value]) -> None:
-        for profile in self.plan.profiles:
-            run = self._run(t, profile.every_us, profile.lag_us)
-            hours = run.get(profile.name, {}).get(entity) if run is not None else None
-            out[profile.name] = (
-                None
-                if hours is None
-                else _num(hours[hour_of_week_in(t, self._profile_tz[profile.name])])
-            )
-        for hood in self.plan.neighbourhoods:
-            run = self._run(t, hood.every_us, hood.lag_us)
-            out[hood.name] = _num(run.get(hood.name, {}).get(entity)) if run is not None else None
-
-    def _run(self, t: int, every_us: int, lag_us: int) -> dict[str, dict[str, Any]] | None:
-        """The decoded batch run in use at ``t`` (rule 8): newest ``r`` with ``r + lag <= t``."""
-        if self._batch_provider is None:
-            return None
-        run_us = ((t - lag_us) // every_us) * every_us
-        cached = self._runs.get(run_us)
-        if cached is not None:
-            self._runs.move_to_end(run_us)
-            return cached
-        decoded = self._decode_run(self._batch_provider(run_us))
-        self._runs[run_us] = decoded
-        while len(self._runs) > _RUN_CACHE:
-            self._runs.popitem(last=False)
-        return decoded
-
-    def _decode_run(self, tables: Mapping[str, pa.Table]) -> dict[str, dict[str, Any]]:
-        decoded: dict[str, dict[str, Any]] = {}
-        for profile in self.plan.profiles:
-            table = tables.get(profile.name)
-            if table is not None:
-                hours = [table.column(f"h{h:03d}").to_pylist() for h in range(168)]
-                decoded[profile.name] = dict(
-                    zip(self._keys(table), zip(*hours, strict=True), strict=True)
-                )
-        for hood in self.plan.neighbourhoods:
-            table = tables.get(hood.name)
-            if table is not None:
-                values = table.column("value").to_pylist()
-                decoded[hood.name] = dict(zip(self._keys(table), values, strict=True))
-        return decoded
-
-    def _keys(self, table: pa.Table) -> list[str]:
-        if self.plan.key not in table.column_names:
-            raise ConfigError(
-                f"batch results must have the key column {self.plan.key!r};"
-                f" got {table.column_names}"
-            )
-        return table.column(self.plan.key).cast(pa.string()).to_pylist()  # type: ignore[no-any-return]
-
     # -- persistence ------------------------------------------------------------------------
 
     def snapshot(self) -> bytes:
         """The whole state as deterministic msgpack (same state ⇒ same bytes)."""
-        sources = {
-            name: {
-                entity: _BufferState(b.watermark, b.events, b.survivors)
-                for entity, b in buffers.items()
-            }
-            for name, buffers in self._state.items()
-        }
-        return _encoder.encode(
-            _Snapshot(_SNAPSHOT_FORMAT, self.plan.hash, sources, dict(self._confirmed))
-        )
+        return encode_snapshot(self.plan.hash, self._state, self._confirmed)
 
     def entity_state(self, entity: str) -> bytes:
         """``entity``'s kept events and confirmation as deterministic msgpack: all that
         :meth:`vector_from_state` needs to evaluate it at any later ``t``."""
-        sources = {
-            name: _BufferState(b.watermark, b.events, b.survivors)
-            for name, buffers in self._state.items()
-            if (b := buffers.get(entity)) is not None
-        }
-        return _encoder.encode(_EntityState(self.plan.hash, sources, self._confirmed.get(entity)))
+        return encode_entity(self.plan.hash, self._state, entity, self._confirmed.get(entity))
 
     def vector_from_state(self, entity: str, state: bytes, t_us: int) -> dict[str, Value]:
         """:meth:`vector` of ``entity`` at ``t_us`` from its :meth:`entity_state` bytes.
@@ -684,22 +295,11 @@ class OnlineExecutor:
         Exact for any ``t_us`` at or after the newest ``ingested_at`` the state had seen. The
         executor's own state for ``entity`` is left as it was.
         """
-        try:
-            decoded = _entity_decoder.decode(state)
-        except msgspec.DecodeError as exc:
-            raise ValidationError(
-                f"online state of {entity!r} is unreadable: {exc}", reason="bad_value"
-            ) from exc
-        if decoded.plan_hash != self.plan.hash:
-            raise ConfigError(
-                f"online state of {entity!r} was built by another plan"
-                f" (state {decoded.plan_hash[:12]}, plan {self.plan.hash[:12]});"
-                " materialize again with this one"
-            )
+        decoded = decode_entity(entity, state, self.plan.hash)
         saved = {name: buffers.pop(entity, None) for name, buffers in self._state.items()}
         try:
-            for name, b in decoded.sources.items():
-                self._state[name][entity] = EntityEvents(b.events, b.survivors, b.watermark)
+            for name, buffer in decoded.items():
+                self._state[name][entity] = buffer
             return self.vector(entity, t_us)
         finally:
             for name, buffers in self._state.items():
@@ -712,93 +312,11 @@ class OnlineExecutor:
         cls, plan: Plan, data: bytes, *, batch_provider: BatchProvider | None = None
     ) -> OnlineExecutor:
         """An executor with the state of :meth:`snapshot` ``data`` (taken with the same plan)."""
-        try:
-            snap = _decoder.decode(data)
-        except msgspec.DecodeError as exc:
-            raise ValidationError(f"online state is unreadable: {exc}", reason="bad_value") from exc
-        if snap.format != _SNAPSHOT_FORMAT:
-            raise ConfigError(f"online state format must be {_SNAPSHOT_FORMAT}; got {snap.format}")
-        if snap.plan_hash != plan.hash:
-            raise ConfigError(
-                "online state was built by another plan; replay the log with this one"
-                f" (state {snap.plan_hash[:12]}, plan {plan.hash[:12]})"
-            )
+        sources, confirmed = decode_snapshot(data, plan.hash)
         executor = cls(plan, batch_provider=batch_provider)
-        for name, buffers in snap.sources.items():
+        for name, buffers in sources.items():
             if name not in executor._state:
                 raise ConfigError(f"online state has an unknown source {name!r}")
-            executor._state[name] = {
-                entity: EntityEvents(list(b.events), list(b.survivors), b.watermark)
-                for entity, b in buffers.items()
-            }
-        executor._confirmed = dict(snap.confirmed)
+            executor._state[name] = buffers
+        executor._confirmed = confirmed
         return executor
-
-
-def hour_of_week_in(t_us: int, tz: ZoneInfo) -> int:
-    """:func:`hour_of_week` with a resolved zone (no lookup per call)."""
-    local = _local(t_us, tz)
-    return local.weekday() * 24 + local.hour
-
-
-def _newest_known(events: Sequence[Event], hi: int, t: int) -> int:
-    """Index of the newest event in ``events[:hi]`` known at ``t`` (rule 1), or -1."""
-    i = hi - 1
-    while i >= 0 and events[i][AVAIL] > t:
-        i -= 1
-    return i
-
-
-def _ties(events: Sequence[Event], i: int) -> Sequence[Event]:
-    """``events[i]`` and the events before it with the same (event_ts, ingested_at)."""
-    ts, ing = events[i][TS], events[i][ING]
-    lo = i
-    while lo > 0 and events[lo - 1][TS] == ts and events[lo - 1][ING] == ing:
-        lo -= 1
-    return events[lo : i + 1]
-
-
-def _time_since(
-    events: Sequence[Event], hi: int, t: int, agg: _Agg, buffer: EntityEvents
-) -> float | None:
-    flag = agg.flag
-    for i in range(hi - 1, -1, -1):
-        event = events[i]
-        if event[flag] and event[AVAIL] <= t:
-            return float(t - event[TS]) / agg.unit_us
-    survivor = buffer.survivors[agg.survivor]
-    if survivor is not None and max(survivor) <= t:
-        return (t - survivor[0]) / agg.unit_us
-    return None
-
-
-def _delta(events: Sequence[Event], t: int, agg: _Agg, now: float | None) -> float | None:
-    then_index = _newest_known(events, bisect_right(events, t - agg.window_us, key=_ts), t)
-    if then_index < 0:
-        return None
-    then = _num(_best(_ties(events, then_index), agg.column))
-    return None if now is None or then is None else now - then
-
-
-def _non_null(window: Sequence[Event], column: int) -> list[float]:
-    """The column's values as DOUBLE, nulls and NaN left out (``v == v`` is false for NaN)."""
-    return [float(v) for e in window if (v := e[column]) is not None and v == v]
-
-
-def _statistic(op: str, values: list[float]) -> float | None:
-    if op == "stddev":
-        if len(values) < 2:
-            return None
-        mu = sum(values) / len(values)
-        return math.sqrt(sum((v - mu) ** 2 for v in values) / (len(values) - 1))
-    if not values:
-        return None
-    if op == "mean":
-        return sum(values) / len(values)
-    if op == "min":
-        return min(values)
-    if op == "max":
-        return max(values)
-    if op == "sum":
-        return sum(values)
-    raise ConfigError(f"unknown aggregation {op!r}")  # pragma: no cover - the plan validates ops
