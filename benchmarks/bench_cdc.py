@@ -7,7 +7,9 @@ Starts a private cluster (``tests/postgres_server.py``: needs the Debian ``postg
 ``postgresql-15-wal2json`` packages), creates the slot, inserts ``--transactions`` transactions
 of one row per station, then times one ``ingest_cdc(..., once=True)`` against the peer measured
 in the same run: the same rows fetched with a plain ``SELECT`` (psycopg2, no replication, no
-validation, nothing written) — the floor of reading them at all. Writes
+validation, nothing written) — the floor of reading them at all. Then the **initial snapshot**:
+a new data dir's first run over the same table (``[cdc] snapshot = "initial"``), with
+``--snapshot-batch`` rows per read and with the default ``batch_rows``. Writes
 ``benchmarks/results/cdc.json``.
 """
 
@@ -34,6 +36,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--stations", type=int, default=500)
     parser.add_argument("--transactions", type=int, default=200)
+    parser.add_argument("--snapshot-batch", type=int, default=10_000)
     args = parser.parse_args()
     bindir = find_bindir()
     if bindir is None:
@@ -64,6 +67,23 @@ def main() -> None:
         cur.execute("SELECT * FROM station_status")
         fetched = len(cur.fetchall())
         select_s = time.perf_counter() - started
+        snapshots: dict[str, dict[str, float]] = {}
+        for name, batch in (("batch_rows", args.snapshot_batch), ("default", None)):
+            data = Path(tmp) / f"snapshot-{name}"
+            data.mkdir()
+            if batch is not None:
+                (data / "dockline.toml").write_text(f"[ingest]\nbatch_rows = {batch}\n")
+            started = time.perf_counter()
+            snap = ingest_cdc(Platform.open(data), pg.dsn(), slot=f"snap_{name}", once=True)
+            snap_s = time.perf_counter() - started
+            cur.execute("SELECT pg_drop_replication_slot(%s)", (f"snap_{name}",))
+            snapshots[name] = {
+                "batch_rows": batch or Platform.open(data).config.ingest.batch_rows,
+                "rows": snap.snapshot_rows,
+                "accepted": snap.accepted,
+                "seconds": round(snap_s, 3),
+                "rows_per_s": round(snap.snapshot_rows / snap_s),
+            }
         conn.close()
     cdc_rate, select_rate = summary.received / took, fetched / select_s
     print(
@@ -72,6 +92,13 @@ def main() -> None:
         f"peer, a plain SELECT of the same {fetched:,} rows: {select_rate:,.0f} rows/s;"
         f" CDC runs at {cdc_rate / select_rate:.2f}x the bare read"
     )
+    for name, snap in snapshots.items():
+        print(
+            f"initial snapshot ({name}, batch_rows {snap['batch_rows']:,.0f}): {snap['rows']:,.0f}"
+            f" rows in {snap['seconds']:.2f} s, {snap['rows_per_s']:,.0f} rows/s;"
+            f" {snap['rows_per_s'] / cdc_rate:.2f}x streaming,"
+            f" {snap['rows_per_s'] / select_rate:.2f}x the bare read"
+        )
     out = Path(__file__).parent / "results" / "cdc.json"
     out.write_text(
         json.dumps(
@@ -85,6 +112,7 @@ def main() -> None:
                 "select_seconds": round(select_s, 3),
                 "select_rows_per_s": round(select_rate),
                 "ratio_cdc_over_select": round(cdc_rate / select_rate, 3),
+                "snapshot": snapshots,
                 "measured_at": datetime.now(UTC).isoformat(),
             },
             indent=2,
