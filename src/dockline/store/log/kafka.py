@@ -46,6 +46,7 @@ from confluent_kafka.admin import AdminClient
 
 from dockline.core.errors import ConfigError, NotFoundError, StorageError, ValidationError
 from dockline.core.ports import OFFSET_COLUMN, AppendResult, ProducerState
+from dockline.store.log._common import LogBase, check_read, check_records, producer_states
 from dockline.store.log._kafka import (
     COMMIT_TOPIC,
     DEAD_LETTER_TOPIC,
@@ -85,7 +86,7 @@ class _PartitionIndex:
     end: int = 0
 
 
-class KafkaEventLog:
+class KafkaEventLog(LogBase):
     """An :class:`~dockline.core.ports.EventLog` on a Kafka-protocol broker; see the module doc.
 
     * ``retention_ms`` is set explicitly on every topic it creates (``-1``: keep forever) —
@@ -233,15 +234,6 @@ class KafkaEventLog:
             self._partitions[topic] = count
             return count
 
-    def _check_partition(self, topic: str, partition: int) -> None:
-        count = self.partitions(topic)
-        if not 0 <= partition < count:
-            raise NotFoundError(
-                f"partition must be in 0..{count - 1}; got {partition}",
-                reason="unknown_partition",
-                where=topic,
-            )
-
     # -- the commit topic -----------------------------------------------------------------------
 
     def _apply(self, commit: _Commit) -> None:
@@ -326,22 +318,6 @@ class KafkaEventLog:
             )
         return self._producer
 
-    def append(
-        self,
-        topic: str,
-        records: pa.Table,
-        *,
-        key: str,
-        state: ProducerState | Sequence[ProducerState] | None = None,
-    ) -> AppendResult:
-        """Append ``records`` partitioned by ``key``, atomically with ``state`` (one or many).
-
-        Rows keep their order within each partition. ``key`` must be a column without nulls;
-        ``records`` must not already have an ``_offset`` column. An empty table stores no
-        records but still commits ``state``.
-        """
-        return self.append_many([(topic, records)], key=key, state=state)[0]
-
     def append_many(
         self,
         appends: Sequence[tuple[str, pa.Table]],
@@ -352,7 +328,7 @@ class KafkaEventLog:
         """Append to several topics atomically with ``state``: data first, then one commit
         record naming it (see the module doc); returns each topic's offsets."""
         prepared = [(topic, self._prepare(topic, records, key)) for topic, records in appends]
-        states = [state] if isinstance(state, ProducerState) else list(state or ())
+        states = producer_states(state)
         if not states and not any(pieces for _, pieces in prepared):
             return [AppendResult({}) for _ in prepared]  # nothing to commit: no round trip
         txn = uuid.uuid4().hex
@@ -448,19 +424,7 @@ class KafkaEventLog:
     ) -> list[tuple[int, pa.Table, bytes, bytes]]:
         """Check ``records``, create the topic if needed, partition, split and encode them."""
         self._kafka_topic(topic)
-        if key not in records.column_names:
-            raise ValidationError(
-                f"key must be a column of the records; got {key!r}", reason="missing_field"
-            )
-        if OFFSET_COLUMN in records.column_names:
-            raise ValidationError(
-                f"records must not have a {OFFSET_COLUMN!r} column; the log assigns offsets",
-                reason="bad_value",
-            )
-        if records[key].null_count:
-            raise ValidationError(
-                f"key column {key!r} must not contain nulls", reason="missing_field"
-            )
+        check_records(records, key)
         try:
             count = self.partitions(topic)
         except NotFoundError:
@@ -477,12 +441,7 @@ class KafkaEventLog:
         partition or at an incompatible schema change). At or past the end: an empty table
         with the topic's last schema.
         """
-        if offset < 0:
-            raise ValidationError(f"offset must be >= 0; got {offset}", reason="bad_value")
-        if max_records < 1:
-            raise ValidationError(
-                f"max_records must be >= 1; got {max_records}", reason="bad_value"
-            )
+        check_read(offset, max_records)
         self._check_partition(topic, partition)
         with self._lock:
             self._check_open()

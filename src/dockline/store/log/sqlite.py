@@ -28,6 +28,7 @@ import pyarrow as pa
 from dockline.core.errors import ConfigError, NotFoundError, StorageError, ValidationError
 from dockline.core.ports import OFFSET_COLUMN, AppendResult, ProducerState, stable_partition
 from dockline.store._sqlite import SqliteDatabase
+from dockline.store.log._common import LogBase, check_read, check_records, producer_states
 
 __all__ = ["SqliteEventLog"]
 
@@ -92,7 +93,7 @@ def _decode(blob: bytes) -> pa.Table:
     return table
 
 
-class SqliteEventLog:
+class SqliteEventLog(LogBase):
     """:class:`~dockline.core.ports.EventLog` on one SQLite file (``<data-dir>/log/log.sqlite``).
 
     * Appending to a topic that does not exist creates it with ``default_partitions``
@@ -172,32 +173,7 @@ class SqliteEventLog:
         row = conn.execute("SELECT partitions FROM topics WHERE topic = ?", (topic,)).fetchone()
         return self._remember(topic, int(row[0]))
 
-    def _check_partition(self, topic: str, partition: int) -> None:
-        count = self.partitions(topic)
-        if not 0 <= partition < count:
-            raise NotFoundError(
-                f"partition must be in 0..{count - 1}; got {partition}",
-                reason="unknown_partition",
-                where=topic,
-            )
-
     # -- writing --------------------------------------------------------------------------------
-
-    def append(
-        self,
-        topic: str,
-        records: pa.Table,
-        *,
-        key: str,
-        state: ProducerState | Sequence[ProducerState] | None = None,
-    ) -> AppendResult:
-        """Append ``records`` partitioned by ``key``, atomically with ``state`` (one or many).
-
-        Rows keep their order within each partition. ``key`` must be a column without nulls;
-        ``records`` must not already have an ``_offset`` column. An empty table stores no
-        records but still commits ``state``.
-        """
-        return self.append_many([(topic, records)], key=key, state=state)[0]
 
     def append_many(
         self,
@@ -227,7 +203,7 @@ class SqliteEventLog:
                         (memoryview(schema_blob), topic),
                     )
                 results.append(AppendResult(ranges))
-            states = [state] if isinstance(state, ProducerState) else list(state or ())
+            states = producer_states(state)
             if states:
                 conn.executemany(
                     "INSERT INTO producer_states (producer, value) VALUES (?, ?)"
@@ -240,19 +216,7 @@ class SqliteEventLog:
         self, topic: str, records: pa.Table, key: str
     ) -> tuple[list[tuple[int, int, pa.Buffer]], pa.Buffer]:
         """Check ``records``, create the topic if needed, partition and encode them."""
-        if key not in records.column_names:
-            raise ValidationError(
-                f"key must be a column of the records; got {key!r}", reason="missing_field"
-            )
-        if OFFSET_COLUMN in records.column_names:
-            raise ValidationError(
-                f"records must not have a {OFFSET_COLUMN!r} column; the log assigns offsets",
-                reason="bad_value",
-            )
-        if records[key].null_count:
-            raise ValidationError(
-                f"key column {key!r} must not contain nulls", reason="missing_field"
-            )
+        check_records(records, key)
         try:
             count = self.partitions(topic)
         except NotFoundError:
@@ -292,12 +256,7 @@ class SqliteEventLog:
         ``max_records`` (fewer only at the end of the partition or at an incompatible schema
         change). At or past the end: an empty table with the topic's last schema.
         """
-        if offset < 0:
-            raise ValidationError(f"offset must be >= 0; got {offset}", reason="bad_value")
-        if max_records < 1:
-            raise ValidationError(
-                f"max_records must be >= 1; got {max_records}", reason="bad_value"
-            )
+        check_read(offset, max_records)
         self._check_partition(topic, partition)
         pieces: list[pa.Table] = []
         first_offset = offset
