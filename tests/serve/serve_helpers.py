@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -11,26 +12,17 @@ from typing import Any
 import numpy as np
 import orjson
 from fastapi import FastAPI
-from skl2onnx import to_onnx
-from sklearn.linear_model import LogisticRegression
 
-from dockline.core.bundle import (
-    Bundle,
-    BundleManifest,
-    Calibration,
-    DriftBaseline,
-    FeatureBaseline,
-    Lineage,
-    OnnxSpec,
-    ParityReport,
-    ThresholdChoice,
-    write_bundle,
-)
+from dockline.core.bundle import Bundle
 from dockline.core.config import DataDir
 from dockline.core.contracts import GateVerdict
 from dockline.pipeline.serve import BackgroundServer
 from dockline.store import SqliteOnlineStore
 from dockline.train.registry import MlflowRegistry
+
+# tests/ holds the shared bundle builder; serve_child.py runs this module outside pytest
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bundles import gate_verdict, logistic_bundle
 
 GROUP = "features"
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)  # a Wednesday
@@ -45,15 +37,7 @@ HOUR_OF_WEEK = [round(0.1 + 0.8 * h / 167, 6) for h in range(168)]
 
 
 def _verdict() -> GateVerdict:
-    return GateVerdict(
-        passed=True,
-        primary_metric="pr_auc",
-        higher_is_better=True,
-        value=0.5,
-        margin=0.0,
-        ece=0.01,
-        max_ece=0.05,
-    )
+    return gate_verdict()
 
 
 def make_bundle(
@@ -66,43 +50,20 @@ def make_bundle(
 ) -> Bundle:
     """A logistic regression on synthetic data as a real bundle (ONNX, zipmap off), trained
     (says its lineage) on the feature plan ``plan_hash``."""
-    names = features or MODEL_FEATURES
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(500, len(names))).astype(np.float32)
-    w = rng.normal(size=len(names))
-    y = (x @ w + rng.normal(scale=0.5, size=500)) > 0
-    model = LogisticRegression().fit(x, y)
-    onx = to_onnx(model, x[:1], options={id(model): {"zipmap": False}}, target_opset=17)
-    manifest = BundleManifest(
+    extra = {"baseline.json": orjson.dumps({"global_rate": 0.25, "hour_of_week": HOUR_OF_WEEK})}
+    return logistic_bundle(
+        root,
+        features or MODEL_FEATURES,
+        seed=seed,
+        rows=500,
+        plan_hash=plan_hash,
         project="serve-tests",
-        model_name="m",
-        label="y",
-        candidate="logistic",
-        features=names,
-        onnx=OnnxSpec(input_name="X", output_name="probabilities", opset=17),
-        calibration=Calibration(method="none"),
-        threshold=ThresholdChoice(
-            policy="target_precision", threshold=0.5, precision=0.6, recall=0.5
-        ),
-        parity=ParityReport(rows=500, max_abs_diff=1e-7, tolerance=1e-5, passed=True),
-        lineage=Lineage(
-            dataset_name="serve-test-set",
-            dataset_hash=f"{seed:064d}",
-            plan_hash=plan_hash,
-            config_hash="2" * 64,
-            code_version="0.1.0",
-            seed=seed,
-        ),
+        dataset_name="serve-test-set",
+        dataset_hash=f"{seed:064d}",
         train_start=T0 - timedelta(days=30),
         test_end=T0 - timedelta(days=1),
+        extra_files=extra if baseline else None,
     )
-    files = {"model.onnx": onx.SerializeToString()}
-    if baseline:
-        files["baseline.json"] = orjson.dumps({"global_rate": 0.25, "hour_of_week": HOUR_OF_WEEK})
-    drift = DriftBaseline(
-        features=[FeatureBaseline(name=n, count=500, null_fraction=0) for n in names]
-    )
-    return write_bundle(root, manifest, files, drift)
 
 
 def vector(entity: str) -> dict[str, Any]:
