@@ -48,8 +48,9 @@ demo: $(STAMP)
 	rm -rf .dockline-demo
 	$(BIN)/dockline --data-dir .dockline-demo demo
 
+# --durations: the slowest tests in every run's log, to keep the suite inside its ~15 minutes.
 test: $(STAMP) servers
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 test-fast: $(STAMP) servers
 	$(BIN)/python -m pytest -q -m "not slow"
