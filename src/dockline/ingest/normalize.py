@@ -47,7 +47,8 @@ from dockline.core.contracts import (
 )
 from dockline.core.errors import ConfigError
 from dockline.core.time import ensure_utc, from_micros, to_micros
-from dockline.ingest._classify import Batch, Classifier, Columns, ts_array
+from dockline.ingest._batch import Batch, Columns, ts_array
+from dockline.ingest._classify import Classifier
 from dockline.ingest._coerce import (
     PRIORITY,
     Rejects,
