@@ -463,3 +463,36 @@ def test_map_columns() -> None:
         map_columns(table, {"when": "event_ts"})
     with pytest.raises(ConfigError, match="duplicate"):
         map_columns(table, {"obs_ts": "id"})
+
+
+# Written by the normalizer at 60f80c9 (before the ingest modules were split): stations a (two
+# events, newest 60 s before NOW) and b (one), a's capacity 20, and the counters of 5 records.
+SAVED_STATE = bytes.fromhex(
+    "85a776657273696f6e02a47365656e82a16192cf0006176327f78d00cf000617633645a900a16291cf00061763"
+    "2b8b1400a67072696e747382a161cf000000060000003fa162cf0000000a0000003fa863617061636974798"
+    "1a16114a8636f756e746572738da8726563656976656405a8616363657074656403a9756e6368616e676564"
+    "01a96d616c666f726d656400ad6d697373696e675f6669656c6400a86261645f7479706500a96261645f7661"
+    "6c756500ae6e656761746976655f636f756e7400a96475706c696361746500a8636f6e666c69637400a57374"
+    "616c6500a666757475726501a46c61746500"
+)
+
+
+def test_a_state_saved_by_an_earlier_version_loads_byte_for_byte_and_decides_alike() -> None:
+    norm = StationStatusNormalizer("feed", CFG, state=SAVED_STATE)
+    assert norm.state() == SAVED_STATE
+    same = run(
+        doc(
+            record("a", last_reported=NOW_S - 60),
+            record("b", last_reported=NOW_S - 240, num_bikes_available=6),
+        ),
+        norm,
+    )
+    assert same.unchanged == 1  # a: its newest event, same values
+    assert [d.reason for d in same.dead_letters] == [RejectReason.CONFLICT]  # b: other counts
+    older = run(doc(record("a", last_reported=NOW_S - 300)), norm)
+    assert only_reason(older)[0] is RejectReason.DUPLICATE
+    late = run(doc(record("a", last_reported=NOW_S - 900)), norm)
+    assert only_reason(late)[0] is RejectReason.LATE
+    new = run(doc(record("a", last_reported=NOW_S)), norm)
+    assert new.accepted.column("capacity").to_pylist() == [20]
+    assert norm.counters["received"] == 5 + 5

@@ -10,6 +10,7 @@ from dockline.ingest.archive import (
     file_digest,
     iter_json_archive,
     iter_table_archive,
+    map_columns,
 )
 from dockline.ingest.client import (
     SIMULATED_CLOCK_FIELD,
@@ -19,13 +20,11 @@ from dockline.ingest.client import (
     GbfsClient,
     parse_discovery,
 )
-from dockline.ingest.information import normalize_information_table
-from dockline.ingest.normalize import (
-    Batch,
-    StationStatusNormalizer,
-    map_columns,
+from dockline.ingest.information import (
+    normalize_information_table,
     normalize_station_information,
 )
+from dockline.ingest.normalize import Batch, StationStatusNormalizer
 
 __all__ = [
     "DIVVY_MAPPING",

@@ -2,13 +2,14 @@
 
 Both yield in a deterministic order with deterministic batch ids, so re-importing an archive
 after a crash produces the same dead-letter ids and the same records. Tables are streamed in
-record batches (bounded memory), never loaded whole.
+record batches (bounded memory), never loaded whole; :func:`map_columns` renames their columns
+onto the normalized names.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,7 +23,6 @@ import pyarrow.dataset as ds
 from dockline.core.errors import ConfigError, SourceError
 from dockline.core.time import EPOCH
 from dockline.ingest._time import parse_timestamp_or_none
-from dockline.ingest.normalize import map_columns
 
 __all__ = [
     "DIVVY_MAPPING",
@@ -30,6 +30,7 @@ __all__ = [
     "file_digest",
     "iter_json_archive",
     "iter_table_archive",
+    "map_columns",
 ]
 
 DIVVY_MAPPING: Mapping[str, str] = {"obs_ts": "event_ts"}
@@ -139,7 +140,7 @@ def iter_table_archive(
     """Yield ``(batch_id, table)`` from Parquet or CSV files (a file or a directory, recursive).
 
     Files are read in sorted order in record batches of at most ``batch_rows`` rows, renamed
-    with :func:`~dockline.ingest.normalize.map_columns`. ``batch_id`` is
+    with :func:`map_columns`. ``batch_id`` is
     ``"<relative path>#<batch index>"``. CSV time columns are read as text, so the normalizer
     parses ISO-8601 (with offset) or POSIX seconds itself and dead-letters what it cannot.
     """
@@ -174,3 +175,24 @@ def _format(file: Path, mapping: Mapping[str, str]) -> ds.FileFormat:
     inverse = {dst: src for src, dst in mapping.items()}
     as_text = {inverse.get(name, name): pa.string() for name in _TIME_COLUMNS}
     return ds.CsvFileFormat(convert_options=pacsv.ConvertOptions(column_types=as_text))
+
+
+def map_columns(table: pa.Table, mapping: Mapping[str, str]) -> pa.Table:
+    """Rename archive columns to normalized names, e.g. ``{"obs_ts": "event_ts"}``.
+
+    A mapped source column that does not exist, or a rename that would create a duplicate
+    column, is a :class:`~dockline.core.errors.ConfigError` naming the column.
+    """
+    names: Sequence[str] = table.column_names
+    for src, dst in mapping.items():
+        if src not in names:
+            raise ConfigError(
+                f"mapped column {src!r} (→ {dst!r}) does not exist; columns are {list(names)}"
+            )
+    renamed = [mapping.get(name, name) for name in names]
+    if len(set(renamed)) != len(renamed):
+        clash = sorted({name for name in renamed if renamed.count(name) > 1})
+        raise ConfigError(
+            f"column mapping produces duplicate columns {clash}; columns are {list(names)}"
+        )
+    return table.rename_columns(renamed)
