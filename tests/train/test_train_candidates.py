@@ -10,9 +10,11 @@ from train_synth import write_synthetic
 
 from dockline.core.errors import ConfigError
 from dockline.train.candidates import (
+    FIT_THREADS,
     TRAINED,
     HourOfWeekBaseline,
     PersistenceBaseline,
+    fit_candidate,
     get_baseline,
     get_candidate,
     positive_scores,
@@ -38,6 +40,39 @@ def test_trained_candidate_fits_and_predicts_probabilities(data: TrainingData, n
     twin = spec.make({}, seed=0)
     twin.fit(data.X[:half], data.y[:half])
     assert np.array_equal(p, positive_scores(twin, data.X[half:]))
+
+
+def test_a_forest_fitted_on_threads_is_the_forest_fitted_on_one(
+    data: TrainingData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fit_candidate builds trees on FIT_THREADS threads: the same trees, the same scores."""
+    import threading
+
+    from sklearn.ensemble import _forest
+
+    spec = get_candidate("extra_trees")
+    half = data.n_rows // 2
+    threads: set[int] = set()
+    build = _forest._parallel_build_trees
+
+    def recording(*args: object, **kwargs: object) -> object:
+        threads.add(threading.get_ident())
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(_forest, "_parallel_build_trees", recording)
+    threaded = fit_candidate(spec.make({}, seed=3), data.X[:half], data.y[:half])
+    assert len(threads) == FIT_THREADS > 1  # it really built on several threads
+    threads.clear()
+    single = spec.make({}, seed=3)
+    single.fit(data.X[:half], data.y[:half])
+    assert len(threads) == 1  # a plain fit (n_jobs unset) builds on one
+    a, b = threaded.steps[-1][1].estimators_, single.steps[-1][1].estimators_  # type: ignore[attr-defined]
+    assert all(
+        np.array_equal(x.tree_.threshold, y.tree_.threshold) for x, y in zip(a, b, strict=True)
+    )
+    assert np.array_equal(
+        positive_scores(threaded, data.X[half:]), positive_scores(single, data.X[half:])
+    )
 
 
 def test_unknown_candidate_is_a_config_error() -> None:

@@ -94,7 +94,7 @@ def fit_candidate(model: ProbabilisticEstimator, X: Any, y: Any) -> Probabilisti
     """
     from joblib import parallel_config
 
-    with parallel_config(n_jobs=FIT_THREADS, prefer="threads"):
+    with parallel_config(backend="threading", n_jobs=FIT_THREADS):
         model.fit(X, y)
     return model
 
