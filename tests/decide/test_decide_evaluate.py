@@ -92,6 +92,11 @@ def test_the_zone_rates_forecaster_knows_less_and_says_so() -> None:
     assert len(nets) <= 3 < len({p.expected_net for p in sharp}), "one rate pair per zone"
     with pytest.raises(ConfigError, match="forecaster"):
         EvalConfig(forecaster="crystal-ball")
+    # risks only (what the trained classifiers give): the same risks, no net flow, and it says so
+    bare = sim_predictions(city, 60, "sim-rates", expected_net=False)
+    assert [(p.p_empty, p.p_full) for p in bare] == [(p.p_empty, p.p_full) for p in sharp]
+    assert {p.expected_net for p in bare} == {None}
+    assert {p.model_version for p in bare} == {"poisson-rates:sim-rates:no-net"}
 
 
 def test_the_decide_sections_service_hours_reach_the_evaluation() -> None:

@@ -123,6 +123,13 @@ def decide_evaluate(
             " registered champions, on features computed from the simulated city)."
         ),
     ] = "sim-rates",
+    expected_net: Annotated[
+        bool,
+        typer.Option(
+            help="Rate forecasters: give the planner the expected net flow (--no-expected-net:"
+            " risks only, as the trained models give them)."
+        ),
+    ] = True,
     policies: Annotated[
         str, typer.Option(help="Comma-separated policies.")
     ] = "none,reactive,predictive,oracle",
@@ -167,6 +174,7 @@ def decide_evaluate(
         moves_per_day=moves_per_day,
         stations=stations,
         forecaster=forecaster,
+        expected_net=expected_net,
         calibrated=None if city is None else load_city(city),
         models=models,
     )

@@ -99,6 +99,9 @@ class EvalConfig:
     cycle_minutes: int = 15
     horizon_minutes: int = 60
     forecaster: str = "sim-rates"
+    expected_net: bool = True
+    """Rate forecasters: give the planner the expected net flow (off: risks only, as the
+    trained classifiers give it)."""
     start: datetime = CityConfig().start
     params: PolicyParams = field(default_factory=PolicyParams)
 
@@ -189,7 +192,7 @@ class EvalResult:
         c = self.config
         if c.models is not None:
             return f"model:{c.models.version}:{c.models.bundle_id}"
-        return f"{POISSON_MODEL_VERSION}:{c.forecaster}"
+        return f"{POISSON_MODEL_VERSION}:{c.forecaster}{'' if c.expected_net else ':no-net'}"
 
     def to_json(self) -> dict[str, Any]:
         c = self.config
@@ -215,10 +218,10 @@ class EvalResult:
 
 
 def sim_predictions(
-    city: City, horizon_minutes: int, forecaster: str = "sim-rates"
+    city: City, horizon_minutes: int, forecaster: str = "sim-rates", *, expected_net: bool = True
 ) -> tuple[StationPrediction, ...]:
     """The ``poisson-rates`` forecaster: expected departures and arrivals over the horizon →
-    ``p_empty`` / ``p_full`` (Skellam) and the expected net flow."""
+    ``p_empty`` / ``p_full`` (Skellam) and, with ``expected_net``, the expected net flow."""
     if forecaster not in RATE_FORECASTERS:
         raise ConfigError(
             f"forecaster must be one of {', '.join(RATE_FORECASTERS)}; got {forecaster!r}"
@@ -232,14 +235,15 @@ def sim_predictions(
         arr = (np.bincount(city.zone, weights=arr, minlength=3) / counts)[city.zone]
     pe, pf = poisson_risk(city.bikes, city.docks_available, dep, arr)
     net = arr - dep
+    version = f"{POISSON_MODEL_VERSION}:{forecaster}{'' if expected_net else ':no-net'}"
     return tuple(
         StationPrediction(
             station_id=sid,
             p_empty=round(float(pe[i]), 6),
             p_full=round(float(pf[i]), 6),
-            model_version=f"{POISSON_MODEL_VERSION}:{forecaster}",
+            model_version=version,
             bundle_id="none",
-            expected_net=round(float(net[i]), 4),
+            expected_net=round(float(net[i]), 4) if expected_net else None,
         )
         for i, sid in enumerate(city.station_ids)
     )
@@ -376,7 +380,9 @@ def _cycle(
         predictions = (
             model.predictions()
             if model is not None
-            else sim_predictions(city, config.horizon_minutes, config.forecaster)
+            else sim_predictions(
+                city, config.horizon_minutes, config.forecaster, expected_net=config.expected_net
+            )
         )
     future = future_outlook(city, config.horizon_minutes) if policy == "oracle" else None
     inputs = city_inputs(city, fleet, constraints, predictions=predictions, future=future)
