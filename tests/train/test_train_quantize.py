@@ -1,7 +1,7 @@
 """The INT8 bundle variant (issue 16 §4): a trained logistic bundle's gate passes with the numbers
-it records, a broken quantization fails it, a near-constant binary column no longer breaks it (per-column
-smoothing), trees say not applicable, the file is hashed, and
-bundles built without quantization keep their ids."""
+it records, a broken quantization fails it, a near-constant binary column no longer breaks it
+(per-column smoothing), trees say not applicable, the file is hashed, and bundles built without
+quantization keep their ids."""
 
 from __future__ import annotations
 
