@@ -193,9 +193,7 @@ def quantize_int8(
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax,
-                extra_options={
-                    "CalibTensorRangeSymmetric": False,
-                },
+                extra_options={"CalibTensorRangeSymmetric": False},
             )
         finally:
             logging.getLogger().removeFilter(quiet)
