@@ -1,6 +1,7 @@
 """The INT8 bundle variant (issue 16 §4): a trained logistic bundle's gate passes with the numbers
-it records, a broken quantization fails it, trees say not applicable, the file is hashed, and
-bundles built without quantization keep their ids."""
+it records, a broken quantization fails it, a near-constant binary column no longer breaks it
+(per-column smoothing), trees say not applicable, the file is hashed, and bundles built without
+quantization keep their ids."""
 
 from __future__ import annotations
 
@@ -18,9 +19,16 @@ from dockline.core.bundle import INT8_FILE, INT8_UNAVAILABLE, Bundle, BundleScor
 from dockline.core.config import TrainConfig
 from dockline.core.errors import ContractError
 from dockline.pipeline.train import export_bundle
+from dockline.train.calibration import fit_calibration
+from dockline.train.candidates import fit_candidate, get_candidate, positive_scores
 from dockline.train.data import TrainingData, load_training_set
 from dockline.train.export import export_onnx
-from dockline.train.quantize import add_int8, int8_parity, quantize_int8
+from dockline.train.quantize import (
+    add_int8,
+    int8_parity,
+    quantize_int8,
+    smooth_matmul_inputs,
+)
 from dockline.train.trainer import TrainOutcome, train_candidates
 from dockline.train.tuning import config_hash
 
@@ -96,6 +104,80 @@ def test_a_broken_quantization_fails_the_gate_and_ships_no_int8_file(
     assert report.status == "failed" and not report.servable
     assert report.max_abs_diff is not None and report.max_abs_diff > 0.04
     assert report.reason.startswith("max |Δp|")
+
+
+def test_a_near_constant_binary_column_no_longer_breaks_the_int8_gate(
+    trained: tuple[TrainingData, TrainOutcome],
+) -> None:
+    # The demo's failure: a binary feature that is 1 except on rare rows standardizes to a huge
+    # value (here -17 sigma) and, with one activation range for the MatMul's whole input,
+    # coarsens every column's step. Before the per-column smoothing this set failed the gate
+    # (max |dp| 0.064, mean 0.0037); with it, it passes.
+    data, _ = trained
+    x = data.X.copy()
+    rare = np.arange(x.shape[0]) % 300 == 0
+    x[:, data.features.index("is_renting__last")] = np.where(rare, 0.0, 1.0)
+    n = x.shape[0]
+    train, calib, test = (
+        slice(0, n * 6 // 10),
+        slice(n * 6 // 10, n * 8 // 10),
+        slice(n * 8 // 10, n),
+    )
+    model = fit_candidate(get_candidate("logistic").make(None, 0), x[train], data.y[train])
+    fp32, spec = export_onnx(model, x.shape[1])
+    calibration = fit_calibration(positive_scores(model, x[calib]), data.y[calib]).calibration
+    quantized = quantize_int8(model, fp32, spec, x.shape[1], x[train])
+    assert quantized.onnx is not None and quantized.ops == ("MatMul",)
+    report = int8_parity(fp32, quantized.onnx, spec, calibration, x[test])
+    assert report.status == "passed", report.reason
+    assert report.max_abs_diff is not None and 0 < report.max_abs_diff <= 0.04
+    assert report.mean_abs_diff is not None and report.mean_abs_diff <= 0.01
+    graph = onnx.load_from_string(quantized.onnx).graph
+    assert any(node.name == "smooth_0" and node.op_type == "Div" for node in graph.node)
+
+
+def _run(onnx_bytes: bytes, x: np.ndarray, outputs: list[str]) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    model = onnx.load_from_string(onnx_bytes)
+    known = {out.name for out in model.graph.output}
+    model.graph.output.extend(
+        onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+        for name in outputs
+        if name not in known
+    )
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return [np.asarray(v) for v in session.run(outputs, {"input": x})]
+
+
+def _dominance(x: np.ndarray) -> float:
+    """How far the largest column's max |x| stands above the median column's."""
+    spread = np.abs(x).max(axis=0)
+    return float(spread.max() / np.median(spread[spread > 0]))
+
+
+def test_the_smoothing_leaves_the_fp32_model_unchanged_and_evens_the_input_range(
+    trained: tuple[TrainingData, TrainOutcome],
+) -> None:
+    data, outcome = trained
+    x = outcome.train_X.copy()
+    x[:, data.features.index("is_renting__last")] = np.where(
+        np.arange(x.shape[0]) % 300 == 0, 0.0, 1.0
+    )  # near-constant binary, as in the demo
+    y = data.y[outcome.splits.train.rows]
+    model = fit_candidate(get_candidate("logistic").make(None, 0), x, y)
+    matmul, spec = export_onnx(
+        model, x.shape[1], black_op=frozenset({"LinearClassifier", "Scaler"})
+    )
+    smoothed = smooth_matmul_inputs(matmul, spec.input_name, x)
+    assert smooth_matmul_inputs(matmul, spec.input_name, x) == smoothed  # deterministic
+    (before,) = _run(matmul, outcome.test_X, [spec.output_name])
+    (after,) = _run(smoothed, outcome.test_X, [spec.output_name])
+    assert np.max(np.abs(after - before)) <= 1e-6  # powers of two: x / s and W * s are exact
+    (div,) = [n for n in onnx.load_from_string(smoothed).graph.node if n.name == "smooth_0"]
+    plain, even = _run(smoothed, x, [div.input[0], div.output[0]])
+    assert _dominance(plain) > 4  # the binary column sets the shared range...
+    assert _dominance(even) < _dominance(plain) / 2  # ...and no longer does
 
 
 def test_tree_ensembles_are_not_applicable_and_say_why(

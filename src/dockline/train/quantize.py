@@ -5,7 +5,12 @@ What applies to which candidate (``dockline.train.candidates``):
 * ``logistic`` — skl2onnx writes the model as one ``LinearClassifier`` node, which no quantizer
   touches; exported again with it expressed as ``MatMul`` + ``Add`` + ``Sigmoid`` (same
   probabilities), the ``MatMul`` quantizes: weights int8, its input uint8 with a range
-  calibrated (min/max) on the training split, in QDQ form. Static, not dynamic: dynamic
+  calibrated (min/max) on the training split, in QDQ form (ONNX Runtime runs it as one
+  ``QLinearMatMul``). Before quantizing, each input column is divided by a per-column factor
+  folded into the weights (:func:`smooth_matmul_inputs`, SmoothQuant), so one column with huge
+  standardized values (a near-constant binary feature) no longer sets the one activation range
+  for all. Per-channel weight scales would not help: the weight's two output columns are
+  ``-w`` and ``w``, one scale either way. Static, not dynamic: dynamic
   quantization takes the input's range from each call's batch, so a station's probability
   would depend on which other stations share its request (measured: |Δp| up to 0.03 between
   a row scored alone and in a batch).
@@ -50,10 +55,13 @@ __all__ = [
     "MAX_ABS_DIFF",
     "MEAN_ABS_DIFF",
     "QUANTIZED_OPS",
+    "SMOOTHING_ALPHA",
     "Quantized",
     "add_int8",
     "int8_parity",
     "quantize_int8",
+    "smooth_matmul_inputs",
+    "smoothing_factors",
 ]
 
 MAX_ABS_DIFF = 0.04
@@ -64,6 +72,11 @@ QUANTIZED_OPS = ("MatMul", "Gemm")
 """The compute operators of a tabular model ONNX Runtime's quantizer has INT8 kernels for."""
 CALIBRATION_ROWS = 50_000
 """Training rows (evenly spaced, so deterministic) the activation ranges are calibrated on."""
+SMOOTHING_ALPHA = 0.25
+"""SmoothQuant's migration strength: how much of each input column's scale moves into the
+weights. The paper's 0.5 narrows the shared activation range so far that test values beyond
+the training range clip (measured on the demo data: worse than no smoothing); 0.25 keeps
+headroom and still stops one column from setting the range (docs/tradeoffs.md)."""
 _CHUNK = 4096
 _DIGITS = 4
 """Significant digits kept of measured differences: the last bits of float sums must not
@@ -157,7 +170,13 @@ def quantize_int8(
             f"the graph holds no {' or '.join(QUANTIZED_OPS)} ({', '.join(ops)}): ONNX Runtime"
             " has no INT8 kernel for these operators and its quantizer leaves them in float",
         )
-    reader = _Reader(spec.input_name, _calibration_rows(x_train))
+    rows = _calibration_rows(x_train)
+    if "MatMul" in targets:
+        source = smooth_matmul_inputs(source, spec.input_name, rows)
+    # The MatMul's output stays quantized too: without it ONNX Runtime's CPU provider fuses no
+    # integer kernel and runs a float Gemm on dequantized weights (checked on its optimized
+    # graph), INT8 in name only.
+    reader = _Reader(spec.input_name, rows)
     with tempfile.TemporaryDirectory(prefix="dockline-int8-") as tmp:
         source_path, target_path = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         source_path.write_bytes(source)
@@ -180,6 +199,96 @@ def quantize_int8(
             logging.getLogger().removeFilter(quiet)
         quantized = target_path.read_bytes()
     return Quantized(_normalized(quantized), "static_qdq", tuple(targets))
+
+
+def smoothing_factors(
+    x_max: npt.NDArray[np.float64], w_max: npt.NDArray[np.float64], alpha: float = SMOOTHING_ALPHA
+) -> npt.NDArray[np.float32]:
+    """Per input column ``s = max|x| ** alpha / max|W| ** (1 - alpha)`` (SmoothQuant), rounded
+    to a power of two; 1 where either maximum is 0 or not finite.
+
+    A power of two makes ``x / s`` and ``W * s`` exact in float32 (only the exponent moves), so
+    the FP32 product is unchanged, and the last bits of the calibration maxima cannot move the
+    factors (nor the bundle id).
+    """
+    usable = (x_max > 0) & (w_max > 0) & np.isfinite(x_max) & np.isfinite(w_max)
+    x, w = np.where(usable, x_max, 1.0), np.where(usable, w_max, 1.0)
+    log_s = alpha * np.log2(x) - (1.0 - alpha) * np.log2(w)
+    return np.exp2(np.round(log_s)).astype(np.float32)
+
+
+def _input_maxima(
+    model: Any, input_name: str, tensors: list[str], x: Matrix
+) -> dict[str, npt.NDArray[np.float64]]:
+    # max |value| per column of each named tensor over the calibration rows (FP32 graph)
+    import onnx
+    from onnx import helper
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    outputs = {out.name for out in probe.graph.output}
+    for name in tensors:
+        if name not in outputs:
+            probe.graph.output.append(
+                helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+            )
+    session = _session(probe.SerializeToString())
+    maxima: dict[str, npt.NDArray[np.float64]] = {}
+    for start in range(0, x.shape[0], _CHUNK):
+        values = session.run(tensors, {input_name: x[start : start + _CHUNK]})
+        for name, value in zip(tensors, values, strict=True):
+            v = np.abs(np.asarray(value, dtype=np.float64))
+            col = np.where(np.isfinite(v), v, 0.0).max(axis=0)
+            maxima[name] = np.maximum(maxima[name], col) if name in maxima else col
+    return maxima
+
+
+def smooth_matmul_inputs(onnx_bytes: bytes, input_name: str, x_calibration: Matrix) -> bytes:
+    """Move each ``MatMul``'s per-column input scale into its constant weights (SmoothQuant).
+
+    Static quantization gives a ``MatMul``'s input one range for all its columns, so one
+    column with large values (a near-constant binary feature, standardized) makes the step
+    coarse for every column. For each ``MatMul`` with a constant ``[k, m]`` weight ``W``, input
+    column ``j`` is divided by ``s_j`` (a float32 ``Div`` before the ``MatMul``, which is then
+    quantized) and row ``j`` of ``W`` multiplied by it: ``(x / s) @ (s * W) == x @ W``, exactly
+    (:func:`smoothing_factors`, from ``max|x_j|`` over ``x_calibration``). The activation range
+    is no longer set by one column; the weights, int8, absorb the difference.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load_from_string(onnx_bytes)
+    graph = model.graph
+    weights = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    matmuls = [
+        node
+        for node in graph.node
+        if node.op_type == "MatMul"
+        and node.input[1] in weights
+        and weights[node.input[1]].ndim == 2
+        and weights[node.input[1]].dtype == np.float32
+    ]
+    if not matmuls:
+        return onnx_bytes
+    x_max = _input_maxima(model, input_name, sorted({n.input[0] for n in matmuls}), x_calibration)
+    for index, node in enumerate(matmuls):
+        w, cols = weights[node.input[1]], x_max[node.input[0]]
+        if cols.shape != (w.shape[0],):
+            continue
+        s = smoothing_factors(cols, np.abs(w.astype(np.float64)).max(axis=1))
+        scale, smoothed = f"smooth_scale_{index}", f"smooth_input_{index}"
+        weight = f"{node.input[1]}_smoothed_{index}"
+        graph.initializer.append(numpy_helper.from_array(s, scale))
+        graph.initializer.append(numpy_helper.from_array((w * s[:, None]).astype(w.dtype), weight))
+        div = helper.make_node("Div", [node.input[0], scale], [smoothed], name=f"smooth_{index}")
+        position = list(graph.node).index(node)
+        node.input[0], node.input[1] = smoothed, weight
+        graph.node.insert(position, div)
+    used = {name for node in graph.node for name in node.input}
+    kept = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return bytes(model.SerializeToString())
 
 
 def _normalized(onnx_bytes: bytes) -> bytes:
