@@ -80,7 +80,9 @@ class Load:
     url: str
     entities: list[str]
     statuses: Counter[int | str] = field(default_factory=Counter)
-    # per client: (monotonic time of the answer, versions in it)
+    # per client: (monotonic time the request was sent, versions in its answer); a request sent
+    # before a reload can be answered by the old champion after it, so the send time is what
+    # the assertions compare
     answers: list[list[tuple[float, set[int]]]] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
@@ -99,6 +101,7 @@ class Load:
             i = c
             while not self.stop.is_set():
                 entity = self.entities[i % len(self.entities)]
+                sent = time.monotonic()
                 try:
                     if i % 3:
                         r = client.post("/v1/predict", json={"entity": entity})
@@ -116,7 +119,7 @@ class Load:
                 else:
                     self.statuses[r.status_code] += 1
                     if versions:
-                        seen.append((time.monotonic(), versions))
+                        seen.append((sent, versions))
                 i += 1
 
     def finish(self) -> None:

@@ -15,6 +15,9 @@ from test_store_kill import kill_after, spawn, wait_for
 from dockline.store import OfflineStore
 from dockline.store.log.kafka import KafkaEventLog
 
+BACKLOG = 12_000
+"""Rows the writer adds when the sink has nothing left to be killed in."""
+
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
@@ -46,12 +49,15 @@ def test_producer_and_sink_killed_and_resumed_store_every_row_once(
         assert spawn("sink", spec, str(root), "2000").wait(timeout=60) == 0
     assert kills >= 1, "the writer finished before any kill; make it slower"
     assert spawn("writer", spec, str(total), str(batch)).wait(timeout=120) == 0
-    # the sink killed too, mid-run, while earlier runs' files are in place
+    # the sink killed too, mid-run, while earlier runs' files are in place; whenever nothing is
+    # left for it (the sinks between writer kills may have landed it all, or a kill came after
+    # its last commit), the writer first adds a backlog, so a kill does not depend on timing
     sink_kills = 0
-    for _ in range(3):
+    for _ in range(6):
+        if observer.committed("offline-sink", TOPIC) == observer.end_offsets(TOPIC):
+            total += BACKLOG
+            assert spawn("writer", spec, str(total), str(batch)).wait(timeout=120) == 0
         before = observer.committed("offline-sink", TOPIC)
-        if before == observer.end_offsets(TOPIC):
-            break  # an earlier kill landed after the last commit: nothing left to kill
         proc = spawn("sink", spec, str(root), "300")
         try:
             # ready at its first commit, or when it exits (it may finish between two polls)
@@ -65,11 +71,10 @@ def test_producer_and_sink_killed_and_resumed_store_every_row_once(
             proc.kill()
             proc.wait(timeout=10)
             raise
-        killed = kill_after(proc, ready, rng.uniform(0.05, 0.3))
-        sink_kills += killed
-        if not killed:
-            break  # it finished: nothing left to kill
-    assert sink_kills >= 1, "the sink finished before any kill; make it slower"
+        sink_kills += kill_after(proc, ready, rng.uniform(0.05, 0.3))
+        if sink_kills >= 2:
+            break
+    assert sink_kills >= 1, "the sink finished before every kill, even with a backlog"
     assert spawn("sink", spec, str(root), "2000").wait(timeout=120) == 0
     assert observer.producer_state("writer") == str(total).encode()
     assert sum(observer.end_offsets(TOPIC).values()) == total
