@@ -8,11 +8,11 @@ restarted, or a slot that was never told what was appended, neither loses nor du
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -290,6 +290,31 @@ def test_cdc_rejects_a_table_without_the_status_columns(db: Db, tmp_path: Path) 
         ingest_cdc(platform, db.dsn, table="station_status", slot="s; DROP", once=True)
 
 
+@contextmanager
+def _reader(script: str, data: Path, dsn: str) -> Iterator[subprocess.Popen[str]]:
+    """A reader process running ``script`` (it prints rows accepted so far); killed with
+    SIGKILL and reaped when the block ends."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    reader = subprocess.Popen(
+        [sys.executable, "-c", script, str(data), dsn], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        yield reader
+    finally:
+        reader.kill()
+        reader.wait()
+        if reader.stdout is not None:
+            reader.stdout.close()
+
+
+def _until_accepted(reader: subprocess.Popen[str], rows: int) -> None:
+    """Return once ``reader`` reports at least ``rows`` accepted."""
+    assert reader.stdout is not None
+    for line in reader.stdout:
+        if int(line) >= rows:
+            return
+
+
 READER = """
 import sys, time
 from dockline.pipeline.cdc import ingest_cdc
@@ -316,30 +341,13 @@ def test_cdc_reader_killed_mid_stream_resumes_without_loss_or_duplicates(
     ingest_cdc(platform, db.dsn, table="station_status", slot="s_kill", once=True)
     t0 = _base()
     transactions, per = 60, 5
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    reader = subprocess.Popen(
-        [sys.executable, "-c", READER, str(data), db.dsn],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
+    with _reader(READER, data, db.dsn) as reader:
         for k in range(transactions):
             db.insert(
                 [(f"st{i}", k % 7 + i, 30, t0 + timedelta(seconds=10 * k)) for i in range(per)]
             )
             time.sleep(0.01)
-        # kill -9 once it has appended part of the stream
-        assert reader.stdout is not None
-        for line in reader.stdout:
-            if int(line) >= 40:
-                break
-        reader.send_signal(signal.SIGKILL)
-    finally:
-        reader.kill()
-        reader.wait()
-        if reader.stdout is not None:
-            reader.stdout.close()
+        _until_accepted(reader, 40)  # kill -9 (the block's end) once part of the stream is in
     resumed = ingest_cdc(platform, db.dsn, table="station_status", slot="s_kill", once=True)
     resumed.check_accounting()
     assert 0 < resumed.accepted < transactions * per  # killed mid-stream
@@ -378,24 +386,8 @@ def test_cdc_reader_killed_mid_snapshot_redoes_it_with_every_row_exactly_once(
         " FROM generate_series(0, %s) k, generate_series(0, %s) s ORDER BY k, s",
         (t0, times - 1, stations - 1),
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    reader = subprocess.Popen(
-        [sys.executable, "-c", SNAPSHOT_READER, str(data), db.dsn],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        assert reader.stdout is not None
-        for line in reader.stdout:
-            if int(line) >= 15_000:
-                break
-        reader.send_signal(signal.SIGKILL)
-    finally:
-        reader.kill()
-        reader.wait()
-        if reader.stdout is not None:
-            reader.stdout.close()
+    with _reader(SNAPSHOT_READER, data, db.dsn) as reader:
+        _until_accepted(reader, 15_000)  # kill -9 (the block's end) mid-snapshot
     platform = Platform.open(data)
     appended = len(_offline(platform))
     assert 15_000 <= appended < stations * times  # killed mid-snapshot
