@@ -73,12 +73,13 @@ def main() -> None:
             data.mkdir()
             if batch is not None:
                 (data / "dockline.toml").write_text(f"[ingest]\nbatch_rows = {batch}\n")
+            fresh = Platform.open(data)
             started = time.perf_counter()
-            snap = ingest_cdc(Platform.open(data), pg.dsn(), slot=f"snap_{name}", once=True)
+            snap = ingest_cdc(fresh, pg.dsn(), slot=f"snap_{name}", once=True)
             snap_s = time.perf_counter() - started
             cur.execute("SELECT pg_drop_replication_slot(%s)", (f"snap_{name}",))
             snapshots[name] = {
-                "batch_rows": batch or Platform.open(data).config.ingest.batch_rows,
+                "batch_rows": fresh.config.ingest.batch_rows,
                 "rows": snap.snapshot_rows,
                 "accepted": snap.accepted,
                 "seconds": round(snap_s, 3),

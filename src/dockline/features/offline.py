@@ -283,8 +283,6 @@ class OfflineExecutor:
         rows = self._con.execute(f"SELECT DISTINCT k FROM ({union}) ORDER BY k").fetchall()
         return [str(r[0]) for r in rows]
 
-    # -- spine ------------------------------------------------------------------------------
-
     # -- the computation --------------------------------------------------------------------
 
     def _compute(
